@@ -1,0 +1,335 @@
+//! One function per command: open the home, call the library, render.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use bundleq::store::{JobFilter, PruneFilter};
+use bundleq::{Error, Home, JobStatus, Result, Store, Timestamp};
+
+use super::output::{self, cut, opt};
+use super::{Cli, Command, DbCommand, EXIT_OK, JobCommand, JobsArgs, RunCommand};
+
+/// Runs the command and returns its exit code; errors become exit 1.
+pub fn dispatch(cli: &Cli) -> Result<u8> {
+    let home_dir = home_dir(cli)?;
+    if let Command::Init = cli.command {
+        return init(cli, &home_dir);
+    }
+    let home = Home::open(&home_dir)?;
+    let mut store = home.store()?;
+    let tenant = match cli.global.tenant {
+        Some(t) => t,
+        None => home.default_tenant(&store)?,
+    };
+    let ctx = Ctx {
+        json: cli.global.json,
+        tenant,
+    };
+    match &cli.command {
+        Command::Init => Ok(EXIT_OK),
+        Command::Db(DbCommand::Current) => db_current(&ctx, &store),
+        Command::Db(DbCommand::Migrate) => {
+            let v = store.migrate_to_head()?;
+            if ctx.json {
+                output::json(&v);
+            } else {
+                output::line(format!("migrated to V{}__{} (head)", v.version, v.name));
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Jobs(args) => jobs(&ctx, &mut store, args),
+        Command::Job(cmd) => job(&ctx, &mut store, cmd),
+        Command::Runs { limit } => runs(&ctx, &mut store, *limit),
+        Command::Run(RunCommand::Show { id }) => run_show(&ctx, &mut store, *id),
+        Command::Status => status(&ctx, &mut store),
+        Command::Prune {
+            finished_before,
+            status,
+        } => {
+            let filter = PruneFilter {
+                finished_before: Timestamp::now().minus(*finished_before),
+                statuses: status.clone(),
+            };
+            let n = store.prune(ctx.tenant, &filter)?;
+            if ctx.json {
+                output::json(&serde_json::json!({ "pruned": n }));
+            } else {
+                output::line(format!("pruned {n} finished job(s)"));
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+struct Ctx {
+    json: bool,
+    tenant: Uuid,
+}
+
+fn home_dir(cli: &Cli) -> Result<PathBuf> {
+    if let Some(h) = &cli.global.home {
+        return Ok(h.clone());
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")));
+    data.map(|d| d.join("bundleq"))
+        .ok_or_else(|| Error::InvalidArgument {
+            what: "home",
+            message: "no --home given and neither BUNDLEQ_HOME nor HOME is set".to_owned(),
+        })
+}
+
+fn init(cli: &Cli, dir: &std::path::Path) -> Result<u8> {
+    let (home, report) = Home::init(dir)?;
+    let store = home.store()?;
+    let version = store.current_version()?;
+    if cli.global.json {
+        output::json(&serde_json::json!({
+            "home": report.home,
+            "created": report.created,
+            "default_tenant": report.default_tenant,
+            "schema": version,
+        }));
+    } else {
+        let verb = if report.created {
+            "created"
+        } else {
+            "already initialised:"
+        };
+        output::line(format!("{verb} home {}", report.home.display()));
+        output::line(format!("default tenant {}", report.default_tenant));
+    }
+    Ok(EXIT_OK)
+}
+
+fn db_current(ctx: &Ctx, store: &Store) -> Result<u8> {
+    let v = store.current_version()?;
+    if ctx.json {
+        output::json(&v);
+    } else {
+        match v {
+            Some(v) => output::line(format!(
+                "V{}__{}{}",
+                v.version,
+                v.name,
+                if v.head {
+                    " (head)"
+                } else {
+                    " (behind head: run `bundleq db migrate`)"
+                }
+            )),
+            None => output::line("no migration applied"),
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn jobs(ctx: &Ctx, store: &mut Store, args: &JobsArgs) -> Result<u8> {
+    let filter = JobFilter {
+        status: args.status,
+        job_type: args.job_type.clone(),
+        run_id: args.run,
+        limit: Some(args.limit),
+    };
+    let jobs = store.jobs(ctx.tenant, &filter)?;
+    if ctx.json {
+        output::json(&jobs);
+        return Ok(EXIT_OK);
+    }
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.id.to_string(),
+                j.status.to_string(),
+                format!("{}/{}", j.attempts, j.max_attempts),
+                j.job_type.clone(),
+                j.run_id.to_string(),
+                j.created_at.to_string(),
+                opt(&j.retry_at),
+                j.last_error
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), |e| cut(e, 60)),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "ID",
+            "STATUS",
+            "ATTEMPTS",
+            "TYPE",
+            "RUN",
+            "CREATED",
+            "RETRY AT",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
+    Ok(EXIT_OK)
+}
+
+#[derive(Serialize)]
+struct JobView<'a> {
+    #[serde(flatten)]
+    job: &'a bundleq::store::Job,
+    attempt_history: &'a [bundleq::store::Attempt],
+}
+
+fn show_job(ctx: &Ctx, store: &mut Store, id: Uuid) -> Result<()> {
+    let job = store.job(ctx.tenant, id)?;
+    let history = store.attempts(ctx.tenant, id)?;
+    if ctx.json {
+        output::json(&JobView {
+            job: &job,
+            attempt_history: &history,
+        });
+        return Ok(());
+    }
+    output::fields(&[
+        ("id", job.id.to_string()),
+        ("tenant_id", job.tenant_id.to_string()),
+        ("run_id", job.run_id.to_string()),
+        ("job_type", job.job_type.clone()),
+        ("status", job.status.to_string()),
+        ("attempts", format!("{}/{}", job.attempts, job.max_attempts)),
+        ("retry_at", opt(&job.retry_at)),
+        ("locked_at", opt(&job.locked_at)),
+        ("locked_by", opt(&job.locked_by)),
+        ("last_error", opt(&job.last_error)),
+        ("payload_json", job.payload_json.to_string()),
+        ("created_at", job.created_at.to_string()),
+        ("updated_at", job.updated_at.to_string()),
+    ]);
+    output::line("");
+    output::line("attempt history:");
+    let rows: Vec<Vec<String>> = history
+        .iter()
+        .map(|a| {
+            vec![
+                a.attempt.to_string(),
+                a.worker.clone(),
+                a.started_at.to_string(),
+                opt(&a.finished_at),
+                a.outcome.clone().unwrap_or_else(|| "running".to_owned()),
+                a.error
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), |e| cut(e, 60)),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "ATTEMPT", "WORKER", "STARTED", "FINISHED", "OUTCOME", "ERROR",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+fn job(ctx: &Ctx, store: &mut Store, cmd: &JobCommand) -> Result<u8> {
+    match cmd {
+        JobCommand::Show { id } => show_job(ctx, store, *id)?,
+        JobCommand::Retry { id } | JobCommand::Cancel { id } => {
+            let job = if matches!(cmd, JobCommand::Retry { .. }) {
+                store.retry(ctx.tenant, *id, Timestamp::now())?
+            } else {
+                store.cancel(ctx.tenant, *id, Timestamp::now())?
+            };
+            if ctx.json {
+                output::json(&job);
+            } else {
+                output::line(format!("job {} is now {}", job.id, job.status));
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn runs(ctx: &Ctx, store: &mut Store, limit: u32) -> Result<u8> {
+    let runs = store.runs(ctx.tenant, Some(limit))?;
+    if ctx.json {
+        output::json(&runs);
+        return Ok(EXIT_OK);
+    }
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.created_at.to_string(),
+                r.origin.clone(),
+                r.bundle_sha256[..12].to_owned(),
+                cut(&r.title, 50),
+            ]
+        })
+        .collect();
+    output::table(&["RUN", "ACCEPTED", "ORIGIN", "SHA256", "TITLE"], &rows);
+    Ok(EXIT_OK)
+}
+
+fn run_show(ctx: &Ctx, store: &mut Store, id: Uuid) -> Result<u8> {
+    let run = store.run(ctx.tenant, id)?;
+    let jobs = store.jobs(
+        ctx.tenant,
+        &JobFilter {
+            run_id: Some(id),
+            ..JobFilter::default()
+        },
+    )?;
+    if ctx.json {
+        output::json(&serde_json::json!({ "run": run, "jobs": jobs }));
+        return Ok(EXIT_OK);
+    }
+    let s = &run.summary;
+    output::fields(&[
+        ("id", s.id.to_string()),
+        ("tenant_id", s.tenant_id.to_string()),
+        ("title", s.title.clone()),
+        ("bundle_sha256", s.bundle_sha256.clone()),
+        (
+            "origin",
+            format!("{} {}", s.origin, s.origin_name.as_deref().unwrap_or("")),
+        ),
+        ("created_at", s.created_at.to_string()),
+    ]);
+    output::line("");
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.id.to_string(),
+                j.job_type.clone(),
+                j.status.to_string(),
+                format!("{}/{}", j.attempts, j.max_attempts),
+            ]
+        })
+        .collect();
+    output::table(&["JOB", "TYPE", "STATUS", "ATTEMPTS"], &rows);
+    Ok(EXIT_OK)
+}
+
+fn status(ctx: &Ctx, store: &mut Store) -> Result<u8> {
+    let stats = store.stats(ctx.tenant, Timestamp::now())?;
+    if ctx.json {
+        output::json(&stats);
+        return Ok(EXIT_OK);
+    }
+    let mut pairs: Vec<(&str, String)> = JobStatus::ALL
+        .iter()
+        .map(|s| {
+            (
+                s.as_str(),
+                stats.counts.get(s).copied().unwrap_or(0).to_string(),
+            )
+        })
+        .collect();
+    pairs.push(("oldest queued", opt(&stats.oldest_queued)));
+    pairs.push(("next retry", opt(&stats.next_retry)));
+    output::fields(&pairs);
+    Ok(EXIT_OK)
+}

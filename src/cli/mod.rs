@@ -1,0 +1,162 @@
+//! Command-line interface (binary only): the clap definitions, dispatch to
+//! the library, and rendering of results as tables or JSON. Output goes to
+//! stdout; errors go to stderr as one line.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use uuid::Uuid;
+
+use bundleq::JobStatus;
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: an error (I/O, database, unknown id, refused transition).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit status: invalid input data (EX_DATAERR), e.g. an invalid bundle.
+pub const EXIT_DATA: u8 = 65;
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0   success
+  1   error (I/O, database, unknown id, refused transition, bad configuration)
+  2   usage error (unknown command or flag, malformed argument)
+  65  invalid input data (EX_DATAERR): a bundle failed validation
+
+Environment:
+  BUNDLEQ_HOME  home folder (same as --home)
+  RUST_LOG      log filter, e.g. RUST_LOG=debug (default: warn; info for serve)";
+
+/// bundleq: an embedded, durable job engine for research run bundles.
+///
+/// One folder (the home) holds the SQLite database, the configuration file and
+/// the drop folders. Run `bundleq init` once, then submit bundles and work them.
+#[derive(Debug, Parser)]
+#[command(name = "bundleq", version, after_long_help = EXIT_CODES_HELP, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Home folder holding bundleq.db, bundleq.toml, inbox/, accepted/ and
+    /// rejected/ [default: $XDG_DATA_HOME/bundleq or ~/.local/share/bundleq]
+    #[arg(long, global = true, env = "BUNDLEQ_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Tenant to read and write [default: the home's default tenant]
+    #[arg(long, global = true, value_name = "UUID")]
+    pub tenant: Option<Uuid>,
+    /// Print JSON for scripts instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a home (folders 0700, database 0600, default configuration and
+    /// tenant). Safe to run again.
+    Init,
+    /// Inspect or migrate the database schema.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// List jobs, newest first.
+    Jobs(JobsArgs),
+    /// Show, retry or cancel one job.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// List runs, newest first.
+    Runs {
+        /// Show at most this many
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one run.
+    #[command(subcommand)]
+    Run(RunCommand),
+    /// Job counts per status, the oldest queued job and the next retry.
+    Status,
+    /// Delete finished jobs (succeeded, failed, cancelled) and their attempt
+    /// history. Runs are kept.
+    Prune {
+        /// Delete jobs that finished longer ago than this (e.g. 7d, 12h)
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        finished_before: std::time::Duration,
+        /// Only jobs in this finished state (repeatable)
+        #[arg(long, value_parser = parse_status)]
+        status: Vec<JobStatus>,
+    },
+}
+
+impl Command {
+    /// Commands that keep running and report progress through the log.
+    pub fn is_long_running(&self) -> bool {
+        false
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Print the applied migration head, like `alembic current`.
+    Current,
+    /// Apply pending migrations (opening a home applies them too).
+    Migrate,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only jobs in this status (queued, running, succeeded, failed, cancelled)
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<JobStatus>,
+    /// Only jobs of this type
+    #[arg(long = "type", value_name = "TYPE")]
+    pub job_type: Option<String>,
+    /// Only jobs of this run
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<Uuid>,
+    /// Show at most this many
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// A job's columns and its attempt history.
+    Show { id: Uuid },
+    /// Queue a failed or cancelled job again, attempts reset to 0.
+    Retry { id: Uuid },
+    /// Cancel a queued or failed job.
+    Cancel { id: Uuid },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    /// A run, its bundle and its jobs.
+    Show { id: Uuid },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    bundleq::timestamp::parse_duration(s)
+}
+
+fn parse_status(s: &str) -> Result<JobStatus, String> {
+    s.parse()
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match commands::dispatch(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            output::error_line(&e);
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! `bundleq.toml`: the home's configuration, parsed into plain structs that
+//! are passed explicitly to whatever needs them. Unknown keys are errors, so
+//! a typo never silently falls back to a default.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, Result};
+use crate::state::Backoff;
+use crate::store::{QueuePolicy, StoreOptions, Synchronous};
+use crate::timestamp::parse_duration;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[database]`
+    pub database: DatabaseConfig,
+    /// `[queue]`
+    pub queue: QueueConfig,
+}
+
+/// `[database]`: how the SQLite file is used.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `full` (default) or `normal`.
+    pub synchronous: Synchronous,
+    /// How long a write waits for another process before giving up.
+    #[serde(deserialize_with = "duration")]
+    pub busy_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[queue]`: the state machine's parameters.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Attempts per job unless the job says otherwise.
+    pub max_attempts: u32,
+    /// A running job whose lock is older than this is rescued.
+    #[serde(deserialize_with = "duration")]
+    pub lock_timeout: Duration,
+    /// Delay after the first failed attempt.
+    #[serde(deserialize_with = "duration")]
+    pub backoff_base: Duration,
+    /// Longest delay.
+    #[serde(deserialize_with = "duration")]
+    pub backoff_cap: Duration,
+    /// Spread of each delay, 0.0 to 1.0.
+    pub backoff_jitter: f64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        let policy = QueuePolicy::default();
+        QueueConfig {
+            max_attempts: policy.max_attempts,
+            lock_timeout: policy.lock_timeout,
+            backoff_base: policy.backoff.base,
+            backoff_cap: policy.backoff.cap,
+            backoff_jitter: policy.backoff.jitter,
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// The file `init` writes: every key, commented, at its default.
+pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is optional; the values shown are the defaults.
+# Durations take a unit: 250ms, 30s, 5m, 2h, 7d.
+
+[database]
+# "full": every commit is fsynced, an acknowledged write survives power loss.
+# "normal": faster; survives a crash of bundleq, but a power loss or OS crash
+# may undo the last commits.
+# synchronous = "full"
+# How long a write waits for another bundleq process before giving up.
+# busy_timeout = "60s"
+
+[queue]
+# Attempts per job (a job that kills its worker counts too).
+# max_attempts = 3
+# A running job whose worker has not been heard from for this long is rescued.
+# lock_timeout = "30m"
+# Retry delays: base x 2^(attempt-1), at most cap, spread by +/- jitter.
+# backoff_base = "30s"
+# backoff_cap = "1h"
+# backoff_jitter = 0.0
+"#;
+
+impl Config {
+    /// Parses configuration text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let message = e.message().trim().replace('\n', " ");
+            Error::Config {
+                path: path.to_owned(),
+                message: match line {
+                    Some(l) => format!("line {l}: {message}"),
+                    None => message,
+                },
+            }
+        })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    /// Reads `path`; a missing file means all defaults.
+    pub fn load(path: &Path) -> Result<Config> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(source) => Err(Error::Io {
+                action: "read",
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    fn check(&self, path: &Path) -> Result<()> {
+        let bad = |message: &str| {
+            Err(Error::Config {
+                path: path.to_owned(),
+                message: message.to_owned(),
+            })
+        };
+        let q = &self.queue;
+        if q.max_attempts == 0 {
+            return bad("queue.max_attempts must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&q.backoff_jitter) {
+            return bad("queue.backoff_jitter must be between 0.0 and 1.0");
+        }
+        if q.backoff_cap < q.backoff_base {
+            return bad("queue.backoff_cap must not be shorter than queue.backoff_base");
+        }
+        if q.lock_timeout < Duration::from_secs(1) {
+            return bad("queue.lock_timeout must be at least 1s");
+        }
+        Ok(())
+    }
+
+    /// The store options this configuration asks for.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            synchronous: self.database.synchronous,
+            busy_deadline: self.database.busy_timeout,
+            policy: QueuePolicy {
+                lock_timeout: self.queue.lock_timeout,
+                backoff: Backoff {
+                    base: self.queue.backoff_base,
+                    cap: self.queue.backoff_cap,
+                    jitter: self.queue.backoff_jitter,
+                },
+                max_attempts: self.queue.max_attempts,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_parses_to_defaults() {
+        let c = Config::parse(DEFAULT_CONFIG, Path::new("bundleq.toml")).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn bad_keys_and_values_name_the_key_on_one_line() {
+        let p = Path::new("bundleq.toml");
+        let e = Config::parse("[queue]\nmax_attempt = 3\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_attempt") && e.contains("line 2"), "{e}");
+        assert!(!e.contains('\n'));
+        let e = Config::parse("[queue]\nlock_timeout = \"soon\"\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("soon"), "{e}");
+        let e = Config::parse("[queue]\nmax_attempts = 0\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("queue.max_attempts"), "{e}");
+        let e = Config::parse("[database]\nsynchronous = \"off\"\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("off"), "{e}");
+    }
+}

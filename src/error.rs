@@ -1,0 +1,116 @@
+//! The library's error type. Messages are lowercase, say what failed, and
+//! carry the context (path, job id) a user needs; causes are chained with
+//! `#[source]`. A job's own failure is not an error: see [`crate::Outcome`].
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in bundleq's library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A database operation failed.
+    #[error("failed to {action}: {source}")]
+    Db {
+        /// What was being done, e.g. "claim jobs".
+        action: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database stayed locked by another process past the deadline.
+    #[error("failed to {action}: the database stayed locked by another process for {waited_secs}s")]
+    Busy {
+        /// What was being done.
+        action: &'static str,
+        /// How long we waited.
+        waited_secs: u64,
+    },
+    /// Applying schema migrations failed.
+    #[error("failed to migrate the database schema: {0}")]
+    Migrate(#[source] Box<refinery::Error>),
+    /// A file or directory operation failed.
+    #[error("failed to {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. "read".
+        action: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The folder is not a bundleq home.
+    #[error("{} is not a bundleq home (no bundleq.db); create one with `bundleq --home {} init`", path.display(), path.display())]
+    NotAHome {
+        /// The folder that was given.
+        path: PathBuf,
+    },
+    /// The home's configuration file is invalid.
+    #[error("invalid configuration in {}: {message}", path.display())]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// No job with this id exists for the tenant.
+    #[error("no job {id} in tenant {tenant}")]
+    JobNotFound {
+        /// The job id that was asked for.
+        id: String,
+        /// The tenant the lookup was scoped to.
+        tenant: String,
+    },
+    /// No run with this id exists for the tenant.
+    #[error("no run {id} in tenant {tenant}")]
+    RunNotFound {
+        /// The run id that was asked for.
+        id: String,
+        /// The tenant the lookup was scoped to.
+        tenant: String,
+    },
+    /// A user asked for a transition the state machine does not allow.
+    #[error("cannot {action} job {id}: it is {status}")]
+    InvalidTransition {
+        /// "cancel" or "retry".
+        action: &'static str,
+        /// The job.
+        id: String,
+        /// Its current status.
+        status: crate::JobStatus,
+    },
+    /// A value given to the library is malformed (not bundle data).
+    #[error("invalid {what}: {message}")]
+    InvalidArgument {
+        /// Which argument.
+        what: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// Shorthand for results whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches an action to a rusqlite error: `.db("claim jobs")?`.
+pub(crate) trait DbContext<T> {
+    fn db(self, action: &'static str) -> Result<T>;
+}
+
+impl<T> DbContext<T> for rusqlite::Result<T> {
+    fn db(self, action: &'static str) -> Result<T> {
+        self.map_err(|source| Error::Db { action, source })
+    }
+}
+
+/// Attaches an action and a path to an I/O error.
+pub(crate) trait IoContext<T> {
+    fn io(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn io(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            action,
+            path: path.into(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,22 @@
+//! bundleq: an embedded, durable job engine for research run bundles.
+//!
+//! See `ARCHITECTURE.md` for the code map and the invariants each module
+//! keeps. In short: [`store`] is the only module that runs SQL; [`state`]
+//! holds the job state machine's pure rules; [`home`] owns the folder
+//! layout and [`config`] its configuration file. The library never prints,
+//! never exits the process and never installs a logger: it returns
+//! [`Error`]s and emits `log` records.
+
+pub mod config;
+pub mod error;
+pub mod home;
+pub mod state;
+pub mod store;
+pub mod timestamp;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use home::Home;
+pub use state::{Backoff, JobStatus, Outcome};
+pub use store::{Store, StoreOptions};
+pub use timestamp::{Clock, ManualClock, SystemClock, Timestamp};

@@ -1,0 +1,922 @@
+//! `research_jobs` and `job_attempts`: enqueue, claim, heartbeat, report,
+//! release, cancel, retry, read and prune.
+//!
+//! Every worker report is fenced by its [`ClaimToken`]: it changes the row
+//! only while the job is still `running` under that very claim (same
+//! `locked_by`, same `attempts`, and its attempt row still open). A worker
+//! whose lock was rescued therefore changes nothing, even if it re-claimed
+//! the job itself under the same name.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{QueuePolicy, Store, WriteTx};
+use crate::error::{DbContext, Error, Result};
+use crate::state::{FailureDecision, JobStatus, Outcome, decide_failure};
+use crate::timestamp::{Timestamp, human_duration};
+
+/// Errors stored in `last_error` and attempt rows are cut to this many bytes.
+const MAX_ERROR_BYTES: usize = 8 * 1024;
+
+/// A job to enqueue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewJob {
+    /// Tenant that owns the job.
+    pub tenant_id: Uuid,
+    /// The research run the job works on.
+    pub run_id: Uuid,
+    /// Selects the handler.
+    pub job_type: String,
+    /// Handed to the handler.
+    pub payload: serde_json::Value,
+    /// Attempts allowed; the store's default when `None`.
+    pub max_attempts: Option<u32>,
+}
+
+/// One `research_jobs` row. Serialises with the column names as keys.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Job {
+    /// Job id (UUIDv7).
+    pub id: Uuid,
+    /// Owning tenant.
+    pub tenant_id: Uuid,
+    /// The run it works on.
+    pub run_id: Uuid,
+    /// Selects the handler.
+    pub job_type: String,
+    /// Where it is in the state machine.
+    pub status: JobStatus,
+    /// Claims so far (counted at claim).
+    pub attempts: u32,
+    /// Claims allowed.
+    pub max_attempts: u32,
+    /// When a queued job that failed becomes due again.
+    pub retry_at: Option<Timestamp>,
+    /// When the current claim was made or last heartbeat.
+    pub locked_at: Option<Timestamp>,
+    /// Who holds the current claim.
+    pub locked_by: Option<String>,
+    /// The most recent failure.
+    pub last_error: Option<String>,
+    /// The handler's input.
+    pub payload_json: serde_json::Value,
+    /// When it was enqueued.
+    pub created_at: Timestamp,
+    /// When its row last changed state.
+    pub updated_at: Timestamp,
+}
+
+/// One row of a job's attempt history.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Attempt {
+    /// Attempt row id.
+    pub id: Uuid,
+    /// The job.
+    pub job_id: Uuid,
+    /// 1 for the first claim.
+    pub attempt: u32,
+    /// Who claimed it.
+    pub worker: String,
+    /// Claim time.
+    pub started_at: Timestamp,
+    /// When it ended; `None` while it runs.
+    pub finished_at: Option<Timestamp>,
+    /// `succeeded`, `retry`, `failed`, `lost` or `released`.
+    pub outcome: Option<String>,
+    /// The error it ended with.
+    pub error: Option<String>,
+}
+
+/// The proof of one claim, which a worker presents with every report.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClaimToken {
+    /// The job.
+    pub job_id: Uuid,
+    /// The claiming worker (`locked_by`).
+    pub worker: String,
+    /// `attempts` after the claim.
+    pub attempt: u32,
+    /// `max_attempts` of the job.
+    pub max_attempts: u32,
+    /// The attempt row this claim opened.
+    pub attempt_id: Uuid,
+}
+
+/// A claimed job and its token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claim {
+    /// The job as it is after the claim.
+    pub job: Job,
+    /// What the worker presents when it reports.
+    pub token: ClaimToken,
+    /// The worker that lost this job's previous claim, if this was a rescue.
+    pub rescued_from: Option<String>,
+}
+
+/// What became of a worker's report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// The report was applied; the job is now in this state.
+    Applied(JobStatus),
+    /// The claim no longer holds (rescued, cancelled or pruned): nothing
+    /// changed.
+    Stale,
+}
+
+/// Which jobs to list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobFilter {
+    /// Only this status.
+    pub status: Option<JobStatus>,
+    /// Only this job type.
+    pub job_type: Option<String>,
+    /// Only jobs of this run.
+    pub run_id: Option<Uuid>,
+    /// At most this many (newest first); all when `None`.
+    pub limit: Option<u32>,
+}
+
+/// Which finished jobs to delete.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PruneFilter {
+    /// Jobs whose last change is older than this.
+    pub finished_before: Timestamp,
+    /// Only these finished states (all finished states when empty).
+    pub statuses: Vec<JobStatus>,
+}
+
+/// Counts for `bundleq status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// Jobs per status (every status present, zero included).
+    pub counts: BTreeMap<JobStatus, u64>,
+    /// `created_at` of the oldest queued job.
+    pub oldest_queued: Option<Timestamp>,
+    /// The earliest future `retry_at`.
+    pub next_retry: Option<Timestamp>,
+}
+
+const JOB_COLUMNS: &str = "id, tenant_id, run_id, job_type, status, attempts, max_attempts, \
+     retry_at, locked_at, locked_by, last_error, payload_json, created_at, updated_at";
+
+fn uuid_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Uuid> {
+    let text: String = row.get(idx)?;
+    Uuid::parse_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn status_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<JobStatus> {
+    let text: String = row.get(idx)?;
+    text.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
+    let payload: String = row.get(11)?;
+    Ok(Job {
+        id: uuid_col(row, 0)?,
+        tenant_id: uuid_col(row, 1)?,
+        run_id: uuid_col(row, 2)?,
+        job_type: row.get(3)?,
+        status: status_col(row, 4)?,
+        attempts: row.get(5)?,
+        max_attempts: row.get(6)?,
+        retry_at: row.get(7)?,
+        locked_at: row.get(8)?,
+        locked_by: row.get(9)?,
+        last_error: row.get(10)?,
+        payload_json: serde_json::from_str(&payload).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(11, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        created_at: row.get(12)?,
+        updated_at: row.get(13)?,
+    })
+}
+
+fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        id: uuid_col(row, 0)?,
+        job_id: uuid_col(row, 1)?,
+        attempt: row.get(2)?,
+        worker: row.get(3)?,
+        started_at: row.get(4)?,
+        finished_at: row.get(5)?,
+        outcome: row.get(6)?,
+        error: row.get(7)?,
+    })
+}
+
+fn truncate_error(message: &str) -> &str {
+    if message.len() <= MAX_ERROR_BYTES {
+        return message;
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "attempt" } else { "attempts" }
+}
+
+/// The claim: due queued jobs and expired running ones, oldest first. Each
+/// branch walks its own partial index and stops after `?3` rows.
+const CLAIM_SQL: &str = "
+UPDATE research_jobs
+SET status = 'running', attempts = attempts + 1, locked_at = ?1, locked_by = ?4,
+    retry_at = NULL, updated_at = ?1
+WHERE id IN (
+    SELECT id FROM (
+        SELECT id, created_at FROM (
+            SELECT id, created_at FROM research_jobs INDEXED BY research_jobs_ready
+            WHERE status = 'queued' AND retry_at IS NULL
+            ORDER BY created_at LIMIT ?3)
+        UNION ALL
+        SELECT id, created_at FROM (
+            SELECT id, created_at FROM research_jobs INDEXED BY research_jobs_retry
+            WHERE status = 'queued' AND retry_at IS NOT NULL AND retry_at <= ?1
+            ORDER BY retry_at LIMIT ?3)
+        UNION ALL
+        SELECT id, created_at FROM (
+            SELECT id, created_at FROM research_jobs INDEXED BY research_jobs_running
+            WHERE status = 'running' AND locked_at < ?2
+            ORDER BY locked_at LIMIT ?3)
+    )
+    ORDER BY created_at LIMIT ?3)
+RETURNING id, tenant_id, run_id, job_type, status, attempts, max_attempts,
+    retry_at, locked_at, locked_by, last_error, payload_json, created_at, updated_at";
+
+/// A running job whose lock expired at its last attempt is not claimed
+/// again: it fails, and its open attempt row is closed as lost.
+const FAIL_LOST_SQL: &str = "
+UPDATE research_jobs
+SET status = 'failed', retry_at = NULL, locked_at = NULL, locked_by = NULL, updated_at = ?1,
+    last_error = 'worker ' || locked_by || ' was lost during attempt ' || attempts || '/'
+        || max_attempts || ' (lock expired at ' || locked_at || ')'
+WHERE id IN (
+    SELECT id FROM research_jobs INDEXED BY research_jobs_running
+    WHERE status = 'running' AND locked_at < ?2 AND attempts >= max_attempts)
+RETURNING id, attempts, last_error";
+
+/// The fence shared by every worker report: the row is still running under
+/// this very claim.
+const FENCE: &str = "id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3
+    AND EXISTS (SELECT 1 FROM job_attempts WHERE id = ?4 AND finished_at IS NULL)";
+
+fn close_attempt(
+    tx: &Transaction<'_>,
+    attempt_id: &Uuid,
+    outcome: &str,
+    error: Option<&str>,
+    now: Timestamp,
+) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE job_attempts SET finished_at = ?2, outcome = ?3, error = ?4
+         WHERE id = ?1 AND finished_at IS NULL",
+    )
+    .and_then(|mut s| s.execute(params![attempt_id.to_string(), now, outcome, error]))
+    .db("record an attempt")?;
+    Ok(())
+}
+
+/// Closes whatever attempt of `job_id` is still open, as lost; returns the
+/// worker that held it.
+fn close_lost_attempt(
+    tx: &Transaction<'_>,
+    job_id: &str,
+    error: &str,
+    now: Timestamp,
+) -> Result<Option<String>> {
+    tx.prepare_cached(
+        "UPDATE job_attempts SET finished_at = ?2, outcome = 'lost', error = ?3
+         WHERE job_id = ?1 AND finished_at IS NULL RETURNING worker",
+    )
+    .and_then(|mut s| {
+        s.query_row(params![job_id, now, error], |r| r.get::<_, String>(0))
+            .optional()
+    })
+    .db("record a lost attempt")
+}
+
+fn insert_job(
+    tx: &Transaction<'_>,
+    policy: &QueuePolicy,
+    job: &NewJob,
+    now: Timestamp,
+) -> Result<Uuid> {
+    let max_attempts = job.max_attempts.unwrap_or(policy.max_attempts);
+    if max_attempts == 0 {
+        return Err(Error::InvalidArgument {
+            what: "max_attempts",
+            message: "must be at least 1".to_owned(),
+        });
+    }
+    let id = Uuid::now_v7();
+    tx.prepare_cached(
+        "INSERT INTO research_jobs (id, tenant_id, run_id, job_type, status, attempts,
+             max_attempts, payload_json, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 'queued', 0, ?5, ?6, ?7, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            id.to_string(),
+            job.tenant_id.to_string(),
+            job.run_id.to_string(),
+            job.job_type,
+            max_attempts,
+            job.payload.to_string(),
+            now
+        ])
+    })
+    .db("enqueue a job")?;
+    Ok(id)
+}
+
+impl WriteTx<'_> {
+    /// Enqueues a job inside this transaction.
+    pub fn enqueue(&self, job: &NewJob, now: Timestamp) -> Result<Uuid> {
+        insert_job(self.tx, self.policy, job, now)
+    }
+}
+
+impl Store {
+    /// Enqueues one job.
+    pub fn enqueue(&mut self, job: &NewJob, now: Timestamp) -> Result<Uuid> {
+        let policy = self.options.policy.clone();
+        self.write("enqueue a job", |tx| insert_job(tx, &policy, job, now))
+    }
+
+    /// Enqueues many jobs in one transaction; all or none.
+    pub fn enqueue_many(&mut self, jobs: &[NewJob], now: Timestamp) -> Result<Vec<Uuid>> {
+        let policy = self.options.policy.clone();
+        self.write("enqueue jobs", |tx| {
+            jobs.iter()
+                .map(|j| insert_job(tx, &policy, j, now))
+                .collect()
+        })
+    }
+
+    /// Claims up to `n` jobs for `worker` in one transaction: queued jobs that
+    /// are due, and running jobs whose lock expired (orphan rescue), oldest
+    /// first. A lost job already at `max_attempts` is failed instead.
+    pub fn claim(&mut self, n: u32, worker: &str, now: Timestamp) -> Result<Vec<Claim>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let expiry = now.minus(self.options.policy.lock_timeout);
+        self.write("claim jobs", |tx| {
+            // Lost at the last attempt: fail, never run a fourth time.
+            let lost: Vec<(String, u32, String)> = {
+                let mut stmt = tx.prepare_cached(FAIL_LOST_SQL).db("fail lost jobs")?;
+                let rows = stmt
+                    .query_map(params![now, expiry], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .db("fail lost jobs")?;
+                rows.collect::<rusqlite::Result<_>>().db("fail lost jobs")?
+            };
+            for (id, attempts, error) in &lost {
+                close_lost_attempt(tx, id, error, now)?;
+                log::error!(
+                    "Job {id} permanently failed after {attempts} {}: {error}",
+                    plural(*attempts)
+                );
+            }
+
+            let mut jobs: Vec<Job> = {
+                let mut stmt = tx.prepare_cached(CLAIM_SQL).db("claim jobs")?;
+                let rows = stmt
+                    .query_map(params![now, expiry, n, worker], job_from_row)
+                    .db("claim jobs")?;
+                rows.collect::<rusqlite::Result<_>>().db("claim jobs")?
+            };
+            jobs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+
+            let mut claims = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let id = job.id.to_string();
+                let rescued_from = if job.attempts > 1 {
+                    close_lost_attempt(tx, &id, "lock expired; the job was rescued", now)?
+                } else {
+                    None
+                };
+                if let Some(old) = &rescued_from {
+                    log::warn!(
+                        "Job {id} rescued from lost worker {old}; attempt {}/{}",
+                        job.attempts,
+                        job.max_attempts
+                    );
+                }
+                let attempt_id = Uuid::now_v7();
+                tx.prepare_cached(
+                    "INSERT INTO job_attempts (id, job_id, tenant_id, attempt, worker, started_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        attempt_id.to_string(),
+                        id,
+                        job.tenant_id.to_string(),
+                        job.attempts,
+                        worker,
+                        now
+                    ])
+                })
+                .db("record an attempt")?;
+                claims.push(Claim {
+                    token: ClaimToken {
+                        job_id: job.id,
+                        worker: worker.to_owned(),
+                        attempt: job.attempts,
+                        max_attempts: job.max_attempts,
+                        attempt_id,
+                    },
+                    job,
+                    rescued_from,
+                });
+            }
+            Ok(claims)
+        })
+    }
+
+    /// Refreshes `locked_at` of the given claims so live jobs are not
+    /// rescued. Returns how many claims still hold.
+    pub fn heartbeat(&mut self, tokens: &[ClaimToken], now: Timestamp) -> Result<usize> {
+        if tokens.is_empty() {
+            return Ok(0);
+        }
+        self.write("heartbeat jobs", |tx| {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "UPDATE research_jobs SET locked_at = ?5 WHERE {FENCE}"
+                ))
+                .db("heartbeat jobs")?;
+            let mut held = 0;
+            for t in tokens {
+                held += stmt
+                    .execute(params![
+                        t.job_id.to_string(),
+                        t.worker,
+                        t.attempt,
+                        t.attempt_id.to_string(),
+                        now
+                    ])
+                    .db("heartbeat jobs")?;
+            }
+            Ok(held)
+        })
+    }
+
+    /// Records one attempt's outcome, fenced by its claim.
+    pub fn report(
+        &mut self,
+        token: &ClaimToken,
+        outcome: &Outcome,
+        now: Timestamp,
+    ) -> Result<Report> {
+        let reports = self.report_many(&[(token.clone(), outcome.clone())], now)?;
+        Ok(reports.into_iter().next().unwrap_or(Report::Stale))
+    }
+
+    /// Records many outcomes in one transaction (group commit). Each is fenced
+    /// on its own; the result says, per report, whether it was applied.
+    pub fn report_many(
+        &mut self,
+        reports: &[(ClaimToken, Outcome)],
+        now: Timestamp,
+    ) -> Result<Vec<Report>> {
+        if reports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let policy = self.options.policy.clone();
+        self.write("record job outcomes", |tx| {
+            reports
+                .iter()
+                .map(|(token, outcome)| apply_report(tx, &policy, token, outcome, now))
+                .collect()
+        })
+    }
+
+    /// Gives claims back at shutdown: the jobs return to `queued`, due at
+    /// once, and the interrupted attempt does not count against
+    /// `max_attempts` (its history row says `released`).
+    pub fn release(&mut self, tokens: &[ClaimToken], now: Timestamp) -> Result<Vec<Report>> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write("release jobs", |tx| {
+            let mut out = Vec::with_capacity(tokens.len());
+            for t in tokens {
+                let changed = tx
+                    .prepare_cached(&format!(
+                        "UPDATE research_jobs SET status = 'queued', attempts = attempts - 1,
+                             retry_at = NULL, locked_at = NULL, locked_by = NULL, updated_at = ?5
+                         WHERE {FENCE}"
+                    ))
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            t.job_id.to_string(),
+                            t.worker,
+                            t.attempt,
+                            t.attempt_id.to_string(),
+                            now
+                        ])
+                    })
+                    .db("release a job")?;
+                if changed == 1 {
+                    close_attempt(
+                        tx,
+                        &t.attempt_id,
+                        "released",
+                        Some("released at shutdown"),
+                        now,
+                    )?;
+                    log::info!("Job {} released at shutdown; it will run again", t.job_id);
+                    out.push(Report::Applied(JobStatus::Queued));
+                } else {
+                    out.push(Report::Stale);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Cancels a queued or failed job of `tenant`.
+    pub fn cancel(&mut self, tenant: Uuid, id: Uuid, now: Timestamp) -> Result<Job> {
+        self.user_transition(
+            tenant,
+            id,
+            now,
+            "cancel",
+            JobStatus::can_cancel,
+            "UPDATE research_jobs SET status = 'cancelled', retry_at = NULL, updated_at = ?3
+             WHERE id = ?1 AND tenant_id = ?2 AND status IN ('queued', 'failed')",
+        )
+    }
+
+    /// Puts a failed or cancelled job of `tenant` back in the queue with its
+    /// attempts reset.
+    pub fn retry(&mut self, tenant: Uuid, id: Uuid, now: Timestamp) -> Result<Job> {
+        self.user_transition(
+            tenant,
+            id,
+            now,
+            "retry",
+            JobStatus::can_retry,
+            "UPDATE research_jobs SET status = 'queued', attempts = 0, retry_at = NULL,
+                 updated_at = ?3
+             WHERE id = ?1 AND tenant_id = ?2 AND status IN ('failed', 'cancelled')",
+        )
+    }
+
+    fn user_transition(
+        &mut self,
+        tenant: Uuid,
+        id: Uuid,
+        now: Timestamp,
+        action: &'static str,
+        allowed: fn(JobStatus) -> bool,
+        sql: &str,
+    ) -> Result<Job> {
+        self.write("change a job", |tx| {
+            let job = get_job(tx, tenant, id)?.ok_or_else(|| Error::JobNotFound {
+                id: id.to_string(),
+                tenant: tenant.to_string(),
+            })?;
+            if !allowed(job.status) {
+                return Err(Error::InvalidTransition {
+                    action,
+                    id: id.to_string(),
+                    status: job.status,
+                });
+            }
+            tx.execute(sql, params![id.to_string(), tenant.to_string(), now])
+                .db("change a job")?;
+            log::info!(
+                "Job {id} {action} by user: {} -> {}",
+                job.status,
+                if action == "cancel" {
+                    "cancelled"
+                } else {
+                    "queued"
+                }
+            );
+            get_job(tx, tenant, id)?.ok_or_else(|| Error::JobNotFound {
+                id: id.to_string(),
+                tenant: tenant.to_string(),
+            })
+        })
+    }
+
+    /// One job of `tenant`.
+    pub fn job(&mut self, tenant: Uuid, id: Uuid) -> Result<Job> {
+        self.read("read a job", |tx| get_job(tx, tenant, id))?
+            .ok_or_else(|| Error::JobNotFound {
+                id: id.to_string(),
+                tenant: tenant.to_string(),
+            })
+    }
+
+    /// A job's attempt history, oldest first.
+    pub fn attempts(&mut self, tenant: Uuid, id: Uuid) -> Result<Vec<Attempt>> {
+        self.read("read attempts", |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT id, job_id, attempt, worker, started_at, finished_at, outcome, error
+                     FROM job_attempts WHERE job_id = ?1 AND tenant_id = ?2
+                     ORDER BY started_at, attempt",
+                )
+                .db("read attempts")?;
+            let rows = stmt
+                .query_map(
+                    params![id.to_string(), tenant.to_string()],
+                    attempt_from_row,
+                )
+                .db("read attempts")?;
+            rows.collect::<rusqlite::Result<_>>().db("read attempts")
+        })
+    }
+
+    /// Jobs of `tenant` matching `filter`, newest first.
+    pub fn jobs(&mut self, tenant: Uuid, filter: &JobFilter) -> Result<Vec<Job>> {
+        self.read("list jobs", |tx| {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {JOB_COLUMNS} FROM research_jobs
+                     WHERE tenant_id = ?1
+                       AND (?2 IS NULL OR status = ?2)
+                       AND (?3 IS NULL OR job_type = ?3)
+                       AND (?4 IS NULL OR run_id = ?4)
+                     ORDER BY created_at DESC, id DESC
+                     LIMIT ?5"
+                ))
+                .db("list jobs")?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        tenant.to_string(),
+                        filter.status.map(JobStatus::as_str),
+                        filter.job_type,
+                        filter.run_id.map(|r| r.to_string()),
+                        filter.limit.map_or(-1, i64::from)
+                    ],
+                    job_from_row,
+                )
+                .db("list jobs")?;
+            rows.collect::<rusqlite::Result<_>>().db("list jobs")
+        })
+    }
+
+    /// Counts per status, oldest queued job and next retry, for `tenant`.
+    pub fn stats(&mut self, tenant: Uuid, now: Timestamp) -> Result<Stats> {
+        self.read("count jobs", |tx| {
+            let t = tenant.to_string();
+            let mut stats = Stats {
+                counts: JobStatus::ALL.iter().map(|s| (*s, 0)).collect(),
+                ..Stats::default()
+            };
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT status, count(*) FROM research_jobs WHERE tenant_id = ?1
+                     GROUP BY status",
+                )
+                .db("count jobs")?;
+            let rows = stmt
+                .query_map([&t], |r| Ok((status_col(r, 0)?, r.get::<_, i64>(1)?)))
+                .db("count jobs")?;
+            for row in rows {
+                let (status, count) = row.db("count jobs")?;
+                stats
+                    .counts
+                    .insert(status, u64::try_from(count).unwrap_or(0));
+            }
+            stats.oldest_queued = tx
+                .query_row(
+                    "SELECT min(created_at) FROM research_jobs
+                     WHERE tenant_id = ?1 AND status = 'queued'",
+                    [&t],
+                    |r| r.get(0),
+                )
+                .db("count jobs")?;
+            stats.next_retry = tx
+                .query_row(
+                    "SELECT min(retry_at) FROM research_jobs
+                     WHERE tenant_id = ?1 AND status = 'queued' AND retry_at > ?2",
+                    params![t, now],
+                    |r| r.get(0),
+                )
+                .db("count jobs")?;
+            Ok(stats)
+        })
+    }
+
+    /// The earliest time any queued job (of any tenant) becomes due, or
+    /// `None` when nothing is queued. Workers sleep until then.
+    pub fn next_due(&mut self, now: Timestamp) -> Result<Option<Timestamp>> {
+        self.read("find the next due job", |tx| {
+            let ready: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM research_jobs INDEXED BY research_jobs_ready
+                     WHERE status = 'queued' AND retry_at IS NULL)",
+                    [],
+                    |r| r.get(0),
+                )
+                .db("find the next due job")?;
+            if ready {
+                return Ok(Some(now));
+            }
+            tx.query_row(
+                "SELECT min(retry_at) FROM research_jobs INDEXED BY research_jobs_retry
+                 WHERE status = 'queued' AND retry_at IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .db("find the next due job")
+        })
+    }
+
+    /// The earliest `locked_at` of any running job: when it may need rescue.
+    pub fn oldest_lock(&mut self) -> Result<Option<Timestamp>> {
+        self.read("find the oldest lock", |tx| {
+            tx.query_row(
+                "SELECT min(locked_at) FROM research_jobs INDEXED BY research_jobs_running
+                 WHERE status = 'running'",
+                [],
+                |r| r.get(0),
+            )
+            .db("find the oldest lock")
+        })
+    }
+
+    /// Deletes finished jobs of `tenant` (and their attempt history) whose
+    /// last change is older than the filter's time. Returns how many.
+    pub fn prune(&mut self, tenant: Uuid, filter: &PruneFilter) -> Result<u64> {
+        let statuses: Vec<&str> = if filter.statuses.is_empty() {
+            JobStatus::ALL
+                .iter()
+                .filter(|s| s.is_finished())
+                .map(|s| s.as_str())
+                .collect()
+        } else {
+            if let Some(s) = filter.statuses.iter().find(|s| !s.is_finished()) {
+                return Err(Error::InvalidArgument {
+                    what: "status",
+                    message: format!("only finished jobs can be pruned, not {s} ones"),
+                });
+            }
+            filter.statuses.iter().map(|s| s.as_str()).collect()
+        };
+        let list = serde_json::to_string(&statuses).unwrap_or_else(|_| "[]".to_owned());
+        self.write("prune jobs", |tx| {
+            let n = tx
+                .execute(
+                    "DELETE FROM research_jobs
+                     WHERE tenant_id = ?1 AND updated_at < ?2
+                       AND status IN (SELECT value FROM json_each(?3))
+                       AND status IN ('succeeded', 'failed', 'cancelled')",
+                    params![tenant.to_string(), filter.finished_before, list],
+                )
+                .db("prune jobs")?;
+            Ok(n as u64)
+        })
+    }
+}
+
+fn get_job(tx: &Transaction<'_>, tenant: Uuid, id: Uuid) -> Result<Option<Job>> {
+    tx.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS} FROM research_jobs WHERE id = ?1 AND tenant_id = ?2"
+    ))
+    .and_then(|mut s| {
+        s.query_row(params![id.to_string(), tenant.to_string()], job_from_row)
+            .optional()
+    })
+    .db("read a job")
+}
+
+fn apply_report(
+    tx: &Transaction<'_>,
+    policy: &QueuePolicy,
+    token: &ClaimToken,
+    outcome: &Outcome,
+    now: Timestamp,
+) -> Result<Report> {
+    let id = token.job_id.to_string();
+    let (worker, attempt, attempt_id) =
+        (&token.worker, token.attempt, token.attempt_id.to_string());
+    let (changed, status, error) = match outcome {
+        Outcome::Succeeded => {
+            let n = tx
+                .prepare_cached(&format!(
+                    "UPDATE research_jobs SET status = 'succeeded', locked_at = NULL,
+                         locked_by = NULL, updated_at = ?5 WHERE {FENCE}"
+                ))
+                .and_then(|mut s| s.execute(params![id, worker, attempt, attempt_id, now]))
+                .db("record a success")?;
+            (n, JobStatus::Succeeded, None)
+        }
+        Outcome::Retry(message) | Outcome::Fail(message) => {
+            let message = truncate_error(message);
+            let permanent = matches!(outcome, Outcome::Fail(_));
+            let decision = decide_failure(
+                token.attempt,
+                token.max_attempts,
+                permanent,
+                &policy.backoff,
+                &id,
+                now,
+            );
+            match decision {
+                FailureDecision::Retry { delay, retry_at } => {
+                    let n = tx
+                        .prepare_cached(&format!(
+                            "UPDATE research_jobs SET status = 'queued', retry_at = ?6,
+                                 locked_at = NULL, locked_by = NULL, last_error = ?7,
+                                 updated_at = ?5 WHERE {FENCE}"
+                        ))
+                        .and_then(|mut s| {
+                            s.execute(params![
+                                id, worker, attempt, attempt_id, now, retry_at, message
+                            ])
+                        })
+                        .db("record a failure")?;
+                    if n == 1 {
+                        log::warn!(
+                            "Job {id} failed (attempt {}/{}), will retry in {} at {retry_at}: {message}",
+                            token.attempt,
+                            token.max_attempts,
+                            human_duration(delay),
+                        );
+                    }
+                    (n, JobStatus::Queued, Some(message))
+                }
+                FailureDecision::Fail => {
+                    let n = tx
+                        .prepare_cached(&format!(
+                            "UPDATE research_jobs SET status = 'failed', retry_at = NULL,
+                                 locked_at = NULL, locked_by = NULL, last_error = ?6,
+                                 updated_at = ?5 WHERE {FENCE}"
+                        ))
+                        .and_then(|mut s| {
+                            s.execute(params![id, worker, attempt, attempt_id, now, message])
+                        })
+                        .db("record a failure")?;
+                    if n == 1 {
+                        log::error!(
+                            "Job {id} permanently failed after {} {}: {message}",
+                            token.attempt,
+                            plural(token.attempt)
+                        );
+                    }
+                    (n, JobStatus::Failed, Some(message))
+                }
+            }
+        }
+    };
+    if changed == 0 {
+        log::warn!(
+            "Job {id}: ignored the report of worker {} for attempt {}: that claim no longer holds the job",
+            token.worker,
+            token.attempt
+        );
+        return Ok(Report::Stale);
+    }
+    let outcome_name = match (outcome, status) {
+        (Outcome::Succeeded, _) => "succeeded",
+        (_, JobStatus::Queued) => "retry",
+        _ => "failed",
+    };
+    close_attempt(tx, &token.attempt_id, outcome_name, error, now)?;
+    if status == JobStatus::Succeeded {
+        log::info!(
+            "Job {id} succeeded (attempt {}/{})",
+            token.attempt,
+            token.max_attempts
+        );
+    }
+    Ok(Report::Applied(status))
+}
+
+pub(super) fn explain_claim(conn: &Connection) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for sql in [CLAIM_SQL, FAIL_LOST_SQL] {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .db("explain the claim")?;
+        let now = Timestamp::now();
+        let all = params![now, now, 10, "w"];
+        let rows = stmt
+            .query_map(&all[..stmt.parameter_count()], |r| r.get::<_, String>(3))
+            .db("explain the claim")?;
+        for r in rows {
+            lines.push(r.db("explain the claim")?);
+        }
+    }
+    Ok(lines)
+}

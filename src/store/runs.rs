@@ -1,0 +1,204 @@
+//! `research_runs`: one row per accepted bundle, unique per tenant by the
+//! sha256 of its bytes, inserted in the same transaction as its job.
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{Store, WriteTx};
+use crate::error::{DbContext, Error, Result};
+use crate::timestamp::Timestamp;
+
+/// A run to record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRun {
+    /// Owning tenant.
+    pub tenant_id: Uuid,
+    /// The bundle's `run_id`.
+    pub id: Uuid,
+    /// The bundle's title.
+    pub title: String,
+    /// sha256 of the bundle's bytes, lowercase hex.
+    pub bundle_sha256: String,
+    /// The bundle JSON as received.
+    pub bundle_json: String,
+    /// `submit`, `inbox` or `api`.
+    pub origin: &'static str,
+    /// The file name it arrived under, if any.
+    pub origin_name: Option<String>,
+}
+
+/// What inserting a run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunInsert {
+    /// A new run was recorded.
+    Inserted,
+    /// The same bytes were already accepted for this tenant as this run.
+    Duplicate(Uuid),
+    /// This run id is taken in this tenant by a bundle with other bytes.
+    Conflict {
+        /// sha256 of the bundle already recorded under this run id.
+        existing_sha256: String,
+    },
+}
+
+/// A run without its bundle, for listings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// Run id.
+    pub id: Uuid,
+    /// Owning tenant.
+    pub tenant_id: Uuid,
+    /// Title from the bundle.
+    pub title: String,
+    /// sha256 of the bundle bytes.
+    pub bundle_sha256: String,
+    /// How it arrived.
+    pub origin: String,
+    /// Under what name.
+    pub origin_name: Option<String>,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// A run with its bundle.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Run {
+    /// Everything the listing has.
+    #[serde(flatten)]
+    pub summary: RunSummary,
+    /// The bundle as received.
+    pub bundle_json: serde_json::Value,
+}
+
+const SUMMARY_COLUMNS: &str =
+    "id, tenant_id, title, bundle_sha256, origin, origin_name, created_at, updated_at";
+
+fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
+    let parse = |idx: usize| -> rusqlite::Result<Uuid> {
+        let text: String = row.get(idx)?;
+        Uuid::parse_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+        })
+    };
+    Ok(RunSummary {
+        id: parse(0)?,
+        tenant_id: parse(1)?,
+        title: row.get(2)?,
+        bundle_sha256: row.get(3)?,
+        origin: row.get(4)?,
+        origin_name: row.get(5)?,
+        created_at: row.get(6)?,
+        updated_at: row.get(7)?,
+    })
+}
+
+impl WriteTx<'_> {
+    /// Records a run unless the same bytes (or another bundle under the same
+    /// run id) were already accepted for the tenant.
+    pub fn insert_run(&self, run: &NewRun, now: Timestamp) -> Result<RunInsert> {
+        let tenant = run.tenant_id.to_string();
+        let dup: Option<String> = self
+            .tx
+            .prepare_cached(
+                "SELECT id FROM research_runs WHERE tenant_id = ?1 AND bundle_sha256 = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![tenant, run.bundle_sha256], |r| r.get(0))
+                    .optional()
+            })
+            .db("look up a run")?;
+        if let Some(id) = dup {
+            let id = Uuid::parse_str(&id).map_err(|e| Error::InvalidArgument {
+                what: "stored run id",
+                message: e.to_string(),
+            })?;
+            return Ok(RunInsert::Duplicate(id));
+        }
+        let taken: Option<String> = self
+            .tx
+            .prepare_cached(
+                "SELECT bundle_sha256 FROM research_runs WHERE tenant_id = ?1 AND id = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![tenant, run.id.to_string()], |r| r.get(0))
+                    .optional()
+            })
+            .db("look up a run")?;
+        if let Some(existing_sha256) = taken {
+            return Ok(RunInsert::Conflict { existing_sha256 });
+        }
+        self.tx
+            .prepare_cached(
+                "INSERT INTO research_runs (tenant_id, id, title, bundle_sha256, bundle_json,
+                     origin, origin_name, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    tenant,
+                    run.id.to_string(),
+                    run.title,
+                    run.bundle_sha256,
+                    run.bundle_json,
+                    run.origin,
+                    run.origin_name,
+                    now
+                ])
+            })
+            .db("record a run")?;
+        Ok(RunInsert::Inserted)
+    }
+}
+
+impl Store {
+    /// Runs of `tenant`, newest first.
+    pub fn runs(&mut self, tenant: Uuid, limit: Option<u32>) -> Result<Vec<RunSummary>> {
+        self.read("list runs", |tx| {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {SUMMARY_COLUMNS} FROM research_runs WHERE tenant_id = ?1
+                     ORDER BY created_at DESC, id DESC LIMIT ?2"
+                ))
+                .db("list runs")?;
+            let rows = stmt
+                .query_map(
+                    params![tenant.to_string(), limit.map_or(-1, i64::from)],
+                    summary_from_row,
+                )
+                .db("list runs")?;
+            rows.collect::<rusqlite::Result<_>>().db("list runs")
+        })
+    }
+
+    /// One run of `tenant`, with its bundle.
+    pub fn run(&mut self, tenant: Uuid, id: Uuid) -> Result<Run> {
+        let found = self.read("read a run", |tx| {
+            tx.prepare_cached(&format!(
+                "SELECT {SUMMARY_COLUMNS}, bundle_json FROM research_runs
+                 WHERE tenant_id = ?1 AND id = ?2"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params![tenant.to_string(), id.to_string()], |r| {
+                    Ok((summary_from_row(r)?, r.get::<_, String>(8)?))
+                })
+                .optional()
+            })
+            .db("read a run")
+        })?;
+        let (summary, json) = found.ok_or_else(|| Error::RunNotFound {
+            id: id.to_string(),
+            tenant: tenant.to_string(),
+        })?;
+        let bundle_json = serde_json::from_str(&json).map_err(|e| Error::InvalidArgument {
+            what: "stored bundle",
+            message: e.to_string(),
+        })?;
+        Ok(Run {
+            summary,
+            bundle_json,
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! UTC timestamps with microsecond precision and their fixed-width text form.
+//!
+//! The database stores every time as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, so text
+//! order is time order and the claim predicate can compare strings. A
+//! [`Timestamp`] is truncated to whole microseconds when it is made, so it
+//! survives a round trip through the database unchanged.
+//!
+//! Time is injected: queue functions take a `now: Timestamp`, and long-running
+//! parts read it from a [`Clock`] so tests can drive it by hand.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+
+/// A point in time, UTC, whole microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(OffsetDateTime);
+
+const DB_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+impl Timestamp {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        Self::from_offset(OffsetDateTime::now_utc())
+    }
+
+    /// Makes a timestamp from any offset date-time, converting to UTC and
+    /// truncating to microseconds.
+    pub fn from_offset(t: OffsetDateTime) -> Self {
+        let t = t.to_offset(time::UtcOffset::UTC);
+        let micros = t.microsecond();
+        // Cannot fail: the value is already a valid nanosecond count.
+        let t = t.replace_nanosecond(micros * 1_000).unwrap_or(t);
+        Self(t)
+    }
+
+    /// Seconds since the Unix epoch (UTC), for tests and fixtures.
+    pub fn from_unix_seconds(secs: i64) -> Option<Self> {
+        OffsetDateTime::from_unix_timestamp(secs)
+            .ok()
+            .map(Self::from_offset)
+    }
+
+    /// Parses the database's fixed-width form or any RFC 3339 timestamp.
+    pub fn parse(text: &str) -> Option<Self> {
+        time::PrimitiveDateTime::parse(text, DB_FORMAT)
+            .map(|p| p.assume_utc())
+            .or_else(|_| OffsetDateTime::parse(text, &Rfc3339))
+            .ok()
+            .map(Self::from_offset)
+    }
+
+    /// The fixed-width text form stored in the database.
+    pub fn to_db(self) -> String {
+        // Years 0..=9999 always format; the fallback is never taken for
+        // times a clock or a validated bundle can produce.
+        self.0
+            .format(DB_FORMAT)
+            .unwrap_or_else(|_| "0000-00-00T00:00:00.000000Z".to_owned())
+    }
+
+    /// This time moved forward by `d` (saturating at the far future).
+    pub fn plus(self, d: Duration) -> Self {
+        Self(self.0.saturating_add(time_duration(d)))
+    }
+
+    /// This time moved back by `d` (saturating at the far past).
+    pub fn minus(self, d: Duration) -> Self {
+        Self(self.0.saturating_sub(time_duration(d)))
+    }
+
+    /// How long after `earlier` this time is; zero if it is not after it.
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        let d = self.0 - earlier.0;
+        Duration::try_from(d).unwrap_or(Duration::ZERO)
+    }
+
+    /// Unix time in whole seconds.
+    pub fn unix_seconds(self) -> i64 {
+        self.0.unix_timestamp()
+    }
+}
+
+fn time_duration(d: Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_db())
+    }
+}
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_db())
+    }
+}
+
+impl ToSql for Timestamp {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.to_db()))
+    }
+}
+
+impl FromSql for Timestamp {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        Timestamp::parse(text).ok_or_else(|| {
+            FromSqlError::Other(format!("invalid timestamp in database: {text:?}").into())
+        })
+    }
+}
+
+/// Formats a duration the way the log lines do: `30s`, `1.5s`, `250ms`.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else if ms >= 1000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Parses durations such as `30s`, `5m`, `2h`, `7d`, `250ms` or a bare number
+/// of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (expected e.g. 30s, 5m, 2h, 7d)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86_400.0,
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {text:?} (use ms, s, m, h or d)"
+            ));
+        }
+    };
+    if !secs.is_finite() || !(0.0..=1e10).contains(&secs) {
+        return Err(format!("duration {text:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A source of the current time. Workers read it; tests replace it.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that moves only when told to; shared by clones.
+#[derive(Clone, Debug)]
+pub struct ManualClock(Arc<Mutex<Timestamp>>);
+
+impl ManualClock {
+    /// A clock stopped at `start`.
+    pub fn new(start: Timestamp) -> Self {
+        Self(Arc::new(Mutex::new(start)))
+    }
+
+    /// Moves the clock forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *t = t.plus(d);
+    }
+
+    /// Sets the clock to `t` (which may be earlier than now).
+    pub fn set(&self, t: Timestamp) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn db_form_is_fixed_width_and_round_trips() {
+        let t = Timestamp::parse("2026-11-28T10:00:00.1234567+02:00").unwrap();
+        assert_eq!(t.to_db(), "2026-11-28T08:00:00.123456Z");
+        assert_eq!(Timestamp::parse(&t.to_db()), Some(t));
+        let early = Timestamp::from_unix_seconds(5).unwrap();
+        assert_eq!(early.to_db().len(), t.to_db().len());
+        assert!(early.to_db() < t.to_db());
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(human_duration(Duration::from_secs(60)), "60s");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
+    }
+}
