@@ -1,6 +1,8 @@
 //! The `bundleq` binary: parse arguments, start the logger, hand over to the
 //! library, and turn the result into an exit code. Nothing else lives here.
 
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 mod cli;
 
 use std::process::ExitCode;

@@ -121,7 +121,7 @@ impl FromSql for Timestamp {
 /// Formats a duration the way the log lines do: `30s`, `1.5s`, `250ms`.
 pub fn human_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else if ms >= 1000 {
         format!("{:.1}s", d.as_secs_f64())

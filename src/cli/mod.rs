@@ -18,6 +18,7 @@ pub const EXIT_OK: u8 = 0;
 /// Exit status: an error (I/O, database, unknown id, refused transition).
 pub const EXIT_ERROR: u8 = 1;
 /// Exit status: invalid input data (EX_DATAERR), e.g. an invalid bundle.
+#[expect(dead_code, reason = "used once bundles are validated")]
 pub const EXIT_DATA: u8 = 65;
 
 const EXIT_CODES_HELP: &str = "\

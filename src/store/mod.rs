@@ -206,7 +206,7 @@ impl Store {
             .max()
             .unwrap_or(0);
         if let Some(current) = self.schema_version()?
-            && i64::from(current.version) >= i64::from(latest)
+            && current.version >= i64::from(latest)
         {
             return Ok(());
         }
@@ -220,7 +220,7 @@ impl Store {
                     last = Some(e);
                     thread::sleep(Duration::from_millis(50));
                     if let Some(v) = self.schema_version()?
-                        && i64::from(v.version) >= i64::from(latest)
+                        && v.version >= i64::from(latest)
                     {
                         return Ok(());
                     }

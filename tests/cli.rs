@@ -1,0 +1,259 @@
+//! The real binary on temp homes: init, db, jobs, job, runs, run, status,
+//! prune, exit codes and tenant isolation.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use bundleq::store::{NewJob, NewRun};
+use bundleq::{Home, Timestamp};
+use common::Bin;
+use uuid::Uuid;
+
+const SEED_COLUMNS: [&str; 14] = [
+    "id",
+    "tenant_id",
+    "run_id",
+    "job_type",
+    "status",
+    "attempts",
+    "max_attempts",
+    "retry_at",
+    "locked_at",
+    "locked_by",
+    "last_error",
+    "payload_json",
+    "created_at",
+    "updated_at",
+];
+
+fn init() -> (tempfile::TempDir, Bin) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::new(&dir.path().join("home"));
+    bin.ok(&["init"]);
+    (dir, bin)
+}
+
+/// Records one run and its job for the home's default tenant.
+fn seed_job(bin: &Bin) -> (Uuid, Uuid) {
+    let home = Home::open(&bin.home).unwrap();
+    let mut store = home.store().unwrap();
+    let tenant = home.default_tenant(&store).unwrap();
+    let run_id = Uuid::now_v7();
+    let now = Timestamp::now();
+    let job_id = store
+        .transaction(|tx| {
+            tx.insert_run(
+                &NewRun {
+                    tenant_id: tenant,
+                    id: run_id,
+                    title: "Effect of X on Y".into(),
+                    bundle_sha256: "a".repeat(64),
+                    bundle_json: "{}".into(),
+                    origin: "api",
+                    origin_name: None,
+                },
+                now,
+            )?;
+            tx.enqueue(
+                &NewJob {
+                    tenant_id: tenant,
+                    run_id,
+                    job_type: "process_bundle".into(),
+                    payload: serde_json::json!({"run_id": run_id}),
+                    max_attempts: None,
+                },
+                now,
+            )
+        })
+        .unwrap();
+    (run_id, job_id)
+}
+
+#[test]
+fn init_then_db_current_prints_the_head_and_the_seed_columns_exist() {
+    let (_dir, bin) = init();
+    assert_eq!(
+        bin.ok(&["db", "current"]).trim(),
+        "V1__initial_schema (head)"
+    );
+    let v = bin.json(&["db", "current"]);
+    assert_eq!(v["head"], true);
+    let store = Home::open(&bin.home).unwrap().store().unwrap();
+    assert_eq!(store.table_columns("research_jobs").unwrap(), SEED_COLUMNS);
+    // init again is harmless and keeps the tenant
+    let t1 = bin.json(&["init"])["default_tenant"].clone();
+    let t2 = bin.json(&["init"])["default_tenant"].clone();
+    assert_eq!(t1, t2);
+    assert_eq!(
+        bin.ok(&["db", "migrate"]).trim(),
+        "migrated to V1__initial_schema (head)"
+    );
+}
+
+#[test]
+fn new_home_is_private_and_lists_no_jobs() {
+    let (_dir, bin) = init();
+    assert_eq!(bin.ok(&["jobs", "--json"]).trim(), "[]");
+    assert_eq!(bin.json(&["runs"]), serde_json::json!([]));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&bin.home), 0o700);
+    assert_eq!(mode(&bin.home.join("bundleq.db")), 0o600);
+    for sub in ["inbox", "accepted", "rejected"] {
+        assert!(bin.home.join(sub).is_dir());
+    }
+}
+
+#[test]
+fn bad_home_and_unknown_ids_give_one_line_errors_and_exit_1() {
+    let (dir, bin) = init();
+    let missing = Bin::new(&dir.path().join("nope"));
+    for (b, args) in [
+        (&missing, vec!["jobs"]),
+        (
+            &bin,
+            vec!["job", "show", "0192c3c0-7a1e-7cc2-9a31-5b1f0f9e0a11"],
+        ),
+        (
+            &bin,
+            vec!["job", "retry", "0192c3c0-7a1e-7cc2-9a31-5b1f0f9e0a11"],
+        ),
+        (
+            &bin,
+            vec!["run", "show", "0192c3c0-7a1e-7cc2-9a31-5b1f0f9e0a11"],
+        ),
+    ] {
+        let out = b.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(!err.contains("panicked"));
+    }
+    assert!(
+        !dir.path().join("nope").exists(),
+        "a bad --home must not be created"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_documents_exit_codes() {
+    let (_dir, bin) = init();
+    assert_eq!(bin.run(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(
+        bin.run(&["job", "show", "not-a-uuid"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        bin.run(&["jobs", "--status", "done"]).status.code(),
+        Some(2)
+    );
+    let help = bin.ok(&["--help"]);
+    for code in ["0 ", "1 ", "2 ", "65 "] {
+        assert!(help.contains(&format!("  {code}")), "{help}");
+    }
+}
+
+#[test]
+fn jobs_job_runs_run_and_status_show_what_the_store_holds() {
+    let (_dir, bin) = init();
+    let (run_id, job_id) = seed_job(&bin);
+    let jobs = bin.json(&["jobs"]);
+    let row = &jobs[0];
+    let keys: Vec<&str> = row
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut want = SEED_COLUMNS.to_vec();
+    want.sort_unstable();
+    let mut keys_sorted = keys.clone();
+    keys_sorted.sort_unstable();
+    assert_eq!(keys_sorted, want, "--json keys are the column names");
+    assert_eq!(row["id"], job_id.to_string());
+    assert_eq!(row["status"], "queued");
+    assert_eq!(
+        bin.json(&["jobs", "--status", "queued", "--type", "process_bundle"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        bin.json(&["jobs", "--status", "failed"]),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        bin.json(&["jobs", "--run", &run_id.to_string()])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let shown = bin.json(&["job", "show", &job_id.to_string()]);
+    assert_eq!(shown["attempt_history"], serde_json::json!([]));
+    assert!(
+        bin.ok(&["job", "show", &job_id.to_string()])
+            .contains("attempt history")
+    );
+    assert_eq!(bin.json(&["status"])["counts"]["queued"], 1);
+    assert_eq!(bin.json(&["runs"])[0]["id"], run_id.to_string());
+    assert_eq!(
+        bin.json(&["run", "show", &run_id.to_string()])["jobs"][0]["id"],
+        job_id.to_string()
+    );
+
+    assert_eq!(
+        bin.json(&["job", "cancel", &job_id.to_string()])["status"],
+        "cancelled"
+    );
+    let out = bin.run(&["job", "cancel", &job_id.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("it is cancelled"));
+    assert_eq!(
+        bin.json(&["job", "retry", &job_id.to_string()])["status"],
+        "queued"
+    );
+    bin.ok(&["job", "cancel", &job_id.to_string()]);
+    assert_eq!(bin.json(&["prune", "--finished-before", "1h"])["pruned"], 0);
+    assert_eq!(bin.json(&["prune", "--finished-before", "0s"])["pruned"], 1);
+    assert_eq!(bin.json(&["jobs"]), serde_json::json!([]));
+}
+
+fn as_refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn every_command_run_with_another_tenant_finds_nothing() {
+    let (_dir, bin) = init();
+    let (run_id, job_id) = seed_job(&bin);
+    let other = Uuid::now_v7().to_string();
+    let (job, run) = (job_id.to_string(), run_id.to_string());
+    let t = |args: &[&str]| {
+        let mut all = vec!["--tenant", other.as_str()];
+        all.extend_from_slice(args);
+        all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    for args in [t(&["jobs"]), t(&["runs"])] {
+        assert_eq!(bin.json(&as_refs(&args)), serde_json::json!([]), "{args:?}");
+    }
+    assert_eq!(bin.json(&as_refs(&t(&["status"])))["counts"]["queued"], 0);
+    for args in [
+        t(&["job", "show", &job]),
+        t(&["job", "cancel", &job]),
+        t(&["job", "retry", &job]),
+        t(&["run", "show", &run]),
+    ] {
+        let out = bin.run(&as_refs(&args));
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no "),
+            "{args:?}"
+        );
+    }
+    bin.ok(&as_refs(&t(&["prune", "--finished-before", "0s"])));
+    // The owner's job is untouched by all of the above.
+    assert_eq!(bin.json(&["job", "show", &job])["status"], "queued");
+}

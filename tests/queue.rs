@@ -1,0 +1,506 @@
+//! The job store's state machine, driven through the library with time
+//! injected: the seed's proof outputs made executable, rescue, fencing and
+//! concurrent claims.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use bundleq::store::{JobFilter, PruneFilter, Report};
+use bundleq::{Error, JobStatus, Outcome};
+use common::{job, secs, t0, temp_store};
+use uuid::Uuid;
+
+#[test]
+fn seed_retry_progression_queued_0_1_2_then_failed_3() {
+    let (_dir, mut store) = temp_store(secs(1800));
+    let tenant = Uuid::now_v7();
+    let id = store.enqueue(&job(tenant), t0()).unwrap();
+
+    let j = store.job(tenant, id).unwrap();
+    assert_eq!(
+        (j.status, j.attempts, j.max_attempts, j.retry_at),
+        (JobStatus::Queued, 0, 3, None)
+    );
+
+    let mut now = t0();
+    for (attempt, delay) in [(1u32, 30u64), (2, 60)] {
+        let claims = store.claim(1, "w1", now).unwrap();
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0].token.attempt, attempt);
+        let msg = format!("Simulated failure {attempt}");
+        let r = store
+            .report(&claims[0].token, &Outcome::Retry(msg.clone()), now)
+            .unwrap();
+        assert_eq!(r, Report::Applied(JobStatus::Queued));
+        let j = store.job(tenant, id).unwrap();
+        assert_eq!(j.status, JobStatus::Queued);
+        assert_eq!(j.attempts, attempt);
+        assert_eq!(j.retry_at, Some(now.plus(secs(delay))));
+        assert_eq!(j.last_error.as_deref(), Some(msg.as_str()));
+        assert_eq!((j.locked_at, j.locked_by), (None, None));
+        // Not due before its retry_at.
+        assert!(
+            store
+                .claim(1, "w1", now.plus(secs(delay - 1)))
+                .unwrap()
+                .is_empty()
+        );
+        now = now.plus(secs(delay));
+    }
+    let claims = store.claim(1, "w1", now).unwrap();
+    assert_eq!(claims[0].token.attempt, 3);
+    let r = store
+        .report(
+            &claims[0].token,
+            &Outcome::Retry("Simulated failure 3".into()),
+            now,
+        )
+        .unwrap();
+    assert_eq!(r, Report::Applied(JobStatus::Failed));
+    let j = store.job(tenant, id).unwrap();
+    assert_eq!(
+        (j.status, j.attempts, j.retry_at),
+        (JobStatus::Failed, 3, None)
+    );
+    assert_eq!(j.last_error.as_deref(), Some("Simulated failure 3"));
+    // Never a fourth run.
+    assert!(
+        store
+            .claim(1, "w1", now.plus(secs(86_400)))
+            .unwrap()
+            .is_empty()
+    );
+    let history = store.attempts(tenant, id).unwrap();
+    let outcomes: Vec<_> = history
+        .iter()
+        .map(|a| a.outcome.as_deref().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["retry", "retry", "failed"]);
+}
+
+#[test]
+fn regression_validation_error_is_never_retried() {
+    let (_dir, mut store) = temp_store(secs(1800));
+    let tenant = Uuid::now_v7();
+    let id = store.enqueue(&job(tenant), t0()).unwrap();
+    let c = store.claim(1, "w", t0()).unwrap().remove(0);
+    let err =
+        "1 validation error for RunBundleV1\nsources.0.sha256: sha256 must be 64 hex characters";
+    store
+        .report(&c.token, &Outcome::Fail(err.into()), t0())
+        .unwrap();
+    let j = store.job(tenant, id).unwrap();
+    assert_eq!(
+        (j.status, j.attempts, j.retry_at),
+        (JobStatus::Failed, 1, None)
+    );
+    assert!(
+        store
+            .claim(10, "w", t0().plus(secs(86_400)))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn expired_running_job_is_rescued_and_a_fresh_one_is_not() {
+    let (_dir, mut store) = temp_store(secs(600));
+    let tenant = Uuid::now_v7();
+    let old = store.enqueue(&job(tenant), t0()).unwrap();
+    let fresh = store.enqueue(&job(tenant), t0().plus(secs(1))).unwrap();
+    assert_eq!(store.claim(1, "dead", t0()).unwrap()[0].job.id, old);
+    assert_eq!(
+        store.claim(1, "alive", t0().plus(secs(500))).unwrap()[0]
+            .job
+            .id,
+        fresh
+    );
+
+    // At t0+601 only the first lock is older than the 600 s timeout.
+    let rescued = store.claim(10, "rescuer", t0().plus(secs(601))).unwrap();
+    assert_eq!(rescued.len(), 1);
+    assert_eq!(rescued[0].job.id, old);
+    assert_eq!(rescued[0].job.attempts, 2);
+    assert_eq!(rescued[0].rescued_from.as_deref(), Some("dead"));
+    let history = store.attempts(tenant, old).unwrap();
+    assert_eq!(history[0].outcome.as_deref(), Some("lost"));
+    assert_eq!(history[1].worker, "rescuer");
+    assert_eq!(
+        store.job(tenant, fresh).unwrap().locked_by.as_deref(),
+        Some("alive")
+    );
+}
+
+#[test]
+fn regression_job_abandoned_max_attempts_times_fails_and_never_runs_a_fourth_time() {
+    let (_dir, mut store) = temp_store(secs(60));
+    let tenant = Uuid::now_v7();
+    let id = store.enqueue(&job(tenant), t0()).unwrap();
+    let mut now = t0();
+    for attempt in 1..=3 {
+        let c = store.claim(1, &format!("crashing-{attempt}"), now).unwrap();
+        assert_eq!(c.len(), 1, "attempt {attempt}");
+        assert_eq!(c[0].token.attempt, attempt);
+        now = now.plus(secs(61));
+    }
+    assert!(store.claim(1, "next", now).unwrap().is_empty());
+    let j = store.job(tenant, id).unwrap();
+    assert_eq!((j.status, j.attempts), (JobStatus::Failed, 3));
+    let err = j.last_error.unwrap();
+    assert!(
+        err.contains("worker crashing-3 was lost during attempt 3/3"),
+        "{err}"
+    );
+    assert!(
+        store
+            .attempts(tenant, id)
+            .unwrap()
+            .iter()
+            .all(|a| a.outcome.as_deref() == Some("lost"))
+    );
+}
+
+#[test]
+fn fenced_report_from_a_rescued_worker_changes_nothing() {
+    let (_dir, mut store) = temp_store(secs(60));
+    let tenant = Uuid::now_v7();
+    let id = store.enqueue(&job(tenant), t0()).unwrap();
+    let zombie = store.claim(1, "w", t0()).unwrap().remove(0);
+    // The same worker name re-claims its own rescued job: a new claim.
+    let later = t0().plus(secs(61));
+    let owner = store.claim(1, "w", later).unwrap().remove(0);
+    assert_eq!(owner.job.id, id);
+
+    for outcome in [
+        Outcome::Succeeded,
+        Outcome::Fail("late".into()),
+        Outcome::Retry("late".into()),
+    ] {
+        assert_eq!(
+            store.report(&zombie.token, &outcome, later).unwrap(),
+            Report::Stale
+        );
+    }
+    assert_eq!(
+        store
+            .heartbeat(std::slice::from_ref(&zombie.token), later)
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .release(std::slice::from_ref(&zombie.token), later)
+            .unwrap(),
+        [Report::Stale]
+    );
+    let j = store.job(tenant, id).unwrap();
+    assert_eq!(
+        (j.status, j.attempts, j.last_error),
+        (JobStatus::Running, 2, None)
+    );
+
+    assert_eq!(
+        store
+            .report(&owner.token, &Outcome::Succeeded, later)
+            .unwrap(),
+        Report::Applied(JobStatus::Succeeded)
+    );
+    // And a second report of the owner is stale too: exactly one completion.
+    assert_eq!(
+        store
+            .report(&owner.token, &Outcome::Fail("x".into()), later)
+            .unwrap(),
+        Report::Stale
+    );
+    assert_eq!(store.job(tenant, id).unwrap().status, JobStatus::Succeeded);
+}
+
+#[test]
+fn zombie_cannot_complete_after_user_retry_resets_attempts() {
+    let (_dir, mut store) = temp_store(secs(60));
+    let tenant = Uuid::now_v7();
+    let mut one = job(tenant);
+    one.max_attempts = Some(1);
+    let id = store.enqueue(&one, t0()).unwrap();
+    let zombie = store.claim(1, "w", t0()).unwrap().remove(0);
+    let later = t0().plus(secs(61));
+    assert!(store.claim(1, "w", later).unwrap().is_empty()); // lost at max: failed
+    store.retry(tenant, id, later).unwrap();
+    let again = store.claim(1, "w", later).unwrap().remove(0);
+    // Same worker name, same attempt number, but a different claim.
+    assert_eq!((again.token.worker.as_str(), again.token.attempt), ("w", 1));
+    assert_eq!(
+        store
+            .report(&zombie.token, &Outcome::Succeeded, later)
+            .unwrap(),
+        Report::Stale
+    );
+    assert_eq!(store.job(tenant, id).unwrap().status, JobStatus::Running);
+}
+
+#[test]
+fn heartbeat_keeps_a_live_long_job_from_rescue() {
+    let (_dir, mut store) = temp_store(secs(60));
+    let tenant = Uuid::now_v7();
+    store.enqueue(&job(tenant), t0()).unwrap();
+    let c = store.claim(1, "w", t0()).unwrap().remove(0);
+    for minute in 1..=10 {
+        let now = t0().plus(secs(50 * minute));
+        assert_eq!(
+            store
+                .heartbeat(std::slice::from_ref(&c.token), now)
+                .unwrap(),
+            1
+        );
+        assert!(
+            store
+                .claim(1, "other", now.plus(secs(30)))
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+#[test]
+fn release_gives_the_attempt_back_and_the_job_is_due_at_once() {
+    let (_dir, mut store) = temp_store(secs(60));
+    let tenant = Uuid::now_v7();
+    let id = store.enqueue(&job(tenant), t0()).unwrap();
+    let c = store.claim(1, "w", t0()).unwrap().remove(0);
+    assert_eq!(
+        store.release(&[c.token], t0()).unwrap(),
+        [Report::Applied(JobStatus::Queued)]
+    );
+    let j = store.job(tenant, id).unwrap();
+    assert_eq!(
+        (j.status, j.attempts, j.retry_at, j.locked_by),
+        (JobStatus::Queued, 0, None, None)
+    );
+    let again = store.claim(1, "w2", t0()).unwrap();
+    assert_eq!(again[0].token.attempt, 1);
+    let history = store.attempts(tenant, id).unwrap();
+    assert_eq!(history[0].outcome.as_deref(), Some("released"));
+}
+
+#[test]
+fn cancel_and_retry_follow_the_state_machine() {
+    let (_dir, mut store) = temp_store(secs(60));
+    let tenant = Uuid::now_v7();
+    let id = store.enqueue(&job(tenant), t0()).unwrap();
+    // queued -> cancelled -> queued
+    assert_eq!(
+        store.cancel(tenant, id, t0()).unwrap().status,
+        JobStatus::Cancelled
+    );
+    assert!(matches!(
+        store.cancel(tenant, id, t0()),
+        Err(Error::InvalidTransition { .. })
+    ));
+    let j = store.retry(tenant, id, t0()).unwrap();
+    assert_eq!((j.status, j.attempts), (JobStatus::Queued, 0));
+    // running cannot be cancelled or retried
+    let c = store.claim(1, "w", t0()).unwrap().remove(0);
+    assert!(matches!(
+        store.cancel(tenant, id, t0()),
+        Err(Error::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        store.retry(tenant, id, t0()),
+        Err(Error::InvalidTransition { .. })
+    ));
+    store.report(&c.token, &Outcome::Succeeded, t0()).unwrap();
+    // succeeded is final for users too
+    assert!(matches!(
+        store.retry(tenant, id, t0()),
+        Err(Error::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        store.cancel(tenant, id, t0()),
+        Err(Error::InvalidTransition { .. })
+    ));
+    // a job waiting out a backoff can be cancelled; retry_at is cleared
+    let id2 = store.enqueue(&job(tenant), t0()).unwrap();
+    let c = store.claim(1, "w", t0()).unwrap().remove(0);
+    store
+        .report(&c.token, &Outcome::Retry("x".into()), t0())
+        .unwrap();
+    let j = store.cancel(tenant, id2, t0()).unwrap();
+    assert_eq!((j.status, j.retry_at), (JobStatus::Cancelled, None));
+    // other tenants see nothing
+    let other = Uuid::now_v7();
+    assert!(matches!(
+        store.cancel(other, id2, t0()),
+        Err(Error::JobNotFound { .. })
+    ));
+    assert!(matches!(
+        store.job(other, id2),
+        Err(Error::JobNotFound { .. })
+    ));
+}
+
+#[test]
+fn prune_deletes_only_old_finished_jobs_of_the_tenant() {
+    let (_dir, mut store) = temp_store(secs(60));
+    let tenant = Uuid::now_v7();
+    let other = Uuid::now_v7();
+    let done = store.enqueue(&job(tenant), t0()).unwrap();
+    let queued = store.enqueue(&job(tenant), t0()).unwrap();
+    let others = store.enqueue(&job(other), t0()).unwrap();
+    let mut claims = store.claim(3, "w", t0()).unwrap();
+    claims.retain(|c| c.job.id != queued);
+    for c in &claims {
+        store.report(&c.token, &Outcome::Succeeded, t0()).unwrap();
+    }
+    let release: Vec<_> = store.jobs(tenant, &JobFilter::default()).unwrap();
+    assert_eq!(release.len(), 2);
+    let filter = PruneFilter {
+        finished_before: t0().plus(secs(1)),
+        statuses: vec![],
+    };
+    assert_eq!(store.prune(tenant, &filter).unwrap(), 1);
+    assert!(store.job(tenant, done).is_err());
+    assert!(store.job(tenant, queued).is_ok());
+    assert_eq!(
+        store.job(other, others).unwrap().status,
+        JobStatus::Succeeded
+    );
+    assert!(store.attempts(tenant, done).unwrap().is_empty());
+    let bad = PruneFilter {
+        finished_before: t0(),
+        statuses: vec![JobStatus::Queued],
+    };
+    assert!(store.prune(tenant, &bad).is_err());
+}
+
+#[test]
+fn attempts_never_exceed_max_attempts_even_when_claims_race_rescues() {
+    let (_dir, mut store) = temp_store(secs(10));
+    let tenant = Uuid::now_v7();
+    let mut j = job(tenant);
+    j.max_attempts = Some(2);
+    let ids = store.enqueue_many(&vec![j; 50], t0()).unwrap();
+    let mut now = t0();
+    for round in 0..6 {
+        let _ = store.claim(100, &format!("w{round}"), now).unwrap();
+        now = now.plus(secs(11));
+    }
+    for id in ids {
+        let j = store.job(tenant, id).unwrap();
+        assert!(j.attempts <= j.max_attempts);
+        assert_eq!(j.status, JobStatus::Failed);
+    }
+}
+
+#[test]
+fn two_threads_on_separate_connections_claim_each_of_10000_jobs_exactly_once() {
+    let (_dir, mut store) = temp_store(secs(1800));
+    let tenant = Uuid::now_v7();
+    let jobs: Vec<_> = (0..10_000).map(|_| job(tenant)).collect();
+    store.enqueue_many(&jobs, t0()).unwrap();
+    let barrier = Arc::new(Barrier::new(2));
+    let handles: Vec<_> = (0..2)
+        .map(|w| {
+            let mut s = store.reopen().unwrap();
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                let mut got = Vec::new();
+                loop {
+                    let claims = s.claim(7, &format!("w{w}"), t0()).unwrap();
+                    if claims.is_empty() {
+                        break got;
+                    }
+                    got.extend(claims.into_iter().map(|c| c.job.id));
+                }
+            })
+        })
+        .collect();
+    let results: Vec<Vec<Uuid>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let total: usize = results.iter().map(Vec::len).sum();
+    let distinct: HashSet<_> = results.iter().flatten().collect();
+    assert_eq!(total, 10_000);
+    assert_eq!(distinct.len(), 10_000);
+}
+
+#[test]
+fn claim_is_oldest_first_and_an_index_search_not_a_table_scan() {
+    let (_dir, mut store) = temp_store(secs(60));
+    let tenant = Uuid::now_v7();
+    let a = store.enqueue(&job(tenant), t0()).unwrap();
+    let b = store.enqueue(&job(tenant), t0().plus(secs(1))).unwrap();
+    let c = store.claim(2, "w", t0().plus(secs(2))).unwrap();
+    assert_eq!(c.iter().map(|c| c.job.id).collect::<Vec<_>>(), [a, b]);
+
+    let plan = store.explain_claim().unwrap();
+    assert!(
+        plan.iter().any(|l| l.contains("research_jobs_ready")),
+        "{plan:#?}"
+    );
+    assert!(
+        plan.iter().any(|l| l.contains("research_jobs_retry")),
+        "{plan:#?}"
+    );
+    assert!(
+        plan.iter().any(|l| l.contains("research_jobs_running")),
+        "{plan:#?}"
+    );
+    for line in &plan {
+        let full_scan = line.starts_with("SCAN research_jobs") && !line.contains("INDEX");
+        assert!(
+            !full_scan,
+            "full table scan in claim plan: {line}\n{plan:#?}"
+        );
+    }
+}
+
+#[test]
+fn check_constraints_mirror_the_state_machine() {
+    let (dir, _store) = temp_store(secs(60));
+    let conn = rusqlite::Connection::open(dir.path().join("bundleq.db")).unwrap();
+    let insert = |status: &str, attempts: i64, max: i64, locked: bool, retry: bool| {
+        conn.execute(
+            "INSERT INTO research_jobs (id, tenant_id, run_id, job_type, status, attempts,
+                 max_attempts, retry_at, locked_at, locked_by, payload_json, created_at, updated_at)
+             VALUES (?1, ?2, ?2, 't', ?3, ?4, ?5, ?6, ?7, ?8, '{}', 'x', 'x')",
+            rusqlite::params![
+                Uuid::now_v7().to_string(),
+                Uuid::now_v7().to_string(),
+                status,
+                attempts,
+                max,
+                retry.then_some("2026-01-01T00:00:00.000000Z"),
+                locked.then_some("2026-01-01T00:00:00.000000Z"),
+                locked.then_some("w"),
+            ],
+        )
+    };
+    assert!(insert("queued", 0, 3, false, false).is_ok());
+    assert!(insert("running", 1, 3, true, false).is_ok());
+    assert!(
+        insert("done", 0, 3, false, false).is_err(),
+        "unknown status"
+    );
+    assert!(
+        insert("queued", 4, 3, false, false).is_err(),
+        "attempts above max"
+    );
+    assert!(
+        insert("queued", -1, 3, false, false).is_err(),
+        "negative attempts"
+    );
+    assert!(
+        insert("running", 1, 3, false, false).is_err(),
+        "running without lock"
+    );
+    assert!(
+        insert("queued", 0, 3, true, false).is_err(),
+        "lock while queued"
+    );
+    assert!(
+        insert("failed", 3, 3, false, true).is_err(),
+        "retry_at while failed"
+    );
+}
