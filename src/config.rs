@@ -108,7 +108,7 @@ impl Config {
         let config: Config = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+                .map(|s| text.get(..s.start).map_or(1, |t| t.matches('\n').count() + 1));
             let message = e.message().trim().replace('\n', " ");
             Error::Config {
                 path: path.to_owned(),
