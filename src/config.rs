@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::bundle::Limits;
 use crate::error::{Error, Result};
 use crate::state::Backoff;
 use crate::store::{QueuePolicy, StoreOptions, Synchronous};
@@ -20,6 +21,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// `[queue]`
     pub queue: QueueConfig,
+    /// `[limits]`: bounds on bundles.
+    pub limits: Limits,
 }
 
 /// `[database]`: how the SQLite file is used.
@@ -100,15 +103,28 @@ pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is option
 # backoff_base = "30s"
 # backoff_cap = "1h"
 # backoff_jitter = 0.0
+
+[limits]
+# Bounds on bundles; anything beyond them is refused with a clear error.
+# max_bundle_bytes = 16777216        # bundle JSON file size
+# max_depth = 64                     # JSON nesting
+# max_string_bytes = 4194304         # any one JSON string
+# max_title_chars = 500
+# max_sources = 10000
+# max_findings = 10000
+# max_array_items = 10000            # any other array
+# max_object_keys = 10000            # any one object
+# max_source_file_bytes = 268435456  # one file of a NAME.bundle/ folder
 "#;
 
 impl Config {
     /// Parses configuration text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text.get(..s.start).map_or(1, |t| t.matches('\n').count() + 1));
+            let line = e.span().map(|s| {
+                text.get(..s.start)
+                    .map_or(1, |t| t.matches('\n').count() + 1)
+            });
             let message = e.message().trim().replace('\n', " ");
             Error::Config {
                 path: path.to_owned(),
@@ -154,6 +170,26 @@ impl Config {
         }
         if q.lock_timeout < Duration::from_secs(1) {
             return bad("queue.lock_timeout must be at least 1s");
+        }
+        let l = &self.limits;
+        if !(2..=128).contains(&l.max_depth) {
+            return bad("limits.max_depth must be between 2 and 128");
+        }
+        let counts = [
+            ("limits.max_bundle_bytes", l.max_bundle_bytes as usize),
+            ("limits.max_string_bytes", l.max_string_bytes),
+            ("limits.max_title_chars", l.max_title_chars),
+            ("limits.max_sources", l.max_sources),
+            ("limits.max_findings", l.max_findings),
+            ("limits.max_array_items", l.max_array_items),
+            ("limits.max_object_keys", l.max_object_keys),
+            (
+                "limits.max_source_file_bytes",
+                l.max_source_file_bytes as usize,
+            ),
+        ];
+        if let Some((key, _)) = counts.iter().find(|(_, v)| *v == 0) {
+            return bad(&format!("{key} must be at least 1"));
         }
         Ok(())
     }

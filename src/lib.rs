@@ -7,9 +7,12 @@
 //! never exits the process and never installs a logger: it returns
 //! [`Error`]s and emits `log` records.
 
+pub mod accept;
+pub mod bundle;
 pub mod config;
 pub mod error;
 pub mod home;
+pub mod objects;
 pub mod state;
 pub mod store;
 pub mod timestamp;

@@ -9,13 +9,20 @@ use bundleq::store::{JobFilter, PruneFilter};
 use bundleq::{Error, Home, JobStatus, Result, Store, Timestamp};
 
 use super::output::{self, cut, opt};
-use super::{Cli, Command, DbCommand, EXIT_OK, JobCommand, JobsArgs, RunCommand};
+use super::{
+    Cli, Command, DbCommand, EXIT_DATA, EXIT_ERROR, EXIT_OK, JobCommand, JobsArgs, RunCommand,
+};
+use bundleq::accept::{self, AcceptReport, Origin, Verdict};
+use bundleq::bundle::Limits;
 
 /// Runs the command and returns its exit code; errors become exit 1.
 pub fn dispatch(cli: &Cli) -> Result<u8> {
     let home_dir = home_dir(cli)?;
     if let Command::Init = cli.command {
         return init(cli, &home_dir);
+    }
+    if let Command::Validate { paths } = &cli.command {
+        return validate(cli, &home_dir, paths);
     }
     let home = Home::open(&home_dir)?;
     let mut store = home.store()?;
@@ -28,7 +35,18 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
         tenant,
     };
     match &cli.command {
-        Command::Init => Ok(EXIT_OK),
+        Command::Init | Command::Validate { .. } => Ok(EXIT_OK),
+        Command::Submit { paths } => {
+            let results = accept::accept_many(
+                &mut store,
+                &home,
+                paths,
+                ctx.tenant,
+                Origin::Submit,
+                Timestamp::now(),
+            );
+            Ok(report_verdicts(ctx.json, &results))
+        }
         Command::Db(DbCommand::Current) => db_current(&ctx, &store),
         Command::Db(DbCommand::Migrate) => {
             let v = store.migrate_to_head()?;
@@ -332,4 +350,77 @@ fn status(ctx: &Ctx, store: &mut Store) -> Result<u8> {
     pairs.push(("next retry", opt(&stats.next_retry)));
     output::fields(&pairs);
     Ok(EXIT_OK)
+}
+
+fn validate(cli: &Cli, home_dir: &std::path::Path, paths: &[PathBuf]) -> Result<u8> {
+    // Inside a home, its limits and tenant apply; elsewhere the defaults.
+    let (limits, tenant) = match Home::open(home_dir) {
+        Ok(home) => {
+            let store = home.store()?;
+            let tenant = match cli.global.tenant {
+                Some(t) => t,
+                None => home.default_tenant(&store)?,
+            };
+            (home.config().limits.clone(), Some(tenant))
+        }
+        Err(Error::NotAHome { .. }) => (Limits::default(), cli.global.tenant),
+        Err(e) => return Err(e),
+    };
+    let results: Vec<Result<AcceptReport>> = paths
+        .iter()
+        .map(|p| accept::check(p, &limits, tenant))
+        .collect();
+    Ok(report_verdicts(cli.global.json, &results))
+}
+
+/// Prints one line per bundle (invalid ones with their errors, on stderr)
+/// and returns the exit code: 1 if any path could not be read, else 65 if
+/// any bundle is invalid, else 0.
+fn report_verdicts(json: bool, results: &[Result<AcceptReport>]) -> u8 {
+    let mut code = EXIT_OK;
+    let mut items = Vec::new();
+    for r in results {
+        match r {
+            Ok(report) => {
+                if matches!(report.verdict, Verdict::Invalid { .. }) && code == EXIT_OK {
+                    code = EXIT_DATA;
+                }
+                if json {
+                    items.push(serde_json::to_value(report).unwrap_or_default());
+                } else {
+                    print_verdict(report);
+                }
+            }
+            Err(e) => {
+                code = EXIT_ERROR;
+                if json {
+                    items.push(serde_json::json!({ "verdict": "error", "error": e.to_string() }));
+                } else {
+                    output::error_line(e);
+                }
+            }
+        }
+    }
+    if json {
+        output::json(&items);
+    }
+    code
+}
+
+fn print_verdict(r: &AcceptReport) {
+    let path = r.path.display();
+    match &r.verdict {
+        Verdict::Accepted { run_id, job_id } => {
+            output::line(format!("accepted   {path}  run {run_id}  job {job_id}"));
+        }
+        Verdict::Duplicate { run_id } => {
+            output::line(format!(
+                "duplicate  {path}  already accepted as run {run_id}"
+            ));
+        }
+        Verdict::Valid { run_id } => output::line(format!("valid      {path}  run {run_id}")),
+        Verdict::Invalid { errors } => {
+            output::error_text(&format!("invalid    {path}: {errors}"));
+        }
+    }
 }

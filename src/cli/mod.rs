@@ -18,7 +18,6 @@ pub const EXIT_OK: u8 = 0;
 /// Exit status: an error (I/O, database, unknown id, refused transition).
 pub const EXIT_ERROR: u8 = 1;
 /// Exit status: invalid input data (EX_DATAERR), e.g. an invalid bundle.
-#[expect(dead_code, reason = "used once bundles are validated")]
 pub const EXIT_DATA: u8 = 65;
 
 const EXIT_CODES_HELP: &str = "\
@@ -65,6 +64,22 @@ pub enum Command {
     /// Create a home (folders 0700, database 0600, default configuration and
     /// tenant). Safe to run again.
     Init,
+    /// Validate bundles and accept the valid ones: each becomes a run with a
+    /// queued job, in one transaction. Invalid ones are refused with every
+    /// error listed (exit 65); the same bytes again are reported as a
+    /// duplicate and enqueue nothing.
+    Submit {
+        /// Bundle files (*.json) or bundle folders (NAME.bundle/)
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Check bundles without writing anything (exit 65 if any is invalid).
+    /// Works without a home, with the default limits.
+    Validate {
+        /// Bundle files (*.json) or bundle folders (NAME.bundle/)
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Inspect or migrate the database schema.
     #[command(subcommand)]
     Db(DbCommand),

@@ -29,6 +29,11 @@ pub fn error_line(e: &dyn Display) {
     eprintln!("error: {text}");
 }
 
+/// Prints text (which may span lines) to stderr.
+pub fn error_text(text: &str) {
+    eprintln!("{text}");
+}
+
 /// Prints rows under a header, columns padded to their widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
