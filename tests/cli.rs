@@ -70,6 +70,22 @@ fn seed_job(bin: &Bin) -> (Uuid, Uuid) {
     (run_id, job_id)
 }
 
+/// `V<n>__<name>` of the newest file in migrations/.
+fn latest_migration() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".sql")
+                .to_owned()
+        })
+        .max_by_key(|n| n[1..n.find("__").unwrap()].parse::<u32>().unwrap())
+        .unwrap()
+}
+
 #[test]
 fn init_then_db_current_prints_the_head_and_the_seed_columns_exist() {
     let (_dir, bin) = init();

@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::sources::{RunSources, replace_sources};
 use super::{QueuePolicy, Store, WriteTx};
 use crate::error::{DbContext, Error, Result};
 use crate::state::{FailureDecision, JobStatus, Outcome, decide_failure};
@@ -114,6 +115,29 @@ pub struct Claim {
     pub token: ClaimToken,
     /// The worker that lost this job's previous claim, if this was a rescue.
     pub rescued_from: Option<String>,
+}
+
+/// A worker's report on one claim: the outcome, and what a successful
+/// handler wants recorded in the same transaction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    /// The claim reported on.
+    pub token: ClaimToken,
+    /// How the attempt ended.
+    pub outcome: Outcome,
+    /// Sources to record if (and only if) the job is marked succeeded.
+    pub sources: Option<RunSources>,
+}
+
+impl Completion {
+    /// A completion with no side effects.
+    pub fn new(token: ClaimToken, outcome: Outcome) -> Completion {
+        Completion {
+            token,
+            outcome,
+            sources: None,
+        }
+    }
 }
 
 /// What became of a worker's report.
@@ -370,80 +394,8 @@ impl Store {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let expiry = now.minus(self.options.policy.lock_timeout);
-        self.write("claim jobs", |tx| {
-            // Lost at the last attempt: fail, never run a fourth time.
-            let lost: Vec<(String, u32, String)> = {
-                let mut stmt = tx.prepare_cached(FAIL_LOST_SQL).db("fail lost jobs")?;
-                let rows = stmt
-                    .query_map(params![now, expiry], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .db("fail lost jobs")?;
-                rows.collect::<rusqlite::Result<_>>().db("fail lost jobs")?
-            };
-            for (id, attempts, error) in &lost {
-                close_lost_attempt(tx, id, error, now)?;
-                log::error!(
-                    "Job {id} permanently failed after {attempts} {}: {error}",
-                    plural(*attempts)
-                );
-            }
-
-            let mut jobs: Vec<Job> = {
-                let mut stmt = tx.prepare_cached(CLAIM_SQL).db("claim jobs")?;
-                let rows = stmt
-                    .query_map(params![now, expiry, n, worker], job_from_row)
-                    .db("claim jobs")?;
-                rows.collect::<rusqlite::Result<_>>().db("claim jobs")?
-            };
-            jobs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-
-            let mut claims = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                let id = job.id.to_string();
-                let rescued_from = if job.attempts > 1 {
-                    close_lost_attempt(tx, &id, "lock expired; the job was rescued", now)?
-                } else {
-                    None
-                };
-                if let Some(old) = &rescued_from {
-                    log::warn!(
-                        "Job {id} rescued from lost worker {old}; attempt {}/{}",
-                        job.attempts,
-                        job.max_attempts
-                    );
-                }
-                let attempt_id = Uuid::now_v7();
-                tx.prepare_cached(
-                    "INSERT INTO job_attempts (id, job_id, tenant_id, attempt, worker, started_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        attempt_id.to_string(),
-                        id,
-                        job.tenant_id.to_string(),
-                        job.attempts,
-                        worker,
-                        now
-                    ])
-                })
-                .db("record an attempt")?;
-                claims.push(Claim {
-                    token: ClaimToken {
-                        job_id: job.id,
-                        worker: worker.to_owned(),
-                        attempt: job.attempts,
-                        max_attempts: job.max_attempts,
-                        attempt_id,
-                    },
-                    job,
-                    rescued_from,
-                });
-            }
-            Ok(claims)
-        })
+        let policy = self.options.policy.clone();
+        self.write("claim jobs", |tx| claim_in(tx, &policy, n, worker, now))
     }
 
     /// Refreshes `locked_at` of the given claims so live jobs are not
@@ -492,15 +444,48 @@ impl Store {
         reports: &[(ClaimToken, Outcome)],
         now: Timestamp,
     ) -> Result<Vec<Report>> {
-        if reports.is_empty() {
+        let completions: Vec<Completion> = reports
+            .iter()
+            .map(|(t, o)| Completion::new(t.clone(), o.clone()))
+            .collect();
+        self.complete(&completions, now)
+    }
+
+    /// Records completions in one transaction (group commit), with the
+    /// sources of each successful one.
+    pub fn complete(&mut self, completions: &[Completion], now: Timestamp) -> Result<Vec<Report>> {
+        if completions.is_empty() {
             return Ok(Vec::new());
         }
         let policy = self.options.policy.clone();
         self.write("record job outcomes", |tx| {
-            reports
+            completions
                 .iter()
-                .map(|(token, outcome)| apply_report(tx, &policy, token, outcome, now))
+                .map(|c| apply_completion(tx, &policy, c, now))
                 .collect()
+        })
+    }
+
+    /// One worker-pool cycle in one transaction: record `completions`, then
+    /// claim up to `n` jobs. Halves the commits of doing both apart.
+    pub fn cycle(
+        &mut self,
+        completions: &[Completion],
+        n: u32,
+        worker: &str,
+        now: Timestamp,
+    ) -> Result<(Vec<Report>, Vec<Claim>)> {
+        if n == 0 {
+            return Ok((self.complete(completions, now)?, Vec::new()));
+        }
+        let policy = self.options.policy.clone();
+        self.write("record outcomes and claim jobs", |tx| {
+            let reports = completions
+                .iter()
+                .map(|c| apply_completion(tx, &policy, c, now))
+                .collect::<Result<Vec<_>>>()?;
+            let claims = claim_in(tx, &policy, n, worker, now)?;
+            Ok((reports, claims))
         })
     }
 
@@ -789,6 +774,88 @@ impl Store {
     }
 }
 
+/// The claim, inside the caller's transaction.
+fn claim_in(
+    tx: &Transaction<'_>,
+    policy: &QueuePolicy,
+    n: u32,
+    worker: &str,
+    now: Timestamp,
+) -> Result<Vec<Claim>> {
+    let expiry = now.minus(policy.lock_timeout);
+    // Lost at the last attempt: fail, never run a fourth time.
+    let lost: Vec<(String, u32, String)> = {
+        let mut stmt = tx.prepare_cached(FAIL_LOST_SQL).db("fail lost jobs")?;
+        let rows = stmt
+            .query_map(params![now, expiry], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .db("fail lost jobs")?;
+        rows.collect::<rusqlite::Result<_>>().db("fail lost jobs")?
+    };
+    for (id, attempts, error) in &lost {
+        close_lost_attempt(tx, id, error, now)?;
+        log::error!(
+            "Job {id} permanently failed after {attempts} {}: {error}",
+            plural(*attempts)
+        );
+    }
+
+    let mut jobs: Vec<Job> = {
+        let mut stmt = tx.prepare_cached(CLAIM_SQL).db("claim jobs")?;
+        let rows = stmt
+            .query_map(params![now, expiry, n, worker], job_from_row)
+            .db("claim jobs")?;
+        rows.collect::<rusqlite::Result<_>>().db("claim jobs")?
+    };
+    jobs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+
+    let mut claims = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let id = job.id.to_string();
+        let rescued_from = if job.attempts > 1 {
+            close_lost_attempt(tx, &id, "lock expired; the job was rescued", now)?
+        } else {
+            None
+        };
+        if let Some(old) = &rescued_from {
+            log::warn!(
+                "Job {id} rescued from lost worker {old}; attempt {}/{}",
+                job.attempts,
+                job.max_attempts
+            );
+        }
+        let attempt_id = Uuid::now_v7();
+        tx.prepare_cached(
+            "INSERT INTO job_attempts (id, job_id, tenant_id, attempt, worker, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                attempt_id.to_string(),
+                id,
+                job.tenant_id.to_string(),
+                job.attempts,
+                worker,
+                now
+            ])
+        })
+        .db("record an attempt")?;
+        claims.push(Claim {
+            token: ClaimToken {
+                job_id: job.id,
+                worker: worker.to_owned(),
+                attempt: job.attempts,
+                max_attempts: job.max_attempts,
+                attempt_id,
+            },
+            job,
+            rescued_from,
+        });
+    }
+    Ok(claims)
+}
+
 fn get_job(tx: &Transaction<'_>, tenant: Uuid, id: Uuid) -> Result<Option<Job>> {
     tx.prepare_cached(&format!(
         "SELECT {JOB_COLUMNS} FROM research_jobs WHERE id = ?1 AND tenant_id = ?2"
@@ -798,6 +865,21 @@ fn get_job(tx: &Transaction<'_>, tenant: Uuid, id: Uuid) -> Result<Option<Job>> 
             .optional()
     })
     .db("read a job")
+}
+
+fn apply_completion(
+    tx: &Transaction<'_>,
+    policy: &QueuePolicy,
+    c: &Completion,
+    now: Timestamp,
+) -> Result<Report> {
+    let report = apply_report(tx, policy, &c.token, &c.outcome, now)?;
+    if report == Report::Applied(JobStatus::Succeeded)
+        && let Some(sources) = &c.sources
+    {
+        replace_sources(tx, sources, now)?;
+    }
+    Ok(report)
 }
 
 fn apply_report(

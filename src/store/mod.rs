@@ -17,6 +17,7 @@
 
 mod jobs;
 mod runs;
+mod sources;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -28,6 +29,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 pub use jobs::{Attempt, Claim, ClaimToken, Job, JobFilter, NewJob, PruneFilter, Report, Stats};
 pub use runs::{NewRun, Run, RunInsert, RunSummary};
+pub use sources::{NewSource, RunSources, SearchHit};
 
 use crate::error::{DbContext, Error, IoContext, Result};
 use crate::state::Backoff;
