@@ -2,6 +2,7 @@
 //! are passed explicitly to whatever needs them. Unknown keys are errors, so
 //! a typo never silently falls back to a default.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::bundle::Limits;
 use crate::error::{Error, Result};
+use crate::handler::ExternalConfig;
 use crate::state::Backoff;
 use crate::store::{QueuePolicy, StoreOptions, Synchronous};
 use crate::timestamp::parse_duration;
@@ -23,6 +25,38 @@ pub struct Config {
     pub queue: QueueConfig,
     /// `[limits]`: bounds on bundles.
     pub limits: Limits,
+    /// `[workers]`: the worker pool.
+    pub workers: WorkersConfig,
+    /// `[handlers.<job_type>]`: external commands.
+    pub handlers: BTreeMap<String, ExternalConfig>,
+}
+
+/// `[workers]`: the worker pool of `bundleq serve`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// Threads running handlers.
+    pub count: usize,
+    /// Jobs claimed ahead of free workers, so claims and outcomes go to the
+    /// database in batches.
+    pub prefetch: usize,
+    /// How often an idle pool looks for work from other processes.
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    /// How long shutdown waits for running jobs before giving them back.
+    #[serde(deserialize_with = "duration")]
+    pub grace_period: Duration,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig {
+            count: 4,
+            prefetch: 64,
+            poll_interval: Duration::from_secs(1),
+            grace_period: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[database]`: how the SQLite file is used.
@@ -77,7 +111,7 @@ impl Default for QueueConfig {
     }
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
@@ -115,6 +149,27 @@ pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is option
 # max_array_items = 10000            # any other array
 # max_object_keys = 10000            # any one object
 # max_source_file_bytes = 268435456  # one file of a NAME.bundle/ folder
+
+[workers]
+# Threads running handlers in `bundleq serve`.
+# count = 4
+# Jobs claimed ahead of free workers (claims and outcomes are batched).
+# prefetch = 64
+# How often an idle serve checks for work added by other processes.
+# poll_interval = "1s"
+# On SIGINT/SIGTERM, how long running jobs may finish before they are
+# given back to the queue (a given-back attempt does not count).
+# grace_period = "30s"
+
+# External commands, one table per job type. No shell is involved: the
+# command runs as given, with the job's payload JSON (and the run's bundle
+# under "bundle") on stdin and BUNDLEQ_JOB_ID, BUNDLEQ_ATTEMPT,
+# BUNDLEQ_RUN_ID, BUNDLEQ_TENANT_ID in its environment. Exit 0 = succeeded,
+# 65 = failed for good, anything else (or the timeout) = retry later.
+#
+# [handlers.summarise]
+# command = ["/usr/local/bin/summarise", "--fast"]
+# timeout = "10m"
 "#;
 
 impl Config {
@@ -151,7 +206,8 @@ impl Config {
         }
     }
 
-    fn check(&self, path: &Path) -> Result<()> {
+    /// Checks values serde cannot: ranges and relations between keys.
+    pub fn check(&self, path: &Path) -> Result<()> {
         let bad = |message: &str| {
             Err(Error::Config {
                 path: path.to_owned(),
@@ -170,6 +226,21 @@ impl Config {
         }
         if q.lock_timeout < Duration::from_secs(1) {
             return bad("queue.lock_timeout must be at least 1s");
+        }
+        let w = &self.workers;
+        if w.count == 0 || w.count > 1024 {
+            return bad("workers.count must be between 1 and 1024");
+        }
+        if w.poll_interval < Duration::from_millis(10) {
+            return bad("workers.poll_interval must be at least 10ms");
+        }
+        for (job_type, h) in &self.handlers {
+            if h.command.is_empty() || h.command[0].is_empty() {
+                return bad(&format!("handlers.{job_type}.command must name a program"));
+            }
+            if h.timeout.is_zero() {
+                return bad(&format!("handlers.{job_type}.timeout must be more than 0s"));
+            }
         }
         let l = &self.limits;
         if !(2..=128).contains(&l.max_depth) {

@@ -11,11 +11,13 @@ pub mod accept;
 pub mod bundle;
 pub mod config;
 pub mod error;
+pub mod handler;
 pub mod home;
 pub mod objects;
 pub mod state;
 pub mod store;
 pub mod timestamp;
+pub mod worker;
 
 pub use config::Config;
 pub use error::{Error, Result};

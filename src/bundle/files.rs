@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{
-    BundleDir, Limits, ReadBundle, Sha256Hex, ValidationError, ValidationErrors, parse, rules,
-    too_large,
+    BundleDir, Files, Limits, ReadBundle, Sha256Hex, ValidationError, ValidationErrors, parse,
+    rules, too_large,
 };
 use crate::error::{Error, IoContext, Result};
+use crate::objects::Objects;
 
 /// The file a directory bundle holds its JSON in.
 pub const BUNDLE_JSON: &str = "bundle.json";
@@ -119,12 +120,15 @@ pub fn read_bundle(path: &Path, limits: &Limits, stage: Option<&Path>) -> Result
         Some(text) => parse::parse(text.as_bytes(), limits)
             .map_err(ValidationErrors::one)
             .and_then(|value| {
-                let bd = dir.map(|root| BundleDir {
-                    root,
-                    limits,
-                    stage,
-                });
-                rules::validate(value, limits, bd.as_ref())
+                let files = match dir {
+                    Some(root) => Files::Dir(BundleDir {
+                        root,
+                        limits,
+                        stage,
+                    }),
+                    None => Files::None,
+                };
+                rules::validate(value, limits, &files)
             }),
     };
     Ok(ReadBundle {
@@ -141,25 +145,7 @@ pub(crate) fn open_source(
     dir: &BundleDir<'_>,
     rel: &str,
 ) -> std::result::Result<SourceFile, String> {
-    if rel.contains('\0') {
-        return Err("path must not contain NUL".to_owned());
-    }
-    if rel.contains('\\') {
-        return Err("path must use '/' separators, not backslashes".to_owned());
-    }
-    if rel.starts_with('/') {
-        return Err("path must be relative to the bundle folder, not absolute".to_owned());
-    }
-    let parts: Vec<&str> = rel.split('/').collect();
-    if parts.contains(&"..") {
-        return Err("path must not contain '..'".to_owned());
-    }
-    if parts.iter().any(|p| p.is_empty() || *p == ".") {
-        return Err("path must not contain empty or '.' components".to_owned());
-    }
-    if parts == [BUNDLE_JSON] {
-        return Err(format!("path must not name {BUNDLE_JSON} itself"));
-    }
+    let parts = check_rel_path(rel)?;
     let mut at = dir.root.to_path_buf();
     for (i, part) in parts.iter().enumerate() {
         at.push(part);
@@ -188,6 +174,49 @@ pub(crate) fn open_source(
         return Err("path must name a regular file".to_owned());
     }
     hash_file(file, rel, dir.limits, dir.stage)
+}
+
+/// Re-reads a stored bundle's file source from the object store: the path
+/// is checked as at upload, the bytes are those stored under `sha`.
+pub(crate) fn open_stored(
+    objects: &Objects,
+    rel: &str,
+    sha: &Sha256Hex,
+    limits: &Limits,
+) -> std::result::Result<SourceFile, String> {
+    check_rel_path(rel)?;
+    let path = objects.path_of(sha);
+    let file = open_nofollow(&path).map_err(|e| {
+        format!(
+            "the stored bytes of this file cannot be read ({}): {e}",
+            path.display()
+        )
+    })?;
+    hash_file(file, rel, limits, None)
+}
+
+/// The components of a bundle-relative path, or why it is not one.
+fn check_rel_path(rel: &str) -> std::result::Result<Vec<&str>, String> {
+    if rel.contains('\0') {
+        return Err("path must not contain NUL".to_owned());
+    }
+    if rel.contains('\\') {
+        return Err("path must use '/' separators, not backslashes".to_owned());
+    }
+    if rel.starts_with('/') {
+        return Err("path must be relative to the bundle folder, not absolute".to_owned());
+    }
+    let parts: Vec<&str> = rel.split('/').collect();
+    if parts.contains(&"..") {
+        return Err("path must not contain '..'".to_owned());
+    }
+    if parts.iter().any(|p| p.is_empty() || *p == ".") {
+        return Err("path must not contain empty or '.' components".to_owned());
+    }
+    if parts == [BUNDLE_JSON] {
+        return Err(format!("path must not name {BUNDLE_JSON} itself"));
+    }
+    Ok(parts)
 }
 
 fn hash_file(

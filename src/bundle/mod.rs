@@ -25,6 +25,7 @@ use uuid::Uuid;
 pub use files::{SourceFile, read_bundle};
 pub use rules::DEFAULT_JOB_TYPE;
 
+use crate::objects::Objects;
 use crate::timestamp::Timestamp;
 
 /// Bounds on what a bundle may contain. Anything beyond them is refused
@@ -339,7 +340,7 @@ pub fn validate_bytes(bytes: &[u8], limits: &Limits) -> Result<Bundle, Validatio
         return Err(ValidationErrors::one(too_large(bytes.len() as u64, limits)));
     }
     let value = parse::parse(bytes, limits).map_err(ValidationErrors::one)?;
-    rules::validate(value, limits, None)
+    rules::validate(value, limits, &Files::None)
 }
 
 fn too_large(size: u64, limits: &Limits) -> ValidationError {
@@ -351,6 +352,27 @@ fn too_large(size: u64, limits: &Limits) -> ValidationError {
         ),
         None,
     )
+}
+
+/// Validates a bundle stored in the database: file sources are read back
+/// from the object store by their sha256 and hashed again.
+pub fn validate_stored(
+    bytes: &[u8],
+    limits: &Limits,
+    objects: &Objects,
+) -> Result<Bundle, ValidationErrors> {
+    let value = parse::parse(bytes, limits).map_err(ValidationErrors::one)?;
+    rules::validate(value, limits, &Files::Stored(objects))
+}
+
+/// Where the files named by sources' `path` are.
+pub(crate) enum Files<'a> {
+    /// A plain JSON bundle: `path` is not allowed.
+    None,
+    /// A bundle folder on disk.
+    Dir(BundleDir<'a>),
+    /// A stored bundle: files are objects, found by their sha256.
+    Stored(&'a Objects),
 }
 
 /// Where a bundle's relative `path`s are resolved.

@@ -5,9 +5,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::files::open_source;
+use super::files::{open_source, open_stored};
 use super::{
-    Bundle, BundleDir, Finding, Limits, Sha256Hex, Source, SourceBody, ValidationError,
+    Bundle, Files, Finding, Limits, Sha256Hex, Source, SourceBody, ValidationError,
     ValidationErrors,
 };
 use crate::timestamp::Timestamp;
@@ -235,7 +235,7 @@ fn valid_job_type(s: &str) -> bool {
 pub(crate) fn validate(
     value: Value,
     limits: &Limits,
-    dir: Option<&BundleDir<'_>>,
+    files: &Files<'_>,
 ) -> Result<Bundle, ValidationErrors> {
     let mut c = Checker { errors: Vec::new() };
     let Some(raw) = c.object::<RawBundle>("", value) else {
@@ -279,7 +279,7 @@ pub(crate) fn validate(
         Some(items) => {
             source_count = items.len();
             for (i, item) in items.into_iter().enumerate() {
-                if let Some(s) = source(&mut c, &format!("sources.{i}"), item, dir) {
+                if let Some(s) = source(&mut c, &format!("sources.{i}"), item, files, limits) {
                     sources.push(s);
                 }
             }
@@ -332,7 +332,13 @@ pub(crate) fn validate(
     }
 }
 
-fn source(c: &mut Checker, at: &str, item: Value, dir: Option<&BundleDir<'_>>) -> Option<Source> {
+fn source(
+    c: &mut Checker,
+    at: &str,
+    item: Value,
+    files: &Files<'_>,
+    limits: &Limits,
+) -> Option<Source> {
     let raw: RawSource = c.object(at, item)?;
     let before = c.errors.len();
     c.unknown(at, &raw.unknown);
@@ -407,16 +413,18 @@ fn source(c: &mut Checker, at: &str, item: Value, dir: Option<&BundleDir<'_>>) -
                 _ => Some(SourceBody::Inline(text)),
             }
         }
-        (None, Some(rel)) => match dir {
-            None => {
-                c.err(
-                    &p("path"),
-                    "path is only allowed in a directory bundle (NAME.bundle/)",
-                    Some(&Value::String(rel)),
-                );
-                None
-            }
-            Some(dir) => match open_source(dir, &rel) {
+        (None, Some(rel)) => {
+            let opened = match (files, &sha256) {
+                (Files::None, _) => {
+                    Err("path is only allowed in a directory bundle (NAME.bundle/)".to_owned())
+                }
+                (Files::Dir(dir), _) => open_source(dir, &rel),
+                (Files::Stored(objects), Some(sha)) => open_stored(objects, &rel, sha, limits),
+                (Files::Stored(_), None) => {
+                    Err("cannot find the stored bytes without a valid sha256".to_owned())
+                }
+            };
+            match opened {
                 Err(message) => {
                     c.err(&p("path"), message, Some(&Value::String(rel)));
                     None
@@ -433,8 +441,8 @@ fn source(c: &mut Checker, at: &str, item: Value, dir: Option<&BundleDir<'_>>) -
                     }
                     _ => Some(SourceBody::File(file)),
                 },
-            },
-        },
+            }
+        }
         (None, None) => Some(SourceBody::Reference),
     };
     if c.errors.len() > before {

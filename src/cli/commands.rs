@@ -10,10 +10,14 @@ use bundleq::{Error, Home, JobStatus, Result, Store, Timestamp};
 
 use super::output::{self, cut, opt};
 use super::{
-    Cli, Command, DbCommand, EXIT_DATA, EXIT_ERROR, EXIT_OK, JobCommand, JobsArgs, RunCommand,
+    Cli, Command, DbCommand, EXIT_DATA, EXIT_ERROR, EXIT_JOBS_FAILED, EXIT_OK, JobCommand,
+    JobsArgs, RunCommand, ServeArgs,
 };
 use bundleq::accept::{self, AcceptReport, Origin, Verdict};
 use bundleq::bundle::Limits;
+use bundleq::handler::Handlers;
+use bundleq::worker::{PoolConfig, PoolControl, run_pool};
+use bundleq::{Config, SystemClock};
 
 /// Runs the command and returns its exit code; errors become exit 1.
 pub fn dispatch(cli: &Cli) -> Result<u8> {
@@ -24,7 +28,12 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
     if let Command::Validate { paths } = &cli.command {
         return validate(cli, &home_dir, paths);
     }
-    let home = Home::open(&home_dir)?;
+    let mut home = Home::open(&home_dir)?;
+    if let Command::Serve(args) = &cli.command {
+        let mut config = home.config().clone();
+        serve_overrides(&mut config, args)?;
+        home.set_config(config);
+    }
     let mut store = home.store()?;
     let tenant = match cli.global.tenant {
         Some(t) => t,
@@ -56,6 +65,10 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
                 output::line(format!("migrated to V{}__{} (head)", v.version, v.name));
             }
             Ok(EXIT_OK)
+        }
+        Command::Serve(args) => serve(&ctx, &home, store, args.once),
+        Command::Search { query, run, limit } => {
+            search(&ctx, &mut store, &query.join(" "), *run, *limit)
         }
         Command::Jobs(args) => jobs(&ctx, &mut store, args),
         Command::Job(cmd) => job(&ctx, &mut store, cmd),
@@ -423,4 +436,62 @@ fn print_verdict(r: &AcceptReport) {
             output::error_text(&format!("invalid    {path}: {errors}"));
         }
     }
+}
+
+fn serve_overrides(config: &mut Config, args: &ServeArgs) -> Result<()> {
+    if let Some(n) = args.workers {
+        config.workers.count = usize::from(n);
+    }
+    if let Some(d) = args.lock_timeout {
+        config.queue.lock_timeout = d;
+    }
+    if let Some(d) = args.poll_interval {
+        config.workers.poll_interval = d;
+    }
+    if let Some(d) = args.grace_period {
+        config.workers.grace_period = d;
+    }
+    config.check(std::path::Path::new("the command line"))
+}
+
+fn serve(ctx: &Ctx, home: &Home, store: Store, once: bool) -> Result<u8> {
+    let control = PoolControl::new();
+    super::signals::forward_to(control.clone())?;
+    let mut config = PoolConfig::from_config(&home.config().workers);
+    config.once = once;
+    let stats = run_pool(
+        store,
+        Handlers::for_home(home),
+        &config,
+        std::sync::Arc::new(SystemClock),
+        &control,
+    )?;
+    if once {
+        if ctx.json {
+            output::json(&stats);
+        } else {
+            output::line(format!(
+                "{} succeeded, {} failed, {} waiting for a retry",
+                stats.succeeded, stats.failed, stats.retried
+            ));
+        }
+        if stats.failed > 0 || stats.retried > 0 {
+            return Ok(EXIT_JOBS_FAILED);
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn search(ctx: &Ctx, store: &mut Store, query: &str, run: Option<Uuid>, limit: u32) -> Result<u8> {
+    let hits = store.search(ctx.tenant, query, run, limit)?;
+    if ctx.json {
+        output::json(&hits);
+        return Ok(EXIT_OK);
+    }
+    let rows: Vec<Vec<String>> = hits
+        .iter()
+        .map(|h| vec![h.run_id.to_string(), cut(&h.uri, 40), cut(&h.snippet, 80)])
+        .collect();
+    output::table(&["RUN", "SOURCE", "SNIPPET"], &rows);
+    Ok(EXIT_OK)
 }

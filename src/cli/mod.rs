@@ -4,6 +4,7 @@
 
 mod commands;
 mod output;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +18,8 @@ use bundleq::JobStatus;
 pub const EXIT_OK: u8 = 0;
 /// Exit status: an error (I/O, database, unknown id, refused transition).
 pub const EXIT_ERROR: u8 = 1;
+/// Exit status: `serve --once` ran jobs that failed or wait for a retry.
+pub const EXIT_JOBS_FAILED: u8 = 3;
 /// Exit status: invalid input data (EX_DATAERR), e.g. an invalid bundle.
 pub const EXIT_DATA: u8 = 65;
 
@@ -25,6 +28,7 @@ Exit codes:
   0   success
   1   error (I/O, database, unknown id, refused transition, bad configuration)
   2   usage error (unknown command or flag, malformed argument)
+  3   serve --once: some job failed, or failed and waits for a retry
   65  invalid input data (EX_DATAERR): a bundle failed validation
 
 Environment:
@@ -80,6 +84,22 @@ pub enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Work jobs with a pool of threads until SIGINT/SIGTERM (or, with
+    /// --once, until nothing is due). On a signal: stop claiming, let running
+    /// jobs finish within the grace period, give back the rest, exit 0.
+    Serve(ServeArgs),
+    /// Search the text of processed sources (all words must match).
+    Search {
+        /// Words to look for
+        #[arg(required = true)]
+        query: Vec<String>,
+        /// Only sources of this run
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<Uuid>,
+        /// Show at most this many hits
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
     /// Inspect or migrate the database schema.
     #[command(subcommand)]
     Db(DbCommand),
@@ -114,8 +134,32 @@ pub enum Command {
 impl Command {
     /// Commands that keep running and report progress through the log.
     pub fn is_long_running(&self) -> bool {
-        false
+        matches!(self, Command::Serve(_))
     }
+}
+
+/// Options of `serve`; each overrides `bundleq.toml`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Worker threads [config: workers.count, default 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+    /// Work everything that is due, then exit (exit 3 if any job failed or
+    /// waits for a retry)
+    #[arg(long)]
+    pub once: bool,
+    /// Rescue running jobs whose worker was silent this long [config:
+    /// queue.lock_timeout, default 30m]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_timeout: Option<std::time::Duration>,
+    /// Longest idle sleep before looking for work from other processes
+    /// [config: workers.poll_interval, default 1s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub poll_interval: Option<std::time::Duration>,
+    /// How long running jobs may finish after SIGINT/SIGTERM [config:
+    /// workers.grace_period, default 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub grace_period: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -702,6 +702,24 @@ impl Store {
         })
     }
 
+    /// Jobs per status over all tenants (for the pool's summary line).
+    pub fn counts_all(&mut self) -> Result<BTreeMap<JobStatus, u64>> {
+        self.read("count jobs", |tx| {
+            let mut stmt = tx
+                .prepare_cached("SELECT status, count(*) FROM research_jobs GROUP BY status")
+                .db("count jobs")?;
+            let rows = stmt
+                .query_map([], |r| Ok((status_col(r, 0)?, r.get::<_, i64>(1)?)))
+                .db("count jobs")?;
+            let mut out = BTreeMap::new();
+            for row in rows {
+                let (s, n) = row.db("count jobs")?;
+                out.insert(s, u64::try_from(n).unwrap_or(0));
+            }
+            Ok(out)
+        })
+    }
+
     /// The earliest time any queued job (of any tenant) becomes due, or
     /// `None` when nothing is queued. Workers sleep until then.
     pub fn next_due(&mut self, now: Timestamp) -> Result<Option<Timestamp>> {

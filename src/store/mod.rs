@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-pub use jobs::{Attempt, Claim, ClaimToken, Job, JobFilter, NewJob, PruneFilter, Report, Stats};
+pub use jobs::{
+    Attempt, Claim, ClaimToken, Completion, Job, JobFilter, NewJob, PruneFilter, Report, Stats,
+};
 pub use runs::{NewRun, Run, RunInsert, RunSummary};
 pub use sources::{NewSource, RunSources, SearchHit};
 
@@ -409,6 +411,14 @@ impl Store {
     /// The query plan SQLite picks for the claim, one line per step.
     pub fn explain_claim(&self) -> Result<Vec<String>> {
         jobs::explain_claim(&self.conn)
+    }
+
+    /// `PRAGMA data_version`: changes whenever another connection commits.
+    /// Reading it is the cheapest way for an idle pool to see new work.
+    pub fn data_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .db("read the data version")
     }
 
     /// `PRAGMA integrity_check`: `["ok"]` for a sound database.

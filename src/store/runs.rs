@@ -173,6 +173,24 @@ impl Store {
         })
     }
 
+    /// The bundle JSON of one run of `tenant`, as received.
+    pub fn run_bundle_json(&mut self, tenant: Uuid, id: Uuid) -> Result<String> {
+        self.read("read a run", |tx| {
+            tx.prepare_cached(
+                "SELECT bundle_json FROM research_runs WHERE tenant_id = ?1 AND id = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![tenant.to_string(), id.to_string()], |r| r.get(0))
+                    .optional()
+            })
+            .db("read a run")
+        })?
+        .ok_or_else(|| Error::RunNotFound {
+            id: id.to_string(),
+            tenant: tenant.to_string(),
+        })
+    }
+
     /// One run of `tenant`, with its bundle.
     pub fn run(&mut self, tenant: Uuid, id: Uuid) -> Result<Run> {
         let found = self.read("read a run", |tx| {

@@ -1,0 +1,162 @@
+//! Handlers: what a worker runs for a job, chosen by `job_type`.
+//!
+//! A handler returns an [`Outcome`] (succeeded / retry / fail), never a
+//! Rust error: a failure is data the state machine acts on. A panicking
+//! handler is caught by the pool and counted as a failed attempt.
+//!
+//! Built in: `process_bundle` ([`ProcessBundle`]); configured per job type:
+//! external commands ([`ExternalCommand`]); library users implement
+//! [`Handler`] and register it in [`Handlers`].
+
+mod external;
+mod process_bundle;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::Receiver;
+
+pub use external::{ExternalCommand, ExternalConfig};
+pub use process_bundle::ProcessBundle;
+
+use crate::error::Result;
+use crate::home::Home;
+use crate::state::Outcome;
+use crate::store::{Job, RunSources, Store};
+
+/// Work for one job type.
+pub trait Handler: Send + Sync {
+    /// Runs one attempt of `ctx.job`.
+    fn handle(&self, ctx: &mut JobContext<'_>) -> Outcome;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&mut JobContext<'_>) -> Outcome + Send + Sync,
+{
+    fn handle(&self, ctx: &mut JobContext<'_>) -> Outcome {
+        self(ctx)
+    }
+}
+
+/// What a handler gets: the job, the attempt number, a stop signal, and a
+/// place for results the pool records together with the outcome.
+#[derive(Debug)]
+pub struct JobContext<'a> {
+    /// The job as claimed (attempts already counts this attempt).
+    pub job: &'a Job,
+    /// Disconnects when the pool stops waiting for this job (shutdown grace
+    /// period over): a long handler should give up when it does.
+    pub stop: &'a Receiver<()>,
+    pub(crate) sources: Option<RunSources>,
+}
+
+impl<'a> JobContext<'a> {
+    /// A context for `job` (for tests and custom pools).
+    pub fn new(job: &'a Job, stop: &'a Receiver<()>) -> Self {
+        JobContext {
+            job,
+            stop,
+            sources: None,
+        }
+    }
+
+    /// Asks the pool to record these sources in the same transaction that
+    /// marks the job succeeded (ignored for any other outcome).
+    pub fn record_sources(&mut self, sources: RunSources) {
+        self.sources = Some(sources);
+    }
+
+    /// True once the pool has stopped waiting for this job.
+    pub fn should_stop(&self) -> bool {
+        matches!(
+            self.stop.try_recv(),
+            Err(crossbeam_channel::TryRecvError::Disconnected)
+        )
+    }
+
+    /// Takes the recorded sources (the pool does this after the handler).
+    pub fn take_sources(&mut self) -> Option<RunSources> {
+        self.sources.take()
+    }
+}
+
+/// Handlers by job type.
+#[derive(Clone, Default)]
+pub struct Handlers {
+    by_type: HashMap<String, Arc<dyn Handler>>,
+}
+
+impl std::fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut types: Vec<&String> = self.by_type.keys().collect();
+        types.sort();
+        f.debug_struct("Handlers").field("types", &types).finish()
+    }
+}
+
+impl Handlers {
+    /// No handlers.
+    pub fn new() -> Handlers {
+        Handlers::default()
+    }
+
+    /// The built-in `process_bundle` plus the external commands configured
+    /// in the home's `bundleq.toml`.
+    pub fn for_home(home: &Home) -> Handlers {
+        let reads = ReadConnections::new(home.clone());
+        let mut h = Handlers::new();
+        h.register(
+            crate::bundle::DEFAULT_JOB_TYPE,
+            ProcessBundle::new(home.clone(), reads.clone()),
+        );
+        for (job_type, cfg) in &home.config().handlers {
+            h.register(job_type, ExternalCommand::new(cfg.clone(), reads.clone()));
+        }
+        h
+    }
+
+    /// Registers (or replaces) the handler for `job_type`.
+    pub fn register(&mut self, job_type: &str, handler: impl Handler + 'static) {
+        self.by_type.insert(job_type.to_owned(), Arc::new(handler));
+    }
+
+    /// The handler for `job_type`.
+    pub fn get(&self, job_type: &str) -> Option<Arc<dyn Handler>> {
+        self.by_type.get(job_type).cloned()
+    }
+}
+
+/// Read connections shared by handler threads: one is taken for a call and
+/// put back after, so each thread uses a connection alone (a `Connection`
+/// is not `Sync`) without opening one per job.
+#[derive(Clone, Debug)]
+pub struct ReadConnections {
+    home: Home,
+    idle: Arc<Mutex<Vec<Store>>>,
+}
+
+impl ReadConnections {
+    /// Connections to `home`'s database, opened on demand.
+    pub fn new(home: Home) -> ReadConnections {
+        ReadConnections {
+            home,
+            idle: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Runs `f` with a connection.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+        let taken = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut store = match taken {
+            Some(s) => s,
+            None => self.home.store()?,
+        };
+        let out = f(&mut store);
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(store);
+        out
+    }
+}

@@ -1,0 +1,108 @@
+//! The built-in `process_bundle` handler: re-check the stored bundle,
+//! verify every source's bytes against its sha256, keep the bytes under
+//! `objects/`, and hand the sources (with their text) to the pool, which
+//! records and indexes them in the transaction that marks the job done.
+
+use super::{Handler, JobContext, ReadConnections};
+use crate::bundle::{self, Sha256Hex, SourceBody};
+use crate::home::Home;
+use crate::objects::Objects;
+use crate::state::Outcome;
+use crate::store::{NewSource, RunSources};
+
+/// Text beyond this many bytes of a source is not indexed.
+const MAX_INDEXED_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The `process_bundle` handler.
+#[derive(Debug)]
+pub struct ProcessBundle {
+    home: Home,
+    reads: ReadConnections,
+}
+
+impl ProcessBundle {
+    /// A handler working in `home`.
+    pub fn new(home: Home, reads: ReadConnections) -> ProcessBundle {
+        ProcessBundle { home, reads }
+    }
+}
+
+impl Handler for ProcessBundle {
+    fn handle(&self, ctx: &mut JobContext<'_>) -> Outcome {
+        let job = ctx.job;
+        let (tenant, run_id) = (job.tenant_id, job.run_id);
+        let json = match self.reads.with(|s| s.run_bundle_json(tenant, run_id)) {
+            Ok(j) => j,
+            // The run row is missing or the database is unreadable: the
+            // latter may pass, so retry.
+            Err(crate::Error::RunNotFound { .. }) => {
+                return Outcome::Fail(format!("run {run_id} of tenant {tenant} does not exist"));
+            }
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        let objects = Objects::new(self.home.objects());
+        let limits = &self.home.config().limits;
+        let bundle = match bundle::validate_stored(json.as_bytes(), limits, &objects) {
+            Ok(b) => b,
+            // The stored bundle passed at upload; failing now means its
+            // stored bytes are damaged, which retrying will not mend.
+            Err(errors) => return Outcome::Fail(errors.to_string()),
+        };
+        let mut sources = Vec::with_capacity(bundle.sources().len());
+        for (idx, s) in bundle.sources().iter().enumerate() {
+            let (size, text) = match s.body() {
+                SourceBody::Reference => (None, None),
+                SourceBody::Inline(text) => {
+                    if let Err(e) = objects.put(text.as_bytes(), s.sha256()) {
+                        return Outcome::Retry(e.to_string());
+                    }
+                    (Some(text.len() as u64), Some(text.clone()))
+                }
+                SourceBody::File(f) => (
+                    Some(f.size),
+                    self.text_of(&objects, s.sha256(), s.media_type()),
+                ),
+            };
+            sources.push(NewSource {
+                idx: u32::try_from(idx).unwrap_or(u32::MAX),
+                uri: s.uri().to_owned(),
+                title: s.title().map(str::to_owned),
+                sha256: s.sha256().to_string(),
+                media_type: s.media_type().map(str::to_owned),
+                retrieved_at: s.retrieved_at(),
+                size,
+                text,
+            });
+        }
+        let count = sources.len();
+        ctx.record_sources(RunSources {
+            tenant_id: tenant,
+            run_id,
+            sources,
+        });
+        log::debug!("Job {}: run {run_id} processed, {count} sources", job.id);
+        Outcome::Succeeded
+    }
+}
+
+impl ProcessBundle {
+    /// The text of a stored object, if it is text.
+    fn text_of(
+        &self,
+        objects: &Objects,
+        sha: &Sha256Hex,
+        media_type: Option<&str>,
+    ) -> Option<String> {
+        let textual = media_type.is_none_or(|m| {
+            m.starts_with("text/")
+                || m.ends_with("json")
+                || m.ends_with("xml")
+                || m.ends_with("csv")
+        });
+        if !textual {
+            return None;
+        }
+        let bytes = objects.read(sha, MAX_INDEXED_BYTES).ok()?;
+        String::from_utf8(bytes).ok()
+    }
+}

@@ -1,0 +1,609 @@
+//! The worker pool behind `bundleq serve`: one coordinator thread that owns
+//! the database connection, and N worker threads that run handlers, joined
+//! by crossbeam channels.
+//!
+//! The coordinator is the pool's only writer (SQLite serialises writers, and
+//! its busy handler is unfair, so threads of one process must not race for
+//! the lock). Each turn of its loop is one transaction that records every
+//! outcome that arrived since the last turn and claims jobs for the free
+//! capacity (`workers + prefetch`): claims and outcomes travel in batches,
+//! which is where the throughput comes from. While jobs run it heartbeats
+//! their locks; when idle it sleeps until the earliest of: a wake-up from
+//! this process, the next retry or lock expiry, or the poll interval, at
+//! which it only reads `PRAGMA data_version` to see whether another process
+//! wrote anything. There is no busy loop.
+//!
+//! Invariants: a handler's panic is caught and counted as a failed attempt;
+//! a worker thread that dies anyway trips an orderly shutdown; at shutdown
+//! no job is left `running` by this pool: unstarted claims are released at
+//! once, running ones get the grace period, then are released too.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, select, unbounded};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::config::WorkersConfig;
+use crate::error::Result;
+use crate::handler::{Handlers, JobContext};
+use crate::state::{JobStatus, Outcome};
+use crate::store::{Claim, ClaimToken, Completion, Report, Store};
+use crate::timestamp::Clock;
+
+/// Most jobs claimed in one transaction.
+const MAX_CLAIM_BATCH: usize = 512;
+
+/// How the pool runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolConfig {
+    /// Worker threads.
+    pub workers: usize,
+    /// Jobs claimed ahead of free workers.
+    pub prefetch: usize,
+    /// Longest idle sleep before looking for work written by other processes.
+    pub poll_interval: Duration,
+    /// How long shutdown waits for running jobs.
+    pub grace_period: Duration,
+    /// Stop once nothing is due (`serve --once`).
+    pub once: bool,
+    /// How often a busy pool logs a summary line.
+    pub summary_interval: Duration,
+}
+
+impl PoolConfig {
+    /// The pool a home's `[workers]` section asks for.
+    pub fn from_config(w: &WorkersConfig) -> PoolConfig {
+        PoolConfig {
+            workers: w.count,
+            prefetch: w.prefetch,
+            poll_interval: w.poll_interval,
+            grace_period: w.grace_period,
+            once: false,
+            summary_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Something the pool did, for tests and embedders that want to wait on
+/// events instead of sleeping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PoolEvent {
+    /// An outcome was recorded (or found stale).
+    Reported {
+        /// The job.
+        job_id: Uuid,
+        /// What the store made of it.
+        report: Report,
+    },
+    /// A claim was given back at shutdown.
+    Released {
+        /// The job.
+        job_id: Uuid,
+    },
+    /// Nothing is due; the pool is about to sleep.
+    Idle,
+}
+
+/// Controls a running pool from other threads: shut it down, wake it.
+#[derive(Clone, Debug)]
+pub struct PoolControl {
+    /// Set once; the coordinator checks it every turn.
+    quit: Arc<AtomicBool>,
+    /// A wake-up for the coordinator's idle sleep (capacity 1: one pending
+    /// wake-up is as good as many).
+    wake_tx: Sender<()>,
+    wake_rx: Receiver<()>,
+    /// Where [`PoolEvent`]s go, if anyone listens.
+    events: Option<Sender<PoolEvent>>,
+}
+
+impl Default for PoolControl {
+    fn default() -> Self {
+        PoolControl::new()
+    }
+}
+
+impl PoolControl {
+    /// A control for a pool not yet started.
+    pub fn new() -> PoolControl {
+        let (wake_tx, wake_rx) = bounded(1);
+        PoolControl {
+            quit: Arc::new(AtomicBool::new(false)),
+            wake_tx,
+            wake_rx,
+            events: None,
+        }
+    }
+
+    /// Sends the pool's events to `tx`.
+    pub fn with_events(mut self, tx: Sender<PoolEvent>) -> PoolControl {
+        self.events = Some(tx);
+        self
+    }
+
+    /// Asks the pool to stop: no new claims; running jobs get the grace
+    /// period.
+    pub fn shutdown(&self) {
+        self.quit.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// True once shutdown was asked for.
+    pub fn is_shutting_down(&self) -> bool {
+        self.quit.load(Ordering::SeqCst)
+    }
+
+    /// Tells an idle pool that work was just enqueued in this process.
+    pub fn wake(&self) {
+        let _ = self.wake_tx.try_send(());
+    }
+
+    fn emit(&self, e: PoolEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(e);
+        }
+    }
+}
+
+/// What a pool did, returned when it stops.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PoolStats {
+    /// Claims made.
+    pub claimed: u64,
+    /// Jobs that succeeded.
+    pub succeeded: u64,
+    /// Failed attempts that will be retried.
+    pub retried: u64,
+    /// Jobs that failed for good.
+    pub failed: u64,
+    /// Reports ignored because their claim no longer held.
+    pub stale: u64,
+    /// Claims given back at shutdown.
+    pub released: u64,
+}
+
+enum Msg {
+    Done(Completion),
+    WorkerDied(String),
+}
+
+/// A worker thread's last word if it unwinds outside a handler.
+struct DeathNotice {
+    tx: Sender<Msg>,
+    name: String,
+}
+
+impl Drop for DeathNotice {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let _ = self.tx.send(Msg::WorkerDied(self.name.clone()));
+        }
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+fn worker_loop(jobs: Receiver<Claim>, done: Sender<Msg>, handlers: Handlers, stop: Receiver<()>) {
+    for claim in jobs.iter() {
+        let job = &claim.job;
+        let mut ctx = JobContext::new(job, &stop);
+        let outcome = match handlers.get(&job.job_type) {
+            None => Outcome::Fail(format!(
+                "no handler is configured for job type {:?}",
+                job.job_type
+            )),
+            Some(h) => catch_unwind(AssertUnwindSafe(|| h.handle(&mut ctx))).unwrap_or_else(|p| {
+                Outcome::Retry(format!("handler panicked: {}", panic_text(p.as_ref())))
+            }),
+        };
+        let completion = Completion {
+            token: claim.token.clone(),
+            outcome,
+            sources: ctx.take_sources(),
+        };
+        if done.send(Msg::Done(completion)).is_err() {
+            break;
+        }
+    }
+}
+
+/// This process's name in `locked_by`: host, pid and a random suffix, so
+/// that two pools never share one.
+pub fn worker_id() -> String {
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let tag = Uuid::now_v7().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &tag[tag.len() - 8..])
+}
+
+struct Coordinator<'a> {
+    store: Store,
+    config: &'a PoolConfig,
+    clock: Arc<dyn Clock>,
+    control: &'a PoolControl,
+    worker: String,
+    /// Claims handed to workers (running or waiting in the job channel).
+    in_flight: HashMap<Uuid, ClaimToken>,
+    /// Outcomes not yet committed.
+    pending: Vec<Completion>,
+    stats: PoolStats,
+    last_heartbeat: Instant,
+    heartbeat_every: Duration,
+    /// Set when the last claim found nothing: the `data_version` then and
+    /// when something becomes due on its own.
+    idle: Option<(i64, Option<Instant>)>,
+    summary: (Instant, u64),
+    last_error: Option<(String, Instant)>,
+}
+
+impl Coordinator<'_> {
+    fn emit(&self, e: PoolEvent) {
+        self.control.emit(e);
+    }
+
+    fn log_store_error(&mut self, e: &crate::Error) {
+        let text = e.to_string();
+        let repeat = matches!(&self.last_error, Some((t, at)) if *t == text && at.elapsed() < Duration::from_secs(60));
+        if !repeat {
+            log::error!("{text}; will try again");
+            self.last_error = Some((text, Instant::now()));
+        }
+    }
+
+    fn record(&mut self, reports: Vec<Report>, done: &[Completion]) {
+        for (c, report) in done.iter().zip(reports) {
+            self.in_flight.remove(&c.token.job_id);
+            match report {
+                Report::Applied(JobStatus::Succeeded) => self.stats.succeeded += 1,
+                Report::Applied(JobStatus::Queued) => self.stats.retried += 1,
+                Report::Applied(_) => self.stats.failed += 1,
+                Report::Stale => self.stats.stale += 1,
+            }
+            self.emit(PoolEvent::Reported {
+                job_id: c.token.job_id,
+                report,
+            });
+        }
+    }
+
+    /// When the next job becomes due by the clock alone (a retry_at, or a
+    /// lock that will expire), as an `Instant`.
+    fn next_wakeup(&mut self) -> Result<Option<Instant>> {
+        let now = self.clock.now();
+        let due = self.store.next_due(now)?;
+        let lock_expiry = self
+            .store
+            .oldest_lock()?
+            .map(|t| t.plus(self.store.policy().lock_timeout));
+        let soonest = match (due, lock_expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(soonest.map(|t| Instant::now() + t.since(now)))
+    }
+
+    fn heartbeat_if_due(&mut self) {
+        if self.in_flight.is_empty() || self.last_heartbeat.elapsed() < self.heartbeat_every {
+            return;
+        }
+        let tokens: Vec<ClaimToken> = self.in_flight.values().cloned().collect();
+        match self.store.heartbeat(&tokens, self.clock.now()) {
+            Ok(held) if held < tokens.len() => log::warn!(
+                "{} of {} running jobs lost their lock (rescued elsewhere); their results will be ignored",
+                tokens.len() - held,
+                tokens.len()
+            ),
+            Ok(_) => {}
+            Err(e) => self.log_store_error(&e),
+        }
+        self.last_heartbeat = Instant::now();
+    }
+
+    fn summary_if_due(&mut self) {
+        let (since, done_before) = self.summary;
+        let elapsed = since.elapsed();
+        if elapsed < self.config.summary_interval {
+            return;
+        }
+        let done = self.stats.succeeded + self.stats.failed + self.stats.retried;
+        if done > done_before
+            && let Ok(counts) = self.store.counts_all()
+        {
+            let n = |s: JobStatus| counts.get(&s).copied().unwrap_or(0);
+            log::info!(
+                "{:.1} jobs/s; queued {}, running {}, failed {}, succeeded {}",
+                (done - done_before) as f64 / elapsed.as_secs_f64(),
+                n(JobStatus::Queued),
+                n(JobStatus::Running),
+                n(JobStatus::Failed),
+                n(JobStatus::Succeeded),
+            );
+        }
+        self.summary = (Instant::now(), done);
+    }
+}
+
+/// Runs the pool on this thread until shutdown (or, with `once`, until
+/// nothing is due), then returns what it did.
+pub fn run_pool(
+    store: Store,
+    handlers: Handlers,
+    config: &PoolConfig,
+    clock: Arc<dyn Clock>,
+    control: &PoolControl,
+) -> Result<PoolStats> {
+    let capacity = config.workers + config.prefetch;
+    let (job_tx, job_rx) = bounded::<Claim>(capacity);
+    let (done_tx, done_rx) = unbounded::<Msg>();
+    // Dropping stop_tx tells handlers the pool no longer waits for them.
+    let (stop_tx, stop_rx) = bounded::<()>(0);
+    for i in 0..config.workers {
+        let (jobs, done, handlers, stop) = (
+            job_rx.clone(),
+            done_tx.clone(),
+            handlers.clone(),
+            stop_rx.clone(),
+        );
+        let name = format!("bundleq-worker-{i}");
+        let notice = DeathNotice {
+            tx: done_tx.clone(),
+            name: name.clone(),
+        };
+        thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let _notice = notice;
+                worker_loop(jobs, done, handlers, stop);
+            })
+            .map_err(|source| crate::Error::Io {
+                action: "start worker thread",
+                path: name.into(),
+                source,
+            })?;
+    }
+    drop(done_tx);
+    let lock_timeout = store.policy().lock_timeout;
+    let mut co = Coordinator {
+        store,
+        config,
+        clock,
+        control,
+        worker: worker_id(),
+        in_flight: HashMap::new(),
+        pending: Vec::new(),
+        stats: PoolStats::default(),
+        last_heartbeat: Instant::now(),
+        heartbeat_every: (lock_timeout / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(60)),
+        idle: None,
+        summary: (Instant::now(), 0),
+        last_error: None,
+    };
+    log::info!(
+        "Worker pool {} started: {} workers, lock timeout {}",
+        co.worker,
+        config.workers,
+        crate::timestamp::human_duration(lock_timeout)
+    );
+
+    loop {
+        // Everything that finished since the last turn.
+        while let Ok(msg) = done_rx.try_recv() {
+            match msg {
+                Msg::Done(c) => co.pending.push(c),
+                Msg::WorkerDied(name) => {
+                    log::error!("Worker thread {name} died; shutting down the pool");
+                    control.shutdown();
+                }
+            }
+        }
+        if control.is_shutting_down() {
+            break;
+        }
+
+        let free = capacity.saturating_sub(co.in_flight.len());
+        let want_claim = free > 0
+            && match co.idle {
+                None => true,
+                Some((version, due)) => {
+                    due.is_some_and(|d| Instant::now() >= d)
+                        || co.store.data_version().map_or(true, |v| v != version)
+                }
+            };
+        let mut full_batch = false;
+        if want_claim || !co.pending.is_empty() {
+            let n = if want_claim {
+                free.min(MAX_CLAIM_BATCH)
+            } else {
+                0
+            };
+            let done = std::mem::take(&mut co.pending);
+            let worker = co.worker.clone();
+            match co.store.cycle(&done, n as u32, &worker, co.clock.now()) {
+                Ok((reports, claims)) => {
+                    co.record(reports, &done);
+                    co.stats.claimed += claims.len() as u64;
+                    full_batch = n > 0 && claims.len() == n;
+                    for claim in claims {
+                        co.in_flight.insert(claim.job.id, claim.token.clone());
+                        // Never blocks: the channel holds `capacity` claims
+                        // and we never have more than that in flight.
+                        if job_tx.send(claim).is_err() {
+                            break;
+                        }
+                    }
+                    if want_claim && !full_batch {
+                        match (co.store.data_version(), co.next_wakeup()) {
+                            (Ok(v), Ok(due)) => co.idle = Some((v, due)),
+                            (Err(e), _) | (_, Err(e)) => {
+                                co.log_store_error(&e);
+                                co.idle = None;
+                            }
+                        }
+                    } else if full_batch {
+                        co.idle = None;
+                    }
+                    co.last_error = None;
+                }
+                Err(e) => {
+                    co.log_store_error(&e);
+                    co.pending = done;
+                    // Back off, but stay responsive to shutdown.
+                    let _ = control
+                        .wake_rx
+                        .recv_timeout(config.poll_interval.min(Duration::from_secs(1)));
+                    continue;
+                }
+            }
+        }
+        co.heartbeat_if_due();
+        co.summary_if_due();
+
+        if config.once && co.in_flight.is_empty() && co.pending.is_empty() && co.idle.is_some() {
+            break;
+        }
+        if full_batch {
+            continue; // more may be waiting
+        }
+        if co.idle.is_some() && co.in_flight.is_empty() {
+            co.emit(PoolEvent::Idle);
+        }
+        // Sleep until something happens.
+        let mut wait = co.heartbeat_every;
+        if let Some((_, due)) = co.idle {
+            wait = wait.min(config.poll_interval);
+            if let Some(d) = due {
+                wait = wait.min(d.saturating_duration_since(Instant::now()));
+            }
+        }
+        select! {
+            recv(done_rx) -> msg => match msg {
+                Ok(Msg::Done(c)) => co.pending.push(c),
+                Ok(Msg::WorkerDied(name)) => {
+                    log::error!("Worker thread {name} died; shutting down the pool");
+                    control.shutdown();
+                }
+                Err(_) => {
+                    log::error!("All worker threads are gone; shutting down the pool");
+                    control.shutdown();
+                }
+            },
+            recv(control.wake_rx) -> _ => co.idle = None,
+            default(wait) => {}
+        }
+    }
+
+    shutdown(&mut co, job_tx, &job_rx, &done_rx, stop_tx);
+    log::info!(
+        "Worker pool {} stopped: {} succeeded, {} failed, {} to retry, {} given back",
+        co.worker,
+        co.stats.succeeded,
+        co.stats.failed,
+        co.stats.retried,
+        co.stats.released
+    );
+    Ok(co.stats)
+}
+
+/// Stops claiming, gives back claims no worker started, waits up to the
+/// grace period for running jobs, then gives back what is still running.
+fn shutdown(
+    co: &mut Coordinator<'_>,
+    job_tx: Sender<Claim>,
+    job_rx: &Receiver<Claim>,
+    done_rx: &Receiver<Msg>,
+    stop_tx: Sender<()>,
+) {
+    drop(job_tx);
+    let unstarted: Vec<ClaimToken> = job_rx.try_iter().map(|c| c.token).collect();
+    release(co, &unstarted);
+
+    let deadline = Instant::now() + co.config.grace_period;
+    if !co.in_flight.is_empty() {
+        log::info!(
+            "Shutting down: waiting up to {} for {} running jobs",
+            crate::timestamp::human_duration(co.config.grace_period),
+            co.in_flight.len()
+        );
+    }
+    loop {
+        if !co.pending.is_empty() {
+            let done = std::mem::take(&mut co.pending);
+            match co.store.complete(&done, co.clock.now()) {
+                Ok(reports) => co.record(reports, &done),
+                Err(e) => {
+                    co.log_store_error(&e);
+                    co.pending = done;
+                }
+            }
+        }
+        if co.in_flight.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        match done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Msg::Done(c)) => {
+                co.pending.push(c);
+                co.pending
+                    .extend(done_rx.try_iter().filter_map(|m| match m {
+                        Msg::Done(c) => Some(c),
+                        Msg::WorkerDied(_) => None,
+                    }));
+            }
+            Ok(Msg::WorkerDied(_)) => {}
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    // Tell handlers still running that nobody waits for them any more.
+    drop(stop_tx);
+    let left: Vec<ClaimToken> = co.in_flight.values().cloned().collect();
+    if !left.is_empty() {
+        log::warn!(
+            "Grace period over: giving back {} running jobs; they will run again",
+            left.len()
+        );
+    }
+    release(co, &left);
+}
+
+fn release(co: &mut Coordinator<'_>, tokens: &[ClaimToken]) {
+    if tokens.is_empty() {
+        return;
+    }
+    let mut pause = Duration::from_millis(50);
+    for _ in 0..10 {
+        match co.store.release(tokens, co.clock.now()) {
+            Ok(reports) => {
+                for (t, r) in tokens.iter().zip(reports) {
+                    co.in_flight.remove(&t.job_id);
+                    if r != Report::Stale {
+                        co.stats.released += 1;
+                        co.emit(PoolEvent::Released { job_id: t.job_id });
+                    }
+                }
+                return;
+            }
+            Err(e) => {
+                co.log_store_error(&e);
+                thread::sleep(pause);
+                pause *= 2;
+            }
+        }
+    }
+    log::error!(
+        "Could not give back {} jobs; they will be rescued after the lock timeout",
+        tokens.len()
+    );
+}
