@@ -268,7 +268,11 @@ impl Coordinator<'_> {
             self.in_flight.remove(&c.token.job_id);
             match report {
                 Report::Applied(JobStatus::Succeeded) => self.stats.succeeded += 1,
-                Report::Applied(JobStatus::Queued) => self.stats.retried += 1,
+                Report::Applied(JobStatus::Queued) => {
+                    self.stats.retried += 1;
+                    // Its retry may already be due: look again.
+                    self.idle = None;
+                }
                 Report::Applied(_) => self.stats.failed += 1,
                 Report::Stale => self.stats.stale += 1,
             }
@@ -475,8 +479,8 @@ pub fn run_pool(
         if config.once && co.in_flight.is_empty() && co.pending.is_empty() && co.idle.is_some() {
             break;
         }
-        if full_batch {
-            continue; // more may be waiting
+        if full_batch || (co.idle.is_none() && co.in_flight.len() < capacity) {
+            continue; // more may be waiting: claim before sleeping
         }
         if co.idle.is_some() && co.in_flight.is_empty() {
             co.emit(PoolEvent::Idle);

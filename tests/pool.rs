@@ -1,0 +1,306 @@
+//! The worker pool driven through the library: retries, permanent
+//! failures, panics, wake-ups, heartbeats and shutdown. Tests wait on the
+//! pool's events, never on sleeps.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use bundleq::handler::{Handlers, JobContext};
+use bundleq::state::Backoff;
+use bundleq::store::{JobFilter, QueuePolicy, Report, StoreOptions};
+use bundleq::worker::{PoolConfig, PoolControl, PoolEvent, PoolStats, run_pool};
+use bundleq::{JobStatus, Outcome, Store, SystemClock};
+use common::job;
+use crossbeam_channel::{Receiver, unbounded};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn store_with(dir: &tempfile::TempDir, lock_timeout: Duration) -> Store {
+    let options = StoreOptions {
+        policy: QueuePolicy {
+            lock_timeout,
+            // Retries are due at once, so tests need not wait out a backoff.
+            backoff: Backoff {
+                base: Duration::ZERO,
+                cap: Duration::ZERO,
+                jitter: 0.0,
+            },
+            max_attempts: 3,
+        },
+        ..StoreOptions::default()
+    };
+    Store::create(&dir.path().join("bundleq.db"), options).unwrap()
+}
+
+fn config(workers: usize) -> PoolConfig {
+    PoolConfig {
+        workers,
+        prefetch: 8,
+        poll_interval: Duration::from_millis(50),
+        grace_period: Duration::from_secs(10),
+        once: false,
+        summary_interval: Duration::from_secs(10),
+    }
+}
+
+struct Running {
+    control: PoolControl,
+    events: Receiver<PoolEvent>,
+    handle: thread::JoinHandle<PoolStats>,
+}
+
+fn start(store: Store, handlers: Handlers, config: PoolConfig) -> Running {
+    let (tx, events) = unbounded();
+    let control = PoolControl::new().with_events(tx);
+    let c = control.clone();
+    let handle = thread::spawn(move || {
+        run_pool(store, handlers, &config, Arc::new(SystemClock), &c).unwrap()
+    });
+    Running {
+        control,
+        events,
+        handle,
+    }
+}
+
+impl Running {
+    /// Waits until `n` jobs reached a final state (succeeded or failed).
+    fn wait_finished(&self, n: usize) {
+        let mut done = 0;
+        while done < n {
+            match self
+                .events
+                .recv_timeout(WAIT)
+                .expect("pool made no progress")
+            {
+                PoolEvent::Reported {
+                    report: Report::Applied(s),
+                    ..
+                } if s.is_finished() => done += 1,
+                _ => {}
+            }
+        }
+    }
+
+    fn wait_idle(&self) {
+        loop {
+            if self
+                .events
+                .recv_timeout(WAIT)
+                .expect("pool never went idle")
+                == PoolEvent::Idle
+            {
+                return;
+            }
+        }
+    }
+
+    fn stop(self) -> PoolStats {
+        self.control.shutdown();
+        self.handle.join().unwrap()
+    }
+}
+
+#[test]
+fn a_job_failing_transiently_twice_then_succeeding_ends_succeeded_after_three_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store_with(&dir, Duration::from_secs(60));
+    let tenant = Uuid::now_v7();
+    let id = store
+        .enqueue(&job(tenant), bundleq::Timestamp::now())
+        .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = Arc::clone(&calls);
+    let mut handlers = Handlers::new();
+    handlers.register("process_bundle", move |_: &mut JobContext<'_>| {
+        if c.fetch_add(1, Ordering::SeqCst) < 2 {
+            Outcome::Retry("flaky".into())
+        } else {
+            Outcome::Succeeded
+        }
+    });
+    let pool = start(store.reopen().unwrap(), handlers, config(2));
+    pool.wait_finished(1);
+    let stats = pool.stop();
+    assert_eq!((stats.succeeded, stats.retried), (1, 2));
+    let j = store.job(tenant, id).unwrap();
+    assert_eq!((j.status, j.attempts), (JobStatus::Succeeded, 3));
+    let history = store.attempts(tenant, id).unwrap();
+    let outcomes: Vec<_> = history.iter().map(|a| a.outcome.clone().unwrap()).collect();
+    assert_eq!(outcomes, ["retry", "retry", "succeeded"]);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_permanent_failure_is_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store_with(&dir, Duration::from_secs(60));
+    let tenant = Uuid::now_v7();
+    let id = store
+        .enqueue(&job(tenant), bundleq::Timestamp::now())
+        .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = Arc::clone(&calls);
+    let mut handlers = Handlers::new();
+    handlers.register("process_bundle", move |_: &mut JobContext<'_>| {
+        c.fetch_add(1, Ordering::SeqCst);
+        Outcome::Fail("1 validation error for RunBundleV1".into())
+    });
+    let pool = start(store.reopen().unwrap(), handlers, config(2));
+    pool.wait_finished(1);
+    pool.wait_idle();
+    pool.stop();
+    let j = store.job(tenant, id).unwrap();
+    assert_eq!((j.status, j.attempts), (JobStatus::Failed, 1));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_panicking_handler_counts_as_an_attempt_and_the_pool_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store_with(&dir, Duration::from_secs(60));
+    let tenant = Uuid::now_v7();
+    let now = bundleq::Timestamp::now();
+    let mut poison = job(tenant);
+    poison.job_type = "poison".into();
+    let poison_id = store.enqueue(&poison, now).unwrap();
+    store.enqueue_many(&vec![job(tenant); 20], now).unwrap();
+    let mut handlers = Handlers::new();
+    handlers.register("poison", |_: &mut JobContext<'_>| -> Outcome {
+        panic!("boom")
+    });
+    handlers.register("process_bundle", |_: &mut JobContext<'_>| {
+        Outcome::Succeeded
+    });
+    let pool = start(store.reopen().unwrap(), handlers, config(3));
+    pool.wait_finished(21);
+    let stats = pool.stop();
+    assert_eq!((stats.succeeded, stats.failed, stats.retried), (20, 1, 2));
+    let j = store.job(tenant, poison_id).unwrap();
+    assert_eq!((j.status, j.attempts), (JobStatus::Failed, 3));
+    assert_eq!(j.last_error.as_deref(), Some("handler panicked: boom"));
+}
+
+#[test]
+fn an_unknown_job_type_fails_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store_with(&dir, Duration::from_secs(60));
+    let tenant = Uuid::now_v7();
+    let mut j = job(tenant);
+    j.job_type = "nobody_handles_this".into();
+    let id = store.enqueue(&j, bundleq::Timestamp::now()).unwrap();
+    let pool = start(store.reopen().unwrap(), Handlers::new(), config(1));
+    pool.wait_finished(1);
+    pool.stop();
+    let j = store.job(tenant, id).unwrap();
+    assert_eq!(j.status, JobStatus::Failed);
+    assert!(
+        j.last_error
+            .unwrap()
+            .contains("no handler is configured for job type")
+    );
+}
+
+#[test]
+fn an_idle_pool_picks_up_work_enqueued_by_another_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store_with(&dir, Duration::from_secs(60));
+    let mut handlers = Handlers::new();
+    handlers.register("process_bundle", |_: &mut JobContext<'_>| {
+        Outcome::Succeeded
+    });
+    let pool = start(store.reopen().unwrap(), handlers, config(2));
+    pool.wait_idle();
+    let tenant = Uuid::now_v7();
+    store
+        .enqueue_many(&vec![job(tenant); 5], bundleq::Timestamp::now())
+        .unwrap();
+    // Found by the cheap data_version poll, without a wake-up.
+    pool.wait_finished(5);
+    pool.wait_idle();
+    store
+        .enqueue(&job(tenant), bundleq::Timestamp::now())
+        .unwrap();
+    pool.control.wake();
+    pool.wait_finished(1);
+    assert_eq!(pool.stop().succeeded, 6);
+}
+
+#[test]
+fn heartbeats_keep_a_live_long_job_from_being_rescued() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store_with(&dir, Duration::from_secs(1));
+    let tenant = Uuid::now_v7();
+    let id = store
+        .enqueue(&job(tenant), bundleq::Timestamp::now())
+        .unwrap();
+    let mut handlers = Handlers::new();
+    // The job itself takes three lock timeouts.
+    handlers.register("process_bundle", |_: &mut JobContext<'_>| {
+        thread::sleep(Duration::from_secs(3));
+        Outcome::Succeeded
+    });
+    let pool = start(store.reopen().unwrap(), handlers, config(1));
+    // Meanwhile a rival keeps trying to rescue it.
+    let mut rival = store.reopen().unwrap();
+    let rival_thread = thread::spawn(move || {
+        let mut rescued = 0;
+        for _ in 0..30 {
+            rescued += rival
+                .claim(1, "rival", bundleq::Timestamp::now())
+                .unwrap()
+                .len();
+            thread::sleep(Duration::from_millis(100));
+        }
+        rescued
+    });
+    pool.wait_finished(1);
+    assert_eq!(rival_thread.join().unwrap(), 0, "a live job was rescued");
+    pool.stop();
+    let j = store.job(tenant, id).unwrap();
+    assert_eq!((j.status, j.attempts), (JobStatus::Succeeded, 1));
+}
+
+#[test]
+fn shutdown_gives_back_unstarted_and_overdue_jobs_and_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store_with(&dir, Duration::from_secs(60));
+    let tenant = Uuid::now_v7();
+    store
+        .enqueue_many(&vec![job(tenant); 10], bundleq::Timestamp::now())
+        .unwrap();
+    let started = Arc::new(Mutex::new(HashMap::new()));
+    let s = Arc::clone(&started);
+    let (started_tx, started_rx) = unbounded();
+    let mut handlers = Handlers::new();
+    // Runs until the pool stops waiting for it.
+    handlers.register("process_bundle", move |ctx: &mut JobContext<'_>| {
+        s.lock().unwrap().insert(ctx.job.id, ());
+        started_tx.send(()).unwrap();
+        let _ = ctx.stop.recv();
+        Outcome::Retry("interrupted".into())
+    });
+    let mut cfg = config(2);
+    cfg.grace_period = Duration::from_millis(200);
+    let pool = start(store.reopen().unwrap(), handlers, cfg);
+    started_rx.recv_timeout(WAIT).unwrap();
+    started_rx.recv_timeout(WAIT).unwrap();
+    let stats = pool.stop();
+    assert_eq!(
+        stats.released, 10,
+        "2 running past the grace period + 8 never started"
+    );
+    let jobs = store.jobs(tenant, &JobFilter::default()).unwrap();
+    assert!(
+        jobs.iter()
+            .all(|j| j.status == JobStatus::Queued && j.attempts == 0),
+        "{jobs:#?}"
+    );
+    assert_eq!(started.lock().unwrap().len(), 2);
+}

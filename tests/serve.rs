@@ -1,0 +1,335 @@
+//! `bundleq serve` as a user runs it: the fixture bundles processed and
+//! searchable, external command handlers (timeouts, exit codes, verbatim
+//! input, allow-listed environment) and SIGTERM.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Bin;
+
+fn home_with_config(config: &str) -> (tempfile::TempDir, Bin) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::new(&dir.path().join("home"));
+    bin.ok(&["init"]);
+    fs::write(bin.home.join("bundleq.toml"), config).unwrap();
+    (dir, bin)
+}
+
+/// Writes a valid bundle with this job type and title; returns its path.
+fn bundle(dir: &Path, name: &str, job_type: &str, title: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.json"));
+    let b = serde_json::json!({
+        "bundle_version": 1,
+        "run_id": uuid::Uuid::now_v7(),
+        "job_type": job_type,
+        "title": title,
+        "created_at": "2026-11-28T10:00:00Z",
+        "sources": [{"uri": "https://example.org/x", "sha256": "a".repeat(64)}]
+    });
+    fs::write(&p, b.to_string()).unwrap();
+    p
+}
+
+fn spawn_serve(bin: &Bin, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_bundleq"))
+        .arg("--home")
+        .arg(&bin.home)
+        .arg("serve")
+        .args(args)
+        .env("SECRET_TOKEN", "must-not-leak")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (bounded) until `check` holds; the processes under test give no
+/// other signal than files they write.
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+#[test]
+fn serve_once_processes_every_fixture_and_search_finds_a_word_of_one_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::new(&dir.path().join("home"));
+    bin.ok(&["init"]);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bundles/valid");
+    let mut paths: Vec<String> = fs::read_dir(&fixtures)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    paths.sort();
+    let mut args = vec!["submit"];
+    args.extend(paths.iter().map(String::as_str));
+    bin.ok(&args);
+    let out = bin.json(&["serve", "--once"]);
+    assert_eq!(out["succeeded"], paths.len());
+    let jobs = bin.json(&["jobs"]);
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["status"] == "succeeded"),
+        "{jobs:#}"
+    );
+
+    // "zymurgy" occurs only in inline-content.json; "morteratsch" only in a
+    // file of the directory bundle.
+    for (word, run) in [
+        ("zymurgy", "0192c3c0-7a1e-7cc2-9a31-5b1f0f9e0a13"),
+        ("morteratsch", "0192c3c0-7a1e-7cc2-9a31-5b1f0f9e0a14"),
+        (
+            "photosynthesis canopies",
+            "0192c3c0-7a1e-7cc2-9a31-5b1f0f9e0a12",
+        ),
+    ] {
+        let hits = bin.json(&["search", word]);
+        let hits = hits.as_array().unwrap();
+        assert_eq!(hits.len(), 1, "{word}: {hits:#?}");
+        assert_eq!(hits[0]["run_id"], run);
+        assert!(
+            hits[0]["snippet"].as_str().unwrap().contains('['),
+            "{hits:#?}"
+        );
+    }
+    assert_eq!(
+        bin.json(&[
+            "search",
+            "zymurgy",
+            "--run",
+            "0192c3c0-7a1e-7cc2-9a31-5b1f0f9e0a12"
+        ]),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        bin.json(&[
+            "--tenant",
+            &uuid::Uuid::now_v7().to_string(),
+            "search",
+            "zymurgy"
+        ]),
+        serde_json::json!([])
+    );
+    // Text that would be FTS5 syntax is searched for as words.
+    let out = bin.run(&["search", "\"unbalanced", "NEAR("]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_external_handler_past_its_timeout_is_killed_with_the_child_it_spawned() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+    let (_d, bin) = home_with_config(&format!(
+        "[handlers.slow]\ncommand = [\"sh\", \"-c\", {script:?}]\ntimeout = \"1s\"\n"
+    ));
+    bin.ok(&[
+        "submit",
+        bundle(dir.path(), "slow", "slow", "slow one")
+            .to_str()
+            .unwrap(),
+    ]);
+    let started = Instant::now();
+    let out = bin.run(&["--json", "serve", "--once"]);
+    assert_eq!(out.status.code(), Some(3), "a retry is pending");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let child: u32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until("the handler's child to die", || !pid_alive(child));
+    let jobs = bin.json(&["jobs"]);
+    assert_eq!(jobs[0]["status"], "queued");
+    assert!(
+        jobs[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1s"),
+        "{jobs:#}"
+    );
+}
+
+#[test]
+fn exit_65_fails_for_good_and_other_exits_are_retried_with_the_stderr_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_d, bin) = home_with_config(concat!(
+        "[handlers.invalid]\ncommand = [\"sh\", \"-c\", \"echo 'bad input' >&2; exit 65\"]\n",
+        "[handlers.flaky]\ncommand = [\"sh\", \"-c\", \"echo 'try later' >&2; exit 7\"]\n",
+        "[handlers.fine]\ncommand = [\"true\"]\n",
+    ));
+    for t in ["invalid", "flaky", "fine"] {
+        bin.ok(&["submit", bundle(dir.path(), t, t, t).to_str().unwrap()]);
+    }
+    assert_eq!(bin.run(&["serve", "--once"]).status.code(), Some(3));
+    let by_type = |t: &str| {
+        let jobs = bin.json(&["jobs", "--type", t]);
+        jobs[0].clone()
+    };
+    let invalid = by_type("invalid");
+    assert_eq!(
+        (invalid["status"].as_str(), invalid["attempts"].as_u64()),
+        (Some("failed"), Some(1))
+    );
+    assert!(
+        invalid["last_error"]
+            .as_str()
+            .unwrap()
+            .ends_with("exited with 65 (permanent failure): bad input")
+    );
+    let flaky = by_type("flaky");
+    assert_eq!(flaky["status"], "queued");
+    assert!(flaky["retry_at"].is_string());
+    assert!(
+        flaky["last_error"]
+            .as_str()
+            .unwrap()
+            .ends_with("exited with 7: try later")
+    );
+    assert_eq!(by_type("fine")["status"], "succeeded");
+}
+
+#[test]
+fn bundle_text_reaches_the_handler_verbatim_with_only_allow_listed_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdin_file = dir.path().join("stdin.json");
+    let env_file = dir.path().join("env.txt");
+    let script = format!(
+        "cat > {}; env > {}",
+        stdin_file.display(),
+        env_file.display()
+    );
+    let (_d, bin) = home_with_config(&format!(
+        "[handlers.echo]\ncommand = [\"sh\", \"-c\", {script:?}]\n"
+    ));
+    let title = "; rm -rf ~ $(id) `whoami` \"quoted\" 'single'";
+    bin.ok(&[
+        "submit",
+        bundle(dir.path(), "echo", "echo", title).to_str().unwrap(),
+    ]);
+    let out = bin.run(&["serve", "--once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let input: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&stdin_file).unwrap()).unwrap();
+    assert_eq!(input["bundle"]["title"], title);
+    let job = &bin.json(&["jobs"])[0];
+    assert_eq!(input["run_id"], job["run_id"]);
+    let env = fs::read_to_string(&env_file).unwrap();
+    assert!(env.contains(&format!("BUNDLEQ_JOB_ID={}", job["id"].as_str().unwrap())));
+    assert!(env.contains("BUNDLEQ_ATTEMPT=1"));
+    assert!(env.contains(&format!(
+        "BUNDLEQ_RUN_ID={}",
+        job["run_id"].as_str().unwrap()
+    )));
+    assert!(env.contains(&format!(
+        "BUNDLEQ_TENANT_ID={}",
+        job["tenant_id"].as_str().unwrap()
+    )));
+    assert!(
+        !env.contains("SECRET_TOKEN") && !env.contains("must-not-leak"),
+        "{env}"
+    );
+}
+
+#[test]
+fn sigterm_while_8_slow_jobs_run_exits_0_within_the_grace_period_with_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join("marks");
+    fs::create_dir(&marks).unwrap();
+    let script = format!("touch {}/$BUNDLEQ_JOB_ID; sleep 2", marks.display());
+    let (_d, bin) = home_with_config(&format!(
+        "[handlers.slow]\ncommand = [\"sh\", \"-c\", {script:?}]\n"
+    ));
+    for i in 0..8 {
+        bin.ok(&[
+            "submit",
+            bundle(dir.path(), &format!("s{i}"), "slow", &format!("slow {i}"))
+                .to_str()
+                .unwrap(),
+        ]);
+    }
+    let mut serve = spawn_serve(&bin, &["--workers", "8", "--grace-period", "20s"]);
+    wait_until("8 jobs to start", || {
+        fs::read_dir(&marks).unwrap().count() == 8
+    });
+    let signalled = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = serve.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(signalled.elapsed() < Duration::from_secs(20));
+    assert_eq!(
+        bin.json(&["jobs", "--status", "running"]),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        bin.json(&["jobs", "--status", "succeeded"])
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+}
+
+#[test]
+fn jobs_still_running_when_the_grace_period_ends_are_given_back_not_left_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let marks = dir.path().join("marks");
+    fs::create_dir(&marks).unwrap();
+    let script = format!("touch {}/$BUNDLEQ_JOB_ID; sleep 300", marks.display());
+    let (_d, bin) = home_with_config(&format!(
+        "[handlers.slow]\ncommand = [\"sh\", \"-c\", {script:?}]\n"
+    ));
+    for i in 0..3 {
+        bin.ok(&[
+            "submit",
+            bundle(dir.path(), &format!("s{i}"), "slow", &format!("slow {i}"))
+                .to_str()
+                .unwrap(),
+        ]);
+    }
+    let mut serve = spawn_serve(&bin, &["--workers", "3", "--grace-period", "500ms"]);
+    wait_until("3 jobs to start", || {
+        fs::read_dir(&marks).unwrap().count() == 3
+    });
+    Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(serve.wait().unwrap().code(), Some(0));
+    let jobs = bin.json(&["jobs"]);
+    for j in jobs.as_array().unwrap() {
+        assert_eq!(
+            (j["status"].as_str(), j["attempts"].as_u64()),
+            (Some("queued"), Some(0)),
+            "{j:#}"
+        );
+        assert!(j["retry_at"].is_null());
+    }
+}
