@@ -172,7 +172,6 @@ pub fn accept_many(
         match record(store, &ready, tenant, origin, now) {
             Ok(verdicts) => {
                 for ((index, r), verdict) in ready.into_iter().zip(verdicts) {
-                    log_verdict(&r.report_path, &verdict);
                     results[index] = Some(Ok(AcceptReport {
                         path: r.report_path,
                         sha256: r.sha256,
@@ -204,24 +203,6 @@ pub fn accept_many(
         .collect()
 }
 
-fn log_verdict(path: &Path, verdict: &Verdict) {
-    match verdict {
-        Verdict::Accepted { run_id, job_id } => {
-            log::info!("Accepted {} as run {run_id}, job {job_id}", path.display());
-        }
-        Verdict::Duplicate { run_id } => {
-            log::info!(
-                "Duplicate {}: already accepted as run {run_id}",
-                path.display()
-            );
-        }
-        Verdict::Invalid { errors } => {
-            log::warn!("Rejected {}: {}", path.display(), errors.summary());
-        }
-        Verdict::Valid { .. } => {}
-    }
-}
-
 /// Reads, validates and stores the objects of one bundle.
 fn prepare(
     path: &Path,
@@ -239,7 +220,6 @@ fn prepare(
     let bundle = match tenant_checked(verdict, Some(tenant)) {
         Ok(b) => b,
         Err(errors) => {
-            log::warn!("Rejected {}: {}", report_path.display(), errors.summary());
             return Ok(Err(AcceptReport {
                 path: report_path,
                 sha256,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use crate::bundle::Limits;
 use crate::error::{Error, Result};
 use crate::handler::ExternalConfig;
+use crate::inbox::InboxConfig;
 use crate::state::Backoff;
 use crate::store::{QueuePolicy, StoreOptions, Synchronous};
 use crate::timestamp::parse_duration;
@@ -27,6 +28,8 @@ pub struct Config {
     pub limits: Limits,
     /// `[workers]`: the worker pool.
     pub workers: WorkersConfig,
+    /// `[inbox]`: the drop folder.
+    pub inbox: InboxConfig,
     /// `[handlers.<job_type>]`: external commands.
     pub handlers: BTreeMap<String, ExternalConfig>,
 }
@@ -161,6 +164,14 @@ pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is option
 # given back to the queue (a given-back attempt does not count).
 # grace_period = "30s"
 
+[inbox]
+# A file or NAME.bundle/ folder renamed into the inbox is taken at once; one
+# written in place is taken once it has not changed for this long.
+# settle = "1s"
+# Full rescan period: a safety net for lost notifications and for
+# filesystems that send none.
+# rescan_interval = "30s"
+
 # External commands, one table per job type. No shell is involved: the
 # command runs as given, with the job's payload JSON (and the run's bundle
 # under "bundle") on stdin and BUNDLEQ_JOB_ID, BUNDLEQ_ATTEMPT,
@@ -233,6 +244,9 @@ impl Config {
         }
         if w.poll_interval < Duration::from_millis(10) {
             return bad("workers.poll_interval must be at least 10ms");
+        }
+        if self.inbox.rescan_interval < Duration::from_millis(100) {
+            return bad("inbox.rescan_interval must be at least 100ms");
         }
         for (job_type, h) in &self.handlers {
             if h.command.is_empty() || h.command[0].is_empty() {

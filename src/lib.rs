@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod handler;
 pub mod home;
+pub mod inbox;
 pub mod objects;
 pub mod state;
 pub mod store;

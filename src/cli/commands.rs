@@ -15,7 +15,10 @@ use super::{
 };
 use bundleq::accept::{self, AcceptReport, Origin, Verdict};
 use bundleq::bundle::Limits;
+use std::collections::HashSet;
+
 use bundleq::handler::Handlers;
+use bundleq::inbox::{self, Inbox};
 use bundleq::worker::{PoolConfig, PoolControl, run_pool};
 use bundleq::{Config, SystemClock};
 
@@ -66,7 +69,21 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
             }
             Ok(EXIT_OK)
         }
-        Command::Serve(args) => serve(&ctx, &home, store, args.once),
+        Command::Serve(args) => serve(&ctx, &home, store, args),
+        Command::Ingest { inbox } => {
+            let dir = inbox.clone().unwrap_or_else(|| home.inbox());
+            let inbox = Inbox::new(&home, dir, ctx.tenant, home.config().inbox.clone());
+            let summary = inbox.scan(&mut store, &HashSet::new())?;
+            if ctx.json {
+                output::json(&summary);
+            } else {
+                output::line(format!(
+                    "{} accepted, {} duplicates, {} rejected, {} still being written",
+                    summary.accepted, summary.duplicates, summary.rejected, summary.waiting
+                ));
+            }
+            Ok(EXIT_OK)
+        }
         Command::Search { query, run, limit } => {
             search(&ctx, &mut store, &query.join(" "), *run, *limit)
         }
@@ -74,7 +91,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
         Command::Job(cmd) => job(&ctx, &mut store, cmd),
         Command::Runs { limit } => runs(&ctx, &mut store, *limit),
         Command::Run(RunCommand::Show { id }) => run_show(&ctx, &mut store, *id),
-        Command::Status => status(&ctx, &mut store),
+        Command::Status => status(&ctx, &home, &mut store),
         Command::Prune {
             finished_before,
             status,
@@ -344,10 +361,17 @@ fn run_show(ctx: &Ctx, store: &mut Store, id: Uuid) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn status(ctx: &Ctx, store: &mut Store) -> Result<u8> {
+fn status(ctx: &Ctx, home: &Home, store: &mut Store) -> Result<u8> {
     let stats = store.stats(ctx.tenant, Timestamp::now())?;
+    let inbox = Inbox::new(home, home.inbox(), ctx.tenant, home.config().inbox.clone());
+    let folders = inbox::folder_counts(home, &inbox)?;
     if ctx.json {
-        output::json(&stats);
+        output::json(&serde_json::json!({
+            "counts": stats.counts,
+            "oldest_queued": stats.oldest_queued,
+            "next_retry": stats.next_retry,
+            "folders": folders,
+        }));
         return Ok(EXIT_OK);
     }
     let mut pairs: Vec<(&str, String)> = JobStatus::ALL
@@ -361,6 +385,18 @@ fn status(ctx: &Ctx, store: &mut Store) -> Result<u8> {
         .collect();
     pairs.push(("oldest queued", opt(&stats.oldest_queued)));
     pairs.push(("next retry", opt(&stats.next_retry)));
+    let f = [
+        folders.inbox_backlog,
+        folders.accepted,
+        folders.duplicates,
+        folders.rejected,
+    ]
+    .map(|n| n.to_string());
+    let [backlog, accepted, duplicates, rejected] = f;
+    pairs.push(("inbox backlog", backlog));
+    pairs.push(("accepted files", accepted));
+    pairs.push(("duplicate files", duplicates));
+    pairs.push(("rejected files", rejected));
     output::fields(&pairs);
     Ok(EXIT_OK)
 }
@@ -454,18 +490,61 @@ fn serve_overrides(config: &mut Config, args: &ServeArgs) -> Result<()> {
     config.check(std::path::Path::new("the command line"))
 }
 
-fn serve(ctx: &Ctx, home: &Home, store: Store, once: bool) -> Result<u8> {
+fn serve(ctx: &Ctx, home: &Home, mut store: Store, args: &ServeArgs) -> Result<u8> {
+    let once = args.once;
     let control = PoolControl::new();
     super::signals::forward_to(control.clone())?;
     let mut config = PoolConfig::from_config(&home.config().workers);
     config.once = once;
+    let inbox_dir = args.inbox.clone().unwrap_or_else(|| home.inbox());
+    let tenant = ctx.tenant;
+    if once && !args.no_inbox {
+        let inbox = Inbox::new(home, inbox_dir.clone(), tenant, home.config().inbox.clone());
+        inbox.scan(&mut store, &HashSet::new())?;
+    }
+    // The inbox thread writes through a connection that shares the pool's
+    // write lock.
+    let (quit_tx, quit_rx) = crossbeam_channel::bounded::<()>(0);
+    let watcher = if once || args.no_inbox {
+        None
+    } else {
+        let mut inbox_store = store.reopen()?;
+        let root = home.root().to_owned();
+        let (home, control) = (home.clone(), control.clone());
+        let handle = std::thread::Builder::new()
+            .name("bundleq-inbox".to_owned())
+            .spawn(move || {
+                let inbox = Inbox::new(&home, inbox_dir, tenant, home.config().inbox.clone());
+                let wake = || control.wake();
+                let result = inbox.watch(&mut inbox_store, &quit_rx, &wake);
+                if let Err(e) = &result {
+                    log::error!("The inbox watcher stopped: {e}");
+                    control.shutdown();
+                }
+                result
+            })
+            .map_err(|source| Error::Io {
+                action: "start the inbox thread",
+                path: root,
+                source,
+            })?;
+        Some(handle)
+    };
     let stats = run_pool(
         store,
         Handlers::for_home(home),
         &config,
         std::sync::Arc::new(SystemClock),
         &control,
-    )?;
+    );
+    drop(quit_tx);
+    if let Some(handle) = watcher {
+        match handle.join() {
+            Ok(r) => r?,
+            Err(_) => log::error!("The inbox thread panicked"),
+        }
+    }
+    let stats = stats?;
     if once {
         if ctx.json {
             output::json(&stats);

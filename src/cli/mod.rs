@@ -84,10 +84,18 @@ pub enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
-    /// Work jobs with a pool of threads until SIGINT/SIGTERM (or, with
-    /// --once, until nothing is due). On a signal: stop claiming, let running
-    /// jobs finish within the grace period, give back the rest, exit 0.
+    /// Watch the inbox and work jobs with a pool of threads until
+    /// SIGINT/SIGTERM (or, with --once, ingest the inbox once and work until
+    /// nothing is due). On a signal: stop claiming, let running jobs finish
+    /// within the grace period, give back the rest, exit 0.
     Serve(ServeArgs),
+    /// One pass over the inbox: ingest every complete bundle, move it to
+    /// accepted/ or rejected/, and exit (for cron and scripts).
+    Ingest {
+        /// Drop folder to scan [default: <home>/inbox]
+        #[arg(long, value_name = "DIR")]
+        inbox: Option<PathBuf>,
+    },
     /// Search the text of processed sources (all words must match).
     Search {
         /// Words to look for
@@ -160,6 +168,12 @@ pub struct ServeArgs {
     /// workers.grace_period, default 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub grace_period: Option<std::time::Duration>,
+    /// Drop folder to watch [default: <home>/inbox]
+    #[arg(long, value_name = "DIR")]
+    pub inbox: Option<PathBuf>,
+    /// Do not watch the inbox; only work jobs
+    #[arg(long, conflicts_with = "inbox")]
+    pub no_inbox: bool,
 }
 
 #[derive(Debug, Subcommand)]

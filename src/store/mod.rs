@@ -22,6 +22,7 @@ mod sources;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -124,6 +125,12 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     options: StoreOptions,
+    /// Shared by every `Store` made with [`Store::reopen`] from this one:
+    /// held across each write transaction so that threads of one process
+    /// queue on a mutex instead of racing for SQLite's lock (whose busy
+    /// handler sleeps and is unfair). Other processes are handled by the
+    /// `BEGIN IMMEDIATE` retry loop.
+    write_lock: Arc<Mutex<()>>,
 }
 
 impl Store {
@@ -149,6 +156,7 @@ impl Store {
             conn,
             path: path.to_owned(),
             options,
+            write_lock: Arc::new(Mutex::new(())),
         };
         store.configure()?;
         store.migrate()?;
@@ -162,6 +170,7 @@ impl Store {
             conn,
             path: PathBuf::from(":memory:"),
             options,
+            write_lock: Arc::new(Mutex::new(())),
         };
         store.configure()?;
         store.migrate()?;
@@ -171,7 +180,9 @@ impl Store {
     /// Opens a second connection to the same database with the same options
     /// (for another thread).
     pub fn reopen(&self) -> Result<Store> {
-        Store::open(&self.path, self.options.clone())
+        let mut store = Store::open(&self.path, self.options.clone())?;
+        store.write_lock = Arc::clone(&self.write_lock);
+        Ok(store)
     }
 
     fn configure(&mut self) -> Result<()> {
@@ -319,6 +330,8 @@ impl Store {
         action: &'static str,
         f: impl FnOnce(&Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
+        let lock = Arc::clone(&self.write_lock);
+        let _turn = lock.lock().unwrap_or_else(|e| e.into_inner());
         let deadline = self.options.busy_deadline;
         let start = Instant::now();
         let mut pause = Duration::from_millis(1);

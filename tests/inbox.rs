@@ -1,0 +1,388 @@
+//! The drop folder on the real binary in temp homes: never half a file,
+//! never lost, never twice. The binary tells us nothing but the files it
+//! moves and the rows it writes, so tests wait (bounded) on those.
+
+mod common;
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::Bin;
+
+struct Serve(Child);
+
+impl Serve {
+    fn start(bin: &Bin) -> Serve {
+        let child = Command::new(env!("CARGO_BIN_EXE_bundleq"))
+            .arg("--home")
+            .arg(&bin.home)
+            .args(["serve", "--poll-interval", "100ms"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Serve(child)
+    }
+
+    fn alive(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn home() -> (tempfile::TempDir, Bin) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::new(&dir.path().join("home"));
+    bin.ok(&["init"]);
+    (dir, bin)
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn bundle_text(i: usize) -> String {
+    serde_json::json!({
+        "bundle_version": 1,
+        "run_id": uuid::Uuid::now_v7(),
+        "title": format!("Dropped run {i}"),
+        "created_at": "2026-11-28T10:00:00Z",
+        "sources": [{"uri": format!("https://example.org/{i}"), "sha256": "b".repeat(64)}]
+    })
+    .to_string()
+}
+
+/// Files (not reports) under a folder, recursively; bundle folders count once.
+fn archived(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(days) = fs::read_dir(root) else {
+        return out;
+    };
+    for day in days {
+        for e in fs::read_dir(day.unwrap().path()).unwrap() {
+            let p = e.unwrap().path();
+            if !p.to_string_lossy().ends_with(".errors.json") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn count(bin: &Bin, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+fn inbox_len(bin: &Bin) -> usize {
+    fs::read_dir(bin.home.join("inbox")).unwrap().count()
+}
+
+#[test]
+fn a_bundle_written_in_chunks_is_ingested_once_after_it_is_complete() {
+    let (_d, bin) = home();
+    let _serve = Serve::start(&bin);
+    let path = bin.home.join("inbox/slow.json");
+    let text = bundle_text(1);
+    let bytes = text.as_bytes();
+    let mut f = File::create(&path).unwrap();
+    let chunk = bytes.len().div_ceil(10);
+    for part in bytes.chunks(chunk) {
+        f.write_all(part).unwrap();
+        f.flush().unwrap();
+        // The producer is slow; the file must stay in the inbox meanwhile.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(path.exists(), "taken before it was complete");
+    }
+    drop(f);
+    wait_until("the bundle to be accepted", || {
+        archived(&bin.home.join("accepted")).len() == 1
+    });
+    assert!(archived(&bin.home.join("rejected")).is_empty());
+    assert_eq!(count(&bin, "SELECT count(*) FROM research_runs"), 1);
+    assert_eq!(count(&bin, "SELECT count(*) FROM research_jobs"), 1);
+}
+
+#[test]
+fn a_temp_name_is_never_touched_and_the_renamed_file_is_taken_at_once() {
+    let (_d, bin) = home();
+    let _serve = Serve::start(&bin);
+    let tmp = bin.home.join("inbox/.x.json.tmp");
+    let mut f = File::create(&tmp).unwrap();
+    let text = bundle_text(2);
+    let (a, b) = text.split_at(text.len() / 2);
+    f.write_all(a.as_bytes()).unwrap();
+    f.flush().unwrap();
+    // Longer than the settle interval: a visible name would be taken now.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(tmp.exists());
+    f.write_all(b.as_bytes()).unwrap();
+    drop(f);
+    for ignored in ["draft.json.part", "notes.json.swp", "backup.json~"] {
+        fs::write(bin.home.join("inbox").join(ignored), "{").unwrap();
+    }
+    fs::rename(&tmp, bin.home.join("inbox/x.json")).unwrap();
+    wait_until("x.json to be accepted", || {
+        archived(&bin.home.join("accepted")).len() == 1
+    });
+    assert!(
+        archived(&bin.home.join("rejected")).is_empty(),
+        "a temp name was read"
+    );
+    assert_eq!(inbox_len(&bin), 3, "ignored names stay where they are");
+}
+
+#[test]
+fn bundles_copied_in_while_serve_was_stopped_are_all_ingested_once_at_start() {
+    let (_d, bin) = home();
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    for i in 0..500 {
+        let p = bin.home.join(format!("inbox/old-{i:03}.json"));
+        fs::write(&p, bundle_text(i)).unwrap();
+        File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let _serve = Serve::start(&bin);
+    wait_until("500 runs", || {
+        count(&bin, "SELECT count(*) FROM research_runs") == 500
+    });
+    wait_until("an empty inbox", || inbox_len(&bin) == 0);
+    assert_eq!(archived(&bin.home.join("accepted")).len(), 500);
+    assert_eq!(count(&bin, "SELECT count(*) FROM research_jobs"), 500);
+}
+
+#[test]
+fn five_thousand_bundles_dropped_at_once_are_each_ingested_exactly_once() {
+    let (d, bin) = home();
+    let staging = d.path().join("staging");
+    fs::create_dir(&staging).unwrap();
+    for i in 0..5000 {
+        fs::write(staging.join(format!("b{i:04}.json")), bundle_text(i)).unwrap();
+    }
+    let _serve = Serve::start(&bin);
+    for i in 0..5000 {
+        let name = format!("b{i:04}.json");
+        fs::rename(staging.join(&name), bin.home.join("inbox").join(&name)).unwrap();
+    }
+    wait_until("5000 runs", || {
+        count(&bin, "SELECT count(*) FROM research_runs") == 5000
+    });
+    wait_until("an empty inbox", || inbox_len(&bin) == 0);
+    assert_eq!(archived(&bin.home.join("accepted")).len(), 5000);
+    assert_eq!(count(&bin, "SELECT count(*) FROM research_jobs"), 5000);
+    assert!(archived(&bin.home.join("rejected")).is_empty());
+}
+
+#[test]
+fn the_same_bytes_under_three_names_make_one_run_and_three_accepted_files() {
+    let (d, bin) = home();
+    let _serve = Serve::start(&bin);
+    let text = bundle_text(7);
+    for name in ["one.json", "two.json", "three.json"] {
+        let staged = d.path().join(name);
+        fs::write(&staged, &text).unwrap();
+        fs::rename(&staged, bin.home.join("inbox").join(name)).unwrap();
+    }
+    wait_until("three archived files", || {
+        archived(&bin.home.join("accepted")).len() == 3
+    });
+    assert_eq!(count(&bin, "SELECT count(*) FROM research_runs"), 1);
+    assert_eq!(count(&bin, "SELECT count(*) FROM research_jobs"), 1);
+    let status = bin.json(&["status"]);
+    assert_eq!(status["folders"]["accepted"], 1);
+    assert_eq!(status["folders"]["duplicates"], 2);
+}
+
+#[test]
+fn symlinks_fifos_and_odd_folders_are_reported_never_read_and_serve_goes_on() {
+    let (d, bin) = home();
+    let mut serve = Serve::start(&bin);
+    let outside = d.path().join("secret.json");
+    fs::write(&outside, bundle_text(9)).unwrap();
+    let inbox = bin.home.join("inbox");
+    symlink(&outside, inbox.join("link.json")).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(inbox.join("x.json"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    fs::create_dir(inbox.join("y.json")).unwrap();
+    fs::write(inbox.join("y.json/inner.json"), bundle_text(10)).unwrap();
+    wait_until("three reports", || {
+        archived(&bin.home.join("rejected")).len() == 3
+    });
+    for p in archived(&bin.home.join("rejected")) {
+        let report = PathBuf::from(format!("{}.errors.json", p.display()));
+        let r: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+        assert!(
+            r["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("not ingested: "),
+            "{r}"
+        );
+    }
+    assert_eq!(
+        count(&bin, "SELECT count(*) FROM research_runs"),
+        0,
+        "nothing was read"
+    );
+    assert!(outside.exists(), "the symlink's target is untouched");
+    let staged = d.path().join("ok.json");
+    fs::write(&staged, bundle_text(11)).unwrap();
+    fs::rename(&staged, inbox.join("ok.json")).unwrap();
+    wait_until("the valid bundle", || {
+        count(&bin, "SELECT count(*) FROM research_runs") == 1
+    });
+    assert!(serve.alive());
+}
+
+#[test]
+fn tenant_folders_ingest_for_their_tenant_and_refuse_other_tenants_bundles() {
+    let (d, bin) = home();
+    let tenant = uuid::Uuid::now_v7();
+    let folder = bin.home.join("inbox").join(tenant.to_string());
+    fs::create_dir(&folder).unwrap();
+    let _serve = Serve::start(&bin);
+    let ok = d.path().join("t.json");
+    fs::write(&ok, bundle_text(20)).unwrap();
+    fs::rename(&ok, folder.join("t.json")).unwrap();
+    let mut foreign: serde_json::Value = serde_json::from_str(&bundle_text(21)).unwrap();
+    foreign["tenant_id"] = uuid::Uuid::now_v7().to_string().into();
+    let bad = d.path().join("f.json");
+    fs::write(&bad, foreign.to_string()).unwrap();
+    fs::rename(&bad, folder.join("f.json")).unwrap();
+    wait_until("both handled", || {
+        archived(&bin.home.join("accepted")).len() == 1
+            && archived(&bin.home.join("rejected")).len() == 1
+    });
+    assert_eq!(
+        bin.json(&["--tenant", &tenant.to_string(), "runs"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(bin.json(&["runs"]), serde_json::json!([]));
+    let report = fs::read_dir(archived(&bin.home.join("rejected"))[0].parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".errors.json"))
+        .unwrap();
+    assert!(fs::read_to_string(report).unwrap().contains("tenant_id"));
+}
+
+#[test]
+fn serve_killed_mid_ingest_loses_nothing_and_ingests_nothing_twice() {
+    let (d, bin) = home();
+    let staging = d.path().join("staging");
+    fs::create_dir(&staging).unwrap();
+    // 900 distinct valid bundles, 50 exact copies of some of them, 50 invalid.
+    let mut texts: Vec<String> = (0..900).map(bundle_text).collect();
+    let copies: Vec<String> = (0..50).map(|i| texts[i * 3].clone()).collect();
+    texts.extend(copies);
+    texts.extend((0..50).map(|i| format!("{{\"bundle_version\": 1, \"title\": \"broken {i}\"}}")));
+    for (i, t) in texts.iter().enumerate() {
+        fs::write(staging.join(format!("f{i:04}.json")), t).unwrap();
+    }
+    let mut serve = Serve::start(&bin);
+    for i in 0..texts.len() {
+        let name = format!("f{i:04}.json");
+        fs::rename(staging.join(&name), bin.home.join("inbox").join(&name)).unwrap();
+    }
+    wait_until("some progress", || {
+        count(&bin, "SELECT count(*) FROM research_runs") >= 100
+    });
+    serve.kill9();
+    let _serve = Serve::start(&bin);
+    wait_until("an empty inbox", || inbox_len(&bin) == 0);
+    let accepted = archived(&bin.home.join("accepted")).len();
+    let rejected = archived(&bin.home.join("rejected")).len();
+    assert_eq!(
+        accepted + rejected,
+        1000,
+        "every file ends in accepted/ or rejected/"
+    );
+    assert_eq!(rejected, 50);
+    assert_eq!(count(&bin, "SELECT count(*) FROM research_runs"), 900);
+    assert_eq!(count(&bin, "SELECT count(*) FROM research_jobs"), 900);
+    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+}
+
+#[test]
+fn ingest_makes_one_pass_and_finishes_a_move_a_crash_interrupted() {
+    let (_d, bin) = home();
+    let inbox = bin.home.join("inbox");
+    let old = SystemTime::now() - Duration::from_secs(60);
+    for i in 0..3 {
+        let p = inbox.join(format!("c{i}.json"));
+        fs::write(&p, bundle_text(30 + i)).unwrap();
+        File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    // A crash after the commit but before the move: the run exists, the
+    // file is still in the inbox.
+    let home = bundleq::Home::open(&bin.home).unwrap();
+    let mut store = home.store().unwrap();
+    let tenant = home.default_tenant(&store).unwrap();
+    let r = bundleq::accept::accept(
+        &mut store,
+        &home,
+        &inbox.join("c0.json"),
+        tenant,
+        bundleq::accept::Origin::Inbox,
+        bundleq::Timestamp::now(),
+    )
+    .unwrap();
+    assert!(matches!(
+        r.verdict,
+        bundleq::accept::Verdict::Accepted { .. }
+    ));
+    // A fresh file is still being written and waits.
+    fs::write(inbox.join("fresh.json"), bundle_text(40)).unwrap();
+
+    let summary = bin.json(&["ingest"]);
+    assert_eq!(summary["accepted"], 3, "{summary}");
+    assert_eq!(
+        summary["duplicates"], 0,
+        "the interrupted one is finished, not a duplicate"
+    );
+    assert_eq!(summary["waiting"], 1);
+    assert_eq!(count(&bin, "SELECT count(*) FROM research_jobs"), 3);
+    assert_eq!(inbox_len(&bin), 1);
+    assert_eq!(bin.json(&["status"])["folders"]["inbox_backlog"], 1);
+}
