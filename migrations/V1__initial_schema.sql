@@ -60,16 +60,21 @@ CREATE INDEX research_jobs_retry ON research_jobs (retry_at)
 --   running, oldest lock first (rescue of lost workers, and heartbeats).
 CREATE INDEX research_jobs_running ON research_jobs (locked_at)
     WHERE status = 'running';
--- Listing and counting for one tenant.
-CREATE INDEX research_jobs_tenant_status ON research_jobs (tenant_id, status, created_at);
+-- Listing for one tenant, newest first. Deliberately without status: an
+-- index on a column that every state change updates costs every claim and
+-- every report a delete and an insert; listings filter on status instead.
+CREATE INDEX research_jobs_tenant ON research_jobs (tenant_id, created_at);
 CREATE INDEX research_jobs_run ON research_jobs (tenant_id, run_id);
 
 -- One row per claim of a job: who ran which attempt, when, and how it ended.
 -- An open row (finished_at NULL) is the claim a worker must still hold for
 -- its report to count.
+-- Keyed by (job_id, id) without a rowid: one B-tree serves the fence
+-- lookup, the history listing (ids are UUIDv7, so time-ordered) and the
+-- cascade from research_jobs.
 CREATE TABLE job_attempts (
-    id          TEXT PRIMARY KEY CHECK (length(id) = 36),
     job_id      TEXT NOT NULL REFERENCES research_jobs (id) ON DELETE CASCADE,
+    id          TEXT NOT NULL CHECK (length(id) = 36),
     tenant_id   TEXT NOT NULL,
     attempt     INTEGER NOT NULL CHECK (attempt >= 1),
     worker      TEXT NOT NULL,
@@ -77,6 +82,6 @@ CREATE TABLE job_attempts (
     finished_at TEXT,
     outcome     TEXT CHECK (outcome IN ('succeeded', 'retry', 'failed', 'lost', 'released')),
     error       TEXT,
-    CHECK ((finished_at IS NULL) = (outcome IS NULL))
-);
-CREATE INDEX job_attempts_job ON job_attempts (job_id, attempt);
+    CHECK ((finished_at IS NULL) = (outcome IS NULL)),
+    PRIMARY KEY (job_id, id)
+) WITHOUT ROWID;

@@ -40,8 +40,10 @@ pub struct Config {
 pub struct WorkersConfig {
     /// Threads running handlers.
     pub count: usize,
-    /// Jobs claimed ahead of free workers, so claims and outcomes go to the
-    /// database in batches.
+    /// Most jobs claimed ahead of free workers. The pool prefetches as many
+    /// as its workers finish during one commit: none for slow jobs, up to
+    /// this many for fast ones, so claims and outcomes go to the database in
+    /// batches.
     pub prefetch: usize,
     /// How often an idle pool looks for work from other processes.
     #[serde(deserialize_with = "duration")]
@@ -55,7 +57,7 @@ impl Default for WorkersConfig {
     fn default() -> Self {
         WorkersConfig {
             count: 4,
-            prefetch: 64,
+            prefetch: 256,
             poll_interval: Duration::from_secs(1),
             grace_period: Duration::from_secs(30),
         }
@@ -156,8 +158,10 @@ pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is option
 [workers]
 # Threads running handlers in `bundleq serve`.
 # count = 4
-# Jobs claimed ahead of free workers (claims and outcomes are batched).
-# prefetch = 64
+# Most jobs claimed ahead of free workers. The pool holds as many extra
+# jobs as its workers finish during one commit (none for slow jobs), so fast
+# jobs are claimed and recorded in large batches.
+# prefetch = 256
 # How often an idle serve checks for work added by other processes.
 # poll_interval = "1s"
 # On SIGINT/SIGTERM, how long running jobs may finish before they are

@@ -517,16 +517,14 @@ impl<'h> Inbox<'h> {
             select! {
                 recv(events) -> ev => {
                     if let Ok(ev) = ev {
-                        hinted = true;
-                        note_event(ev, &mut renamed_in);
+                        hinted |= note_event(ev, &mut renamed_in);
                     }
                 }
                 recv(quit) -> _ => return Ok(()),
                 default(wait) => {}
             }
             for ev in events.try_iter() {
-                hinted = true;
-                note_event(ev, &mut renamed_in);
+                hinted |= note_event(ev, &mut renamed_in);
             }
             if !hinted && Instant::now() < next_scan {
                 continue;
@@ -562,25 +560,33 @@ impl<'h> Inbox<'h> {
     }
 }
 
-/// Folds one notification into the scanner's hints.
-fn note_event(ev: notify::Result<notify::Event>, renamed_in: &mut HashSet<PathBuf>) {
+/// Folds one notification into the scanner's hints; true when it calls
+/// for a scan. Reads (including the scan's own listing) do not.
+fn note_event(ev: notify::Result<notify::Event>, renamed_in: &mut HashSet<PathBuf>) -> bool {
     use notify::event::{EventKind, ModifyKind, RenameMode};
     match ev {
         Ok(ev) => {
             if ev.need_rescan() {
                 log::warn!("The OS dropped inbox notifications; rescanning");
+                return true;
             }
             match ev.kind {
+                EventKind::Access(_) => false,
                 EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
                     renamed_in.extend(ev.paths.iter().cloned());
+                    true
                 }
                 EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
                     renamed_in.extend(ev.paths.get(1).cloned());
+                    true
                 }
-                _ => {}
+                _ => true,
             }
         }
-        Err(e) => log::warn!("Inbox watcher error: {e}; rescanning"),
+        Err(e) => {
+            log::warn!("Inbox watcher error: {e}; rescanning");
+            true
+        }
     }
 }
 

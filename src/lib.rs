@@ -8,6 +8,7 @@
 //! [`Error`]s and emits `log` records.
 
 pub mod accept;
+pub mod bench;
 pub mod bundle;
 pub mod config;
 pub mod error;

@@ -6,7 +6,9 @@
 //! its busy handler is unfair, so threads of one process must not race for
 //! the lock). Each turn of its loop is one transaction that records every
 //! outcome that arrived since the last turn and claims jobs for the free
-//! capacity (`workers + prefetch`): claims and outcomes travel in batches,
+//! capacity (the workers plus an adaptive prefetch: as many jobs as the
+//! workers finish during one commit, at most `prefetch`): claims and
+//! outcomes travel in batches,
 //! which is where the throughput comes from. While jobs run it heartbeats
 //! their locks; when idle it sleeps until the earliest of: a wake-up from
 //! this process, the next retry or lock expiry, or the poll interval, at
@@ -169,7 +171,8 @@ pub struct PoolStats {
 }
 
 enum Msg {
-    Done(Completion),
+    /// A finished attempt and how long its handler ran.
+    Done(Completion, Duration),
     WorkerDied(String),
 }
 
@@ -198,6 +201,7 @@ fn worker_loop(jobs: Receiver<Claim>, done: Sender<Msg>, handlers: Handlers, sto
     for claim in jobs.iter() {
         let job = &claim.job;
         let mut ctx = JobContext::new(job, &stop);
+        let started = Instant::now();
         let outcome = match handlers.get(&job.job_type) {
             None => Outcome::Fail(format!(
                 "no handler is configured for job type {:?}",
@@ -212,7 +216,7 @@ fn worker_loop(jobs: Receiver<Claim>, done: Sender<Msg>, handlers: Handlers, sto
             outcome,
             sources: ctx.take_sources(),
         };
-        if done.send(Msg::Done(completion)).is_err() {
+        if done.send(Msg::Done(completion, started.elapsed())).is_err() {
             break;
         }
     }
@@ -247,9 +251,27 @@ struct Coordinator<'a> {
     idle: Option<(i64, Option<Instant>)>,
     summary: (Instant, u64),
     last_error: Option<(String, Instant)>,
+    /// Moving averages (seconds) of one handler run and of one claim
+    /// transaction: they size the prefetch.
+    avg_job: f64,
+    avg_cycle: f64,
 }
 
 impl Coordinator<'_> {
+    /// Jobs to hold: the workers plus as many as they get through while one
+    /// claim transaction commits (none for slow jobs, up to
+    /// `config.prefetch` for fast ones), so fast jobs travel in large
+    /// batches and slow ones are not hoarded away from other processes.
+    fn capacity(&self) -> usize {
+        let per_commit = self.config.workers as f64 * self.avg_cycle / self.avg_job.max(1e-7);
+        self.config.workers + (per_commit.ceil() as usize).min(self.config.prefetch)
+    }
+
+    fn note_done(&mut self, c: Completion, took: Duration) {
+        self.avg_job = 0.9 * self.avg_job + 0.1 * took.as_secs_f64();
+        self.pending.push(c);
+    }
+
     fn emit(&self, e: PoolEvent) {
         self.control.emit(e);
     }
@@ -349,8 +371,7 @@ pub fn run_pool(
     clock: Arc<dyn Clock>,
     control: &PoolControl,
 ) -> Result<PoolStats> {
-    let capacity = config.workers + config.prefetch;
-    let (job_tx, job_rx) = bounded::<Claim>(capacity);
+    let (job_tx, job_rx) = bounded::<Claim>(config.workers + config.prefetch);
     let (done_tx, done_rx) = unbounded::<Msg>();
     // Dropping stop_tx tells handlers the pool no longer waits for them.
     let (stop_tx, stop_rx) = bounded::<()>(0);
@@ -395,6 +416,9 @@ pub fn run_pool(
         idle: None,
         summary: (Instant::now(), 0),
         last_error: None,
+        // Until measured, assume fast jobs: the first batch is a full one.
+        avg_job: 0.0,
+        avg_cycle: 0.001,
     };
     log::info!(
         "Worker pool {} started: {} workers, lock timeout {}",
@@ -407,7 +431,7 @@ pub fn run_pool(
         // Everything that finished since the last turn.
         while let Ok(msg) = done_rx.try_recv() {
             match msg {
-                Msg::Done(c) => co.pending.push(c),
+                Msg::Done(c, took) => co.note_done(c, took),
                 Msg::WorkerDied(name) => {
                     log::error!("Worker thread {name} died; shutting down the pool");
                     control.shutdown();
@@ -418,6 +442,7 @@ pub fn run_pool(
             break;
         }
 
+        let capacity = co.capacity();
         let free = capacity.saturating_sub(co.in_flight.len());
         let want_claim = free > 0
             && match co.idle {
@@ -436,7 +461,12 @@ pub fn run_pool(
             };
             let done = std::mem::take(&mut co.pending);
             let worker = co.worker.clone();
-            match co.store.cycle(&done, n as u32, &worker, co.clock.now()) {
+            let began = Instant::now();
+            let result = co.store.cycle(&done, n as u32, &worker, co.clock.now());
+            if n > 0 {
+                co.avg_cycle = 0.8 * co.avg_cycle + 0.2 * began.elapsed().as_secs_f64();
+            }
+            match result {
                 Ok((reports, claims)) => {
                     co.record(reports, &done);
                     co.stats.claimed += claims.len() as u64;
@@ -495,7 +525,7 @@ pub fn run_pool(
         }
         select! {
             recv(done_rx) -> msg => match msg {
-                Ok(Msg::Done(c)) => co.pending.push(c),
+                Ok(Msg::Done(c, took)) => co.note_done(c, took),
                 Ok(Msg::WorkerDied(name)) => {
                     log::error!("Worker thread {name} died; shutting down the pool");
                     control.shutdown();
@@ -558,11 +588,11 @@ fn shutdown(
             break;
         }
         match done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Msg::Done(c)) => {
+            Ok(Msg::Done(c, _)) => {
                 co.pending.push(c);
                 co.pending
                     .extend(done_rx.try_iter().filter_map(|m| match m {
-                        Msg::Done(c) => Some(c),
+                        Msg::Done(c, _) => Some(c),
                         Msg::WorkerDied(_) => None,
                     }));
             }

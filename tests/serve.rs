@@ -333,3 +333,37 @@ fn jobs_still_running_when_the_grace_period_ends_are_given_back_not_left_running
         assert!(j["retry_at"].is_null());
     }
 }
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn regression_an_idle_serve_does_not_spin_on_its_own_inbox_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::new(&dir.path().join("home"));
+    bin.ok(&["init"]);
+    let mut serve = spawn_serve(&bin, &[]);
+    let marker = bin.home.join("inbox/.not-a-bundle");
+    // Let it start and make its first scan.
+    std::thread::sleep(Duration::from_millis(500));
+    fs::write(&marker, "ignored").unwrap();
+    let before = cpu_ticks(serve.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let after = cpu_ticks(serve.id());
+    Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    serve.wait().unwrap();
+    // A busy loop burns ~200 ticks in 2 s; an idle serve close to none.
+    assert!(
+        after - before < 40,
+        "idle serve used {} ticks in 2 s",
+        after - before
+    );
+}

@@ -31,6 +31,9 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
     if let Command::Validate { paths } = &cli.command {
         return validate(cli, &home_dir, paths);
     }
+    if let Command::Bench(args) = &cli.command {
+        return super::bench::bench(cli.global.json, args);
+    }
     let mut home = Home::open(&home_dir)?;
     if let Command::Serve(args) = &cli.command {
         let mut config = home.config().clone();
@@ -47,7 +50,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
         tenant,
     };
     match &cli.command {
-        Command::Init | Command::Validate { .. } => Ok(EXIT_OK),
+        Command::Init | Command::Validate { .. } | Command::Bench(_) => Ok(EXIT_OK),
         Command::Submit { paths } => {
             let results = accept::accept_many(
                 &mut store,

@@ -2,6 +2,7 @@
 //! the library, and rendering of results as tables or JSON. Output goes to
 //! stdout; errors go to stderr as one line.
 
+mod bench;
 mod commands;
 mod output;
 mod signals;
@@ -96,6 +97,9 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         inbox: Option<PathBuf>,
     },
+    /// Measure the engine in temp homes against a plain-SQLite baseline
+    /// measured in the same run; prints a table (or --json).
+    Bench(BenchArgs),
     /// Search the text of processed sources (all words must match).
     Search {
         /// Words to look for
@@ -144,6 +148,44 @@ impl Command {
     pub fn is_long_running(&self) -> bool {
         matches!(self, Command::Serve(_))
     }
+}
+
+/// Options of `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Jobs for the baseline and the engine life cycle
+    #[arg(long, default_value_t = 100_000)]
+    pub jobs: usize,
+    /// Worker threads of the pool
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Durability of every database in the run
+    #[arg(long, value_enum, default_value_t = SyncArg::Full)]
+    pub sync: SyncArg,
+    /// Jobs queued for the large-queue claim cost and memory figures
+    #[arg(long, default_value_t = 1_000_000)]
+    pub big_queue: usize,
+    /// Files dropped at once for the ingest figure
+    #[arg(long, default_value_t = 10_000)]
+    pub drop_files: usize,
+    /// Samples per latency figure
+    #[arg(long, default_value_t = 1000)]
+    pub samples: usize,
+    /// How long to watch an idle serve's CPU use, in seconds
+    #[arg(long, default_value_t = 10)]
+    pub idle_seconds: u64,
+    /// Where to put the temp homes [default: the system temp folder]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `--sync` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncArg {
+    /// fsync every commit (the default)
+    Full,
+    /// fsync at checkpoints only
+    Normal,
 }
 
 /// Options of `serve`; each overrides `bundleq.toml`.

@@ -292,20 +292,29 @@ RETURNING id, attempts, last_error";
 /// The fence shared by every worker report: the row is still running under
 /// this very claim.
 const FENCE: &str = "id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3
-    AND EXISTS (SELECT 1 FROM job_attempts WHERE id = ?4 AND finished_at IS NULL)";
+    AND EXISTS (SELECT 1 FROM job_attempts
+                WHERE job_id = ?1 AND id = ?4 AND finished_at IS NULL)";
 
 fn close_attempt(
     tx: &Transaction<'_>,
-    attempt_id: &Uuid,
+    token: &ClaimToken,
     outcome: &str,
     error: Option<&str>,
     now: Timestamp,
 ) -> Result<()> {
     tx.prepare_cached(
-        "UPDATE job_attempts SET finished_at = ?2, outcome = ?3, error = ?4
-         WHERE id = ?1 AND finished_at IS NULL",
+        "UPDATE job_attempts SET finished_at = ?3, outcome = ?4, error = ?5
+         WHERE job_id = ?1 AND id = ?2 AND finished_at IS NULL",
     )
-    .and_then(|mut s| s.execute(params![attempt_id.to_string(), now, outcome, error]))
+    .and_then(|mut s| {
+        s.execute(params![
+            token.job_id.to_string(),
+            token.attempt_id.to_string(),
+            now,
+            outcome,
+            error
+        ])
+    })
     .db("record an attempt")?;
     Ok(())
 }
@@ -459,10 +468,7 @@ impl Store {
         }
         let policy = self.options.policy.clone();
         self.write("record job outcomes", |tx| {
-            completions
-                .iter()
-                .map(|c| apply_completion(tx, &policy, c, now))
-                .collect()
+            apply_completions(tx, &policy, completions, now)
         })
     }
 
@@ -480,10 +486,7 @@ impl Store {
         }
         let policy = self.options.policy.clone();
         self.write("record outcomes and claim jobs", |tx| {
-            let reports = completions
-                .iter()
-                .map(|c| apply_completion(tx, &policy, c, now))
-                .collect::<Result<Vec<_>>>()?;
+            let reports = apply_completions(tx, &policy, completions, now)?;
             let claims = claim_in(tx, &policy, n, worker, now)?;
             Ok((reports, claims))
         })
@@ -516,13 +519,7 @@ impl Store {
                     })
                     .db("release a job")?;
                 if changed == 1 {
-                    close_attempt(
-                        tx,
-                        &t.attempt_id,
-                        "released",
-                        Some("released at shutdown"),
-                        now,
-                    )?;
+                    close_attempt(tx, t, "released", Some("released at shutdown"), now)?;
                     log::info!("Job {} released at shutdown; it will run again", t.job_id);
                     out.push(Report::Applied(JobStatus::Queued));
                 } else {
@@ -616,7 +613,7 @@ impl Store {
                 .prepare_cached(
                     "SELECT id, job_id, attempt, worker, started_at, finished_at, outcome, error
                      FROM job_attempts WHERE job_id = ?1 AND tenant_id = ?2
-                     ORDER BY started_at, attempt",
+                     ORDER BY id",
                 )
                 .db("read attempts")?;
             let rows = stmt
@@ -829,6 +826,8 @@ fn claim_in(
     jobs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
 
     let mut claims = Vec::with_capacity(jobs.len());
+    // One attempt row per claim, inserted by one statement for the batch.
+    let mut rows: Vec<(String, String, String, u32)> = Vec::with_capacity(jobs.len());
     for job in jobs {
         let id = job.id.to_string();
         let rescued_from = if job.attempts > 1 {
@@ -844,21 +843,12 @@ fn claim_in(
             );
         }
         let attempt_id = Uuid::now_v7();
-        tx.prepare_cached(
-            "INSERT INTO job_attempts (id, job_id, tenant_id, attempt, worker, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                attempt_id.to_string(),
-                id,
-                job.tenant_id.to_string(),
-                job.attempts,
-                worker,
-                now
-            ])
-        })
-        .db("record an attempt")?;
+        rows.push((
+            id,
+            attempt_id.to_string(),
+            job.tenant_id.to_string(),
+            job.attempts,
+        ));
         claims.push(Claim {
             token: ClaimToken {
                 job_id: job.id,
@@ -870,6 +860,16 @@ fn claim_in(
             job,
             rescued_from,
         });
+    }
+    if !rows.is_empty() {
+        let batch = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned());
+        tx.prepare_cached(
+            "INSERT INTO job_attempts (job_id, id, tenant_id, attempt, worker, started_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?1, ?2
+             FROM json_each(?3)",
+        )
+        .and_then(|mut s| s.execute(params![worker, now, batch]))
+        .db("record attempts")?;
     }
     Ok(claims)
 }
@@ -883,6 +883,121 @@ fn get_job(tx: &Transaction<'_>, tenant: Uuid, id: Uuid) -> Result<Option<Job>> 
             .optional()
     })
     .db("read a job")
+}
+
+/// Applies completions in order: plain successes in two statements for the
+/// whole batch, everything else one by one.
+fn apply_completions(
+    tx: &Transaction<'_>,
+    policy: &QueuePolicy,
+    completions: &[Completion],
+    now: Timestamp,
+) -> Result<Vec<Report>> {
+    let plain = |c: &Completion| c.outcome == Outcome::Succeeded && c.sources.is_none();
+    let successes: Vec<&ClaimToken> = completions
+        .iter()
+        .filter(|c| plain(c))
+        .map(|c| &c.token)
+        .collect();
+    let applied = succeed_batch(tx, &successes, now)?;
+    completions
+        .iter()
+        .map(|c| {
+            if !plain(c) {
+                apply_completion(tx, policy, c, now)
+            } else if applied.contains(&c.token.job_id) {
+                log::info!(
+                    "Job {} succeeded (attempt {}/{})",
+                    c.token.job_id,
+                    c.token.attempt,
+                    c.token.max_attempts
+                );
+                Ok(Report::Applied(JobStatus::Succeeded))
+            } else {
+                log_stale(&c.token);
+                Ok(Report::Stale)
+            }
+        })
+        .collect()
+}
+
+/// Marks fenced claims succeeded and closes their attempt rows; returns
+/// the jobs whose claim still held.
+fn succeed_batch(
+    tx: &Transaction<'_>,
+    tokens: &[&ClaimToken],
+    now: Timestamp,
+) -> Result<std::collections::HashSet<Uuid>> {
+    let mut applied = std::collections::HashSet::new();
+    if tokens.is_empty() {
+        return Ok(applied);
+    }
+    let rows: Vec<(String, &str, u32, String)> = tokens
+        .iter()
+        .map(|t| {
+            (
+                t.job_id.to_string(),
+                t.worker.as_str(),
+                t.attempt,
+                t.attempt_id.to_string(),
+            )
+        })
+        .collect();
+    let batch = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned());
+    let done: Vec<String> = {
+        let mut stmt = tx
+            .prepare_cached(
+                "UPDATE research_jobs
+                 SET status = 'succeeded', locked_at = NULL, locked_by = NULL, updated_at = ?1
+                 FROM (SELECT value ->> 0 AS j, value ->> 1 AS w, value ->> 2 AS a,
+                              value ->> 3 AS t
+                       FROM json_each(?2)) AS c
+                 WHERE research_jobs.id = c.j AND research_jobs.status = 'running'
+                   AND research_jobs.locked_by = c.w AND research_jobs.attempts = c.a
+                   AND EXISTS (SELECT 1 FROM job_attempts AS x
+                               WHERE x.job_id = c.j AND x.id = c.t AND x.finished_at IS NULL)
+                 RETURNING research_jobs.id",
+            )
+            .db("record successes")?;
+        let out = stmt
+            .query_map(params![now, batch], |r| r.get(0))
+            .db("record successes")?;
+        out.collect::<rusqlite::Result<_>>()
+            .db("record successes")?
+    };
+    for id in &done {
+        if let Ok(u) = Uuid::parse_str(id) {
+            applied.insert(u);
+        }
+    }
+    if applied.is_empty() {
+        return Ok(applied);
+    }
+    let close: Vec<(&str, &str)> = rows
+        .iter()
+        .zip(tokens)
+        .filter(|(_, t)| applied.contains(&t.job_id))
+        .map(|((j, _, _, a), _)| (j.as_str(), a.as_str()))
+        .collect();
+    let closed = serde_json::to_string(&close).unwrap_or_else(|_| "[]".to_owned());
+    tx.prepare_cached(
+        "UPDATE job_attempts SET finished_at = ?1, outcome = 'succeeded'
+         FROM (SELECT value ->> 0 AS j, value ->> 1 AS t FROM json_each(?2)) AS c
+         WHERE job_attempts.job_id = c.j AND job_attempts.id = c.t
+           AND job_attempts.finished_at IS NULL",
+    )
+    .and_then(|mut s| s.execute(params![now, closed]))
+    .db("record successes")?;
+    Ok(applied)
+}
+
+fn log_stale(token: &ClaimToken) {
+    log::warn!(
+        "Job {}: ignored the report of worker {} for attempt {}: that claim no longer holds the job",
+        token.job_id,
+        token.worker,
+        token.attempt
+    );
 }
 
 fn apply_completion(
@@ -980,11 +1095,7 @@ fn apply_report(
         }
     };
     if changed == 0 {
-        log::warn!(
-            "Job {id}: ignored the report of worker {} for attempt {}: that claim no longer holds the job",
-            token.worker,
-            token.attempt
-        );
+        log_stale(token);
         return Ok(Report::Stale);
     }
     let outcome_name = match (outcome, status) {
@@ -992,7 +1103,7 @@ fn apply_report(
         (_, JobStatus::Queued) => "retry",
         _ => "failed",
     };
-    close_attempt(tx, &token.attempt_id, outcome_name, error, now)?;
+    close_attempt(tx, token, outcome_name, error, now)?;
     if status == JobStatus::Succeeded {
         log::info!(
             "Job {id} succeeded (attempt {}/{})",

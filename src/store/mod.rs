@@ -15,6 +15,7 @@
 //!   reset when dropped), so no read snapshot is held open between calls and
 //!   checkpoints can always shrink the WAL.
 
+mod baseline;
 mod jobs;
 mod runs;
 mod sources;
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
+pub use baseline::{BaselineFigures, run_baseline};
 pub use jobs::{
     Attempt, Claim, ClaimToken, Completion, Job, JobFilter, NewJob, PruneFilter, Report, Stats,
 };

@@ -1,0 +1,354 @@
+//! `bundleq bench`: the engine's hot paths measured in temp homes, next to a
+//! baseline of plain SQLite statements measured in the same run, so figures
+//! are quoted as ratios that survive a noisy machine.
+//!
+//! What runs in another process (idle CPU and resident memory of `serve`)
+//! is measured by the binary; everything else is here.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::{IoContext, Result};
+use crate::handler::{Handlers, JobContext};
+use crate::home::Home;
+use crate::inbox::Inbox;
+use crate::state::Outcome;
+use crate::store::{BaselineFigures, NewJob, Store, StoreOptions, Synchronous, run_baseline};
+use crate::timestamp::{SystemClock, Timestamp};
+use crate::worker::{PoolConfig, PoolControl, run_pool};
+
+/// What to measure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BenchOptions {
+    /// Jobs for the baseline and the engine life cycle.
+    pub jobs: usize,
+    /// Worker threads of the pool.
+    pub workers: usize,
+    /// Durability setting for every database of the run.
+    pub synchronous: Synchronous,
+    /// Queue size of the "large queue" claim-cost measurement.
+    pub big_queue: usize,
+    /// Files of the drop-folder ingest measurement.
+    pub drop_files: usize,
+    /// Samples of each latency measurement.
+    pub samples: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            jobs: 100_000,
+            workers: 4,
+            synchronous: Synchronous::Full,
+            big_queue: 1_000_000,
+            drop_files: 10_000,
+            samples: 1000,
+        }
+    }
+}
+
+/// A latency distribution.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Latency {
+    /// Median, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile, microseconds.
+    pub p99_us: f64,
+    /// Samples taken.
+    pub samples: usize,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<Duration>) -> Latency {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+            samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+        };
+        Latency {
+            p50_us: at(0.50),
+            p99_us: at(0.99),
+            samples: samples.len(),
+        }
+    }
+}
+
+/// Every in-process figure of one run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BenchReport {
+    /// Jobs of the life-cycle measurements.
+    pub jobs: usize,
+    /// Pool workers.
+    pub workers: usize,
+    /// `full` or `normal`.
+    pub synchronous: Synchronous,
+    /// Cores the OS reports.
+    pub cores: usize,
+    /// Plain statements, no engine.
+    pub baseline: BaselineFigures,
+    /// `Store::enqueue`, one transaction per job.
+    pub enqueue_single_per_s: f64,
+    /// `Store::enqueue_many`, 1,000 per transaction.
+    pub enqueue_batch_per_s: f64,
+    /// The engine's drain alone: the pool working N queued jobs.
+    pub drain_per_s: f64,
+    /// N / (batch enqueue time + drain time).
+    pub lifecycle_per_s: f64,
+    /// `lifecycle_per_s / baseline.lifecycle_per_s`.
+    pub lifecycle_ratio: f64,
+    /// `drain_per_s / baseline.claim_complete_per_s`.
+    pub drain_ratio: f64,
+    /// `Store::claim(1)` with 10,000 jobs queued.
+    pub claim_latency: Latency,
+    /// Mean `claim(1)` with 1,000 jobs queued, microseconds.
+    pub claim_cost_small_us: f64,
+    /// Mean `claim(1)` with `big_queue` jobs queued, microseconds.
+    pub claim_cost_big_us: f64,
+    /// `claim_cost_big_us / claim_cost_small_us`.
+    pub claim_cost_ratio: f64,
+    /// Jobs queued for `claim_cost_big_us`.
+    pub big_queue: usize,
+    /// Drop-folder files ingested per second by one scan.
+    pub ingest_files_per_s: f64,
+    /// Files of that scan.
+    pub drop_files: usize,
+    /// Rename into a watched inbox until the job is committed.
+    pub drop_latency: Latency,
+}
+
+fn per_s(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn store_at(path: &Path, synchronous: Synchronous) -> Result<Store> {
+    Store::create(
+        path,
+        StoreOptions {
+            synchronous,
+            ..StoreOptions::default()
+        },
+    )
+}
+
+fn jobs(n: usize, tenant: Uuid) -> Vec<NewJob> {
+    (0..n)
+        .map(|_| NewJob {
+            tenant_id: tenant,
+            run_id: Uuid::now_v7(),
+            job_type: "bench".to_owned(),
+            payload: serde_json::json!({}),
+            max_attempts: None,
+        })
+        .collect()
+}
+
+fn enqueue_batched(store: &mut Store, n: usize, batch: usize) -> Result<Duration> {
+    let tenant = Uuid::now_v7();
+    let mut spent = Duration::ZERO;
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(batch);
+        let js = jobs(k, tenant);
+        let start = Instant::now();
+        store.enqueue_many(&js, Timestamp::now())?;
+        spent += start.elapsed();
+        left -= k;
+    }
+    Ok(spent)
+}
+
+/// Mean cost of claiming and completing one job, over `rounds` rounds.
+fn claim_cost(store: &mut Store, rounds: usize) -> Result<(f64, Vec<Duration>)> {
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let now = Timestamp::now();
+        let start = Instant::now();
+        let claims = store.claim(1, "bench", now)?;
+        samples.push(start.elapsed());
+        for c in claims {
+            store.report(&c.token, &Outcome::Succeeded, now)?;
+        }
+    }
+    let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() / rounds.max(1) as f64;
+    Ok((mean * 1e6, samples))
+}
+
+fn small_bundle(i: usize) -> String {
+    serde_json::json!({
+        "bundle_version": 1,
+        "run_id": Uuid::now_v7(),
+        "title": format!("Bench run {i}"),
+        "created_at": "2026-11-28T10:00:00Z",
+        "sources": [{"uri": format!("https://example.org/{i}"), "sha256": "c".repeat(64)}]
+    })
+    .to_string()
+}
+
+/// A home under `dir` set to `synchronous`.
+fn bench_home(dir: &Path, synchronous: Synchronous) -> Result<Home> {
+    let (mut home, _) = Home::init(dir)?;
+    let mut config = home.config().clone();
+    config.database.synchronous = synchronous;
+    home.set_config(config);
+    Ok(home)
+}
+
+/// Builds a home with `n` queued jobs (for the claim-cost and memory
+/// figures) and returns its folder.
+pub fn big_queue_home(dir: &Path, synchronous: Synchronous, n: usize) -> Result<(PathBuf, Store)> {
+    let root = dir.join("big");
+    let home = bench_home(&root, synchronous)?;
+    let mut store = home.store()?;
+    enqueue_batched(&mut store, n, 10_000)?;
+    Ok((root, store))
+}
+
+/// Runs every in-process measurement in temp folders under `dir`.
+/// `progress` hears which step starts.
+pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchReport> {
+    let sync = opts.synchronous;
+    progress("baseline: plain statements");
+    let baseline = run_baseline(&dir.join("baseline.db"), sync, opts.jobs)?;
+
+    progress("enqueue: one job per transaction");
+    let single_n = opts.jobs.clamp(1, 2000);
+    let mut single = store_at(&dir.join("single.db"), sync)?;
+    let tenant = Uuid::now_v7();
+    let js = jobs(single_n, tenant);
+    let start = Instant::now();
+    for j in &js {
+        single.enqueue(j, Timestamp::now())?;
+    }
+    let enqueue_single_per_s = per_s(single_n, start.elapsed());
+    drop(single);
+
+    progress("engine life cycle: batch enqueue, then the pool drains");
+    let mut engine = store_at(&dir.join("engine.db"), sync)?;
+    let enqueue = enqueue_batched(&mut engine, opts.jobs, 1000)?;
+    let mut handlers = Handlers::new();
+    handlers.register("bench", |_: &mut JobContext<'_>| Outcome::Succeeded);
+    let mut config = PoolConfig::from_config(&crate::config::WorkersConfig::default());
+    config.workers = opts.workers;
+    config.once = true;
+    let start = Instant::now();
+    let stats = run_pool(
+        engine,
+        handlers,
+        &config,
+        Arc::new(SystemClock),
+        &PoolControl::new(),
+    )?;
+    let drain = start.elapsed();
+    let drained = usize::try_from(stats.succeeded).unwrap_or(0);
+    let drain_per_s = per_s(drained, drain);
+    let lifecycle_per_s = per_s(drained, enqueue + drain);
+
+    progress("claim latency with 10,000 queued");
+    let mut lat = store_at(&dir.join("latency.db"), sync)?;
+    enqueue_batched(&mut lat, 10_000, 1000)?;
+    let (_, samples) = claim_cost(&mut lat, opts.samples.min(9_000))?;
+    let claim_latency = Latency::of(samples);
+    drop(lat);
+
+    progress("claim cost with 1,000 queued");
+    let mut small = store_at(&dir.join("small.db"), sync)?;
+    enqueue_batched(&mut small, 1000 + 200, 1000)?;
+    let (claim_cost_small_us, _) = claim_cost(&mut small, 200)?;
+    drop(small);
+    progress("claim cost with the large queue (building it)");
+    let (_, mut big) = big_queue_home(dir, sync, opts.big_queue)?;
+    let (claim_cost_big_us, _) = claim_cost(&mut big, 200)?;
+    drop(big);
+
+    progress("drop-folder ingest");
+    let home = bench_home(&dir.join("ingest"), sync)?;
+    let mut store = home.store()?;
+    let tenant = home.default_tenant(&store)?;
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    for i in 0..opts.drop_files {
+        let p = home.inbox().join(format!("b{i:05}.json"));
+        fs::write(&p, small_bundle(i)).io("write", &p)?;
+        File::options()
+            .write(true)
+            .open(&p)
+            .and_then(|f| f.set_modified(old))
+            .io("set the time of", &p)?;
+    }
+    let inbox = Inbox::new(&home, home.inbox(), tenant, home.config().inbox.clone());
+    let start = Instant::now();
+    let summary = inbox.scan(&mut store, &HashSet::new())?;
+    let ingest_files_per_s = per_s(
+        usize::try_from(summary.accepted).unwrap_or(0),
+        start.elapsed(),
+    );
+
+    progress("drop-to-enqueued latency");
+    let drop_latency = drop_latency(&home, store, tenant, opts.samples.min(200))?;
+
+    Ok(BenchReport {
+        jobs: opts.jobs,
+        workers: opts.workers,
+        synchronous: sync,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        lifecycle_ratio: lifecycle_per_s / baseline.lifecycle_per_s.max(1e-9),
+        drain_ratio: drain_per_s / baseline.claim_complete_per_s.max(1e-9),
+        baseline,
+        enqueue_single_per_s,
+        enqueue_batch_per_s: per_s(opts.jobs, enqueue),
+        drain_per_s,
+        lifecycle_per_s,
+        claim_latency,
+        claim_cost_small_us,
+        claim_cost_big_us,
+        claim_cost_ratio: claim_cost_big_us / claim_cost_small_us.max(1e-9),
+        big_queue: opts.big_queue,
+        ingest_files_per_s,
+        drop_files: opts.drop_files,
+        drop_latency,
+    })
+}
+
+/// Renames bundles one at a time into a watched inbox and times each until
+/// the watcher has committed it.
+fn drop_latency(home: &Home, mut store: Store, tenant: Uuid, samples: usize) -> Result<Latency> {
+    let staging = home.root().join("staging");
+    fs::create_dir_all(&staging).io("create folder", &staging)?;
+    let (quit_tx, quit_rx) = crossbeam_channel::bounded::<()>(0);
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<()>();
+    let watcher_home = home.clone();
+    let watcher = std::thread::spawn(move || {
+        let inbox = Inbox::new(
+            &watcher_home,
+            watcher_home.inbox(),
+            tenant,
+            watcher_home.config().inbox.clone(),
+        );
+        let signal = || {
+            let _ = done_tx.send(());
+        };
+        inbox.watch(&mut store, &quit_rx, &signal)
+    });
+    // Let the start-up scan finish (it ingests nothing).
+    std::thread::sleep(Duration::from_millis(200));
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let name = format!("drop-{i:04}.json");
+        let staged = staging.join(&name);
+        fs::write(&staged, small_bundle(1_000_000 + i)).io("write", &staged)?;
+        let start = Instant::now();
+        fs::rename(&staged, home.inbox().join(&name)).io("rename", &staged)?;
+        if done_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            break;
+        }
+        times.push(start.elapsed());
+    }
+    drop(quit_tx);
+    let _ = watcher.join();
+    Ok(Latency::of(times))
+}

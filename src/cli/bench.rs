@@ -1,0 +1,250 @@
+//! `bundleq bench` (binary side): runs the library's measurements, adds the
+//! ones that need a real `serve` process (idle CPU, resident memory with a
+//! large queue), and prints the table.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use bundleq::bench::{self, BenchOptions, BenchReport};
+use bundleq::store::Synchronous;
+use bundleq::{Error, Home, Result};
+
+use super::output;
+use super::{BenchArgs, EXIT_OK, SyncArg};
+
+#[derive(Serialize)]
+struct Full<'a> {
+    #[serde(flatten)]
+    report: &'a BenchReport,
+    /// CPU used by an idle serve, percent of one core.
+    idle_serve_cpu_percent: f64,
+    /// Seconds the idle serve was watched.
+    idle_seconds: u64,
+    /// Resident memory of serve working the large queue, MiB.
+    serve_rss_big_queue_mib: f64,
+}
+
+fn spawn_serve(home: &Path, extra: &[&str]) -> Result<Child> {
+    let exe = std::env::current_exe().map_err(|source| Error::Io {
+        action: "find the bundleq binary",
+        path: "current_exe".into(),
+        source,
+    })?;
+    Command::new(&exe)
+        .arg("--home")
+        .arg(home)
+        .arg("serve")
+        .args(extra)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|source| Error::Io {
+            action: "start",
+            path: exe,
+            source,
+        })
+}
+
+fn stop(mut child: Child) {
+    if let Some(pid) = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    let _ = child.wait();
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat; after the ")" they are the 12th and 13th.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
+    let opts = BenchOptions {
+        jobs: args.jobs.max(1),
+        workers: args.workers.clamp(1, 1024),
+        synchronous: match args.sync {
+            SyncArg::Full => Synchronous::Full,
+            SyncArg::Normal => Synchronous::Normal,
+        },
+        big_queue: args.big_queue.max(1000),
+        drop_files: args.drop_files.max(1),
+        samples: args.samples.max(10),
+    };
+    let tmp = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .map_err(|source| Error::Io {
+        action: "create a temp folder",
+        path: args.dir.clone().unwrap_or_default(),
+        source,
+    })?;
+    let progress = |step: &str| output::error_text(&format!("bench: {step}…"));
+    let report = bench::run(tmp.path(), &opts, &progress)?;
+
+    progress("resident memory of serve working the large queue");
+    let big = tmp.path().join("big");
+    let child = spawn_serve(
+        &big,
+        &["--no-inbox", "--workers", &opts.workers.to_string()],
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+    let serve_rss_big_queue_mib = rss_mib(child.id()).unwrap_or(f64::NAN);
+    stop(child);
+
+    progress("CPU of an idle serve");
+    let idle = tmp.path().join("idle");
+    Home::init(&idle)?;
+    let child = spawn_serve(&idle, &[])?;
+    std::thread::sleep(Duration::from_secs(1));
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(args.idle_seconds));
+    let after = cpu_ticks(child.id());
+    stop(child);
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    let idle_serve_cpu_percent = match (before, after) {
+        (Some(a), Some(b)) => {
+            (b.saturating_sub(a)) as f64 / hz / args.idle_seconds.max(1) as f64 * 100.0
+        }
+        _ => f64::NAN,
+    };
+
+    let full = Full {
+        report: &report,
+        idle_serve_cpu_percent,
+        idle_seconds: args.idle_seconds,
+        serve_rss_big_queue_mib,
+    };
+    if json {
+        output::json(&full);
+    } else {
+        print_table(&full);
+    }
+    Ok(EXIT_OK)
+}
+
+fn print_table(f: &Full<'_>) {
+    let r = f.report;
+    let k = |x: f64| format!("{:.0}", x);
+    let sync = match r.synchronous {
+        Synchronous::Full => "full",
+        Synchronous::Normal => "normal",
+    };
+    output::line(format!(
+        "bundleq bench: N = {} jobs, {} workers, synchronous = {sync}, {} cores",
+        r.jobs, r.workers, r.cores
+    ));
+    output::line("");
+    let rows = vec![
+        vec![
+            "baseline enqueue (1,000/tx)".into(),
+            k(r.baseline.enqueue_per_s),
+            "jobs/s".into(),
+            String::new(),
+        ],
+        vec![
+            "baseline claim+complete (100/tx)".into(),
+            k(r.baseline.claim_complete_per_s),
+            "jobs/s".into(),
+            String::new(),
+        ],
+        vec![
+            "baseline life cycle".into(),
+            k(r.baseline.lifecycle_per_s),
+            "jobs/s".into(),
+            String::new(),
+        ],
+        vec![
+            "enqueue, one per transaction".into(),
+            k(r.enqueue_single_per_s),
+            "jobs/s".into(),
+            String::new(),
+        ],
+        vec![
+            "enqueue, batch API".into(),
+            k(r.enqueue_batch_per_s),
+            "jobs/s".into(),
+            format!(
+                "{:.2}x baseline enqueue",
+                r.enqueue_batch_per_s / r.baseline.enqueue_per_s
+            ),
+        ],
+        vec![
+            "engine drain (pool, no-op handler)".into(),
+            k(r.drain_per_s),
+            "jobs/s".into(),
+            format!("{:.2}x baseline claim+complete", r.drain_ratio),
+        ],
+        vec![
+            "engine life cycle".into(),
+            k(r.lifecycle_per_s),
+            "jobs/s".into(),
+            format!(
+                "{:.2}x baseline life cycle (goal 0.8x and 30,000/s)",
+                r.lifecycle_ratio
+            ),
+        ],
+        vec![
+            "claim latency p50 / p99".into(),
+            format!(
+                "{:.0} / {:.0}",
+                r.claim_latency.p50_us, r.claim_latency.p99_us
+            ),
+            "µs".into(),
+            "goal p50 <= 100 µs".into(),
+        ],
+        vec![
+            format!("claim cost, 1,000 vs {} queued", r.big_queue),
+            format!("{:.0} / {:.0}", r.claim_cost_small_us, r.claim_cost_big_us),
+            "µs".into(),
+            format!("{:.2}x (goal <= 1.5x)", r.claim_cost_ratio),
+        ],
+        vec![
+            format!("drop-folder ingest, {} files at once", r.drop_files),
+            k(r.ingest_files_per_s),
+            "files/s".into(),
+            "goal >= 2,000".into(),
+        ],
+        vec![
+            "drop to enqueued p50 / p99".into(),
+            format!(
+                "{:.1} / {:.1}",
+                r.drop_latency.p50_us / 1000.0,
+                r.drop_latency.p99_us / 1000.0
+            ),
+            "ms".into(),
+            "goal p50 <= 20 ms".into(),
+        ],
+        vec![
+            format!("idle serve CPU over {} s", f.idle_seconds),
+            format!("{:.2}", f.idle_serve_cpu_percent),
+            "%".into(),
+            "goal <= 0.5 %".into(),
+        ],
+        vec![
+            format!("serve RSS, {} jobs queued", r.big_queue),
+            format!("{:.1}", f.serve_rss_big_queue_mib),
+            "MiB".into(),
+            "goal <= 64 MiB".into(),
+        ],
+    ];
+    output::table(&["MEASURE", "VALUE", "UNIT", "COMPARED"], &rows);
+}

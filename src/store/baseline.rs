@@ -1,0 +1,118 @@
+//! The benchmark baseline: the same schema driven by plain statements in
+//! batches, with no engine around them (no attempt history, no fencing, no
+//! backoff logic). It measures what SQLite itself allows on this machine,
+//! so `bundleq bench` can quote the engine as a ratio of it.
+
+use std::path::Path;
+use std::time::Instant;
+
+use rusqlite::params;
+use uuid::Uuid;
+
+use super::{Store, StoreOptions, Synchronous};
+use crate::error::{DbContext, Result};
+use crate::timestamp::Timestamp;
+
+/// Jobs per enqueue transaction.
+const ENQUEUE_BATCH: usize = 1000;
+/// Jobs per claim and per completion transaction.
+const CLAIM_BATCH: usize = 100;
+
+/// What the baseline reached.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct BaselineFigures {
+    /// Jobs enqueued per second (1,000 per transaction).
+    pub enqueue_per_s: f64,
+    /// Jobs claimed and completed per second (100 per transaction each).
+    pub claim_complete_per_s: f64,
+    /// N divided by the whole time.
+    pub lifecycle_per_s: f64,
+}
+
+/// Runs the baseline for `n` jobs in a new database at `path`.
+pub fn run_baseline(path: &Path, synchronous: Synchronous, n: usize) -> Result<BaselineFigures> {
+    let options = StoreOptions {
+        synchronous,
+        ..StoreOptions::default()
+    };
+    let mut store = Store::create(path, options)?;
+    let conn = &mut store.conn;
+    let tenant = Uuid::now_v7().to_string();
+    let now = Timestamp::now();
+
+    let start = Instant::now();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(ENQUEUE_BATCH);
+        let tx = conn.transaction().db("baseline enqueue")?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO research_jobs (id, tenant_id, run_id, job_type, status, attempts,
+                         max_attempts, payload_json, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, 'bench', 'queued', 0, 3, '{}', ?4, ?4)",
+                )
+                .db("baseline enqueue")?;
+            for _ in 0..k {
+                insert
+                    .execute(params![Uuid::now_v7().to_string(), tenant, tenant, now])
+                    .db("baseline enqueue")?;
+            }
+        }
+        tx.commit().db("baseline enqueue")?;
+        left -= k;
+    }
+    let enqueue = start.elapsed();
+
+    let drain_start = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .db("baseline claim")?;
+        let ids: Vec<String> = {
+            let mut claim = tx
+                .prepare_cached(
+                    "UPDATE research_jobs SET status = 'running', attempts = attempts + 1,
+                         locked_at = ?1, locked_by = 'baseline', updated_at = ?1
+                     WHERE id IN (SELECT id FROM research_jobs
+                                  WHERE status = 'queued' AND retry_at IS NULL
+                                  ORDER BY created_at LIMIT ?2)
+                     RETURNING id",
+                )
+                .db("baseline claim")?;
+            let rows = claim
+                .query_map(params![now, CLAIM_BATCH as i64], |r| r.get(0))
+                .db("baseline claim")?;
+            rows.collect::<rusqlite::Result<_>>().db("baseline claim")?
+        };
+        tx.commit().db("baseline claim")?;
+        if ids.is_empty() {
+            break;
+        }
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .db("baseline complete")?;
+        {
+            let mut complete = tx
+                .prepare_cached(
+                    "UPDATE research_jobs SET status = 'succeeded', locked_at = NULL,
+                         locked_by = NULL, updated_at = ?2
+                     WHERE id = ?1 AND status = 'running'",
+                )
+                .db("baseline complete")?;
+            for id in &ids {
+                complete.execute(params![id, now]).db("baseline complete")?;
+            }
+        }
+        tx.commit().db("baseline complete")?;
+        done += ids.len();
+    }
+    let drain = drain_start.elapsed();
+    let per_s = |count: usize, d: std::time::Duration| count as f64 / d.as_secs_f64().max(1e-9);
+    Ok(BaselineFigures {
+        enqueue_per_s: per_s(n, enqueue),
+        claim_complete_per_s: per_s(done, drain),
+        lifecycle_per_s: per_s(done, enqueue + drain),
+    })
+}
