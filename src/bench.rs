@@ -106,9 +106,9 @@ pub struct BenchReport {
     pub drain_ratio: f64,
     /// `Store::claim(1)` with 10,000 jobs queued.
     pub claim_latency: Latency,
-    /// Mean `claim(1)` with 1,000 jobs queued, microseconds.
+    /// Median `claim(1)` with 1,000 jobs queued, microseconds.
     pub claim_cost_small_us: f64,
-    /// Mean `claim(1)` with `big_queue` jobs queued, microseconds.
+    /// Median `claim(1)` with `big_queue` jobs queued, microseconds.
     pub claim_cost_big_us: f64,
     /// `claim_cost_big_us / claim_cost_small_us`.
     pub claim_cost_ratio: f64,
@@ -163,7 +163,9 @@ fn enqueue_batched(store: &mut Store, n: usize, batch: usize) -> Result<Duration
     Ok(spent)
 }
 
-/// Mean cost of claiming and completing one job, over `rounds` rounds.
+/// Median cost of one `claim(1)` (each claimed job is then completed),
+/// over `rounds` rounds. The median, because a commit's fsync time is
+/// noisy on a shared disk.
 fn claim_cost(store: &mut Store, rounds: usize) -> Result<(f64, Vec<Duration>)> {
     let mut samples = Vec::with_capacity(rounds);
     for _ in 0..rounds {
@@ -175,8 +177,8 @@ fn claim_cost(store: &mut Store, rounds: usize) -> Result<(f64, Vec<Duration>)> 
             store.report(&c.token, &Outcome::Succeeded, now)?;
         }
     }
-    let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() / rounds.max(1) as f64;
-    Ok((mean * 1e6, samples))
+    let median = Latency::of(samples.clone()).p50_us;
+    Ok((median, samples))
 }
 
 fn small_bundle(i: usize) -> String {
@@ -252,18 +254,21 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     progress("claim latency with 10,000 queued");
     let mut lat = store_at(&dir.join("latency.db"), sync)?;
     enqueue_batched(&mut lat, 10_000, 1000)?;
+    lat.checkpoint()?;
     let (_, samples) = claim_cost(&mut lat, opts.samples.min(9_000))?;
     let claim_latency = Latency::of(samples);
     drop(lat);
 
     progress("claim cost with 1,000 queued");
     let mut small = store_at(&dir.join("small.db"), sync)?;
-    enqueue_batched(&mut small, 1000 + 200, 1000)?;
-    let (claim_cost_small_us, _) = claim_cost(&mut small, 200)?;
+    enqueue_batched(&mut small, 1000 + 500, 1000)?;
+    small.checkpoint()?;
+    let (claim_cost_small_us, _) = claim_cost(&mut small, 500)?;
     drop(small);
     progress("claim cost with the large queue (building it)");
     let (_, mut big) = big_queue_home(dir, sync, opts.big_queue)?;
-    let (claim_cost_big_us, _) = claim_cost(&mut big, 200)?;
+    big.checkpoint()?;
+    let (claim_cost_big_us, _) = claim_cost(&mut big, 500)?;
     drop(big);
 
     progress("drop-folder ingest");

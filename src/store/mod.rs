@@ -206,7 +206,8 @@ impl Store {
             "PRAGMA synchronous = {};
              PRAGMA foreign_keys = ON;
              PRAGMA temp_store = MEMORY;
-             PRAGMA journal_size_limit = 67108864;",
+             PRAGMA journal_size_limit = 67108864;
+             PRAGMA cache_size = -16384;",
             self.options.synchronous.pragma()
         ))
         .db("configure the connection")?;
@@ -434,6 +435,17 @@ impl Store {
         self.conn
             .query_row("PRAGMA data_version", [], |r| r.get(0))
             .db("read the data version")
+    }
+
+    /// Copies the WAL into the database and truncates it
+    /// (`PRAGMA wal_checkpoint(TRUNCATE)`); returns false when readers kept
+    /// it from finishing.
+    pub fn checkpoint(&self) -> Result<bool> {
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .db("checkpoint the WAL")?;
+        Ok(busy == 0)
     }
 
     /// `PRAGMA integrity_check`: `["ok"]` for a sound database.
