@@ -235,15 +235,17 @@ fn an_idle_pool_picks_up_work_enqueued_by_another_connection() {
 #[test]
 fn heartbeats_keep_a_live_long_job_from_being_rescued() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = store_with(&dir, Duration::from_secs(1));
+    // Heartbeats come every lock_timeout / 4: a stall of up to 1.5 s of a
+    // loaded test machine still leaves the lock fresh.
+    let mut store = store_with(&dir, Duration::from_secs(2));
     let tenant = Uuid::now_v7();
     let id = store
         .enqueue(&job(tenant), bundleq::Timestamp::now())
         .unwrap();
     let mut handlers = Handlers::new();
-    // The job itself takes three lock timeouts.
+    // The job itself takes two and a half lock timeouts.
     handlers.register("process_bundle", |_: &mut JobContext<'_>| {
-        thread::sleep(Duration::from_secs(3));
+        thread::sleep(Duration::from_secs(5));
         Outcome::Succeeded
     });
     let pool = start(store.reopen().unwrap(), handlers, config(1));
@@ -251,7 +253,7 @@ fn heartbeats_keep_a_live_long_job_from_being_rescued() {
     let mut rival = store.reopen().unwrap();
     let rival_thread = thread::spawn(move || {
         let mut rescued = 0;
-        for _ in 0..30 {
+        for _ in 0..50 {
             rescued += rival
                 .claim(1, "rival", bundleq::Timestamp::now())
                 .unwrap()
