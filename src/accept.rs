@@ -182,9 +182,9 @@ pub fn accept_many(
             Err(e) => {
                 let text = e.to_string();
                 for (index, r) in ready {
-                    results[index] = Some(Err(crate::Error::InvalidArgument {
-                        what: "bundle",
-                        message: format!("{}: {text}", r.report_path.display()),
+                    results[index] = Some(Err(crate::Error::Record {
+                        path: r.report_path,
+                        message: text.clone(),
                     }));
                 }
             }

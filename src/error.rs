@@ -36,6 +36,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A batch transaction recording this bundle failed (the message is the
+    /// batch's error, shared by every bundle of the batch).
+    #[error("failed to record {}: {message}", path.display())]
+    Record {
+        /// The bundle.
+        path: PathBuf,
+        /// Why the batch failed.
+        message: String,
+    },
     /// The folder is not a bundleq home.
     #[error("{} is not a bundleq home (no bundleq.db); create one with `bundleq --home {} init`", path.display(), path.display())]
     NotAHome {

@@ -72,6 +72,10 @@ pub struct ScanSummary {
     /// When the earliest waiting entry will have settled.
     #[serde(skip)]
     pub next_check: Option<Duration>,
+    /// Why entries could not be ingested this time (database or disk
+    /// errors; they stay in the inbox).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// Counts for `bundleq status` (home-wide: the folders are shared).
@@ -369,6 +373,7 @@ impl<'h> Inbox<'h> {
                 }
             }
         }
+        let mut failed: Vec<(PathBuf, Error)> = Vec::new();
         for (tenant, paths) in ready {
             let results = accept::accept_many(
                 store,
@@ -381,17 +386,18 @@ impl<'h> Inbox<'h> {
             for (path, result) in paths.iter().zip(results) {
                 match result {
                     Ok(report) => self.finish(store, path, tenant, &report, &mut summary)?,
-                    Err(e) => {
-                        // The database or the disk failed: leave the entry
-                        // where it is and try again next scan.
-                        log::error!(
-                            "Could not ingest {}: {e}; it stays in the inbox",
-                            path.display()
-                        );
-                        summary.waiting += 1;
-                    }
+                    // The database or the disk failed: leave the entry where
+                    // it is and try again next scan.
+                    Err(e) => failed.push((path.clone(), e)),
                 }
             }
+        }
+        if let Some((_, e)) = failed.first() {
+            summary.failure = Some(format!(
+                "could not ingest {} inbox entries ({e}); they stay in the inbox and will be retried",
+                failed.len()
+            ));
+            summary.waiting += failed.len() as u64;
         }
         Ok(summary)
     }
@@ -532,7 +538,15 @@ impl<'h> Inbox<'h> {
             let mut rescan_at = Instant::now() + self.config.rescan_interval;
             match self.scan(store, &renamed_in) {
                 Ok(summary) => {
-                    errors_logged = None;
+                    match &summary.failure {
+                        // Said once per distinct failure, not every scan.
+                        Some(text) if errors_logged.as_deref() != Some(text) => {
+                            log::error!("Inbox: {text}");
+                            errors_logged = Some(text.clone());
+                        }
+                        Some(_) => {}
+                        None => errors_logged = None,
+                    }
                     if summary.accepted > 0 {
                         on_ingest();
                     }

@@ -40,6 +40,9 @@ use crate::timestamp::Clock;
 
 /// Most jobs claimed in one transaction.
 const MAX_CLAIM_BATCH: usize = 512;
+/// A WAL larger than this is truncated when the pool goes idle (SQLite's
+/// automatic checkpoints keep it near 4 MiB while no reader blocks them).
+const WAL_SHRINK_BYTES: u64 = 8 * 1024 * 1024;
 
 /// How the pool runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -321,6 +324,16 @@ impl Coordinator<'_> {
         Ok(soonest.map(|t| Instant::now() + t.since(now)))
     }
 
+    /// On going idle: if the WAL grew past its usual size (a long reader
+    /// kept checkpoints from finishing), try to truncate it, without waiting.
+    fn shrink_wal(&mut self) {
+        if self.store.wal_bytes() > WAL_SHRINK_BYTES
+            && let Err(e) = self.store.checkpoint_if_free()
+        {
+            self.log_store_error(&e);
+        }
+    }
+
     fn heartbeat_if_due(&mut self) {
         if self.in_flight.is_empty() || self.last_heartbeat.elapsed() < self.heartbeat_every {
             return;
@@ -416,8 +429,10 @@ pub fn run_pool(
         idle: None,
         summary: (Instant::now(), 0),
         last_error: None,
-        // Until measured, assume fast jobs: the first batch is a full one.
-        avg_job: 0.0,
+        // Until measured, assume jobs of 50 ms: a fresh pool claims little
+        // beyond its workers and ramps up as fast jobs complete, so a job
+        // that crashes the process takes few unstarted claims down with it.
+        avg_job: 0.05,
         avg_cycle: 0.001,
     };
     log::info!(
@@ -480,6 +495,7 @@ pub fn run_pool(
                         }
                     }
                     if want_claim && !full_batch {
+                        co.shrink_wal();
                         match (co.store.data_version(), co.next_wakeup()) {
                             (Ok(v), Ok(due)) => co.idle = Some((v, due)),
                             (Err(e), _) | (_, Err(e)) => {

@@ -41,7 +41,21 @@ fn retry_and_permanent_failure_lines_match_the_seed() {
         store.report(&c.token, &Outcome::Retry(msg), now).unwrap();
         now = now.plus(secs(delay));
     }
+    // A zombie's late report is refused and says so.
+    let id2 = store.enqueue(&job(tenant), t0()).unwrap();
+    let zombie = store.claim(1, "zombie", t0()).unwrap().remove(0);
+    let _owner = store
+        .claim(1, "owner", t0().plus(secs(1801)))
+        .unwrap()
+        .remove(0);
+    store
+        .report(&zombie.token, &Outcome::Succeeded, t0().plus(secs(1802)))
+        .unwrap();
     let lines = LINES.lock().unwrap().clone();
+    let stale = format!(
+        "Job {id2}: ignored the report of worker zombie for attempt 1: that claim no longer holds the job"
+    );
+    assert!(lines.contains(&stale), "{lines:#?}");
     let at1 = t0().plus(secs(30));
     let at2 = t0().plus(secs(30 + 60));
     let want = [

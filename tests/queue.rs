@@ -504,3 +504,38 @@ fn check_constraints_mirror_the_state_machine() {
         "retry_at while failed"
     );
 }
+
+#[test]
+fn a_clock_moved_backwards_never_gets_a_job_claimed_twice() {
+    let (_dir, mut store) = temp_store(secs(60));
+    let tenant = Uuid::now_v7();
+    let later = t0().plus(secs(3600));
+    let id = store.enqueue(&job(tenant), later).unwrap();
+    let first = store.claim(1, "w1", later).unwrap().remove(0);
+    // The clock jumps an hour back: the lock looks fresh (even from the
+    // future), not expired.
+    assert!(store.claim(10, "w2", t0()).unwrap().is_empty());
+    // A heartbeat from the back-dated clock does not age the lock.
+    assert_eq!(
+        store
+            .heartbeat(std::slice::from_ref(&first.token), t0())
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.job(tenant, id).unwrap().locked_at, Some(later));
+    assert!(
+        store
+            .claim(10, "w2", later.plus(secs(59)))
+            .unwrap()
+            .is_empty()
+    );
+    // A retry scheduled before the jump is not due early either.
+    store
+        .report(&first.token, &Outcome::Retry("x".into()), later)
+        .unwrap();
+    assert!(store.claim(10, "w2", t0()).unwrap().is_empty());
+    assert_eq!(
+        store.claim(10, "w2", later.plus(secs(30))).unwrap().len(),
+        1
+    );
+}

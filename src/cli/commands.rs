@@ -81,11 +81,17 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
                 output::json(&summary);
             } else {
                 output::line(format!(
-                    "{} accepted, {} duplicates, {} rejected, {} still being written",
+                    "{} accepted, {} duplicates, {} rejected, {} waiting",
                     summary.accepted, summary.duplicates, summary.rejected, summary.waiting
                 ));
             }
-            Ok(EXIT_OK)
+            match &summary.failure {
+                Some(failure) => {
+                    output::error_line(failure);
+                    Ok(EXIT_ERROR)
+                }
+                None => Ok(EXIT_OK),
+            }
         }
         Command::Search { query, run, limit } => {
             search(&ctx, &mut store, &query.join(" "), *run, *limit)

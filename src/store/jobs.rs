@@ -408,7 +408,8 @@ impl Store {
     }
 
     /// Refreshes `locked_at` of the given claims so live jobs are not
-    /// rescued. Returns how many claims still hold.
+    /// rescued. Returns how many claims still hold. A clock that moved
+    /// backwards never makes a lock look older than it was.
     pub fn heartbeat(&mut self, tokens: &[ClaimToken], now: Timestamp) -> Result<usize> {
         if tokens.is_empty() {
             return Ok(0);
@@ -416,7 +417,7 @@ impl Store {
         self.write("heartbeat jobs", |tx| {
             let mut stmt = tx
                 .prepare_cached(&format!(
-                    "UPDATE research_jobs SET locked_at = ?5 WHERE {FENCE}"
+                    "UPDATE research_jobs SET locked_at = max(locked_at, ?5) WHERE {FENCE}"
                 ))
                 .db("heartbeat jobs")?;
             let mut held = 0;

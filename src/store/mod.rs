@@ -448,6 +448,31 @@ impl Store {
         Ok(busy == 0)
     }
 
+    /// Size of the write-ahead log file, 0 when there is none.
+    pub fn wal_bytes(&self) -> u64 {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        std::fs::metadata(wal).map_or(0, |m| m.len())
+    }
+
+    /// A TRUNCATE checkpoint that never waits: if a reader or another writer
+    /// is in the way it gives up at once (and says so). Used by an idle pool
+    /// to shrink a WAL that grew while a reader held an old snapshot.
+    pub fn checkpoint_if_free(&self) -> Result<bool> {
+        self.conn
+            .busy_timeout(Duration::ZERO)
+            .db("set the busy timeout")?;
+        let done = self.checkpoint();
+        self.conn
+            .busy_timeout(Duration::from_secs(5))
+            .db("set the busy timeout")?;
+        match done {
+            Ok(ok) => Ok(ok),
+            Err(Error::Db { source, .. }) if is_busy(&source) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `PRAGMA integrity_check`: `["ok"]` for a sound database.
     pub fn integrity_check(&self) -> Result<Vec<String>> {
         let mut stmt = self

@@ -1,0 +1,517 @@
+//! Reliability proofs on the real binary: a crash loop with a history
+//! checker, a poison job, four serve processes on one home, permissions.
+//! `BUNDLEQ_LONG_TESTS=1` runs the long forms (1,000 crash cycles).
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Bin;
+
+fn long() -> bool {
+    std::env::var("BUNDLEQ_LONG_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// A small deterministic generator for crash timings (no rand crate).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn home_with(config: &str) -> (tempfile::TempDir, Bin) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::new(&dir.path().join("home"));
+    bin.ok(&["init"]);
+    fs::write(bin.home.join("bundleq.toml"), config).unwrap();
+    (dir, bin)
+}
+
+fn bundle(job_type: &str, i: usize) -> String {
+    serde_json::json!({
+        "bundle_version": 1,
+        "run_id": uuid::Uuid::now_v7(),
+        "job_type": job_type,
+        "title": format!("Run {i}"),
+        "created_at": "2026-11-28T10:00:00Z",
+        "sources": [{"uri": format!("https://example.org/{i}"), "sha256": "d".repeat(64)}]
+    })
+    .to_string()
+}
+
+/// Writes `n` bundles into `dir` and returns their paths.
+fn write_bundles(dir: &Path, prefix: &str, job_type: &str, n: usize) -> Vec<PathBuf> {
+    fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let p = dir.join(format!("{prefix}{i:05}.json"));
+            fs::write(&p, bundle(job_type, i)).unwrap();
+            p
+        })
+        .collect()
+}
+
+fn submit_all(bin: &Bin, paths: &[PathBuf]) {
+    let mut args = vec!["submit".to_owned()];
+    args.extend(paths.iter().map(|p| p.display().to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    bin.ok(&refs);
+}
+
+fn spawn_serve(bin: &Bin, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_bundleq"))
+        .arg("--home")
+        .arg(&bin.home)
+        .arg("serve")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn sql_rows(bin: &Bin, sql: &str) -> Vec<(String, String, i64, i64)> {
+    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn integrity(bin: &Bin) -> String {
+    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
+    conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Runs `serve --once` until nothing is queued or running (locks of killed
+/// serves expire after the short lock timeout).
+fn drain(bin: &Bin, extra: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let mut args = vec!["serve", "--once", "--lock-timeout", "1s", "--no-inbox"];
+        args.extend_from_slice(extra);
+        let out = bin.run(&args);
+        assert!(
+            matches!(out.status.code(), Some(0 | 3)),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let open = bin
+            .json(&["jobs", "--status", "running", "--limit", "1"])
+            .as_array()
+            .unwrap()
+            .len()
+            + bin
+                .json(&["jobs", "--status", "queued", "--limit", "1"])
+                .as_array()
+                .unwrap()
+                .len();
+        if open == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "jobs never drained");
+        // Let the dead serves' locks expire.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+}
+
+fn archived(root: &Path) -> usize {
+    let Ok(days) = fs::read_dir(root) else {
+        return 0;
+    };
+    days.flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".errors.json")
+        })
+        .count()
+}
+
+#[test]
+fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts() {
+    let cycles = if long() { 1000 } else { 50 };
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.txt");
+    let script = format!(
+        "echo \"$BUNDLEQ_JOB_ID $BUNDLEQ_ATTEMPT\" >> {l} && sync {l}",
+        l = ledger.display()
+    );
+    let (_d, bin) = home_with(&format!(
+        "[handlers.ledger]\ncommand = [\"sh\", \"-c\", {script:?}]\n[workers]\npoll_interval = \"50ms\"\n[inbox]\nsettle = \"100ms\"\n"
+    ));
+    let submitted = write_bundles(&dir.path().join("submit"), "s", "ledger", 2000);
+    submit_all(&bin, &submitted);
+    let drops = write_bundles(&dir.path().join("drops"), "d", "ledger", 200);
+    let mut rng = XorShift(0x5eed_cafe_f00d_d00d);
+    let mut next_drop = 0;
+    for cycle in 0..cycles {
+        // Feed the inbox while serves come and go.
+        for _ in 0..10 {
+            if next_drop < drops.len() {
+                let p = &drops[next_drop];
+                fs::rename(p, bin.home.join("inbox").join(p.file_name().unwrap())).unwrap();
+                next_drop += 1;
+            }
+        }
+        let mut serve = spawn_serve(&bin, &["--lock-timeout", "1s"]);
+        // Anywhere from start-up (mid-claim, mid-ingest) to deep in a batch.
+        let alive = if cycle % 10 == 9 {
+            1000
+        } else {
+            20 + rng.below(300)
+        };
+        std::thread::sleep(Duration::from_millis(alive));
+        serve.kill().unwrap(); // SIGKILL
+        serve.wait().unwrap();
+    }
+    // Whatever is left in the inbox, then every job.
+    let out = bin.run(&["ingest"]);
+    assert!(out.status.success());
+    drain(&bin, &[]);
+
+    // History checker.
+    let mut starts: HashMap<String, i64> = HashMap::new();
+    for line in fs::read_to_string(&ledger).unwrap_or_default().lines() {
+        let id = line.split_whitespace().next().unwrap().to_owned();
+        *starts.entry(id).or_default() += 1;
+    }
+    let jobs = sql_rows(
+        &bin,
+        "SELECT id, status, attempts, max_attempts FROM research_jobs",
+    );
+    assert_eq!(jobs.len(), 2200, "one job per bundle");
+    let mut lost = 0;
+    let mut reruns = 0;
+    for (id, status, attempts, max) in &jobs {
+        let finished = status == "succeeded" || (status == "failed" && attempts == max);
+        if !finished {
+            lost += 1;
+        }
+        assert!(attempts <= max, "job {id}: {attempts} attempts of {max}");
+        let n = starts.get(id).copied().unwrap_or(0);
+        assert!(
+            n <= *attempts,
+            "job {id}: handler started {n} times in {attempts} attempts"
+        );
+        if status == "succeeded" {
+            assert!(n >= 1, "job {id} succeeded without its handler running");
+        }
+        reruns += (n - 1).max(0);
+    }
+    assert_eq!(lost, 0);
+    assert_eq!(
+        fs::read_dir(bin.home.join("inbox")).unwrap().count(),
+        0,
+        "inbox left non-empty"
+    );
+    assert_eq!(archived(&bin.home.join("accepted")), 200);
+    assert_eq!(integrity(&bin), "ok");
+    println!(
+        "crash loop: {cycles} cycles, {} jobs, lost 0, handler re-runs after a crash {reruns}",
+        jobs.len()
+    );
+}
+
+#[test]
+fn a_poison_job_that_kills_its_serve_fails_after_max_attempts_and_the_rest_succeed() {
+    let (d, bin) = home_with(concat!(
+        "[handlers.poison]\ncommand = [\"sh\", \"-c\", \"kill -9 $PPID\"]\n",
+        "[handlers.fine]\ncommand = [\"true\"]\n",
+        "[workers]\nprefetch = 0\n",
+    ));
+    let poison = write_bundles(&d.path().join("p"), "p", "poison", 1);
+    submit_all(&bin, &poison);
+    let fine = write_bundles(&d.path().join("f"), "f", "fine", 10);
+    submit_all(&bin, &fine);
+    let mut deaths = 0;
+    for _ in 0..20 {
+        let out = bin.run(&[
+            "serve",
+            "--once",
+            "--lock-timeout",
+            "1s",
+            "--no-inbox",
+            "--workers",
+            "1",
+        ]);
+        match out.status.code() {
+            None => deaths += 1, // killed by its poison job
+            Some(0 | 3) => {}
+            other => panic!("serve exited with {other:?}"),
+        }
+        let open = bin
+            .json(&["jobs", "--status", "running"])
+            .as_array()
+            .unwrap()
+            .len()
+            + bin
+                .json(&["jobs", "--status", "queued"])
+                .as_array()
+                .unwrap()
+                .len();
+        if open == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    assert_eq!(deaths, 3, "one death per attempt, then no more");
+    let p = &bin.json(&["jobs", "--type", "poison"])[0];
+    assert_eq!(
+        (p["status"].as_str(), p["attempts"].as_u64()),
+        (Some("failed"), Some(3))
+    );
+    assert!(
+        p["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("was lost during attempt 3/3"),
+        "{p}"
+    );
+    let fine = bin.json(&["jobs", "--type", "fine"]);
+    assert!(
+        fine.as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["status"] == "succeeded"),
+        "{fine:#}"
+    );
+}
+
+#[test]
+fn four_serves_and_a_long_reader_share_a_home_without_busy_errors_or_double_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.txt");
+    let script = format!("echo \"$BUNDLEQ_JOB_ID\" >> {}", ledger.display());
+    let (_d, bin) = home_with(&format!(
+        "[handlers.ledger]\ncommand = [\"sh\", \"-c\", {script:?}]\n[workers]\npoll_interval = \"50ms\"\n"
+    ));
+    // A reader holding a snapshot open for the whole run.
+    let reader = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let n: i64 = reader
+        .query_row("SELECT count(*) FROM research_jobs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0);
+
+    let serves: Vec<Child> = (0..4).map(|_| spawn_serve(&bin, &["--no-inbox"])).collect();
+    let paths = write_bundles(&dir.path().join("b"), "b", "ledger", 3000);
+    for chunk in paths.chunks(500) {
+        submit_all(&bin, chunk);
+    }
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while bin.json(&["status"])["counts"]["succeeded"] != 3000 {
+        assert!(Instant::now() < deadline, "jobs never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let grown = fs::metadata(bin.home.join("bundleq.db-wal")).map_or(0, |m| m.len());
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    // More work after the reader is gone: the next idle pool truncates.
+    let more = write_bundles(&dir.path().join("m"), "m", "ledger", 50);
+    submit_all(&bin, &more);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let wal = fs::metadata(bin.home.join("bundleq.db-wal")).map_or(0, |m| m.len());
+        if wal < grown.min(8 * 1024 * 1024) || wal == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "WAL stayed at {wal} bytes (grew to {grown})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut stderr = String::new();
+    for s in serves {
+        Command::new("kill")
+            .args(["-TERM", &s.id().to_string()])
+            .status()
+            .unwrap();
+        let out = s.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        stderr.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    let lower = stderr.to_lowercase();
+    assert!(
+        !lower.contains("busy") && !lower.contains("locked"),
+        "{stderr}"
+    );
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for line in fs::read_to_string(&ledger).unwrap().lines() {
+        *seen.entry(line.to_owned()).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 3050);
+    assert!(seen.values().all(|&n| n == 1), "a job was claimed twice");
+    assert!(grown > 0);
+}
+
+#[test]
+fn home_database_wal_and_shm_are_private_while_serve_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::new(&dir.path().join("home"));
+    bin.ok(&["init"]);
+    let mut serve = spawn_serve(&bin, &[]);
+    let wal = bin.home.join("bundleq.db-wal");
+    let shm = bin.home.join("bundleq.db-shm");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(wal.exists() && shm.exists()) {
+        assert!(Instant::now() < deadline, "serve never opened the database");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&bin.home), 0o700);
+    for p in [bin.home.join("bundleq.db"), wal, shm] {
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+}
+
+/// A size-limited tmpfs, unmounted when dropped.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    /// Mounts an 8 MiB tmpfs, or says why it cannot.
+    fn mount(at: &Path) -> Result<SmallFs, String> {
+        fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(SmallFs(at.to_owned()))
+        } else {
+            Err(format!(
+                "mount failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes until the filesystem is full; returns the filler file.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let filler = dir.join(".filler");
+    let mut f = fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+    filler
+}
+
+#[test]
+fn a_full_disk_gives_clear_errors_moves_nothing_and_serve_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("fs");
+    let _fs = match SmallFs::mount(&mnt) {
+        Ok(m) => m,
+        Err(why) => {
+            println!("skipped: a full-disk test needs a small tmpfs ({why})");
+            return;
+        }
+    };
+    let bin = Bin::new(&mnt.join("home"));
+    bin.ok(&["init"]);
+    fs::write(
+        bin.home.join("bundleq.toml"),
+        "[workers]\npoll_interval = \"50ms\"\n[inbox]\nsettle = \"100ms\"\nrescan_interval = \"500ms\"\n",
+    )
+    .unwrap();
+    // Bundles wait on the same filesystem, under a name the inbox ignores.
+    let staged = write_bundles(&bin.home.join("inbox/.staged"), "x", "process_bundle", 20);
+    let mut serve = spawn_serve(&bin, &[]);
+    // Wait until serve has opened its database (a serve that cannot even
+    // start on a full disk exits 1 with a clear error instead).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !bin.home.join("bundleq.db-shm").exists() {
+        assert!(Instant::now() < deadline, "serve never opened the database");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let filler = fill(&mnt);
+    for p in &staged {
+        fs::rename(p, bin.home.join("inbox").join(p.file_name().unwrap())).unwrap();
+    }
+    // Give serve several scans on the full disk.
+    std::thread::sleep(Duration::from_secs(3));
+    let waiting = fs::read_dir(bin.home.join("inbox")).unwrap().filter(|e| {
+        e.as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".json")
+    });
+    assert_eq!(
+        waiting.count(),
+        20,
+        "nothing may leave the inbox while the disk is full"
+    );
+    if let Some(status) = serve.try_wait().unwrap() {
+        let out = serve.wait_with_output().unwrap();
+        panic!(
+            "serve must keep running; it exited {status}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = rusqlite::Connection::open(bin.home.join("bundleq.db"))
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM research_jobs WHERE status = 'succeeded'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .unwrap_or(0);
+        if done == 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not recover after space returned"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    let out = serve.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("full"),
+        "a clear error names the full disk: {stderr}"
+    );
+    assert!(stderr.lines().all(|l| !l.contains("panicked")), "{stderr}");
+    assert_eq!(archived(&bin.home.join("accepted")), 20);
+    assert_eq!(integrity(&bin), "ok");
+}
