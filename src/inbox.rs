@@ -194,13 +194,21 @@ fn archive(src: &Path, dir: &Path, prefix: &str) -> Result<PathBuf> {
         } else {
             dir.join(format!("{prefix}.{k}.{name}"))
         };
-        match rustix::fs::renameat_with(
+        let renamed = match rustix::fs::renameat_with(
             rustix::fs::CWD,
             src,
             rustix::fs::CWD,
             &candidate,
             rustix::fs::RenameFlags::NOREPLACE,
         ) {
+            // A filesystem without RENAME_NOREPLACE: check, then rename
+            // (only bundleq writes these folders).
+            Err(rustix::io::Errno::INVAL) if candidate.exists() => Err(rustix::io::Errno::EXIST),
+            Err(rustix::io::Errno::INVAL) => fs::rename(src, &candidate)
+                .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO)),
+            other => other,
+        };
+        match renamed {
             Ok(()) => {
                 sync_dir(dir)?;
                 if let Some(parent) = src.parent() {

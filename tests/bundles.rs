@@ -301,14 +301,11 @@ fn submitting_1000_small_bundles_in_one_call_accepts_them_all() {
     let dir = tempfile::tempdir().unwrap();
     let bin = Bin::new(&dir.path().join("home"));
     bin.ok(&["init"]);
-    let drop = dir.path().join("many");
-    fs::create_dir(&drop).unwrap();
-    let mut paths = Vec::new();
-    for i in 0..1000 {
-        let p = drop.join(format!("b{i:04}.json"));
-        fs::write(&p, small_bundle(i)).unwrap();
-        paths.push(p.display().to_string());
-    }
+    let paths: Vec<String> =
+        common::write_bundles(&dir.path().join("many"), "b", "process_bundle", 1000)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
     let mut args = vec!["submit"];
     args.extend(paths.iter().map(String::as_str));
     let reports = bin.json(&args);
@@ -322,16 +319,4 @@ fn submitting_1000_small_bundles_in_one_call_accepts_them_all() {
         1000
     );
     assert_eq!(bin.json(&["status"])["counts"]["queued"], 1000);
-}
-
-/// A small valid bundle, distinct for each `i`.
-pub fn small_bundle(i: u32) -> String {
-    serde_json::json!({
-        "bundle_version": 1,
-        "run_id": uuid::Uuid::now_v7(),
-        "title": format!("Run {i}"),
-        "created_at": "2026-11-28T10:00:00Z",
-        "sources": [{"uri": format!("https://example.org/{i}"), "sha256": "a".repeat(64)}]
-    })
-    .to_string()
 }

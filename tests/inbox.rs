@@ -7,26 +7,17 @@ mod common;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, SystemTime};
 
-use common::Bin;
+use common::{Bin, archived, bundle_text, wait_until};
 
 struct Serve(Child);
 
 impl Serve {
     fn start(bin: &Bin) -> Serve {
-        let child = Command::new(env!("CARGO_BIN_EXE_bundleq"))
-            .arg("--home")
-            .arg(&bin.home)
-            .args(["serve", "--poll-interval", "100ms"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Serve(child)
+        Serve(bin.serve(&["--poll-interval", "100ms"], false))
     }
 
     fn alive(&mut self) -> bool {
@@ -52,47 +43,6 @@ fn home() -> (tempfile::TempDir, Bin) {
     (dir, bin)
 }
 
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn bundle_text(i: usize) -> String {
-    serde_json::json!({
-        "bundle_version": 1,
-        "run_id": uuid::Uuid::now_v7(),
-        "title": format!("Dropped run {i}"),
-        "created_at": "2026-11-28T10:00:00Z",
-        "sources": [{"uri": format!("https://example.org/{i}"), "sha256": "b".repeat(64)}]
-    })
-    .to_string()
-}
-
-/// Files (not reports) under a folder, recursively; bundle folders count once.
-fn archived(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(days) = fs::read_dir(root) else {
-        return out;
-    };
-    for day in days {
-        for e in fs::read_dir(day.unwrap().path()).unwrap() {
-            let p = e.unwrap().path();
-            if !p.to_string_lossy().ends_with(".errors.json") {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-fn count(bin: &Bin, sql: &str) -> i64 {
-    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
 fn inbox_len(bin: &Bin) -> usize {
     fs::read_dir(bin.home.join("inbox")).unwrap().count()
 }
@@ -102,7 +52,7 @@ fn a_bundle_written_in_chunks_is_ingested_once_after_it_is_complete() {
     let (_d, bin) = home();
     let _serve = Serve::start(&bin);
     let path = bin.home.join("inbox/slow.json");
-    let text = bundle_text(1);
+    let text = bundle_text("process_bundle", 1);
     let bytes = text.as_bytes();
     let mut f = File::create(&path).unwrap();
     let chunk = bytes.len().div_ceil(10);
@@ -118,8 +68,8 @@ fn a_bundle_written_in_chunks_is_ingested_once_after_it_is_complete() {
         archived(&bin.home.join("accepted")).len() == 1
     });
     assert!(archived(&bin.home.join("rejected")).is_empty());
-    assert_eq!(count(&bin, "SELECT count(*) FROM research_runs"), 1);
-    assert_eq!(count(&bin, "SELECT count(*) FROM research_jobs"), 1);
+    assert_eq!(bin.count("SELECT count(*) FROM research_runs"), 1);
+    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 1);
 }
 
 #[test]
@@ -128,7 +78,7 @@ fn a_temp_name_is_never_touched_and_the_renamed_file_is_taken_at_once() {
     let _serve = Serve::start(&bin);
     let tmp = bin.home.join("inbox/.x.json.tmp");
     let mut f = File::create(&tmp).unwrap();
-    let text = bundle_text(2);
+    let text = bundle_text("process_bundle", 2);
     let (a, b) = text.split_at(text.len() / 2);
     f.write_all(a.as_bytes()).unwrap();
     f.flush().unwrap();
@@ -157,7 +107,7 @@ fn bundles_copied_in_while_serve_was_stopped_are_all_ingested_once_at_start() {
     let old = SystemTime::now() - Duration::from_secs(3600);
     for i in 0..500 {
         let p = bin.home.join(format!("inbox/old-{i:03}.json"));
-        fs::write(&p, bundle_text(i)).unwrap();
+        fs::write(&p, bundle_text("process_bundle", i)).unwrap();
         File::options()
             .write(true)
             .open(&p)
@@ -167,11 +117,11 @@ fn bundles_copied_in_while_serve_was_stopped_are_all_ingested_once_at_start() {
     }
     let _serve = Serve::start(&bin);
     wait_until("500 runs", || {
-        count(&bin, "SELECT count(*) FROM research_runs") == 500
+        bin.count("SELECT count(*) FROM research_runs") == 500
     });
     wait_until("an empty inbox", || inbox_len(&bin) == 0);
     assert_eq!(archived(&bin.home.join("accepted")).len(), 500);
-    assert_eq!(count(&bin, "SELECT count(*) FROM research_jobs"), 500);
+    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 500);
 }
 
 #[test]
@@ -180,7 +130,11 @@ fn five_thousand_bundles_dropped_at_once_are_each_ingested_exactly_once() {
     let staging = d.path().join("staging");
     fs::create_dir(&staging).unwrap();
     for i in 0..5000 {
-        fs::write(staging.join(format!("b{i:04}.json")), bundle_text(i)).unwrap();
+        fs::write(
+            staging.join(format!("b{i:04}.json")),
+            bundle_text("process_bundle", i),
+        )
+        .unwrap();
     }
     let _serve = Serve::start(&bin);
     for i in 0..5000 {
@@ -188,11 +142,11 @@ fn five_thousand_bundles_dropped_at_once_are_each_ingested_exactly_once() {
         fs::rename(staging.join(&name), bin.home.join("inbox").join(&name)).unwrap();
     }
     wait_until("5000 runs", || {
-        count(&bin, "SELECT count(*) FROM research_runs") == 5000
+        bin.count("SELECT count(*) FROM research_runs") == 5000
     });
     wait_until("an empty inbox", || inbox_len(&bin) == 0);
     assert_eq!(archived(&bin.home.join("accepted")).len(), 5000);
-    assert_eq!(count(&bin, "SELECT count(*) FROM research_jobs"), 5000);
+    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 5000);
     assert!(archived(&bin.home.join("rejected")).is_empty());
 }
 
@@ -200,7 +154,7 @@ fn five_thousand_bundles_dropped_at_once_are_each_ingested_exactly_once() {
 fn the_same_bytes_under_three_names_make_one_run_and_three_accepted_files() {
     let (d, bin) = home();
     let _serve = Serve::start(&bin);
-    let text = bundle_text(7);
+    let text = bundle_text("process_bundle", 7);
     for name in ["one.json", "two.json", "three.json"] {
         let staged = d.path().join(name);
         fs::write(&staged, &text).unwrap();
@@ -209,8 +163,8 @@ fn the_same_bytes_under_three_names_make_one_run_and_three_accepted_files() {
     wait_until("three archived files", || {
         archived(&bin.home.join("accepted")).len() == 3
     });
-    assert_eq!(count(&bin, "SELECT count(*) FROM research_runs"), 1);
-    assert_eq!(count(&bin, "SELECT count(*) FROM research_jobs"), 1);
+    assert_eq!(bin.count("SELECT count(*) FROM research_runs"), 1);
+    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 1);
     let status = bin.json(&["status"]);
     assert_eq!(status["folders"]["accepted"], 1);
     assert_eq!(status["folders"]["duplicates"], 2);
@@ -221,7 +175,7 @@ fn symlinks_fifos_and_odd_folders_are_reported_never_read_and_serve_goes_on() {
     let (d, bin) = home();
     let mut serve = Serve::start(&bin);
     let outside = d.path().join("secret.json");
-    fs::write(&outside, bundle_text(9)).unwrap();
+    fs::write(&outside, bundle_text("process_bundle", 9)).unwrap();
     let inbox = bin.home.join("inbox");
     symlink(&outside, inbox.join("link.json")).unwrap();
     assert!(
@@ -232,7 +186,11 @@ fn symlinks_fifos_and_odd_folders_are_reported_never_read_and_serve_goes_on() {
             .success()
     );
     fs::create_dir(inbox.join("y.json")).unwrap();
-    fs::write(inbox.join("y.json/inner.json"), bundle_text(10)).unwrap();
+    fs::write(
+        inbox.join("y.json/inner.json"),
+        bundle_text("process_bundle", 10),
+    )
+    .unwrap();
     wait_until("three reports", || {
         archived(&bin.home.join("rejected")).len() == 3
     });
@@ -249,16 +207,16 @@ fn symlinks_fifos_and_odd_folders_are_reported_never_read_and_serve_goes_on() {
         );
     }
     assert_eq!(
-        count(&bin, "SELECT count(*) FROM research_runs"),
+        bin.count("SELECT count(*) FROM research_runs"),
         0,
         "nothing was read"
     );
     assert!(outside.exists(), "the symlink's target is untouched");
     let staged = d.path().join("ok.json");
-    fs::write(&staged, bundle_text(11)).unwrap();
+    fs::write(&staged, bundle_text("process_bundle", 11)).unwrap();
     fs::rename(&staged, inbox.join("ok.json")).unwrap();
     wait_until("the valid bundle", || {
-        count(&bin, "SELECT count(*) FROM research_runs") == 1
+        bin.count("SELECT count(*) FROM research_runs") == 1
     });
     assert!(serve.alive());
 }
@@ -271,9 +229,10 @@ fn tenant_folders_ingest_for_their_tenant_and_refuse_other_tenants_bundles() {
     fs::create_dir(&folder).unwrap();
     let _serve = Serve::start(&bin);
     let ok = d.path().join("t.json");
-    fs::write(&ok, bundle_text(20)).unwrap();
+    fs::write(&ok, bundle_text("process_bundle", 20)).unwrap();
     fs::rename(&ok, folder.join("t.json")).unwrap();
-    let mut foreign: serde_json::Value = serde_json::from_str(&bundle_text(21)).unwrap();
+    let mut foreign: serde_json::Value =
+        serde_json::from_str(&bundle_text("process_bundle", 21)).unwrap();
     foreign["tenant_id"] = uuid::Uuid::now_v7().to_string().into();
     let bad = d.path().join("f.json");
     fs::write(&bad, foreign.to_string()).unwrap();
@@ -304,7 +263,7 @@ fn serve_killed_mid_ingest_loses_nothing_and_ingests_nothing_twice() {
     let staging = d.path().join("staging");
     fs::create_dir(&staging).unwrap();
     // 900 distinct valid bundles, 50 exact copies of some of them, 50 invalid.
-    let mut texts: Vec<String> = (0..900).map(bundle_text).collect();
+    let mut texts: Vec<String> = (0..900).map(|i| bundle_text("process_bundle", i)).collect();
     let copies: Vec<String> = (0..50).map(|i| texts[i * 3].clone()).collect();
     texts.extend(copies);
     texts.extend((0..50).map(|i| format!("{{\"bundle_version\": 1, \"title\": \"broken {i}\"}}")));
@@ -317,7 +276,7 @@ fn serve_killed_mid_ingest_loses_nothing_and_ingests_nothing_twice() {
         fs::rename(staging.join(&name), bin.home.join("inbox").join(&name)).unwrap();
     }
     wait_until("some progress", || {
-        count(&bin, "SELECT count(*) FROM research_runs") >= 100
+        bin.count("SELECT count(*) FROM research_runs") >= 100
     });
     serve.kill9();
     let _serve = Serve::start(&bin);
@@ -330,8 +289,8 @@ fn serve_killed_mid_ingest_loses_nothing_and_ingests_nothing_twice() {
         "every file ends in accepted/ or rejected/"
     );
     assert_eq!(rejected, 50);
-    assert_eq!(count(&bin, "SELECT count(*) FROM research_runs"), 900);
-    assert_eq!(count(&bin, "SELECT count(*) FROM research_jobs"), 900);
+    assert_eq!(bin.count("SELECT count(*) FROM research_runs"), 900);
+    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 900);
     let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
     let ok: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -346,7 +305,7 @@ fn ingest_makes_one_pass_and_finishes_a_move_a_crash_interrupted() {
     let old = SystemTime::now() - Duration::from_secs(60);
     for i in 0..3 {
         let p = inbox.join(format!("c{i}.json"));
-        fs::write(&p, bundle_text(30 + i)).unwrap();
+        fs::write(&p, bundle_text("process_bundle", 30 + i)).unwrap();
         File::options()
             .write(true)
             .open(&p)
@@ -373,7 +332,7 @@ fn ingest_makes_one_pass_and_finishes_a_move_a_crash_interrupted() {
         bundleq::accept::Verdict::Accepted { .. }
     ));
     // A fresh file is still being written and waits.
-    fs::write(inbox.join("fresh.json"), bundle_text(40)).unwrap();
+    fs::write(inbox.join("fresh.json"), bundle_text("process_bundle", 40)).unwrap();
 
     let summary = bin.json(&["ingest"]);
     assert_eq!(summary["accepted"], 3, "{summary}");
@@ -382,7 +341,7 @@ fn ingest_makes_one_pass_and_finishes_a_move_a_crash_interrupted() {
         "the interrupted one is finished, not a duplicate"
     );
     assert_eq!(summary["waiting"], 1);
-    assert_eq!(count(&bin, "SELECT count(*) FROM research_jobs"), 3);
+    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 3);
     assert_eq!(inbox_len(&bin), 1);
     assert_eq!(bin.json(&["status"])["folders"]["inbox_backlog"], 1);
 }

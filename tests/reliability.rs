@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::Bin;
+use common::{Bin, archived, wait_until, write_bundles};
 
 fn long() -> bool {
     std::env::var("BUNDLEQ_LONG_TESTS").is_ok_and(|v| v == "1")
@@ -32,58 +32,6 @@ impl XorShift {
     }
 }
 
-fn home_with(config: &str) -> (tempfile::TempDir, Bin) {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = Bin::new(&dir.path().join("home"));
-    bin.ok(&["init"]);
-    fs::write(bin.home.join("bundleq.toml"), config).unwrap();
-    (dir, bin)
-}
-
-fn bundle(job_type: &str, i: usize) -> String {
-    serde_json::json!({
-        "bundle_version": 1,
-        "run_id": uuid::Uuid::now_v7(),
-        "job_type": job_type,
-        "title": format!("Run {i}"),
-        "created_at": "2026-11-28T10:00:00Z",
-        "sources": [{"uri": format!("https://example.org/{i}"), "sha256": "d".repeat(64)}]
-    })
-    .to_string()
-}
-
-/// Writes `n` bundles into `dir` and returns their paths.
-fn write_bundles(dir: &Path, prefix: &str, job_type: &str, n: usize) -> Vec<PathBuf> {
-    fs::create_dir_all(dir).unwrap();
-    (0..n)
-        .map(|i| {
-            let p = dir.join(format!("{prefix}{i:05}.json"));
-            fs::write(&p, bundle(job_type, i)).unwrap();
-            p
-        })
-        .collect()
-}
-
-fn submit_all(bin: &Bin, paths: &[PathBuf]) {
-    let mut args = vec!["submit".to_owned()];
-    args.extend(paths.iter().map(|p| p.display().to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    bin.ok(&refs);
-}
-
-fn spawn_serve(bin: &Bin, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_bundleq"))
-        .arg("--home")
-        .arg(&bin.home)
-        .arg("serve")
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 fn sql_rows(bin: &Bin, sql: &str) -> Vec<(String, String, i64, i64)> {
     let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
     let mut stmt = conn.prepare(sql).unwrap();
@@ -91,12 +39,6 @@ fn sql_rows(bin: &Bin, sql: &str) -> Vec<(String, String, i64, i64)> {
         .unwrap()
         .map(Result::unwrap)
         .collect()
-}
-
-fn integrity(bin: &Bin) -> String {
-    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
-    conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap()
 }
 
 /// Runs `serve --once` until nothing is queued or running (locks of killed
@@ -131,21 +73,6 @@ fn drain(bin: &Bin, extra: &[&str]) {
     }
 }
 
-fn archived(root: &Path) -> usize {
-    let Ok(days) = fs::read_dir(root) else {
-        return 0;
-    };
-    days.flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
-        .filter(|e| {
-            !e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".errors.json")
-        })
-        .count()
-}
-
 #[test]
 fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts() {
     let cycles = if long() { 1000 } else { 50 };
@@ -155,11 +82,11 @@ fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts() {
         "echo \"$BUNDLEQ_JOB_ID $BUNDLEQ_ATTEMPT\" >> {l} && sync {l}",
         l = ledger.display()
     );
-    let (_d, bin) = home_with(&format!(
+    let (_d, bin) = Bin::init_with(&format!(
         "[handlers.ledger]\ncommand = [\"sh\", \"-c\", {script:?}]\n[workers]\npoll_interval = \"50ms\"\n[inbox]\nsettle = \"100ms\"\n"
     ));
     let submitted = write_bundles(&dir.path().join("submit"), "s", "ledger", 2000);
-    submit_all(&bin, &submitted);
+    bin.submit_all(&submitted);
     let drops = write_bundles(&dir.path().join("drops"), "d", "ledger", 200);
     let mut rng = XorShift(0x5eed_cafe_f00d_d00d);
     let mut next_drop = 0;
@@ -172,7 +99,7 @@ fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts() {
                 next_drop += 1;
             }
         }
-        let mut serve = spawn_serve(&bin, &["--lock-timeout", "1s"]);
+        let mut serve = bin.serve(&["--lock-timeout", "1s"], false);
         // Anywhere from start-up (mid-claim, mid-ingest) to deep in a batch.
         let alive = if cycle % 10 == 9 {
             1000
@@ -223,8 +150,8 @@ fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts() {
         0,
         "inbox left non-empty"
     );
-    assert_eq!(archived(&bin.home.join("accepted")), 200);
-    assert_eq!(integrity(&bin), "ok");
+    assert_eq!(archived(&bin.home.join("accepted")).len(), 200);
+    assert_eq!(bin.integrity(), "ok");
     println!(
         "crash loop: {cycles} cycles, {} jobs, lost 0, handler re-runs after a crash {reruns}",
         jobs.len()
@@ -233,15 +160,15 @@ fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts() {
 
 #[test]
 fn a_poison_job_that_kills_its_serve_fails_after_max_attempts_and_the_rest_succeed() {
-    let (d, bin) = home_with(concat!(
+    let (d, bin) = Bin::init_with(concat!(
         "[handlers.poison]\ncommand = [\"sh\", \"-c\", \"kill -9 $PPID\"]\n",
         "[handlers.fine]\ncommand = [\"true\"]\n",
         "[workers]\nprefetch = 0\n",
     ));
     let poison = write_bundles(&d.path().join("p"), "p", "poison", 1);
-    submit_all(&bin, &poison);
+    bin.submit_all(&poison);
     let fine = write_bundles(&d.path().join("f"), "f", "fine", 10);
-    submit_all(&bin, &fine);
+    bin.submit_all(&fine);
     let mut deaths = 0;
     for _ in 0..20 {
         let out = bin.run(&[
@@ -301,7 +228,7 @@ fn four_serves_and_a_long_reader_share_a_home_without_busy_errors_or_double_clai
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger.txt");
     let script = format!("echo \"$BUNDLEQ_JOB_ID\" >> {}", ledger.display());
-    let (_d, bin) = home_with(&format!(
+    let (_d, bin) = Bin::init_with(&format!(
         "[handlers.ledger]\ncommand = [\"sh\", \"-c\", {script:?}]\n[workers]\npoll_interval = \"50ms\"\n"
     ));
     // A reader holding a snapshot open for the whole run.
@@ -312,43 +239,29 @@ fn four_serves_and_a_long_reader_share_a_home_without_busy_errors_or_double_clai
         .unwrap();
     assert_eq!(n, 0);
 
-    let serves: Vec<Child> = (0..4).map(|_| spawn_serve(&bin, &["--no-inbox"])).collect();
+    let serves: Vec<Child> = (0..4).map(|_| bin.serve(&["--no-inbox"], true)).collect();
     let paths = write_bundles(&dir.path().join("b"), "b", "ledger", 3000);
     for chunk in paths.chunks(500) {
-        submit_all(&bin, chunk);
+        bin.submit_all(chunk);
     }
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while bin.json(&["status"])["counts"]["succeeded"] != 3000 {
-        assert!(Instant::now() < deadline, "jobs never finished");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("3000 jobs to succeed", || {
+        bin.json(&["status"])["counts"]["succeeded"] == 3000
+    });
     let grown = fs::metadata(bin.home.join("bundleq.db-wal")).map_or(0, |m| m.len());
     reader.execute_batch("COMMIT").unwrap();
     drop(reader);
     // More work after the reader is gone: the next idle pool truncates.
     let more = write_bundles(&dir.path().join("m"), "m", "ledger", 50);
-    submit_all(&bin, &more);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    bin.submit_all(&more);
+    wait_until("the WAL to shrink", || {
         let wal = fs::metadata(bin.home.join("bundleq.db-wal")).map_or(0, |m| m.len());
-        if wal < grown.min(8 * 1024 * 1024) || wal == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "WAL stayed at {wal} bytes (grew to {grown})"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        wal < grown.min(8 * 1024 * 1024)
+    });
     let mut stderr = String::new();
     for s in serves {
-        Command::new("kill")
-            .args(["-TERM", &s.id().to_string()])
-            .status()
-            .unwrap();
-        let out = s.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0));
-        stderr.push_str(&String::from_utf8_lossy(&out.stderr));
+        let (code, err) = Bin::terminate(s);
+        assert_eq!(code, Some(0));
+        stderr.push_str(&err);
     }
     let lower = stderr.to_lowercase();
     assert!(
@@ -369,14 +282,12 @@ fn home_database_wal_and_shm_are_private_while_serve_runs() {
     let dir = tempfile::tempdir().unwrap();
     let bin = Bin::new(&dir.path().join("home"));
     bin.ok(&["init"]);
-    let mut serve = spawn_serve(&bin, &[]);
+    let mut serve = bin.serve(&[], false);
     let wal = bin.home.join("bundleq.db-wal");
     let shm = bin.home.join("bundleq.db-shm");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(wal.exists() && shm.exists()) {
-        assert!(Instant::now() < deadline, "serve never opened the database");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("serve to open its database", || {
+        wal.exists() && shm.exists()
+    });
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&bin.home), 0o700);
     for p in [bin.home.join("bundleq.db"), wal, shm] {
@@ -446,14 +357,12 @@ fn a_full_disk_gives_clear_errors_moves_nothing_and_serve_recovers() {
     .unwrap();
     // Bundles wait on the same filesystem, under a name the inbox ignores.
     let staged = write_bundles(&bin.home.join("inbox/.staged"), "x", "process_bundle", 20);
-    let mut serve = spawn_serve(&bin, &[]);
+    let mut serve = bin.serve(&[], true);
     // Wait until serve has opened its database (a serve that cannot even
     // start on a full disk exits 1 with a clear error instead).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !bin.home.join("bundleq.db-shm").exists() {
-        assert!(Instant::now() < deadline, "serve never opened the database");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("serve to open its database", || {
+        bin.home.join("bundleq.db-shm").exists()
+    });
     std::thread::sleep(Duration::from_millis(300));
     let filler = fill(&mnt);
     for p in &staged {
@@ -481,37 +390,15 @@ fn a_full_disk_gives_clear_errors_moves_nothing_and_serve_recovers() {
         );
     }
     fs::remove_file(&filler).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let done = rusqlite::Connection::open(bin.home.join("bundleq.db"))
-            .and_then(|c| {
-                c.query_row(
-                    "SELECT count(*) FROM research_jobs WHERE status = 'succeeded'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-            })
-            .unwrap_or(0);
-        if done == 20 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not recover after space returned"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
-        .status()
-        .unwrap();
-    let out = serve.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    wait_until("serve to recover after space returned", || {
+        bin.count("SELECT count(*) FROM research_jobs WHERE status = 'succeeded'") == 20
+    });
+    let (_, stderr) = Bin::terminate(serve);
     assert!(
         stderr.contains("full"),
         "a clear error names the full disk: {stderr}"
     );
     assert!(stderr.lines().all(|l| !l.contains("panicked")), "{stderr}");
-    assert_eq!(archived(&bin.home.join("accepted")), 20);
-    assert_eq!(integrity(&bin), "ok");
+    assert_eq!(archived(&bin.home.join("accepted")).len(), 20);
+    assert_eq!(bin.integrity(), "ok");
 }

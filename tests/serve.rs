@@ -6,18 +6,10 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Bin;
-
-fn home_with_config(config: &str) -> (tempfile::TempDir, Bin) {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = Bin::new(&dir.path().join("home"));
-    bin.ok(&["init"]);
-    fs::write(bin.home.join("bundleq.toml"), config).unwrap();
-    (dir, bin)
-}
+use common::{Bin, wait_until};
 
 /// Writes a valid bundle with this job type and title; returns its path.
 fn bundle(dir: &Path, name: &str, job_type: &str, title: &str) -> PathBuf {
@@ -32,29 +24,6 @@ fn bundle(dir: &Path, name: &str, job_type: &str, title: &str) -> PathBuf {
     });
     fs::write(&p, b.to_string()).unwrap();
     p
-}
-
-fn spawn_serve(bin: &Bin, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_bundleq"))
-        .arg("--home")
-        .arg(&bin.home)
-        .arg("serve")
-        .args(args)
-        .env("SECRET_TOKEN", "must-not-leak")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits (bounded) until `check` holds; the processes under test give no
-/// other signal than files they write.
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -139,7 +108,7 @@ fn an_external_handler_past_its_timeout_is_killed_with_the_child_it_spawned() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("child.pid");
     let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
-    let (_d, bin) = home_with_config(&format!(
+    let (_d, bin) = Bin::init_with(&format!(
         "[handlers.slow]\ncommand = [\"sh\", \"-c\", {script:?}]\ntimeout = \"1s\"\n"
     ));
     bin.ok(&[
@@ -172,7 +141,7 @@ fn an_external_handler_past_its_timeout_is_killed_with_the_child_it_spawned() {
 #[test]
 fn exit_65_fails_for_good_and_other_exits_are_retried_with_the_stderr_tail() {
     let dir = tempfile::tempdir().unwrap();
-    let (_d, bin) = home_with_config(concat!(
+    let (_d, bin) = Bin::init_with(concat!(
         "[handlers.invalid]\ncommand = [\"sh\", \"-c\", \"echo 'bad input' >&2; exit 65\"]\n",
         "[handlers.flaky]\ncommand = [\"sh\", \"-c\", \"echo 'try later' >&2; exit 7\"]\n",
         "[handlers.fine]\ncommand = [\"true\"]\n",
@@ -218,7 +187,7 @@ fn bundle_text_reaches_the_handler_verbatim_with_only_allow_listed_environment()
         stdin_file.display(),
         env_file.display()
     );
-    let (_d, bin) = home_with_config(&format!(
+    let (_d, bin) = Bin::init_with(&format!(
         "[handlers.echo]\ncommand = [\"sh\", \"-c\", {script:?}]\n"
     ));
     let title = "; rm -rf ~ $(id) `whoami` \"quoted\" 'single'";
@@ -226,7 +195,8 @@ fn bundle_text_reaches_the_handler_verbatim_with_only_allow_listed_environment()
         "submit",
         bundle(dir.path(), "echo", "echo", title).to_str().unwrap(),
     ]);
-    let out = bin.run(&["serve", "--once"]);
+    // serve runs with SECRET_TOKEN in its own environment.
+    let out = bin.serve(&["--once"], true).wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -260,7 +230,7 @@ fn sigterm_while_8_slow_jobs_run_exits_0_within_the_grace_period_with_nothing_ru
     let marks = dir.path().join("marks");
     fs::create_dir(&marks).unwrap();
     let script = format!("touch {}/$BUNDLEQ_JOB_ID; sleep 2", marks.display());
-    let (_d, bin) = home_with_config(&format!(
+    let (_d, bin) = Bin::init_with(&format!(
         "[handlers.slow]\ncommand = [\"sh\", \"-c\", {script:?}]\n"
     ));
     for i in 0..8 {
@@ -271,7 +241,7 @@ fn sigterm_while_8_slow_jobs_run_exits_0_within_the_grace_period_with_nothing_ru
                 .unwrap(),
         ]);
     }
-    let mut serve = spawn_serve(&bin, &["--workers", "8", "--grace-period", "20s"]);
+    let mut serve = bin.serve(&["--workers", "8", "--grace-period", "20s"], false);
     wait_until("8 jobs to start", || {
         fs::read_dir(&marks).unwrap().count() == 8
     });
@@ -303,7 +273,7 @@ fn jobs_still_running_when_the_grace_period_ends_are_given_back_not_left_running
     let marks = dir.path().join("marks");
     fs::create_dir(&marks).unwrap();
     let script = format!("touch {}/$BUNDLEQ_JOB_ID; sleep 300", marks.display());
-    let (_d, bin) = home_with_config(&format!(
+    let (_d, bin) = Bin::init_with(&format!(
         "[handlers.slow]\ncommand = [\"sh\", \"-c\", {script:?}]\n"
     ));
     for i in 0..3 {
@@ -314,7 +284,7 @@ fn jobs_still_running_when_the_grace_period_ends_are_given_back_not_left_running
                 .unwrap(),
         ]);
     }
-    let mut serve = spawn_serve(&bin, &["--workers", "3", "--grace-period", "500ms"]);
+    let mut serve = bin.serve(&["--workers", "3", "--grace-period", "500ms"], false);
     wait_until("3 jobs to start", || {
         fs::read_dir(&marks).unwrap().count() == 3
     });
@@ -347,7 +317,7 @@ fn regression_an_idle_serve_does_not_spin_on_its_own_inbox_scans() {
     let dir = tempfile::tempdir().unwrap();
     let bin = Bin::new(&dir.path().join("home"));
     bin.ok(&["init"]);
-    let mut serve = spawn_serve(&bin, &[]);
+    let mut serve = bin.serve(&[], false);
     let marker = bin.home.join("inbox/.not-a-bundle");
     // Let it start and make its first scan.
     std::thread::sleep(Duration::from_millis(500));

@@ -4,9 +4,10 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use bundleq::store::{NewJob, QueuePolicy, StoreOptions};
 use bundleq::{Store, Timestamp};
@@ -45,6 +46,58 @@ pub fn job(tenant: Uuid) -> NewJob {
     }
 }
 
+/// Waits (bounded) until `check` holds. The processes under test tell us
+/// nothing but the files and rows they write, so tests poll those.
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A small valid bundle of this job type, distinct for each call.
+pub fn bundle_text(job_type: &str, i: usize) -> String {
+    serde_json::json!({
+        "bundle_version": 1,
+        "run_id": Uuid::now_v7(),
+        "job_type": job_type,
+        "title": format!("Run {i}"),
+        "created_at": "2026-11-28T10:00:00Z",
+        "sources": [{"uri": format!("https://example.org/{i}"), "sha256": "d".repeat(64)}]
+    })
+    .to_string()
+}
+
+/// Writes `n` bundles into `dir` as `<prefix><i>.json`; returns their paths.
+pub fn write_bundles(dir: &Path, prefix: &str, job_type: &str, n: usize) -> Vec<PathBuf> {
+    fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let p = dir.join(format!("{prefix}{i:05}.json"));
+            fs::write(&p, bundle_text(job_type, i)).unwrap();
+            p
+        })
+        .collect()
+}
+
+/// Archived entries (not their reports) under accepted/ or rejected/.
+pub fn archived(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(days) = fs::read_dir(root) else {
+        return out;
+    };
+    for day in days {
+        for e in fs::read_dir(day.unwrap().path()).unwrap() {
+            let p = e.unwrap().path();
+            if !p.to_string_lossy().ends_with(".errors.json") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// The `bundleq` binary under test, run with a home.
 pub struct Bin {
     pub home: PathBuf,
@@ -55,6 +108,67 @@ impl Bin {
         Bin {
             home: home.to_owned(),
         }
+    }
+
+    /// A new home in a temp dir, with `config` as its bundleq.toml.
+    pub fn init_with(config: &str) -> (tempfile::TempDir, Bin) {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = Bin::new(&dir.path().join("home"));
+        bin.ok(&["init"]);
+        fs::write(bin.home.join("bundleq.toml"), config).unwrap();
+        (dir, bin)
+    }
+
+    /// Starts `serve` in the background. Its stderr is piped when
+    /// `capture` (read it with `wait_with_output`), else discarded.
+    pub fn serve(&self, args: &[&str], capture: bool) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_bundleq"))
+            .arg("--home")
+            .arg(&self.home)
+            .arg("serve")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env("SECRET_TOKEN", "must-not-leak")
+            .stdout(Stdio::null())
+            .stderr(if capture {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap()
+    }
+
+    /// Submits every path in one call.
+    pub fn submit_all(&self, paths: &[PathBuf]) {
+        let mut args = vec!["submit".to_owned()];
+        args.extend(paths.iter().map(|p| p.display().to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ok(&refs);
+    }
+
+    /// One integer from the home's database.
+    pub fn count(&self, sql: &str) -> i64 {
+        let conn = rusqlite::Connection::open(self.home.join("bundleq.db")).unwrap();
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// `PRAGMA integrity_check` of the home's database.
+    pub fn integrity(&self) -> String {
+        let conn = rusqlite::Connection::open(self.home.join("bundleq.db")).unwrap();
+        conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Sends SIGTERM and waits; returns the exit code and stderr.
+    pub fn terminate(child: Child) -> (Option<i32>, String) {
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
