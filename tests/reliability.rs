@@ -257,6 +257,9 @@ fn four_serves_and_a_long_reader_share_a_home_without_busy_errors_or_double_clai
         let wal = fs::metadata(bin.home.join("bundleq.db-wal")).map_or(0, |m| m.len());
         wal < grown.min(8 * 1024 * 1024)
     });
+    wait_until("the last 50 jobs to succeed", || {
+        bin.json(&["status"])["counts"]["succeeded"] == 3050
+    });
     let mut stderr = String::new();
     for s in serves {
         let (code, err) = Bin::terminate(s);
