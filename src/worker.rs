@@ -270,9 +270,17 @@ impl Coordinator<'_> {
         self.config.workers + (per_commit.ceil() as usize).min(self.config.prefetch)
     }
 
-    fn note_done(&mut self, c: Completion, took: Duration) {
-        self.avg_job = 0.9 * self.avg_job + 0.1 * took.as_secs_f64();
-        self.pending.push(c);
+    fn on_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::Done(c, took) => {
+                self.avg_job = 0.9 * self.avg_job + 0.1 * took.as_secs_f64();
+                self.pending.push(c);
+            }
+            Msg::WorkerDied(name) => {
+                log::error!("Worker thread {name} died; shutting down the pool");
+                self.control.shutdown();
+            }
+        }
     }
 
     fn emit(&self, e: PoolEvent) {
@@ -444,14 +452,8 @@ pub fn run_pool(
 
     loop {
         // Everything that finished since the last turn.
-        while let Ok(msg) = done_rx.try_recv() {
-            match msg {
-                Msg::Done(c, took) => co.note_done(c, took),
-                Msg::WorkerDied(name) => {
-                    log::error!("Worker thread {name} died; shutting down the pool");
-                    control.shutdown();
-                }
-            }
+        for msg in done_rx.try_iter() {
+            co.on_msg(msg);
         }
         if control.is_shutting_down() {
             break;
@@ -541,11 +543,7 @@ pub fn run_pool(
         }
         select! {
             recv(done_rx) -> msg => match msg {
-                Ok(Msg::Done(c, took)) => co.note_done(c, took),
-                Ok(Msg::WorkerDied(name)) => {
-                    log::error!("Worker thread {name} died; shutting down the pool");
-                    control.shutdown();
-                }
+                Ok(msg) => co.on_msg(msg),
                 Err(_) => {
                     log::error!("All worker threads are gone; shutting down the pool");
                     control.shutdown();
@@ -604,15 +602,12 @@ fn shutdown(
             break;
         }
         match done_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Msg::Done(c, _)) => {
-                co.pending.push(c);
-                co.pending
-                    .extend(done_rx.try_iter().filter_map(|m| match m {
-                        Msg::Done(c, _) => Some(c),
-                        Msg::WorkerDied(_) => None,
-                    }));
+            Ok(msg) => {
+                co.on_msg(msg);
+                for msg in done_rx.try_iter() {
+                    co.on_msg(msg);
+                }
             }
-            Ok(Msg::WorkerDied(_)) => {}
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
         }
     }

@@ -1,26 +1,24 @@
 //! One function per command: open the home, call the library, render.
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use uuid::Uuid;
 
+use bundleq::accept::{self, AcceptReport, Origin, Verdict};
+use bundleq::bundle::Limits;
+use bundleq::handler::Handlers;
+use bundleq::inbox::{self, Inbox};
 use bundleq::store::{JobFilter, PruneFilter};
-use bundleq::{Error, Home, JobStatus, Result, Store, Timestamp};
+use bundleq::worker::{PoolConfig, PoolControl, run_pool};
+use bundleq::{Config, Error, Home, JobStatus, Result, Store, SystemClock, Timestamp};
 
 use super::output::{self, cut, opt};
 use super::{
     Cli, Command, DbCommand, EXIT_DATA, EXIT_ERROR, EXIT_JOBS_FAILED, EXIT_OK, JobCommand,
     JobsArgs, RunCommand, ServeArgs,
 };
-use bundleq::accept::{self, AcceptReport, Origin, Verdict};
-use bundleq::bundle::Limits;
-use std::collections::HashSet;
-
-use bundleq::handler::Handlers;
-use bundleq::inbox::{self, Inbox};
-use bundleq::worker::{PoolConfig, PoolControl, run_pool};
-use bundleq::{Config, SystemClock};
 
 /// Runs the command and returns its exit code; errors become exit 1.
 pub fn dispatch(cli: &Cli) -> Result<u8> {
@@ -41,13 +39,9 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
         home.set_config(config);
     }
     let mut store = home.store()?;
-    let tenant = match cli.global.tenant {
-        Some(t) => t,
-        None => home.default_tenant(&store)?,
-    };
     let ctx = Ctx {
         json: cli.global.json,
-        tenant,
+        tenant: tenant_of(cli, &home, &store)?,
     };
     match &cli.command {
         Command::Init | Command::Validate { .. } | Command::Bench(_) => Ok(EXIT_OK),
@@ -73,26 +67,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Serve(args) => serve(&ctx, &home, store, args),
-        Command::Ingest { inbox } => {
-            let dir = inbox.clone().unwrap_or_else(|| home.inbox());
-            let inbox = Inbox::new(&home, dir, ctx.tenant, home.config().inbox.clone());
-            let summary = inbox.scan(&mut store, &HashSet::new())?;
-            if ctx.json {
-                output::json(&summary);
-            } else {
-                output::line(format!(
-                    "{} accepted, {} duplicates, {} rejected, {} waiting",
-                    summary.accepted, summary.duplicates, summary.rejected, summary.waiting
-                ));
-            }
-            match &summary.failure {
-                Some(failure) => {
-                    output::error_line(failure);
-                    Ok(EXIT_ERROR)
-                }
-                None => Ok(EXIT_OK),
-            }
-        }
+        Command::Ingest { inbox } => ingest(&ctx, &home, &mut store, inbox.as_deref()),
         Command::Search { query, run, limit } => {
             search(&ctx, &mut store, &query.join(" "), *run, *limit)
         }
@@ -125,6 +100,35 @@ struct Ctx {
     tenant: Uuid,
 }
 
+/// `--tenant`, or the home's default tenant.
+fn tenant_of(cli: &Cli, home: &Home, store: &Store) -> Result<Uuid> {
+    match cli.global.tenant {
+        Some(t) => Ok(t),
+        None => home.default_tenant(store),
+    }
+}
+
+fn ingest(ctx: &Ctx, home: &Home, store: &mut Store, dir: Option<&Path>) -> Result<u8> {
+    let dir = dir.map_or_else(|| home.inbox(), Path::to_owned);
+    let inbox = Inbox::new(home, dir, ctx.tenant, home.config().inbox.clone());
+    let summary = inbox.scan(store, &HashSet::new())?;
+    if ctx.json {
+        output::json(&summary);
+    } else {
+        output::line(format!(
+            "{} accepted, {} duplicates, {} rejected, {} waiting",
+            summary.accepted, summary.duplicates, summary.rejected, summary.waiting
+        ));
+    }
+    match &summary.failure {
+        Some(failure) => {
+            output::error_line(failure);
+            Ok(EXIT_ERROR)
+        }
+        None => Ok(EXIT_OK),
+    }
+}
+
 fn home_dir(cli: &Cli) -> Result<PathBuf> {
     if let Some(h) = &cli.global.home {
         return Ok(h.clone());
@@ -140,7 +144,7 @@ fn home_dir(cli: &Cli) -> Result<PathBuf> {
         })
 }
 
-fn init(cli: &Cli, dir: &std::path::Path) -> Result<u8> {
+fn init(cli: &Cli, dir: &Path) -> Result<u8> {
     let (home, report) = Home::init(dir)?;
     let store = home.store()?;
     let version = store.current_version()?;
@@ -410,15 +414,11 @@ fn status(ctx: &Ctx, home: &Home, store: &mut Store) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn validate(cli: &Cli, home_dir: &std::path::Path, paths: &[PathBuf]) -> Result<u8> {
+fn validate(cli: &Cli, home_dir: &Path, paths: &[PathBuf]) -> Result<u8> {
     // Inside a home, its limits and tenant apply; elsewhere the defaults.
     let (limits, tenant) = match Home::open(home_dir) {
         Ok(home) => {
-            let store = home.store()?;
-            let tenant = match cli.global.tenant {
-                Some(t) => t,
-                None => home.default_tenant(&store)?,
-            };
+            let tenant = tenant_of(cli, &home, &home.store()?)?;
             (home.config().limits.clone(), Some(tenant))
         }
         Err(Error::NotAHome { .. }) => (Limits::default(), cli.global.tenant),
@@ -496,7 +496,7 @@ fn serve_overrides(config: &mut Config, args: &ServeArgs) -> Result<()> {
     if let Some(d) = args.grace_period {
         config.workers.grace_period = d;
     }
-    config.check(std::path::Path::new("the command line"))
+    config.check(Path::new("the command line"))
 }
 
 fn serve(ctx: &Ctx, home: &Home, mut store: Store, args: &ServeArgs) -> Result<u8> {
