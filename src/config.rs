@@ -175,6 +175,9 @@ pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is option
 # Full rescan period: a safety net for lost notifications and for
 # filesystems that send none.
 # rescan_interval = "30s"
+# Use OS notifications; set to false on filesystems that send none (NFS,
+# some FUSE mounts), where only the rescans find new entries.
+# watch = true
 
 # External commands, one table per job type. No shell is involved: the
 # command runs as given, with the job's payload JSON (and the run's bundle

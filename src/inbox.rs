@@ -47,6 +47,9 @@ pub struct InboxConfig {
     /// Full rescan period, a safety net for lost or missing notifications.
     #[serde(deserialize_with = "crate::config::duration")]
     pub rescan_interval: Duration,
+    /// Use OS notifications; `false` for filesystems that send none (NFS,
+    /// some FUSE mounts): then only the rescans find new entries.
+    pub watch: bool,
 }
 
 impl Default for InboxConfig {
@@ -54,6 +57,7 @@ impl Default for InboxConfig {
         InboxConfig {
             settle: Duration::from_secs(1),
             rescan_interval: Duration::from_secs(30),
+            watch: true,
         }
     }
 }
@@ -508,19 +512,28 @@ impl<'h> Inbox<'h> {
         on_ingest: &dyn Fn(),
     ) -> Result<()> {
         let (tx, events) = unbounded::<notify::Result<notify::Event>>();
-        let watcher = notify::recommended_watcher(tx).and_then(|mut w| {
-            notify::Watcher::watch(&mut w, &self.dir, notify::RecursiveMode::Recursive).map(|()| w)
-        });
-        let _watcher = match watcher {
-            Ok(w) => Some(w),
-            Err(e) => {
-                log::warn!(
-                    "Cannot watch {} for changes ({e}); scanning it every {} instead",
-                    self.dir.display(),
-                    crate::timestamp::human_duration(self.config.rescan_interval)
-                );
-                None
+        let every = crate::timestamp::human_duration(self.config.rescan_interval);
+        let _watcher = if self.config.watch {
+            let watcher = notify::recommended_watcher(tx).and_then(|mut w| {
+                notify::Watcher::watch(&mut w, &self.dir, notify::RecursiveMode::Recursive)
+                    .map(|()| w)
+            });
+            match watcher {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    log::warn!(
+                        "Cannot watch {} for changes ({e}); scanning it every {every} instead",
+                        self.dir.display(),
+                    );
+                    None
+                }
             }
+        } else {
+            log::info!(
+                "Inbox notifications are off; scanning {} every {every}",
+                self.dir.display()
+            );
+            None
         };
         let mut renamed_in: HashSet<PathBuf> = HashSet::new();
         let mut next_scan = Instant::now();

@@ -345,3 +345,23 @@ fn ingest_makes_one_pass_and_finishes_a_move_a_crash_interrupted() {
     assert_eq!(inbox_len(&bin), 1);
     assert_eq!(bin.json(&["status"])["folders"]["inbox_backlog"], 1);
 }
+
+#[test]
+fn without_notifications_the_rescans_alone_ingest_everything() {
+    let (d, bin) =
+        Bin::init_with("[inbox]\nwatch = false\nrescan_interval = \"200ms\"\nsettle = \"100ms\"\n");
+    let _serve = Serve::start(&bin);
+    let staged = common::write_bundles(&d.path().join("s"), "n", "process_bundle", 20);
+    // Two waves: the second arrives after the first was ingested, so only a
+    // later rescan (no notification, no start-up scan) can find it.
+    for (wave, chunk) in staged.chunks(10).enumerate() {
+        for p in chunk {
+            fs::rename(p, bin.home.join("inbox").join(p.file_name().unwrap())).unwrap();
+        }
+        let want = 10 * (wave as i64 + 1);
+        wait_until("the wave", || {
+            bin.count("SELECT count(*) FROM research_runs") == want
+        });
+    }
+    wait_until("an empty inbox", || inbox_len(&bin) == 0);
+}
