@@ -87,6 +87,7 @@ fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts() {
     ));
     let submitted = write_bundles(&dir.path().join("submit"), "s", "ledger", 2000);
     bin.submit_all(&submitted);
+    let mut total = 2000 + 200;
     let drops = write_bundles(&dir.path().join("drops"), "d", "ledger", 200);
     let mut rng = XorShift(0x5eed_cafe_f00d_d00d);
     let mut next_drop = 0;
@@ -98,6 +99,13 @@ fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts() {
                 fs::rename(p, bin.home.join("inbox").join(p.file_name().unwrap())).unwrap();
                 next_drop += 1;
             }
+        }
+        // Past the first 50 cycles (the long run), keep work coming so that
+        // every cycle kills a busy serve.
+        if cycle >= 50 {
+            let more = write_bundles(&dir.path().join(format!("more{cycle}")), "m", "ledger", 20);
+            bin.submit_all(&more);
+            total += 20;
         }
         let mut serve = bin.serve(&["--lock-timeout", "1s"], false);
         // Anywhere from start-up (mid-claim, mid-ingest) to deep in a batch.
@@ -125,7 +133,7 @@ fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts() {
         &bin,
         "SELECT id, status, attempts, max_attempts FROM research_jobs",
     );
-    assert_eq!(jobs.len(), 2200, "one job per bundle");
+    assert_eq!(jobs.len(), total, "one job per bundle");
     let mut lost = 0;
     let mut reruns = 0;
     for (id, status, attempts, max) in &jobs {
