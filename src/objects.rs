@@ -31,11 +31,6 @@ impl Objects {
         self.root.join(&s[..2]).join(&s[2..])
     }
 
-    /// True when the object is stored.
-    pub fn contains(&self, sha: &Sha256Hex) -> bool {
-        self.path_of(sha).is_file()
-    }
-
     /// A fresh private folder for staging files of one bundle; removed when
     /// dropped, with whatever was not moved out of it.
     pub fn staging(&self) -> Result<tempfile::TempDir> {

@@ -80,11 +80,6 @@ impl Timestamp {
         let d = self.0 - earlier.0;
         Duration::try_from(d).unwrap_or(Duration::ZERO)
     }
-
-    /// Unix time in whole seconds.
-    pub fn unix_seconds(self) -> i64 {
-        self.0.unix_timestamp()
-    }
 }
 
 fn time_duration(d: Duration) -> time::Duration {

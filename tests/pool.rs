@@ -361,3 +361,63 @@ fn a_zombie_worker_reporting_after_its_job_was_rescued_changes_nothing() {
     let outcomes: Vec<_> = history.iter().map(|a| a.outcome.clone().unwrap()).collect();
     assert_eq!(outcomes, ["lost", "succeeded"], "completed exactly once");
 }
+
+#[test]
+fn with_an_injected_clock_a_retry_waits_out_its_backoff_and_no_longer() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default policy: 30 s, 60 s, … backoff.
+    let mut store = Store::create(&dir.path().join("bundleq.db"), StoreOptions::default()).unwrap();
+    let clock = bundleq::ManualClock::new(common::t0());
+    let tenant = Uuid::now_v7();
+    let id = store.enqueue(&job(tenant), common::t0()).unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = Arc::clone(&calls);
+    let mut handlers = Handlers::new();
+    handlers.register("process_bundle", move |_: &mut JobContext<'_>| {
+        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+            Outcome::Retry("first try".into())
+        } else {
+            Outcome::Succeeded
+        }
+    });
+    let (tx, events) = unbounded();
+    let control = PoolControl::new().with_events(tx);
+    let (pool_store, pool_clock, pool_control) =
+        (store.reopen().unwrap(), clock.clone(), control.clone());
+    let handle = thread::spawn(move || {
+        run_pool(
+            pool_store,
+            handlers,
+            &config(1),
+            Arc::new(pool_clock),
+            &pool_control,
+        )
+        .unwrap()
+    });
+    let next_report = || loop {
+        if let PoolEvent::Reported { report, .. } = events.recv_timeout(WAIT).unwrap() {
+            return report;
+        }
+    };
+    assert_eq!(next_report(), Report::Applied(JobStatus::Queued));
+    let j = store.job(tenant, id).unwrap();
+    assert_eq!(j.retry_at, Some(common::t0().plus(Duration::from_secs(30))));
+    // 29 s later by the injected clock: still not due, however often the
+    // pool looks.
+    clock.advance(Duration::from_secs(29));
+    control.wake();
+    loop {
+        if events.recv_timeout(WAIT).unwrap() == PoolEvent::Idle {
+            break;
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // One more second: due, claimed at once on a wake-up.
+    clock.advance(Duration::from_secs(1));
+    control.wake();
+    assert_eq!(next_report(), Report::Applied(JobStatus::Succeeded));
+    control.shutdown();
+    handle.join().unwrap();
+    let j = store.job(tenant, id).unwrap();
+    assert_eq!((j.status, j.attempts), (JobStatus::Succeeded, 2));
+}

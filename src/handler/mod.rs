@@ -67,14 +67,6 @@ impl<'a> JobContext<'a> {
         self.sources = Some(sources);
     }
 
-    /// True once the pool has stopped waiting for this job.
-    pub fn should_stop(&self) -> bool {
-        matches!(
-            self.stop.try_recv(),
-            Err(crossbeam_channel::TryRecvError::Disconnected)
-        )
-    }
-
     /// Takes the recorded sources (the pool does this after the handler).
     pub fn take_sources(&mut self) -> Option<RunSources> {
         self.sources.take()

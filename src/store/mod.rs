@@ -165,20 +165,6 @@ impl Store {
         Ok(store)
     }
 
-    /// An in-memory store, for tests and benchmarks of the pure SQL paths.
-    pub fn open_in_memory(options: StoreOptions) -> Result<Store> {
-        let conn = Connection::open_in_memory().db("open an in-memory database")?;
-        let mut store = Store {
-            conn,
-            path: PathBuf::from(":memory:"),
-            options,
-            write_lock: Arc::new(Mutex::new(())),
-        };
-        store.configure()?;
-        store.migrate()?;
-        Ok(store)
-    }
-
     /// Opens a second connection to the same database with the same options
     /// (for another thread).
     pub fn reopen(&self) -> Result<Store> {

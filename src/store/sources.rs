@@ -189,19 +189,6 @@ impl Store {
             rows.collect::<rusqlite::Result<_>>().db("search sources")
         })
     }
-
-    /// How many sources are recorded for a run (0 before it was processed).
-    pub fn source_count(&mut self, tenant: Uuid, run_id: Uuid) -> Result<u64> {
-        self.read("count sources", |tx| {
-            tx.query_row(
-                "SELECT count(*) FROM research_sources WHERE tenant_id = ?1 AND run_id = ?2",
-                params![tenant.to_string(), run_id.to_string()],
-                |r| r.get::<_, i64>(0),
-            )
-            .db("count sources")
-            .map(|n| u64::try_from(n).unwrap_or(0))
-        })
-    }
 }
 
 #[cfg(test)]
