@@ -462,18 +462,8 @@ impl<'h> Inbox<'h> {
                 }
             }
             Verdict::Invalid { errors } => {
-                let to = archive(path, &date_dir(&self.home.rejected()), prefix)?;
-                write_report(
-                    &to,
-                    &RejectReport {
-                        file: &name,
-                        original_path: path.display().to_string(),
-                        tenant_id: tenant,
-                        rejected_at: Timestamp::now(),
-                        sha256: Some(&report.sha256),
-                        errors: errors.errors(),
-                    },
-                )?;
+                let to =
+                    self.reject(path, tenant, prefix, Some(&report.sha256), errors.errors())?;
                 summary.rejected += 1;
                 log::warn!("Rejected {name}: {} -> {}", errors.summary(), to.display());
             }
@@ -483,22 +473,34 @@ impl<'h> Inbox<'h> {
     }
 
     fn reject_unread(&self, path: &Path, tenant: Uuid, reason: &str) -> Result<()> {
-        let name = file_name(path);
-        let to = archive(path, &date_dir(&self.home.rejected()), "unread")?;
         let error = ValidationError::new("", format!("not ingested: {reason}"), None);
+        let to = self.reject(path, tenant, "unread", None, std::slice::from_ref(&error))?;
+        log::warn!("Rejected {}: {reason} -> {}", file_name(path), to.display());
+        Ok(())
+    }
+
+    /// Moves an entry to rejected/ and writes its report beside it.
+    fn reject(
+        &self,
+        path: &Path,
+        tenant: Uuid,
+        prefix: &str,
+        sha256: Option<&Sha256Hex>,
+        errors: &[ValidationError],
+    ) -> Result<PathBuf> {
+        let to = archive(path, &date_dir(&self.home.rejected()), prefix)?;
         write_report(
             &to,
             &RejectReport {
-                file: &name,
+                file: &file_name(path),
                 original_path: path.display().to_string(),
                 tenant_id: tenant,
                 rejected_at: Timestamp::now(),
-                sha256: None,
-                errors: std::slice::from_ref(&error),
+                sha256,
+                errors,
             },
         )?;
-        log::warn!("Rejected {name}: {reason} -> {}", to.display());
-        Ok(())
+        Ok(to)
     }
 
     /// Watches the inbox until `quit` disconnects: a scan at start, after

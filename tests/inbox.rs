@@ -43,6 +43,18 @@ fn home() -> (tempfile::TempDir, Bin) {
     (dir, bin)
 }
 
+/// Writes a file as if it had been copied in an hour ago (`cp -p`).
+fn write_old(path: &std::path::Path, text: &str) {
+    fs::write(path, text).unwrap();
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+}
+
 fn inbox_len(bin: &Bin) -> usize {
     fs::read_dir(bin.home.join("inbox")).unwrap().count()
 }
@@ -104,16 +116,11 @@ fn a_temp_name_is_never_touched_and_the_renamed_file_is_taken_at_once() {
 #[test]
 fn bundles_copied_in_while_serve_was_stopped_are_all_ingested_once_at_start() {
     let (_d, bin) = home();
-    let old = SystemTime::now() - Duration::from_secs(3600);
     for i in 0..500 {
-        let p = bin.home.join(format!("inbox/old-{i:03}.json"));
-        fs::write(&p, bundle_text("process_bundle", i)).unwrap();
-        File::options()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        write_old(
+            &bin.home.join(format!("inbox/old-{i:03}.json")),
+            &bundle_text("process_bundle", i),
+        );
     }
     let _serve = Serve::start(&bin);
     wait_until("500 runs", || {
@@ -302,16 +309,11 @@ fn serve_killed_mid_ingest_loses_nothing_and_ingests_nothing_twice() {
 fn ingest_makes_one_pass_and_finishes_a_move_a_crash_interrupted() {
     let (_d, bin) = home();
     let inbox = bin.home.join("inbox");
-    let old = SystemTime::now() - Duration::from_secs(60);
     for i in 0..3 {
-        let p = inbox.join(format!("c{i}.json"));
-        fs::write(&p, bundle_text("process_bundle", 30 + i)).unwrap();
-        File::options()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        write_old(
+            &inbox.join(format!("c{i}.json")),
+            &bundle_text("process_bundle", 30 + i),
+        );
     }
     // A crash after the commit but before the move: the run exists, the
     // file is still in the inbox.

@@ -107,6 +107,18 @@ impl Running {
     }
 }
 
+/// A `process_bundle` handler answering `outcome(n)` on its n-th call
+/// (from 0), and the count of its calls.
+fn counted(outcome: impl Fn(u32) -> Outcome + Send + Sync + 'static) -> (Handlers, Arc<AtomicU32>) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = Arc::clone(&calls);
+    let mut handlers = Handlers::new();
+    handlers.register("process_bundle", move |_: &mut JobContext<'_>| {
+        outcome(c.fetch_add(1, Ordering::SeqCst))
+    });
+    (handlers, calls)
+}
+
 #[test]
 fn a_job_failing_transiently_twice_then_succeeding_ends_succeeded_after_three_attempts() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,11 +127,8 @@ fn a_job_failing_transiently_twice_then_succeeding_ends_succeeded_after_three_at
     let id = store
         .enqueue(&job(tenant), bundleq::Timestamp::now())
         .unwrap();
-    let calls = Arc::new(AtomicU32::new(0));
-    let c = Arc::clone(&calls);
-    let mut handlers = Handlers::new();
-    handlers.register("process_bundle", move |_: &mut JobContext<'_>| {
-        if c.fetch_add(1, Ordering::SeqCst) < 2 {
+    let (handlers, calls) = counted(|call| {
+        if call < 2 {
             Outcome::Retry("flaky".into())
         } else {
             Outcome::Succeeded
@@ -145,13 +154,7 @@ fn a_permanent_failure_is_not_retried() {
     let id = store
         .enqueue(&job(tenant), bundleq::Timestamp::now())
         .unwrap();
-    let calls = Arc::new(AtomicU32::new(0));
-    let c = Arc::clone(&calls);
-    let mut handlers = Handlers::new();
-    handlers.register("process_bundle", move |_: &mut JobContext<'_>| {
-        c.fetch_add(1, Ordering::SeqCst);
-        Outcome::Fail("1 validation error for RunBundleV1".into())
-    });
+    let (handlers, calls) = counted(|_| Outcome::Fail("1 validation error for RunBundleV1".into()));
     let pool = start(store.reopen().unwrap(), handlers, config(2));
     pool.wait_finished(1);
     pool.wait_idle();
@@ -370,11 +373,8 @@ fn with_an_injected_clock_a_retry_waits_out_its_backoff_and_no_longer() {
     let clock = bundleq::ManualClock::new(common::t0());
     let tenant = Uuid::now_v7();
     let id = store.enqueue(&job(tenant), common::t0()).unwrap();
-    let calls = Arc::new(AtomicU32::new(0));
-    let c = Arc::clone(&calls);
-    let mut handlers = Handlers::new();
-    handlers.register("process_bundle", move |_: &mut JobContext<'_>| {
-        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+    let (handlers, calls) = counted(|call| {
+        if call == 0 {
             Outcome::Retry("first try".into())
         } else {
             Outcome::Succeeded
