@@ -582,19 +582,16 @@ impl Store {
             }
             tx.execute(sql, params![id.to_string(), tenant.to_string(), now])
                 .db("change a job")?;
-            log::info!(
-                "Job {id} {action} by user: {} -> {}",
-                job.status,
-                if action == "cancel" {
-                    "cancelled"
-                } else {
-                    "queued"
-                }
-            );
-            get_job(tx, tenant, id)?.ok_or_else(|| Error::JobNotFound {
+            let changed = get_job(tx, tenant, id)?.ok_or_else(|| Error::JobNotFound {
                 id: id.to_string(),
                 tenant: tenant.to_string(),
-            })
+            })?;
+            log::info!(
+                "Job {id}: {} -> {} ({action} by a user)",
+                job.status,
+                changed.status
+            );
+            Ok(changed)
         })
     }
 
