@@ -230,27 +230,39 @@ fn bundle_text_reaches_the_handler_verbatim_with_only_allow_listed_environment()
     );
 }
 
-#[test]
-fn sigterm_while_8_slow_jobs_run_exits_0_within_the_grace_period_with_nothing_running() {
+/// Starts `serve` on `n` jobs whose handler sleeps `sleep` seconds, and
+/// returns once all `n` have started (each handler leaves a mark first).
+fn serve_slow_jobs(
+    n: usize,
+    sleep: &str,
+    grace: &str,
+) -> (
+    (tempfile::TempDir, tempfile::TempDir),
+    Bin,
+    std::process::Child,
+) {
     let dir = tempfile::tempdir().unwrap();
     let marks = dir.path().join("marks");
     fs::create_dir(&marks).unwrap();
-    let script = format!("touch {}/$BUNDLEQ_JOB_ID; sleep 2", marks.display());
-    let (_d, bin) = Bin::init_with(&format!(
+    let script = format!("touch {}/$BUNDLEQ_JOB_ID; sleep {sleep}", marks.display());
+    let (home, bin) = Bin::init_with(&format!(
         "[handlers.slow]\ncommand = [\"sh\", \"-c\", {script:?}]\n"
     ));
-    for i in 0..8 {
-        bin.ok(&[
-            "submit",
-            bundle(dir.path(), &format!("s{i}"), "slow", &format!("slow {i}"))
-                .to_str()
-                .unwrap(),
-        ]);
+    for i in 0..n {
+        let path = bundle(dir.path(), &format!("s{i}"), "slow", &format!("slow {i}"));
+        bin.ok(&["submit", path.to_str().unwrap()]);
     }
-    let mut serve = bin.serve(&["--workers", "8", "--grace-period", "20s"], false);
-    wait_until("8 jobs to start", || {
-        fs::read_dir(&marks).unwrap().count() == 8
+    let workers = n.to_string();
+    let serve = bin.serve(&["--workers", &workers, "--grace-period", grace], false);
+    wait_until("every job to start", || {
+        fs::read_dir(&marks).unwrap().count() == n
     });
+    ((dir, home), bin, serve)
+}
+
+#[test]
+fn sigterm_while_8_slow_jobs_run_exits_0_within_the_grace_period_with_nothing_running() {
+    let (_dirs, bin, mut serve) = serve_slow_jobs(8, "2", "20s");
     let signalled = Instant::now();
     let kill = Command::new("kill")
         .args(["-TERM", &serve.id().to_string()])
@@ -275,25 +287,7 @@ fn sigterm_while_8_slow_jobs_run_exits_0_within_the_grace_period_with_nothing_ru
 
 #[test]
 fn jobs_still_running_when_the_grace_period_ends_are_given_back_not_left_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let marks = dir.path().join("marks");
-    fs::create_dir(&marks).unwrap();
-    let script = format!("touch {}/$BUNDLEQ_JOB_ID; sleep 300", marks.display());
-    let (_d, bin) = Bin::init_with(&format!(
-        "[handlers.slow]\ncommand = [\"sh\", \"-c\", {script:?}]\n"
-    ));
-    for i in 0..3 {
-        bin.ok(&[
-            "submit",
-            bundle(dir.path(), &format!("s{i}"), "slow", &format!("slow {i}"))
-                .to_str()
-                .unwrap(),
-        ]);
-    }
-    let mut serve = bin.serve(&["--workers", "3", "--grace-period", "500ms"], false);
-    wait_until("3 jobs to start", || {
-        fs::read_dir(&marks).unwrap().count() == 3
-    });
+    let (_dirs, bin, mut serve) = serve_slow_jobs(3, "300", "500ms");
     Command::new("kill")
         .args(["-TERM", &serve.id().to_string()])
         .status()
