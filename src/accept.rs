@@ -12,7 +12,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::bundle::{
-    Bundle, Limits, ReadBundle, Sha256Hex, SourceBody, ValidationError, ValidationErrors,
+    Bundle, Follow, Limits, ReadBundle, Sha256Hex, SourceBody, ValidationError, ValidationErrors,
     read_bundle,
 };
 use crate::error::Result;
@@ -40,6 +40,12 @@ pub enum Verdict {
         /// The run they were accepted as.
         run_id: Uuid,
     },
+    /// An inbox entry this very claim recorded before a crash: accepted,
+    /// nothing enqueued again.
+    Recovered {
+        /// The run it was accepted as.
+        run_id: Uuid,
+    },
     /// Valid (only from [`check`], which writes nothing).
     Valid {
         /// The bundle's run id.
@@ -57,8 +63,10 @@ pub enum Verdict {
 pub struct AcceptReport {
     /// The file or folder given.
     pub path: PathBuf,
-    /// sha256 of the bundle JSON bytes.
-    pub sha256: Sha256Hex,
+    /// sha256 of the bundle JSON bytes; absent when they were not all read
+    /// (too large, not a bundle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Hex>,
     /// What happened.
     #[serde(flatten)]
     pub verdict: Verdict,
@@ -85,9 +93,54 @@ impl Origin {
     }
 }
 
+/// One bundle to accept: where to read it now, and what to record about
+/// where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    /// Where the bundle is read from.
+    pub path: PathBuf,
+    /// The path reported and logged (for an inbox entry: where it was
+    /// dropped, not where it was claimed).
+    pub shown: PathBuf,
+    /// The name it arrived under (`origin_name`).
+    pub name: Option<String>,
+    /// The inbox claim it belongs to, recorded with its run.
+    pub claim: Option<String>,
+}
+
+impl Input {
+    /// A path given by a user: read and shown as given.
+    pub fn path(path: &Path) -> Input {
+        Input {
+            path: path.to_owned(),
+            shown: path.to_owned(),
+            name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
+            claim: None,
+        }
+    }
+}
+
+/// How a batch is accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcceptOptions {
+    /// The tenant every bundle is accepted for.
+    pub tenant: Uuid,
+    /// Where they come from.
+    pub origin: Origin,
+    /// How their top-level path is opened.
+    pub follow: Follow,
+    /// The time recorded.
+    pub now: Timestamp,
+}
+
 /// Checks bundles without writing anything.
-pub fn check(path: &Path, limits: &Limits, tenant: Option<Uuid>) -> Result<AcceptReport> {
-    let read = read_bundle(path, limits, None)?;
+pub fn check(
+    path: &Path,
+    limits: &Limits,
+    tenant: Option<Uuid>,
+    follow: Follow,
+) -> Result<AcceptReport> {
+    let read = read_bundle(path, limits, None, follow)?;
     let verdict = match tenant_checked(read.verdict, tenant) {
         Ok(b) => Verdict::Valid { run_id: b.run_id() },
         Err(errors) => Verdict::Invalid { errors },
@@ -117,13 +170,13 @@ fn tenant_checked(
 /// A bundle read, validated and with its objects stored, waiting for its
 /// transaction.
 struct Ready {
-    report_path: PathBuf,
+    input: Input,
     sha256: Sha256Hex,
     json: String,
     bundle: Bundle,
 }
 
-/// Accepts one bundle for `tenant`.
+/// Accepts one bundle for `tenant` (a path a user gave).
 pub fn accept(
     store: &mut Store,
     home: &Home,
@@ -141,9 +194,9 @@ pub fn accept(
     })
 }
 
-/// Accepts many bundles for `tenant`, in batches that share a transaction.
-/// Each path gets its own result: an unreadable file does not stop the
-/// others.
+/// Accepts many bundles (paths a user gave) for `tenant`, in batches that
+/// share a transaction. Each path gets its own result: an unreadable file
+/// does not stop the others.
 pub fn accept_many(
     store: &mut Store,
     home: &Home,
@@ -152,15 +205,33 @@ pub fn accept_many(
     origin: Origin,
     now: Timestamp,
 ) -> Vec<Result<AcceptReport>> {
+    let inputs: Vec<Input> = paths.iter().map(|p| Input::path(p)).collect();
+    let options = AcceptOptions {
+        tenant,
+        origin,
+        follow: Follow::Link,
+        now,
+    };
+    accept_inputs(store, home, &inputs, &options)
+}
+
+/// Accepts many bundles, in batches that share a transaction. Each input
+/// gets its own result.
+pub fn accept_inputs(
+    store: &mut Store,
+    home: &Home,
+    inputs: &[Input],
+    options: &AcceptOptions,
+) -> Vec<Result<AcceptReport>> {
     let objects = Objects::new(home.objects());
     let limits = home.config().limits.clone();
-    let mut results: Vec<Option<Result<AcceptReport>>> = Vec::with_capacity(paths.len());
-    for chunk_start in (0..paths.len()).step_by(BATCH) {
-        let chunk = &paths[chunk_start..(chunk_start + BATCH).min(paths.len())];
+    let mut results: Vec<Option<Result<AcceptReport>>> = Vec::with_capacity(inputs.len());
+    for chunk_start in (0..inputs.len()).step_by(BATCH) {
+        let chunk = &inputs[chunk_start..(chunk_start + BATCH).min(inputs.len())];
         let mut ready: Vec<(usize, Ready)> = Vec::new();
-        for path in chunk {
+        for input in chunk {
             let index = results.len();
-            match prepare(path, &limits, &objects, tenant) {
+            match prepare(input, &limits, &objects, options) {
                 Ok(Ok(r)) => {
                     results.push(None);
                     ready.push((index, r));
@@ -169,21 +240,46 @@ pub fn accept_many(
                 Err(e) => results.push(Some(Err(e))),
             }
         }
-        match record(store, &ready, tenant, origin, now) {
+        match record(store, &ready, options) {
             Ok(verdicts) => {
                 for ((index, r), verdict) in ready.into_iter().zip(verdicts) {
                     results[index] = Some(Ok(AcceptReport {
-                        path: r.report_path,
-                        sha256: r.sha256,
+                        path: r.input.shown,
+                        sha256: Some(r.sha256),
                         verdict,
                     }));
                 }
+            }
+            Err(e) if e.is_fatal() => {
+                for (index, _) in ready {
+                    results[index] = Some(Err(crate::Error::Record {
+                        path: inputs[index].shown.clone(),
+                        message: e.to_string(),
+                    }));
+                }
+                // Nothing more may be written: stop here, with the fatal
+                // error itself as the last result so callers can tell.
+                results.truncate(chunk_start + chunk.len());
+                let mut out: Vec<Result<AcceptReport>> = results
+                    .into_iter()
+                    .map(|r| r.unwrap_or_else(|| Err(no_verdict())))
+                    .collect();
+                out.resize_with(inputs.len(), || {
+                    Err(crate::Error::InvalidArgument {
+                        what: "bundle",
+                        message: "not read: the database became unusable".to_owned(),
+                    })
+                });
+                if let Some(last) = out.get_mut(chunk_start) {
+                    *last = Err(e);
+                }
+                return out;
             }
             Err(e) => {
                 let text = e.to_string();
                 for (index, r) in ready {
                     results[index] = Some(Err(crate::Error::Record {
-                        path: r.report_path,
+                        path: r.input.shown,
                         message: text.clone(),
                     }));
                 }
@@ -192,42 +288,47 @@ pub fn accept_many(
     }
     results
         .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(crate::Error::InvalidArgument {
-                    what: "bundle",
-                    message: "no verdict".to_owned(),
-                })
-            })
-        })
+        .map(|r| r.unwrap_or_else(|| Err(no_verdict())))
         .collect()
+}
+
+fn no_verdict() -> crate::Error {
+    crate::Error::InvalidArgument {
+        what: "bundle",
+        message: "no verdict".to_owned(),
+    }
 }
 
 /// Reads, validates and stores the objects of one bundle.
 fn prepare(
-    path: &Path,
+    input: &Input,
     limits: &Limits,
     objects: &Objects,
-    tenant: Uuid,
+    options: &AcceptOptions,
 ) -> Result<std::result::Result<Ready, AcceptReport>> {
     let staging = objects.staging()?;
     let ReadBundle {
-        path: report_path,
         sha256,
         json,
         verdict,
-    } = read_bundle(path, limits, Some(staging.path()))?;
-    let bundle = match tenant_checked(verdict, Some(tenant)) {
+        ..
+    } = read_bundle(&input.path, limits, Some(staging.path()), options.follow)?;
+    let bundle = match tenant_checked(verdict, Some(options.tenant)) {
         Ok(b) => b,
         Err(errors) => {
             return Ok(Err(AcceptReport {
-                path: report_path,
+                path: input.shown.clone(),
                 sha256,
                 verdict: Verdict::Invalid { errors },
             }));
         }
     };
+    // A file named by several sources was staged once: store it once.
+    let mut stored: std::collections::HashSet<&Sha256Hex> = std::collections::HashSet::new();
     for source in bundle.sources() {
+        if !stored.insert(source.sha256()) {
+            continue;
+        }
         match source.body() {
             SourceBody::File(f) => {
                 if let Some(staged) = &f.staged {
@@ -240,10 +341,12 @@ fn prepare(
             SourceBody::Reference => {}
         }
     }
-    // A valid bundle was read as UTF-8.
-    let json = json.unwrap_or_default();
+    // A valid bundle was read whole, as UTF-8.
+    let (Some(sha256), Some(json)) = (sha256, json) else {
+        return Err(no_verdict());
+    };
     Ok(Ok(Ready {
-        report_path,
+        input: input.clone(),
         sha256,
         json,
         bundle,
@@ -255,10 +358,14 @@ fn prepare(
 fn record(
     store: &mut Store,
     ready: &[(usize, Ready)],
-    tenant: Uuid,
-    origin: Origin,
-    now: Timestamp,
+    options: &AcceptOptions,
 ) -> Result<Vec<Verdict>> {
+    let AcceptOptions {
+        tenant,
+        origin,
+        now,
+        ..
+    } = *options;
     if ready.is_empty() {
         return Ok(Vec::new());
     }
@@ -273,7 +380,8 @@ fn record(
                 bundle_sha256: r.sha256.to_string(),
                 bundle_json: r.json.clone(),
                 origin: origin.as_str(),
-                origin_name: r.report_path.file_name().map(|n| n.to_string_lossy().into_owned()),
+                origin_name: r.input.name.clone(),
+                inbox_claim: r.input.claim.clone(),
             };
             let verdict = match tx.insert_run(&run, now)? {
                 RunInsert::Inserted => {
@@ -296,7 +404,20 @@ fn record(
                         job_id,
                     }
                 }
-                RunInsert::Duplicate(run_id) => Verdict::Duplicate { run_id },
+                RunInsert::Duplicate {
+                    run_id,
+                    inbox_claim,
+                    origin_name,
+                } => {
+                    let ours = r.input.claim.is_some()
+                        && inbox_claim == r.input.claim
+                        && origin_name == r.input.name;
+                    if ours {
+                        Verdict::Recovered { run_id }
+                    } else {
+                        Verdict::Duplicate { run_id }
+                    }
+                }
                 RunInsert::Conflict { existing_sha256 } => Verdict::Invalid {
                     errors: ValidationErrors::one(ValidationError::new(
                         "run_id",

@@ -18,6 +18,7 @@ use crate::error::{IoContext, Result};
 use crate::handler::{Handlers, JobContext};
 use crate::home::Home;
 use crate::inbox::Inbox;
+use crate::presence::Presence;
 use crate::state::Outcome;
 use crate::store::{BaselineFigures, NewJob, Store, StoreOptions, Synchronous, run_baseline};
 use crate::timestamp::{SystemClock, Timestamp};
@@ -285,7 +286,14 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
             .and_then(|f| f.set_modified(old))
             .io("set the time of", &p)?;
     }
-    let inbox = Inbox::new(&home, home.inbox(), tenant, home.config().inbox.clone());
+    let presence = Presence::register(&home.run_dir())?;
+    let mut inbox = Inbox::new(
+        &home,
+        home.inbox(),
+        tenant,
+        home.config().inbox.clone(),
+        &presence,
+    );
     let start = Instant::now();
     let summary = inbox.scan(&mut store, &HashSet::new())?;
     let ingest_files_per_s = per_s(
@@ -328,11 +336,13 @@ fn drop_latency(home: &Home, mut store: Store, tenant: Uuid, samples: usize) -> 
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<()>();
     let watcher_home = home.clone();
     let watcher = std::thread::spawn(move || {
-        let inbox = Inbox::new(
+        let presence = Presence::register(&watcher_home.run_dir())?;
+        let mut inbox = Inbox::new(
             &watcher_home,
             watcher_home.inbox(),
             tenant,
             watcher_home.config().inbox.clone(),
+            &presence,
         );
         let signal = || {
             let _ = done_tx.send(());

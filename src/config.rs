@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::bundle::Limits;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::handler::ExternalConfig;
 use crate::inbox::InboxConfig;
 use crate::state::Backoff;
@@ -121,6 +121,33 @@ pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<D
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
+/// The largest configuration file read.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// "duplicate key `count` in [workers]" (or "duplicate table [x]"), for a
+/// toml duplicate-key error at `span`.
+fn duplicate_key_message(text: &str, span: std::ops::Range<usize>) -> String {
+    let key = text
+        .get(span.clone())
+        .unwrap_or("")
+        .trim()
+        .trim_matches(['[', ']', '"', '\''])
+        .to_owned();
+    let before = text.get(..span.start).unwrap_or("");
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    if line.starts_with('[') {
+        return format!("duplicate table {line}: each table may appear once");
+    }
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .unwrap_or("the top level");
+    format!("duplicate key `{key}` in {table}")
+}
+
 /// The file `init` writes: every key, commented, at its default.
 pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is optional; the values shown are the defaults.
 # Durations take a unit: 250ms, 30s, 5m, 2h, 7d.
@@ -198,7 +225,12 @@ impl Config {
                 text.get(..s.start)
                     .map_or(1, |t| t.matches('\n').count() + 1)
             });
-            let message = e.message().trim().replace('\n', " ");
+            let mut message = e.message().trim().replace('\n', " ");
+            if message.starts_with("duplicate key")
+                && let Some(span) = e.span()
+            {
+                message = duplicate_key_message(text, span);
+            }
             Error::Config {
                 path: path.to_owned(),
                 message: match line {
@@ -211,17 +243,54 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads `path`; a missing file means all defaults.
+    /// Reads `path`, which must be a regular file of at most
+    /// [`MAX_CONFIG_BYTES`]; a missing file means all defaults.
     pub fn load(path: &Path) -> Result<Config> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(source) => Err(Error::Io {
-                action: "read",
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => {
+                return Err(Error::Io {
+                    action: "read",
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let too_big = |size: u64| Error::Config {
+            path: path.to_owned(),
+            message: format!(
+                "the file is {size} bytes or more; a configuration file may be at most {MAX_CONFIG_BYTES} bytes"
+            ),
+        };
+        let meta = file.metadata().io("inspect", path)?;
+        if !meta.is_file() {
+            return Err(Error::Config {
                 path: path.to_owned(),
-                source,
-            }),
+                message: "not a regular file".to_owned(),
+            });
         }
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(too_big(meta.len()));
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .io("read", path)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(too_big(bytes.len() as u64));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| Error::Config {
+            path: path.to_owned(),
+            message: "the file is not valid UTF-8".to_owned(),
+        })?;
+        Config::parse(&text, path)
     }
 
     /// Checks values serde cannot: ranges and relations between keys.
@@ -245,6 +314,19 @@ impl Config {
         if q.lock_timeout < Duration::from_secs(1) {
             return bad("queue.lock_timeout must be at least 1s");
         }
+        if q.backoff_base.is_zero() {
+            return bad(
+                "queue.backoff_base must be more than 0s (a failed job would be retried at once, in a loop)",
+            );
+        }
+        if self.database.busy_timeout.is_zero() {
+            return bad("database.busy_timeout must be more than 0s");
+        }
+        if self.inbox.settle < Duration::from_millis(10) {
+            return bad(
+                "inbox.settle must be at least 10ms (a file still being written would be read)",
+            );
+        }
         let w = &self.workers;
         if w.count == 0 || w.count > 1024 {
             return bad("workers.count must be between 1 and 1024");
@@ -256,6 +338,16 @@ impl Config {
             return bad("inbox.rescan_interval must be at least 100ms");
         }
         for (job_type, h) in &self.handlers {
+            if !crate::bundle::valid_job_type(job_type) {
+                return bad(&format!(
+                    "[handlers.{job_type}]: a job type is 1-64 characters of a-z, 0-9, '_', '-' or '.'"
+                ));
+            }
+            if job_type == crate::bundle::DEFAULT_JOB_TYPE {
+                return bad(&format!(
+                    "[handlers.{job_type}]: {job_type} is built in and cannot be replaced by a command; give your step another job type"
+                ));
+            }
             if h.command.is_empty() || h.command[0].is_empty() {
                 return bad(&format!("handlers.{job_type}.command must name a program"));
             }

@@ -23,6 +23,49 @@ pub enum Error {
         /// How long we waited.
         waited_secs: u64,
     },
+    /// The database file was deleted or replaced while it was open: what
+    /// is written now would be recorded nowhere. Fatal.
+    #[error(
+        "the database {} {what} while bundleq was using it; stopping so that nothing more is recorded into a file that no longer exists",
+        path.display()
+    )]
+    DatabaseGone {
+        /// The database file.
+        path: PathBuf,
+        /// "was deleted" or "was replaced by another file".
+        what: &'static str,
+    },
+    /// SQLite found the database damaged (`SQLITE_CORRUPT`, `SQLITE_NOTADB`).
+    /// Fatal: nothing is recorded into a damaged file.
+    #[error(
+        "the database {} is damaged ({detail}); stopping. Run `bundleq db check` and restore it from a backup",
+        path.display()
+    )]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's words.
+        detail: String,
+    },
+    /// The database (or the folder holding it) cannot be written.
+    #[error(
+        "failed to {action}: {} is read-only (the home, its database or its folder cannot be written by this user)",
+        path.display()
+    )]
+    ReadOnly {
+        /// What was being done.
+        action: &'static str,
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A tenant that the home does not know (or the nil UUID).
+    #[error(
+        "unknown tenant {tenant}: `bundleq tenants` lists this home's tenants, `bundleq tenants create NAME` adds one"
+    )]
+    UnknownTenant {
+        /// The id or name given.
+        tenant: String,
+    },
     /// Applying schema migrations failed.
     #[error("failed to migrate the database schema: {0}")]
     Migrate(#[source] Box<refinery::Error>),
@@ -93,6 +136,15 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+}
+
+impl Error {
+    /// True for errors after which nothing more may be written: the
+    /// database vanished or is damaged. A pool stops on them instead of
+    /// retrying.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::DatabaseGone { .. } | Error::Corrupt { .. })
+    }
 }
 
 /// Shorthand for results whose error is [`Error`].

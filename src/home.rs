@@ -1,12 +1,16 @@
 //! A bundleq home: the one folder holding `bundleq.db`, `bundleq.toml`,
-//! `inbox/`, `accepted/`, `rejected/` and `objects/`.
+//! `inbox/`, `accepted/`, `rejected/`, `objects/`, and bundleq's private
+//! `claims/` (inbox entries being ingested) and `run/` (presence locks).
 //!
-//! Invariants: a home is created with mode 0700 and its database 0600; only
+//! Invariants: a home and every folder in it are mode 0700, its database
+//! and configuration 0600 (`init` makes an existing folder so too); only
 //! `init` creates one, every other entry point refuses a folder without a
-//! database instead of silently starting an empty home.
+//! database instead of silently starting an empty home, and says
+//! "permission denied" or "read-only" when that is why it cannot.
 
 use std::fs::{self, DirBuilder};
-use std::os::unix::fs::DirBuilderExt;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
@@ -19,6 +23,8 @@ use crate::store::Store;
 pub const DB_FILE: &str = "bundleq.db";
 /// Configuration file name inside a home.
 pub const CONFIG_FILE: &str = "bundleq.toml";
+/// The folders of a home, all mode 0700.
+pub const FOLDERS: [&str; 6] = ["inbox", "accepted", "rejected", "objects", "claims", "run"];
 const DEFAULT_TENANT_KEY: &str = "default_tenant";
 
 /// An opened home: its folder and its parsed configuration.
@@ -48,13 +54,22 @@ impl Home {
         let mut builder = DirBuilder::new();
         builder.recursive(true).mode(0o700);
         builder.create(root).io("create home folder", root)?;
-        for sub in ["inbox", "accepted", "rejected", "objects"] {
+        private(root)?;
+        for sub in FOLDERS {
             let p = root.join(sub);
             builder.create(&p).io("create folder", &p)?;
+            private(&p)?;
         }
         let cfg = root.join(CONFIG_FILE);
-        if !cfg.exists() {
-            fs::write(&cfg, DEFAULT_CONFIG).io("write", &cfg)?;
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&cfg)
+        {
+            Ok(mut f) => f.write_all(DEFAULT_CONFIG.as_bytes()).io("write", &cfg)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).io("write", &cfg),
         }
         let config = Config::load(&cfg)?;
         let home = Home {
@@ -64,6 +79,7 @@ impl Home {
         let mut store = Store::create(&home.db_path(), home.config.store_options())?;
         let tenant = store.meta_init(DEFAULT_TENANT_KEY, &Uuid::now_v7().to_string())?;
         let default_tenant = parse_tenant(&tenant)?;
+        store.ensure_tenant(default_tenant, "default", crate::Timestamp::now())?;
         Ok((
             home,
             InitReport {
@@ -74,12 +90,23 @@ impl Home {
         ))
     }
 
-    /// Opens an existing home; a folder without a database is an error.
+    /// Opens an existing home; a folder without a database is an error,
+    /// and one this user may not look into says "permission denied".
     pub fn open(root: &Path) -> Result<Home> {
-        if !root.join(DB_FILE).is_file() {
-            return Err(Error::NotAHome {
-                path: root.to_owned(),
-            });
+        let db = root.join(DB_FILE);
+        match fs::metadata(&db) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(Error::NotAHome { path: root.into() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotAHome { path: root.into() });
+            }
+            Err(source) => {
+                return Err(Error::Io {
+                    action: "open the home",
+                    path: db,
+                    source,
+                });
+            }
         }
         let config = Config::load(&root.join(CONFIG_FILE))?;
         Ok(Home {
@@ -91,6 +118,12 @@ impl Home {
     /// Opens a connection to the home's database.
     pub fn store(&self) -> Result<Store> {
         Store::open(&self.db_path(), self.config.store_options())
+    }
+
+    /// Opens the home's database for reading only (works on a home this
+    /// user cannot write, where SQLite allows it).
+    pub fn store_read_only(&self) -> Result<Store> {
+        Store::open_read_only(&self.db_path(), self.config.store_options())
     }
 
     /// The home's default tenant.
@@ -147,6 +180,26 @@ impl Home {
     pub fn objects(&self) -> PathBuf {
         self.root.join("objects")
     }
+
+    /// `claims/`: inbox entries taken by a process and not yet archived,
+    /// one folder per process (see `inbox`).
+    pub fn claims(&self) -> PathBuf {
+        self.root.join("claims")
+    }
+
+    /// `run/`: one presence lock file per live process (see `presence`).
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+}
+
+/// Sets a folder of ours to 0700 (an existing one too).
+fn private(dir: &Path) -> Result<()> {
+    let mode = fs::metadata(dir).io("inspect", dir)?.permissions().mode() & 0o7777;
+    if mode != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).io("make private", dir)?;
+    }
+    Ok(())
 }
 
 fn parse_tenant(value: &str) -> Result<Uuid> {

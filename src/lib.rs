@@ -16,6 +16,7 @@ pub mod handler;
 pub mod home;
 pub mod inbox;
 pub mod objects;
+pub mod presence;
 pub mod state;
 pub mod store;
 pub mod timestamp;

@@ -4,10 +4,11 @@
 //! Invariants: an object file is complete and fsynced before it gets its
 //! final name (write to a temp file, fsync, rename, fsync the folder), so a
 //! name always means its bytes; objects are never modified, and writing one
-//! that exists is a no-op.
+//! that exists is a no-op. Every folder is 0700 and every object 0600.
 
-use std::fs::{self, File};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::bundle::Sha256Hex;
@@ -35,7 +36,7 @@ impl Objects {
     /// dropped, with whatever was not moved out of it.
     pub fn staging(&self) -> Result<tempfile::TempDir> {
         let tmp = self.root.join("tmp");
-        fs::create_dir_all(&tmp).io("create folder", &tmp)?;
+        private_dir(&tmp)?;
         tempfile::Builder::new()
             .prefix("stage-")
             .tempdir_in(&tmp)
@@ -53,7 +54,7 @@ impl Objects {
             .and_then(|f| f.sync_all())
             .io("fsync", staged)?;
         let dir = target.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).io("create folder", dir)?;
+        private_dir(dir)?;
         fs::rename(staged, &target).io("store object", &target)?;
         sync_dir(dir)?;
         Ok(target)
@@ -67,7 +68,12 @@ impl Objects {
         }
         let staging = self.staging()?;
         let tmp = staging.path().join("object");
-        let mut f = File::create(&tmp).io("create", &tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .io("create", &tmp)?;
         f.write_all(bytes).io("write", &tmp)?;
         drop(f);
         self.commit_staged(&tmp, sha)
@@ -82,6 +88,15 @@ impl Objects {
             .io("read object", &path)?;
         Ok(buf)
     }
+}
+
+/// Creates a folder (and its parents) with mode 0700.
+fn private_dir(dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .io("create folder", dir)
 }
 
 /// fsyncs a folder so that a rename into it survives a power loss.

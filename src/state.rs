@@ -14,7 +14,11 @@
 //! | `running` | success | `succeeded` |
 //! | `running` | retryable error, attempts < max | `queued` (retry_at = now + backoff) |
 //! | `running` | retryable error at max, or permanent error | `failed` |
-//! | `running` | release at shutdown | `queued` (attempts − 1: the interrupted attempt is given back) |
+//! | `running` | release at shutdown, interrupted fewer than [`RELEASE_ALLOWANCE`] times before | `queued` (attempts − 1: the interrupted attempt is given back) |
+//! | `running` | release at shutdown, after that, attempts < max | `queued` (the attempt counts) |
+//! | `running` | release at shutdown, after that, attempts = max | `failed` |
+//! | `running` | release of a claim whose handler never started | `queued` (attempts − 1; no history row) |
+//! | `running`, its worker provably dead (its presence lock is free) | rescue | `queued` (the attempt counts); `failed` at max |
 //! | `queued` / `failed` | cancel | `cancelled` |
 //! | `failed` / `cancelled` | retry | `queued` (attempts 0) |
 
@@ -164,6 +168,35 @@ impl Backoff {
     }
 }
 
+/// How many times a job's interrupted attempts are given back at shutdown
+/// (not counted). Later interruptions count like any attempt, so a job's
+/// handler starts at most `max_attempts + RELEASE_ALLOWANCE` times between
+/// user retries, however often its serve is restarted.
+pub const RELEASE_ALLOWANCE: u32 = 2;
+
+/// What happens to a running job whose worker gives it back at shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseDecision {
+    /// Back to `queued` with the attempt given back (`attempts − 1`).
+    GiveBack,
+    /// Back to `queued`; the interrupted attempt counts.
+    Requeue,
+    /// The interrupted attempt was the last one: `failed`.
+    Fail,
+}
+
+/// The pure rule for a release at shutdown: the first
+/// [`RELEASE_ALLOWANCE`] interruptions of a job are free, later ones count.
+pub fn decide_release(attempts: u32, max_attempts: u32, released_before: u32) -> ReleaseDecision {
+    if released_before < RELEASE_ALLOWANCE {
+        ReleaseDecision::GiveBack
+    } else if attempts < max_attempts {
+        ReleaseDecision::Requeue
+    } else {
+        ReleaseDecision::Fail
+    }
+}
+
 /// What happens to a running job whose attempt failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FailureDecision {
@@ -242,6 +275,23 @@ mod tests {
                 delay: Duration::from_secs(60),
                 retry_at: now.plus(Duration::from_secs(60))
             }
+        );
+    }
+
+    #[test]
+    fn releases_are_free_up_to_the_allowance_then_count() {
+        assert_eq!(decide_release(3, 3, 0), ReleaseDecision::GiveBack);
+        assert_eq!(
+            decide_release(1, 3, RELEASE_ALLOWANCE - 1),
+            ReleaseDecision::GiveBack
+        );
+        assert_eq!(
+            decide_release(1, 3, RELEASE_ALLOWANCE),
+            ReleaseDecision::Requeue
+        );
+        assert_eq!(
+            decide_release(3, 3, RELEASE_ALLOWANCE),
+            ReleaseDecision::Fail
         );
     }
 

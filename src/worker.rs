@@ -15,10 +15,17 @@
 //! which it only reads `PRAGMA data_version` to see whether another process
 //! wrote anything. There is no busy loop.
 //!
+//! With a [`Presence`] the pool is known to other processes of the home:
+//! at start and at every heartbeat it also rescues at once the jobs of
+//! workers that are provably gone (their presence lock is free), instead of
+//! waiting for their locks to expire.
+//!
 //! Invariants: a handler's panic is caught and counted as a failed attempt;
 //! a worker thread that dies anyway trips an orderly shutdown; at shutdown
 //! no job is left `running` by this pool: unstarted claims are released at
-//! once, running ones get the grace period, then are released too.
+//! once, running ones get the grace period, then are released too. A fatal
+//! store error (the database deleted, replaced or damaged) stops the pool at
+//! once with that error: nothing more is claimed, recorded or released.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -32,8 +39,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::config::WorkersConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::handler::{Handlers, JobContext};
+use crate::presence::Presence;
 use crate::state::{JobStatus, Outcome};
 use crate::store::{Claim, ClaimToken, Completion, Report, Store};
 use crate::timestamp::Clock;
@@ -59,6 +67,10 @@ pub struct PoolConfig {
     pub once: bool,
     /// How often a busy pool logs a summary line.
     pub summary_interval: Duration,
+    /// This process's presence in the home: names the pool's worker and
+    /// lets it prove other workers gone. Without one the pool makes up a
+    /// name, and its jobs are rescued only after their locks expire.
+    pub presence: Option<Arc<Presence>>,
 }
 
 impl PoolConfig {
@@ -71,6 +83,7 @@ impl PoolConfig {
             grace_period: w.grace_period,
             once: false,
             summary_interval: Duration::from_secs(10),
+            presence: None,
         }
     }
 }
@@ -171,6 +184,9 @@ pub struct PoolStats {
     pub stale: u64,
     /// Claims given back at shutdown.
     pub released: u64,
+    /// Claims that could not be given back at shutdown (left `running`,
+    /// to be rescued).
+    pub unreleased: u64,
 }
 
 enum Msg {
@@ -190,6 +206,24 @@ impl Drop for DeathNotice {
         if thread::panicking() {
             let _ = self.tx.send(Msg::WorkerDied(self.name.clone()));
         }
+    }
+}
+
+/// A copy of a fatal error (they carry no source that cannot be cloned).
+fn clone_fatal(e: &Error) -> Error {
+    match e {
+        Error::DatabaseGone { path, what } => Error::DatabaseGone {
+            path: path.clone(),
+            what,
+        },
+        Error::Corrupt { path, detail } => Error::Corrupt {
+            path: path.clone(),
+            detail: detail.clone(),
+        },
+        other => Error::InvalidArgument {
+            what: "store",
+            message: other.to_string(),
+        },
     }
 }
 
@@ -225,16 +259,7 @@ fn worker_loop(jobs: Receiver<Claim>, done: Sender<Msg>, handlers: Handlers, sto
     }
 }
 
-/// This process's name in `locked_by`: host, pid and a random suffix, so
-/// that two pools never share one.
-pub fn worker_id() -> String {
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    let tag = Uuid::now_v7().simple().to_string();
-    format!("{host}:{}:{}", std::process::id(), &tag[tag.len() - 8..])
-}
+pub use crate::presence::worker_id;
 
 struct Coordinator<'a> {
     store: Store,
@@ -254,6 +279,10 @@ struct Coordinator<'a> {
     idle: Option<(i64, Option<Instant>)>,
     summary: (Instant, u64),
     last_error: Option<(String, Instant)>,
+    /// A fatal store error: the pool stops and returns it.
+    fatal: Option<Error>,
+    /// The home's `claims/` folder (for the presence sweep).
+    claims_root: std::path::PathBuf,
     /// Moving averages (seconds) of one handler run and of one claim
     /// transaction: they size the prefetch.
     avg_job: f64,
@@ -288,6 +317,13 @@ impl Coordinator<'_> {
     }
 
     fn log_store_error(&mut self, e: &crate::Error) {
+        if e.is_fatal() {
+            if self.fatal.is_none() {
+                self.fatal = Some(clone_fatal(e));
+                self.control.shutdown();
+            }
+            return;
+        }
         let text = e.to_string();
         let repeat = matches!(&self.last_error, Some((t, at)) if *t == text && at.elapsed() < Duration::from_secs(60));
         if !repeat {
@@ -342,8 +378,48 @@ impl Coordinator<'_> {
         }
     }
 
+    /// Rescues at once the jobs of workers that are provably gone.
+    fn rescue_gone(&mut self) {
+        let Some(presence) = self.config.presence.clone() else {
+            return;
+        };
+        let workers = match self.store.running_workers() {
+            Ok(w) => w,
+            Err(e) => return self.log_store_error(&e),
+        };
+        let gone: Vec<_> = workers.iter().filter_map(|w| presence.gone(w)).collect();
+        if !gone.is_empty() {
+            let ids: Vec<String> = gone.iter().map(|g| g.id().to_owned()).collect();
+            match self.store.rescue_workers(&ids, self.clock.now()) {
+                Ok(jobs) => {
+                    log::warn!(
+                        "Rescued {} job(s) of {} worker(s) whose process is gone: {}",
+                        jobs.len(),
+                        ids.len(),
+                        ids.join(", ")
+                    );
+                    for g in gone {
+                        // Its inbox claims, if any, are the inbox's to take
+                        // over: keep the lock file that proves it gone.
+                        if !self.claims_root.join(g.id()).exists() {
+                            g.forget();
+                        }
+                    }
+                    self.idle = None;
+                }
+                Err(e) => return self.log_store_error(&e),
+            }
+        }
+        presence.sweep(&self.claims_root, &workers);
+    }
+
     fn heartbeat_if_due(&mut self) {
-        if self.in_flight.is_empty() || self.last_heartbeat.elapsed() < self.heartbeat_every {
+        if self.last_heartbeat.elapsed() < self.heartbeat_every {
+            return;
+        }
+        self.rescue_gone();
+        if self.in_flight.is_empty() {
+            self.last_heartbeat = Instant::now();
             return;
         }
         let tokens: Vec<ClaimToken> = self.in_flight.values().cloned().collect();
@@ -427,7 +503,10 @@ pub fn run_pool(
         config,
         clock,
         control,
-        worker: worker_id(),
+        worker: config
+            .presence
+            .as_ref()
+            .map_or_else(worker_id, |p| p.id().to_owned()),
         in_flight: HashMap::new(),
         pending: Vec::new(),
         stats: PoolStats::default(),
@@ -437,6 +516,12 @@ pub fn run_pool(
         idle: None,
         summary: (Instant::now(), 0),
         last_error: None,
+        fatal: None,
+        claims_root: config
+            .presence
+            .as_ref()
+            .map(|p| p.claims_root())
+            .unwrap_or_default(),
         // Until measured, assume jobs of 50 ms: a fresh pool claims little
         // beyond its workers and ramps up as fast jobs complete, so a job
         // that crashes the process takes few unstarted claims down with it.
@@ -449,6 +534,7 @@ pub fn run_pool(
         config.workers,
         crate::timestamp::human_duration(lock_timeout)
     );
+    co.rescue_gone();
 
     loop {
         // Everything that finished since the last turn.
@@ -513,6 +599,9 @@ pub fn run_pool(
                 Err(e) => {
                     co.log_store_error(&e);
                     co.pending = done;
+                    if co.fatal.is_some() {
+                        break;
+                    }
                     // Back off, but stay responsive to shutdown.
                     let _ = control
                         .wake_rx
@@ -554,7 +643,18 @@ pub fn run_pool(
         }
     }
 
+    if let Some(e) = co.fatal.take() {
+        // Nothing may be written: tell running handlers to stop, and leave
+        // every claim as it is (the next serve on a sound database rescues
+        // them).
+        drop(job_tx);
+        drop(stop_tx);
+        return Err(e);
+    }
     shutdown(&mut co, job_tx, &job_rx, &done_rx, stop_tx);
+    if let Some(e) = co.fatal.take() {
+        return Err(e);
+    }
     log::info!(
         "Worker pool {} stopped: {} succeeded, {} failed, {} to retry, {} given back",
         co.worker,
@@ -577,7 +677,7 @@ fn shutdown(
 ) {
     drop(job_tx);
     let unstarted: Vec<ClaimToken> = job_rx.try_iter().map(|c| c.token).collect();
-    release(co, &unstarted);
+    release(co, &unstarted, false);
 
     let deadline = Instant::now() + co.config.grace_period;
     if !co.in_flight.is_empty() {
@@ -620,16 +720,24 @@ fn shutdown(
             left.len()
         );
     }
-    release(co, &left);
+    release(co, &left, true);
 }
 
-fn release(co: &mut Coordinator<'_>, tokens: &[ClaimToken]) {
-    if tokens.is_empty() {
+/// Gives claims back; `started` ones count against the release allowance
+/// (see [`crate::state::RELEASE_ALLOWANCE`]).
+fn release(co: &mut Coordinator<'_>, tokens: &[ClaimToken], started: bool) {
+    if tokens.is_empty() || co.fatal.is_some() {
         return;
     }
     let mut pause = Duration::from_millis(50);
     for _ in 0..10 {
-        match co.store.release(tokens, co.clock.now()) {
+        let now = co.clock.now();
+        let released = if started {
+            co.store.release(tokens, now)
+        } else {
+            co.store.release_unstarted(tokens, now)
+        };
+        match released {
             Ok(reports) => {
                 for (t, r) in tokens.iter().zip(reports) {
                     co.in_flight.remove(&t.job_id);
@@ -642,13 +750,17 @@ fn release(co: &mut Coordinator<'_>, tokens: &[ClaimToken]) {
             }
             Err(e) => {
                 co.log_store_error(&e);
+                if co.fatal.is_some() {
+                    return;
+                }
                 thread::sleep(pause);
                 pause *= 2;
             }
         }
     }
+    co.stats.unreleased += tokens.len() as u64;
     log::error!(
-        "Could not give back {} jobs; they will be rescued after the lock timeout",
+        "Could not give back {} jobs; the next serve rescues them",
         tokens.len()
     );
 }

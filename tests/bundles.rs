@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bundleq::accept::{self, Verdict};
-use bundleq::bundle::Limits;
+use bundleq::bundle::{Follow, Limits};
 use common::Bin;
 use serde::Deserialize;
 
@@ -66,7 +66,7 @@ fn valid_fixtures_pass() {
         "a directory bundle among the valid fixtures"
     );
     for path in all {
-        let report = accept::check(&path, &Limits::default(), None).unwrap();
+        let report = accept::check(&path, &Limits::default(), None, Follow::Link).unwrap();
         assert!(
             matches!(report.verdict, Verdict::Valid { .. }),
             "{}: {:?}",
@@ -82,7 +82,7 @@ fn invalid_fixtures_fail_with_exactly_the_expected_error_paths() {
     assert!(all.len() >= 25, "at least 25 invalid fixtures");
     for path in all {
         let expect = expect_for(&path);
-        let report = accept::check(&path, &Limits::default(), None).unwrap();
+        let report = accept::check(&path, &Limits::default(), None, Follow::Link).unwrap();
         let Verdict::Invalid { errors } = &report.verdict else {
             panic!("{} was accepted", path.display());
         };
@@ -101,7 +101,7 @@ fn invalid_fixtures_fail_with_exactly_the_expected_error_paths() {
 fn seed_error_is_reported_in_the_seed_style() {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bundles/invalid/five-errors.json");
-    let report = accept::check(&path, &Limits::default(), None).unwrap();
+    let report = accept::check(&path, &Limits::default(), None, Follow::Link).unwrap();
     let Verdict::Invalid { errors } = report.verdict else {
         panic!()
     };
@@ -278,7 +278,17 @@ fn a_bundle_for_another_tenant_is_refused() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("tenant_id: the bundle belongs to tenant")
     );
-    // Submitted for its own tenant it is accepted, and only that tenant sees it.
+    // Submitted for its own tenant it is accepted once that tenant exists,
+    // and only that tenant sees it.
+    let out = bin.run(&[
+        "--tenant",
+        &other.to_string(),
+        "submit",
+        p.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown tenant"));
+    bin.ok(&["tenants", "create", "other", "--id", &other.to_string()]);
     let ok = bin.json(&[
         "--tenant",
         &other.to_string(),

@@ -52,6 +52,7 @@ fn seed_job(bin: &Bin) -> (Uuid, Uuid) {
                     bundle_json: "{}".into(),
                     origin: "api",
                     origin_name: None,
+                    inbox_claim: None,
                 },
                 now,
             )?;
@@ -243,7 +244,8 @@ fn as_refs(v: &[String]) -> Vec<&str> {
 fn every_command_run_with_another_tenant_finds_nothing() {
     let (_dir, bin) = init();
     let (run_id, job_id) = seed_job(&bin);
-    let other = Uuid::now_v7().to_string();
+    let other = "lab-b".to_owned();
+    bin.ok(&["tenants", "create", &other]);
     let (job, run) = (job_id.to_string(), run_id.to_string());
     let t = |args: &[&str]| {
         let mut all = vec!["--tenant", other.as_str()];

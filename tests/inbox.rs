@@ -55,8 +55,9 @@ fn write_old(path: &std::path::Path, text: &str) {
         .unwrap();
 }
 
+/// Entries in the inbox or claimed and not yet archived.
 fn inbox_len(bin: &Bin) -> usize {
-    fs::read_dir(bin.home.join("inbox")).unwrap().count()
+    common::unfinished(&bin.home)
 }
 
 #[test]
@@ -110,7 +111,11 @@ fn a_temp_name_is_never_touched_and_the_renamed_file_is_taken_at_once() {
         archived(&bin.home.join("rejected")).is_empty(),
         "a temp name was read"
     );
-    assert_eq!(inbox_len(&bin), 3, "ignored names stay where they are");
+    assert_eq!(
+        fs::read_dir(bin.home.join("inbox")).unwrap().count(),
+        3,
+        "ignored names stay where they are"
+    );
 }
 
 #[test]
@@ -126,8 +131,10 @@ fn bundles_copied_in_while_serve_was_stopped_are_all_ingested_once_at_start() {
     wait_until("500 runs", || {
         bin.count("SELECT count(*) FROM research_runs") == 500
     });
-    wait_until("an empty inbox", || inbox_len(&bin) == 0);
-    assert_eq!(archived(&bin.home.join("accepted")).len(), 500);
+    wait_until("500 archived", || {
+        archived(&bin.home.join("accepted")).len() == 500
+    });
+    assert_eq!(inbox_len(&bin), 0);
     assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 500);
 }
 
@@ -151,8 +158,10 @@ fn five_thousand_bundles_dropped_at_once_are_each_ingested_exactly_once() {
     wait_until("5000 runs", || {
         bin.count("SELECT count(*) FROM research_runs") == 5000
     });
-    wait_until("an empty inbox", || inbox_len(&bin) == 0);
-    assert_eq!(archived(&bin.home.join("accepted")).len(), 5000);
+    wait_until("5000 archived", || {
+        archived(&bin.home.join("accepted")).len() == 5000
+    });
+    assert_eq!(inbox_len(&bin), 0);
     assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 5000);
     assert!(archived(&bin.home.join("rejected")).is_empty());
 }
@@ -232,8 +241,17 @@ fn symlinks_fifos_and_odd_folders_are_reported_never_read_and_serve_goes_on() {
 fn tenant_folders_ingest_for_their_tenant_and_refuse_other_tenants_bundles() {
     let (d, bin) = home();
     let tenant = uuid::Uuid::now_v7();
+    bin.ok(&["tenants", "create", "lab-a", "--id", &tenant.to_string()]);
     let folder = bin.home.join("inbox").join(tenant.to_string());
     fs::create_dir(&folder).unwrap();
+    // A folder named by a UUID the home does not know: its entries wait
+    // there (a typo must not start an invisible tenant).
+    let unknown = bin
+        .home
+        .join("inbox")
+        .join(uuid::Uuid::now_v7().to_string());
+    fs::create_dir(&unknown).unwrap();
+    write_old(&unknown.join("u.json"), &bundle_text("process_bundle", 22));
     let _serve = Serve::start(&bin);
     let ok = d.path().join("t.json");
     fs::write(&ok, bundle_text("process_bundle", 20)).unwrap();
@@ -262,6 +280,13 @@ fn tenant_folders_ingest_for_their_tenant_and_refuse_other_tenants_bundles() {
         .find(|p| p.to_string_lossy().ends_with(".errors.json"))
         .unwrap();
     assert!(fs::read_to_string(report).unwrap().contains("tenant_id"));
+    assert!(
+        unknown.join("u.json").exists(),
+        "an unknown tenant's entry waits"
+    );
+    assert_eq!(bin.count("SELECT count(*) FROM tenants"), 2);
+    let summary = bin.json(&["ingest"]);
+    assert_eq!(summary["waiting"], 1, "{summary}");
 }
 
 #[test]
@@ -287,7 +312,11 @@ fn serve_killed_mid_ingest_loses_nothing_and_ingests_nothing_twice() {
     });
     serve.kill9();
     let _serve = Serve::start(&bin);
-    wait_until("an empty inbox", || inbox_len(&bin) == 0);
+    wait_until("1000 archived", || {
+        archived(&bin.home.join("accepted")).len() + archived(&bin.home.join("rejected")).len()
+            >= 1000
+    });
+    assert_eq!(inbox_len(&bin), 0);
     let accepted = archived(&bin.home.join("accepted")).len();
     let rejected = archived(&bin.home.join("rejected")).len();
     assert_eq!(
@@ -306,46 +335,92 @@ fn serve_killed_mid_ingest_loses_nothing_and_ingests_nothing_twice() {
 }
 
 #[test]
-fn ingest_makes_one_pass_and_finishes_a_move_a_crash_interrupted() {
+fn ingest_takes_over_the_claims_of_a_dead_process_and_finishes_them_once() {
     let (_d, bin) = home();
     let inbox = bin.home.join("inbox");
-    for i in 0..3 {
-        write_old(
-            &inbox.join(format!("c{i}.json")),
-            &bundle_text("process_bundle", 30 + i),
-        );
-    }
-    // A crash after the commit but before the move: the run exists, the
-    // file is still in the inbox.
     let home = bundleq::Home::open(&bin.home).unwrap();
     let mut store = home.store().unwrap();
     let tenant = home.default_tenant(&store).unwrap();
-    let r = bundleq::accept::accept(
+    // A process that died: its presence lock is free, and it had claimed
+    // two entries; the first one's run was committed before it died.
+    let dead = "deadhost:4242:0badf00d";
+    fs::write(bin.home.join("run").join(format!("{dead}.lock")), "").unwrap();
+    let batch = uuid::Uuid::now_v7().to_string();
+    let claim_dir = bin
+        .home
+        .join("claims")
+        .join(dead)
+        .join(&batch)
+        .join(tenant.to_string());
+    fs::create_dir_all(&claim_dir).unwrap();
+    let committed_text = bundle_text("process_bundle", 30);
+    fs::write(claim_dir.join("c0.json"), &committed_text).unwrap();
+    fs::write(claim_dir.join("c1.json"), bundle_text("process_bundle", 31)).unwrap();
+    let results = bundleq::accept::accept_inputs(
         &mut store,
         &home,
-        &inbox.join("c0.json"),
-        tenant,
-        bundleq::accept::Origin::Inbox,
-        bundleq::Timestamp::now(),
-    )
-    .unwrap();
+        &[bundleq::accept::Input {
+            path: claim_dir.join("c0.json"),
+            shown: inbox.join("c0.json"),
+            name: Some("c0.json".to_owned()),
+            claim: Some(batch.clone()),
+        }],
+        &bundleq::accept::AcceptOptions {
+            tenant,
+            origin: bundleq::accept::Origin::Inbox,
+            follow: bundleq::bundle::Follow::Never,
+            now: bundleq::Timestamp::now(),
+        },
+    );
     assert!(matches!(
-        r.verdict,
+        results[0].as_ref().unwrap().verdict,
         bundleq::accept::Verdict::Accepted { .. }
     ));
+    // The same bytes dropped again under another name are a duplicate, and
+    // so is a second drop under the same name.
+    write_old(&inbox.join("again.json"), &committed_text);
+    let c2_text = bundle_text("process_bundle", 32);
+    write_old(&inbox.join("c2.json"), &c2_text);
     // A fresh file is still being written and waits.
     fs::write(inbox.join("fresh.json"), bundle_text("process_bundle", 40)).unwrap();
 
     let summary = bin.json(&["ingest"]);
-    assert_eq!(summary["accepted"], 3, "{summary}");
-    assert_eq!(
-        summary["duplicates"], 0,
-        "the interrupted one is finished, not a duplicate"
-    );
+    assert_eq!(summary["accepted"], 3, "c0 (recovered), c1, c2: {summary}");
+    assert_eq!(summary["duplicates"], 1, "{summary}");
     assert_eq!(summary["waiting"], 1);
     assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 3);
-    assert_eq!(inbox_len(&bin), 1);
+    assert_eq!(inbox_len(&bin), 1, "only fresh.json is left");
+    assert!(!bin.home.join("claims").join(dead).exists());
+    assert!(!bin.home.join("run").join(format!("{dead}.lock")).exists());
+    let names: Vec<String> = archived(&bin.home.join("accepted"))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.ends_with(".c0.json") && !n.contains("duplicate")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.ends_with(".duplicate.again.json")),
+        "{names:?}"
+    );
     assert_eq!(bin.json(&["status"])["folders"]["inbox_backlog"], 1);
+
+    // The same name and bytes once more: a duplicate, not "recovered".
+    write_old(&inbox.join("c2.json"), &c2_text);
+    let summary = bin.json(&["ingest"]);
+    assert_eq!(summary["duplicates"], 1, "{summary}");
+    assert_eq!(summary["accepted"], 0, "{summary}");
+    let names: Vec<String> = archived(&bin.home.join("accepted"))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".duplicate.c2.json")),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -365,5 +440,8 @@ fn without_notifications_the_rescans_alone_ingest_everything() {
             bin.count("SELECT count(*) FROM research_runs") == want
         });
     }
-    wait_until("an empty inbox", || inbox_len(&bin) == 0);
+    wait_until("20 archived", || {
+        archived(&bin.home.join("accepted")).len() == 20
+    });
+    assert_eq!(inbox_len(&bin), 0);
 }

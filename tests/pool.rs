@@ -46,6 +46,7 @@ fn config(workers: usize) -> PoolConfig {
         grace_period: Duration::from_secs(10),
         once: false,
         summary_interval: Duration::from_secs(10),
+        presence: None,
     }
 }
 

@@ -154,9 +154,9 @@ fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts() {
     }
     assert_eq!(lost, 0);
     assert_eq!(
-        fs::read_dir(bin.home.join("inbox")).unwrap().count(),
+        common::unfinished(&bin.home),
         0,
-        "inbox left non-empty"
+        "inbox or claims left non-empty"
     );
     assert_eq!(archived(&bin.home.join("accepted")).len(), 200);
     assert_eq!(bin.integrity(), "ok");
@@ -169,7 +169,8 @@ fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts() {
 #[test]
 fn a_poison_job_that_kills_its_serve_fails_after_max_attempts_and_the_rest_succeed() {
     let (d, bin) = Bin::init_with(concat!(
-        "[handlers.poison]\ncommand = [\"sh\", \"-c\", \"kill -9 $PPID\"]\n",
+        // The handler's parent is its guard; the guard's parent is serve.
+        "[handlers.poison]\ncommand = [\"sh\", \"-c\", \"read -r _ _ _ serve _ < /proc/$PPID/stat; kill -9 $serve\"]\n",
         "[handlers.fine]\ncommand = [\"true\"]\n",
         "[workers]\nprefetch = 0\n",
     ));
@@ -218,7 +219,7 @@ fn a_poison_job_that_kills_its_serve_fails_after_max_attempts_and_the_rest_succe
         p["last_error"]
             .as_str()
             .unwrap()
-            .contains("was lost during attempt 3/3"),
+            .contains("during attempt 3/3"),
         "{p}"
     );
     let fine = bin.json(&["jobs", "--type", "fine"]);

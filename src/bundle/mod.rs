@@ -17,13 +17,13 @@ mod parse;
 mod rules;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use files::{SourceFile, read_bundle};
-pub use rules::DEFAULT_JOB_TYPE;
+pub use files::{Follow, SourceFile, read_bundle};
+pub use rules::{DEFAULT_JOB_TYPE, valid_job_type};
 
 use crate::objects::Objects;
 use crate::timestamp::Timestamp;
@@ -51,6 +51,9 @@ pub struct Limits {
     pub max_object_keys: usize,
     /// Size of one source file of a directory bundle.
     pub max_source_file_bytes: u64,
+    /// All source files of one bundle together (each distinct file counted
+    /// once): bounds the work one hostile bundle can cost.
+    pub max_total_source_bytes: u64,
 }
 
 impl Default for Limits {
@@ -65,6 +68,7 @@ impl Default for Limits {
             max_array_items: 10_000,
             max_object_keys: 10_000,
             max_source_file_bytes: 256 * 1024 * 1024,
+            max_total_source_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -324,8 +328,9 @@ impl Bundle {
 pub struct ReadBundle {
     /// The file or directory given.
     pub path: PathBuf,
-    /// sha256 of the bundle JSON bytes (for a directory, of `bundle.json`).
-    pub sha256: Sha256Hex,
+    /// sha256 of the bundle JSON bytes (for a directory, of `bundle.json`);
+    /// `None` when they were not all read (too large, not a bundle).
+    pub sha256: Option<Sha256Hex>,
     /// The JSON text as received (UTF-8 checked), if it could be read.
     pub json: Option<String>,
     /// The verdict.
@@ -355,14 +360,24 @@ fn too_large(size: u64, limits: &Limits) -> ValidationError {
 }
 
 /// Validates a bundle stored in the database: file sources are read back
-/// from the object store by their sha256 and hashed again.
+/// from the object store by their sha256 and hashed again. A stored object
+/// that cannot be read is an `Err` (an I/O failure to retry), not a
+/// verdict: the bundle was valid when it was accepted.
 pub fn validate_stored(
     bytes: &[u8],
     limits: &Limits,
     objects: &Objects,
-) -> Result<Bundle, ValidationErrors> {
-    let value = parse::parse(bytes, limits).map_err(ValidationErrors::one)?;
-    rules::validate(value, limits, &Files::Stored(objects))
+) -> crate::Result<Result<Bundle, ValidationErrors>> {
+    let value = match parse::parse(bytes, limits) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(ValidationErrors::one(e))),
+    };
+    let stored = files::StoredFiles::new(objects, limits);
+    let verdict = rules::validate(value, limits, &Files::Stored(&stored));
+    match stored.take_io_error() {
+        Some(e) => Err(e),
+        None => Ok(verdict),
+    }
 }
 
 /// Where the files named by sources' `path` are.
@@ -370,17 +385,7 @@ pub(crate) enum Files<'a> {
     /// A plain JSON bundle: `path` is not allowed.
     None,
     /// A bundle folder on disk.
-    Dir(BundleDir<'a>),
+    Dir(files::BundleDir<'a>),
     /// A stored bundle: files are objects, found by their sha256.
-    Stored(&'a Objects),
-}
-
-/// Where a bundle's relative `path`s are resolved.
-pub(crate) struct BundleDir<'a> {
-    /// The `NAME.bundle/` folder.
-    pub(crate) root: &'a Path,
-    pub(crate) limits: &'a Limits,
-    /// Where to keep a copy of each source file's bytes (the ones hashed),
-    /// when the caller will store them; `None` to hash only.
-    pub(crate) stage: Option<&'a Path>,
+    Stored(&'a files::StoredFiles<'a>),
 }

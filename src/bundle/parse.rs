@@ -2,9 +2,11 @@
 //! [`Limits`] while it is being built, so hostile input is refused before it
 //! can cost memory or stack: nesting depth, string length, array and object
 //! sizes are checked element by element, duplicate keys are refused, and
-//! numbers that cannot be stored exactly are refused.
+//! numbers that cannot be stored are refused: too large (`1e400`, integers
+//! beyond 64 bits) and too small (`1e-400`, which would silently become 0).
+//! A UTF-8 byte order mark is refused with a message saying so.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -14,10 +16,19 @@ use super::{Limits, ValidationError};
 
 /// Parses `bytes` as one JSON document within `limits`.
 pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<Value, ValidationError> {
+    if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        return Err(ValidationError::new(
+            "",
+            "the bundle starts with a UTF-8 byte order mark (BOM); save it as UTF-8 without a BOM",
+            None,
+        ));
+    }
     let state = State {
         limits,
         path: RefCell::new(Vec::new()),
         error: RefCell::new(None),
+        floats_seen: Cell::new(0),
+        tiny: tiny_floats(bytes),
     };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let result = Node {
@@ -51,6 +62,59 @@ struct State<'a> {
     path: RefCell<Vec<String>>,
     /// The structured error that made the parse stop, if it was ours.
     error: RefCell<Option<ValidationError>>,
+    /// Numbers with a fraction or exponent visited so far (serde_json hands
+    /// them over in document order, as `tiny_floats` counts them).
+    floats_seen: Cell<usize>,
+    /// Which of those underflow (see [`tiny_floats`]).
+    tiny: Vec<usize>,
+}
+
+/// The positions, among the numbers written with a fraction or exponent
+/// (counted in document order), of those that are not zero as written but
+/// become 0 or a subnormal as an f64 (`1e-400`): serde_json would hand us
+/// the rounded value without a word.
+fn tiny_floats(bytes: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut count = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let token = &bytes[start..i];
+                if token.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+                    let mantissa_end = token
+                        .iter()
+                        .position(|b| matches!(b, b'e' | b'E'))
+                        .unwrap_or(token.len());
+                    let nonzero = token[..mantissa_end]
+                        .iter()
+                        .any(|b| matches!(b, b'1'..=b'9'));
+                    let value = std::str::from_utf8(token)
+                        .ok()
+                        .and_then(|t| t.parse::<f64>().ok());
+                    if nonzero && value.is_some_and(|v| v.abs() < f64::MIN_POSITIVE) {
+                        out.push(count);
+                    }
+                    count += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out
 }
 
 impl State<'_> {
@@ -125,6 +189,14 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        let k = self.state.floats_seen.get();
+        self.state.floats_seen.set(k + 1);
+        if self.state.tiny.binary_search(&k).is_ok() {
+            return Err(self.state.fail(
+                "number is too small to store (it would become 0 or lose its precision)".to_owned(),
+                None,
+            ));
+        }
         // Integers come as i64/u64; an integral float this large is an
         // integer literal that did not fit in 64 bits, and would be stored
         // rounded.

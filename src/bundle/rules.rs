@@ -223,7 +223,8 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
-fn valid_job_type(s: &str) -> bool {
+/// A job type (and handler name): 1-64 characters of `a-z`, `0-9`, `_`, `-`, `.`.
+pub fn valid_job_type(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
@@ -279,7 +280,7 @@ pub(crate) fn validate(
         Some(items) => {
             source_count = items.len();
             for (i, item) in items.into_iter().enumerate() {
-                if let Some(s) = source(&mut c, &format!("sources.{i}"), item, files, limits) {
+                if let Some(s) = source(&mut c, &format!("sources.{i}"), item, files) {
                     sources.push(s);
                 }
             }
@@ -332,13 +333,7 @@ pub(crate) fn validate(
     }
 }
 
-fn source(
-    c: &mut Checker,
-    at: &str,
-    item: Value,
-    files: &Files<'_>,
-    limits: &Limits,
-) -> Option<Source> {
+fn source(c: &mut Checker, at: &str, item: Value, files: &Files<'_>) -> Option<Source> {
     let raw: RawSource = c.object(at, item)?;
     let before = c.errors.len();
     c.unknown(at, &raw.unknown);
@@ -419,7 +414,7 @@ fn source(
                     Err("path is only allowed in a directory bundle (NAME.bundle/)".to_owned())
                 }
                 (Files::Dir(dir), _) => open_source(dir, &rel),
-                (Files::Stored(objects), Some(sha)) => open_stored(objects, &rel, sha, limits),
+                (Files::Stored(stored), Some(sha)) => open_stored(stored, &rel, sha),
                 (Files::Stored(_), None) => {
                     Err("cannot find the stored bytes without a valid sha256".to_owned())
                 }
@@ -429,14 +424,16 @@ fn source(
                     c.err(&p("path"), message, Some(&Value::String(rel)));
                     None
                 }
+                // The file's actual digest is never shown: it would let
+                // anyone who can name a path learn the hash of a file they
+                // cannot read.
                 Ok(file) => match &sha256 {
                     Some(stated) if *stated != file.sha256 => {
                         c.err(
                             &p("path"),
-                            format!("file does not match sha256 (it hashes to {})", file.sha256),
+                            "file does not match sha256",
                             Some(&Value::String(rel)),
                         );
-                        file.discard();
                         None
                     }
                     _ => Some(SourceBody::File(file)),
@@ -446,9 +443,6 @@ fn source(
         (None, None) => Some(SourceBody::Reference),
     };
     if c.errors.len() > before {
-        if let Some(SourceBody::File(f)) = body {
-            f.discard();
-        }
         return None;
     }
     Some(Source {

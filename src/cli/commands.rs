@@ -2,14 +2,16 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 use uuid::Uuid;
 
 use bundleq::accept::{self, AcceptReport, Origin, Verdict};
-use bundleq::bundle::Limits;
-use bundleq::handler::Handlers;
+use bundleq::bundle::{Follow, Limits};
+use bundleq::handler::{GuardProgram, Handlers};
 use bundleq::inbox::{self, Inbox};
+use bundleq::presence::Presence;
 use bundleq::store::{JobFilter, PruneFilter};
 use bundleq::worker::{PoolConfig, PoolControl, run_pool};
 use bundleq::{Config, Error, Home, JobStatus, Result, Store, SystemClock, Timestamp};
@@ -17,14 +19,14 @@ use bundleq::{Config, Error, Home, JobStatus, Result, Store, SystemClock, Timest
 use super::output::{self, cut, opt};
 use super::{
     Cli, Command, DbCommand, EXIT_DATA, EXIT_ERROR, EXIT_JOBS_FAILED, EXIT_OK, JobCommand,
-    JobsArgs, RunCommand, ServeArgs,
+    JobsArgs, RunCommand, ServeArgs, TenantsCommand,
 };
 
 /// Runs the command and returns its exit code; errors become exit 1.
 pub fn dispatch(cli: &Cli) -> Result<u8> {
     let home_dir = home_dir(cli)?;
-    if let Command::Init = cli.command {
-        return init(cli, &home_dir);
+    if let Command::Init { inbox } = &cli.command {
+        return init(cli, &home_dir, inbox.as_deref());
     }
     if let Command::Validate { paths } = &cli.command {
         return validate(cli, &home_dir, paths);
@@ -33,18 +35,26 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
         return super::bench::bench(cli.global.json, args);
     }
     let mut home = Home::open(&home_dir)?;
+    if let Command::Db(DbCommand::Check) = &cli.command {
+        return db_check(cli.global.json, &home);
+    }
     if let Command::Serve(args) = &cli.command {
         let mut config = home.config().clone();
         serve_overrides(&mut config, args)?;
         home.set_config(config);
     }
-    let mut store = home.store()?;
+    let mut store = if cli.command.writes() {
+        open_for_writing(&home)?
+    } else {
+        open_for_reading(&home)?
+    };
     let ctx = Ctx {
         json: cli.global.json,
-        tenant: tenant_of(cli, &home, &store)?,
+        tenant: tenant_of(cli, &home, &mut store)?,
     };
     match &cli.command {
-        Command::Init | Command::Validate { .. } | Command::Bench(_) => Ok(EXIT_OK),
+        Command::Init { .. } | Command::Validate { .. } | Command::Bench(_) => Ok(EXIT_OK),
+        Command::Db(DbCommand::Check) => Ok(EXIT_OK),
         Command::Submit { paths } => {
             let results = accept::accept_many(
                 &mut store,
@@ -68,6 +78,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
         }
         Command::Serve(args) => serve(&ctx, &home, store, args),
         Command::Ingest { inbox } => ingest(&ctx, &home, &mut store, inbox.as_deref()),
+        Command::Tenants { command } => tenants(&ctx, &mut store, command.as_ref()),
         Command::Search { query, run, limit } => {
             search(&ctx, &mut store, &query.join(" "), *run, *limit)
         }
@@ -100,18 +111,75 @@ struct Ctx {
     tenant: Uuid,
 }
 
-/// `--tenant`, or the home's default tenant.
-fn tenant_of(cli: &Cli, home: &Home, store: &Store) -> Result<Uuid> {
-    match cli.global.tenant {
-        Some(t) => Ok(t),
+/// True when this user cannot write the home's folder or database.
+fn read_only_home(home: &Home) -> bool {
+    let w = |p: &Path| rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_err();
+    w(home.root()) || w(&home.db_path())
+}
+
+/// The database for a command that writes: a home this user cannot write
+/// is refused as read-only, whatever SQLite's words for it would be.
+fn open_for_writing(home: &Home) -> Result<Store> {
+    match home.store() {
+        Ok(s) => Ok(s),
+        Err(e @ (Error::Busy { .. } | Error::DatabaseGone { .. } | Error::Corrupt { .. })) => {
+            Err(e)
+        }
+        Err(e) if read_only_home(home) || matches!(e, Error::ReadOnly { .. }) => {
+            Err(Error::ReadOnly {
+                action: "open the home for writing",
+                path: home.db_path(),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The database for a command that only reads: migrated and used as usual
+/// when this user may write it, else opened read-only (where SQLite can).
+fn open_for_reading(home: &Home) -> Result<Store> {
+    match home.store() {
+        Ok(s) => Ok(s),
+        Err(e @ (Error::Busy { .. } | Error::DatabaseGone { .. } | Error::Corrupt { .. })) => {
+            Err(e)
+        }
+        Err(e) if read_only_home(home) || matches!(e, Error::ReadOnly { .. }) => {
+            home.store_read_only().map_err(|ro| match ro {
+                Error::InvalidArgument { .. } | Error::Corrupt { .. } => ro,
+                _ => Error::ReadOnly {
+                    action: "open the home",
+                    path: home.db_path(),
+                },
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `--tenant` (a name or an id the home knows), or the home's default.
+fn tenant_of(cli: &Cli, home: &Home, store: &mut Store) -> Result<Uuid> {
+    match &cli.global.tenant {
+        Some(t) => Ok(store.tenant(t)?.id),
         None => home.default_tenant(store),
     }
 }
 
 fn ingest(ctx: &Ctx, home: &Home, store: &mut Store, dir: Option<&Path>) -> Result<u8> {
-    let dir = dir.map_or_else(|| home.inbox(), Path::to_owned);
-    let inbox = Inbox::new(home, dir, ctx.tenant, home.config().inbox.clone());
+    let dir = inbox::inbox_dir(home, dir);
+    inbox::check_inbox(home, &dir)?;
+    let presence = Presence::register(&home.run_dir())?;
+    let mut inbox = Inbox::new(
+        home,
+        dir,
+        ctx.tenant,
+        home.config().inbox.clone(),
+        &presence,
+    );
     let summary = inbox.scan(store, &HashSet::new())?;
+    if inbox.holds_nothing() {
+        drop(inbox);
+        presence.leave();
+    }
     if ctx.json {
         output::json(&summary);
     } else {
@@ -129,6 +197,58 @@ fn ingest(ctx: &Ctx, home: &Home, store: &mut Store, dir: Option<&Path>) -> Resu
     }
 }
 
+fn tenants(ctx: &Ctx, store: &mut Store, command: Option<&TenantsCommand>) -> Result<u8> {
+    match command {
+        None | Some(TenantsCommand::List) => {
+            let all = store.tenants()?;
+            if ctx.json {
+                output::json(&all);
+                return Ok(EXIT_OK);
+            }
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .map(|t| vec![t.name.clone(), t.id.to_string(), t.created_at.to_string()])
+                .collect();
+            output::table(&["NAME", "ID", "CREATED"], &rows);
+        }
+        Some(TenantsCommand::Create { name, id }) => {
+            let t = store.create_tenant(name, *id, Timestamp::now())?;
+            if ctx.json {
+                output::json(&t);
+            } else {
+                output::line(format!("created tenant {} ({})", t.name, t.id));
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn db_check(json: bool, home: &Home) -> Result<u8> {
+    let path = home.db_path();
+    let problems = match Store::open_unchecked(&path, home.config().store_options()) {
+        Ok(store) => store.integrity_check()?,
+        Err(e @ Error::Corrupt { .. }) => vec![e.to_string()],
+        Err(e) => return Err(e),
+    };
+    let ok = problems == ["ok"];
+    if json {
+        output::json(
+            &serde_json::json!({ "database": path, "ok": ok, "problems": if ok { Vec::new() } else { problems.clone() } }),
+        );
+    } else if ok {
+        output::line(format!(
+            "ok: {} passed SQLite's integrity check",
+            path.display()
+        ));
+    } else {
+        output::line(format!("damaged: {}", path.display()));
+        for p in &problems {
+            output::line(p);
+        }
+    }
+    Ok(if ok { EXIT_OK } else { EXIT_ERROR })
+}
+
 fn home_dir(cli: &Cli) -> Result<PathBuf> {
     if let Some(h) = &cli.global.home {
         return Ok(h.clone());
@@ -144,16 +264,18 @@ fn home_dir(cli: &Cli) -> Result<PathBuf> {
         })
 }
 
-fn init(cli: &Cli, dir: &Path) -> Result<u8> {
+fn init(cli: &Cli, dir: &Path, inbox: Option<&Path>) -> Result<u8> {
     let (home, report) = Home::init(dir)?;
     let store = home.store()?;
     let version = store.current_version()?;
+    let adopted = inbox.map(|d| inbox::adopt_inbox(&home, d)).transpose()?;
     if cli.global.json {
         output::json(&serde_json::json!({
             "home": report.home,
             "created": report.created,
             "default_tenant": report.default_tenant,
             "schema": version,
+            "inbox": adopted,
         }));
     } else {
         let verb = if report.created {
@@ -163,6 +285,13 @@ fn init(cli: &Cli, dir: &Path) -> Result<u8> {
         };
         output::line(format!("{verb} home {}", report.home.display()));
         output::line(format!("default tenant {}", report.default_tenant));
+        if let Some(d) = adopted {
+            output::line(format!(
+                "inbox {} adopted: use `--inbox {}` with serve and ingest, or set `path` in [inbox] of bundleq.toml",
+                d.display(),
+                d.display()
+            ));
+        }
     }
     Ok(EXIT_OK)
 }
@@ -376,8 +505,7 @@ fn run_show(ctx: &Ctx, store: &mut Store, id: Uuid) -> Result<u8> {
 
 fn status(ctx: &Ctx, home: &Home, store: &mut Store) -> Result<u8> {
     let stats = store.stats(ctx.tenant, Timestamp::now())?;
-    let inbox = Inbox::new(home, home.inbox(), ctx.tenant, home.config().inbox.clone());
-    let folders = inbox::folder_counts(home, &inbox)?;
+    let folders = inbox::folder_counts(home, &inbox::inbox_dir(home, None), ctx.tenant)?;
     if ctx.json {
         output::json(&serde_json::json!({
             "counts": stats.counts,
@@ -418,15 +546,24 @@ fn validate(cli: &Cli, home_dir: &Path, paths: &[PathBuf]) -> Result<u8> {
     // Inside a home, its limits and tenant apply; elsewhere the defaults.
     let (limits, tenant) = match Home::open(home_dir) {
         Ok(home) => {
-            let tenant = tenant_of(cli, &home, &home.store()?)?;
+            let tenant = tenant_of(cli, &home, &mut open_for_reading(&home)?)?;
             (home.config().limits.clone(), Some(tenant))
         }
-        Err(Error::NotAHome { .. }) => (Limits::default(), cli.global.tenant),
+        Err(Error::NotAHome { .. }) => {
+            let tenant = match &cli.global.tenant {
+                None => None,
+                Some(t) => Some(Uuid::try_parse(t).map_err(|_| Error::InvalidArgument {
+                    what: "tenant",
+                    message: format!("{t:?}: without a home, --tenant must be a UUID"),
+                })?),
+            };
+            (Limits::default(), tenant)
+        }
         Err(e) => return Err(e),
     };
     let results: Vec<Result<AcceptReport>> = paths
         .iter()
-        .map(|p| accept::check(p, &limits, tenant))
+        .map(|p| accept::check(p, &limits, tenant, Follow::Link))
         .collect();
     Ok(report_verdicts(cli.global.json, &results))
 }
@@ -471,7 +608,7 @@ fn print_verdict(r: &AcceptReport) {
         Verdict::Accepted { run_id, job_id } => {
             output::line(format!("accepted   {path}  run {run_id}  job {job_id}"));
         }
-        Verdict::Duplicate { run_id } => {
+        Verdict::Duplicate { run_id } | Verdict::Recovered { run_id } => {
             output::line(format!(
                 "duplicate  {path}  already accepted as run {run_id}"
             ));
@@ -501,15 +638,29 @@ fn serve_overrides(config: &mut Config, args: &ServeArgs) -> Result<()> {
 
 fn serve(ctx: &Ctx, home: &Home, mut store: Store, args: &ServeArgs) -> Result<u8> {
     let once = args.once;
+    Handlers::check_commands(home)?;
+    let inbox_dir = inbox::inbox_dir(home, args.inbox.as_deref());
+    if !args.no_inbox {
+        inbox::check_inbox(home, &inbox_dir)?;
+    }
+    let presence = Arc::new(Presence::register(&home.run_dir())?);
     let control = PoolControl::new();
     super::signals::forward_to(control.clone())?;
     let mut config = PoolConfig::from_config(&home.config().workers);
     config.once = once;
-    let inbox_dir = args.inbox.clone().unwrap_or_else(|| home.inbox());
+    config.presence = Some(Arc::clone(&presence));
     let tenant = ctx.tenant;
+    let mut inbox_clean = true;
     if once && !args.no_inbox {
-        let inbox = Inbox::new(home, inbox_dir.clone(), tenant, home.config().inbox.clone());
+        let mut inbox = Inbox::new(
+            home,
+            inbox_dir.clone(),
+            tenant,
+            home.config().inbox.clone(),
+            &presence,
+        );
         inbox.scan(&mut store, &HashSet::new())?;
+        inbox_clean = inbox.holds_nothing();
     }
     // The inbox thread writes through a connection that shares the pool's
     // write lock.
@@ -519,18 +670,23 @@ fn serve(ctx: &Ctx, home: &Home, mut store: Store, args: &ServeArgs) -> Result<u
     } else {
         let mut inbox_store = store.reopen()?;
         let root = home.root().to_owned();
-        let (home, control) = (home.clone(), control.clone());
+        let (home, control, presence) = (home.clone(), control.clone(), Arc::clone(&presence));
         let handle = std::thread::Builder::new()
             .name("bundleq-inbox".to_owned())
             .spawn(move || {
-                let inbox = Inbox::new(&home, inbox_dir, tenant, home.config().inbox.clone());
+                let mut inbox = Inbox::new(
+                    &home,
+                    inbox_dir,
+                    tenant,
+                    home.config().inbox.clone(),
+                    &presence,
+                );
                 let wake = || control.wake();
                 let result = inbox.watch(&mut inbox_store, &quit_rx, &wake);
-                if let Err(e) = &result {
-                    log::error!("The inbox watcher stopped: {e}");
+                if result.is_err() {
                     control.shutdown();
                 }
-                result
+                result.map(|()| inbox.holds_nothing())
             })
             .map_err(|source| Error::Io {
                 action: "start the inbox thread",
@@ -541,19 +697,33 @@ fn serve(ctx: &Ctx, home: &Home, mut store: Store, args: &ServeArgs) -> Result<u
     };
     let stats = run_pool(
         store,
-        Handlers::for_home(home),
+        Handlers::for_home(home, Some(GuardProgram::this_binary())),
         &config,
         std::sync::Arc::new(SystemClock),
         &control,
     );
     drop(quit_tx);
-    if let Some(handle) = watcher {
-        match handle.join() {
-            Ok(r) => r?,
-            Err(_) => log::error!("The inbox thread panicked"),
-        }
-    }
+    drop(config);
+    let watched = watcher.map(|handle| match handle.join() {
+        Ok(r) => r,
+        Err(_) => Err(Error::InvalidArgument {
+            what: "inbox",
+            message: "the inbox thread panicked".to_owned(),
+        }),
+    });
+    // A fatal error of either thread is the answer; the pool's first.
     let stats = stats?;
+    if let Some(w) = watched {
+        inbox_clean &= w?;
+    }
+    // Leave the presence lock behind if anything may still be held under
+    // this name, so the next serve can prove us gone and take it over.
+    if inbox_clean
+        && stats.unreleased == 0
+        && let Ok(p) = Arc::try_unwrap(presence)
+    {
+        p.leave();
+    }
     if once {
         if ctx.json {
             output::json(&stats);

@@ -15,6 +15,8 @@ use uuid::Uuid;
 
 use bundleq::JobStatus;
 
+pub use output::clean;
+
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
 /// Exit status: an error (I/O, database, unknown id, refused transition).
@@ -31,6 +33,10 @@ Exit codes:
   2   usage error (unknown command or flag, malformed argument)
   3   serve --once: some job failed, or failed and waits for a retry
   65  invalid input data (EX_DATAERR): a bundle failed validation
+
+Output: a closed pipe (`bundleq jobs | head -1`) ends the output quietly;
+control characters in bundle text, file names and handler output are shown
+escaped (\\e, \\x07, \\r) and never reach the terminal raw.
 
 Environment:
   BUNDLEQ_HOME  home folder (same as --home)
@@ -56,9 +62,10 @@ pub struct Global {
     /// rejected/ [default: $XDG_DATA_HOME/bundleq or ~/.local/share/bundleq]
     #[arg(long, global = true, env = "BUNDLEQ_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
-    /// Tenant to read and write [default: the home's default tenant]
-    #[arg(long, global = true, value_name = "UUID")]
-    pub tenant: Option<Uuid>,
+    /// Tenant to read and write, by name or id; it must exist (see
+    /// `bundleq tenants`) [default: the home's default tenant]
+    #[arg(long, global = true, value_name = "NAME|UUID")]
+    pub tenant: Option<String>,
     /// Print JSON for scripts instead of tables
     #[arg(long, global = true)]
     pub json: bool,
@@ -66,9 +73,16 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a home (folders 0700, database 0600, default configuration and
-    /// tenant). Safe to run again.
-    Init,
+    /// Create a home (folders 0700, database and configuration 0600, a
+    /// tenant named "default"). Safe to run again; an existing folder is
+    /// made private.
+    Init {
+        /// Also make DIR an inbox of this home: create it (0700) if missing
+        /// and mark it with a .bundleq-inbox file. Everything already in DIR
+        /// will be ingested and moved to accepted/ or rejected/.
+        #[arg(long, value_name = "DIR")]
+        inbox: Option<PathBuf>,
+    },
     /// Validate bundles and accept the valid ones: each becomes a run with a
     /// queued job, in one transaction. Invalid ones are refused with every
     /// error listed (exit 65); the same bytes again are reported as a
@@ -93,9 +107,16 @@ pub enum Command {
     /// One pass over the inbox: ingest every complete bundle, move it to
     /// accepted/ or rejected/, and exit (for cron and scripts).
     Ingest {
-        /// Drop folder to scan [default: <home>/inbox]
+        /// Drop folder to scan: <home>/inbox or a folder adopted with
+        /// `init --inbox` [default: [inbox] path, else <home>/inbox]
         #[arg(long, value_name = "DIR")]
         inbox: Option<PathBuf>,
+    },
+    /// List this home's tenants, or create one. Every command works on one
+    /// tenant (--tenant NAME|UUID); unknown ones are refused.
+    Tenants {
+        #[command(subcommand)]
+        command: Option<TenantsCommand>,
     },
     /// Measure the engine in temp homes against a plain-SQLite baseline
     /// measured in the same run; prints a table (or --json).
@@ -143,10 +164,41 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// List the tenants (the default).
+    List,
+    /// Create a tenant.
+    Create {
+        /// Its name: 1-64 characters of a-z, 0-9, '_', '-', '.'
+        name: String,
+        /// Its id, e.g. one other systems already use in bundles' tenant_id
+        /// or as an inbox/<uuid>/ folder [default: a new UUID]
+        #[arg(long, value_name = "UUID")]
+        id: Option<Uuid>,
+    },
+}
+
 impl Command {
     /// Commands that keep running and report progress through the log.
     pub fn is_long_running(&self) -> bool {
         matches!(self, Command::Serve(_))
+    }
+
+    /// Commands that write the database. The others also work on a home
+    /// this user may only read.
+    pub fn writes(&self) -> bool {
+        match self {
+            Command::Submit { .. }
+            | Command::Serve(_)
+            | Command::Ingest { .. }
+            | Command::Prune { .. }
+            | Command::Init { .. } => true,
+            Command::Job(cmd) => !matches!(cmd, JobCommand::Show { .. }),
+            Command::Db(cmd) => matches!(cmd, DbCommand::Migrate),
+            Command::Tenants { command } => matches!(command, Some(TenantsCommand::Create { .. })),
+            _ => false,
+        }
     }
 }
 
@@ -210,7 +262,8 @@ pub struct ServeArgs {
     /// workers.grace_period, default 30s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub grace_period: Option<std::time::Duration>,
-    /// Drop folder to watch [default: <home>/inbox]
+    /// Drop folder to watch: <home>/inbox or a folder adopted with
+    /// `init --inbox` [default: [inbox] path, else <home>/inbox]
     #[arg(long, value_name = "DIR")]
     pub inbox: Option<PathBuf>,
     /// Do not watch the inbox; only work jobs
@@ -224,6 +277,9 @@ pub enum DbCommand {
     Current,
     /// Apply pending migrations (opening a home applies them too).
     Migrate,
+    /// Check the database for damage (SQLite's integrity_check); exit 1 if
+    /// any is found.
+    Check,
 }
 
 #[derive(Debug, Args)]
@@ -268,11 +324,12 @@ fn parse_status(s: &str) -> Result<JobStatus, String> {
 
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    match commands::dispatch(&cli) {
-        Ok(code) => ExitCode::from(code),
+    let code = match commands::dispatch(&cli) {
+        Ok(code) => code,
         Err(e) => {
             output::error_line(&e);
-            ExitCode::from(EXIT_ERROR)
+            EXIT_ERROR
         }
-    }
+    };
+    ExitCode::from(output::finish(code))
 }

@@ -1,43 +1,130 @@
 //! Rendering for people (aligned tables) and scripts (JSON). The only place
 //! in bundleq that writes to stdout or stderr.
-#![expect(
-    clippy::print_stdout,
-    clippy::print_stderr,
-    reason = "the CLI's output module"
-)]
+//!
+//! Two promises: text from bundles, handlers and file names never reaches
+//! a terminal raw (control characters are shown escaped, see [`clean`]);
+//! and writing never panics. A closed pipe (`bundleq jobs | head -1`) ends
+//! the output quietly; any other write error (`> /dev/full`) is remembered
+//! and reported by [`finish`] as one line with exit 1.
 
+use std::borrow::Cow;
 use std::fmt::Display;
+use std::io::{self, Write};
+use std::sync::Mutex;
 
 use serde::Serialize;
 
-/// Prints `value` as pretty JSON.
-pub fn json<T: Serialize + ?Sized>(value: &T) {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("error: failed to render JSON: {e}"),
+/// The first error writing stdout, if any; later writes are skipped.
+static BROKEN: Mutex<Option<io::Error>> = Mutex::new(None);
+
+fn broken() -> bool {
+    BROKEN.lock().map(|b| b.is_some()).unwrap_or(true)
+}
+
+fn write_stdout(text: &str) {
+    if broken() {
+        return;
+    }
+    let mut out = io::stdout().lock();
+    if let Err(e) = out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.write_all(b"\n"))
+        && let Ok(mut b) = BROKEN.lock()
+    {
+        b.get_or_insert(e);
     }
 }
 
-/// Prints a line.
+fn write_stderr(text: &str) {
+    let mut err = io::stderr().lock();
+    let _ = err
+        .write_all(text.as_bytes())
+        .and_then(|()| err.write_all(b"\n"));
+}
+
+/// Flushes stdout and turns a write error into the exit code: `code` as it
+/// was for success or a closed pipe (quiet, as ripgrep does), else 1 with
+/// one line on stderr.
+pub fn finish(code: u8) -> u8 {
+    if !broken() {
+        let flushed = io::stdout().lock().flush();
+        if let Err(e) = flushed
+            && let Ok(mut b) = BROKEN.lock()
+        {
+            b.get_or_insert(e);
+        }
+    }
+    let error = BROKEN.lock().ok().and_then(|mut b| b.take());
+    match error {
+        None => code,
+        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => code,
+        Some(e) => {
+            write_stderr(&format!("error: failed to write the output: {e}"));
+            super::EXIT_ERROR
+        }
+    }
+}
+
+/// `text` with every control character (C0, DEL, C1) and every bidi
+/// override shown as an escape (`\e`, `\x07`, `\r`, `\u{202e}`…), so that
+/// text from a bundle, a handler or a file name cannot move the cursor,
+/// retitle the terminal or hide what follows it.
+pub fn clean(text: &str) -> Cow<'_, str> {
+    let bad = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+    };
+    if !text.chars().any(bad) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{1b}' => out.push_str("\\e"),
+            c if (c as u32) < 0x100 && bad(c) => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if bad(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Prints `value` as pretty JSON (JSON escapes control characters itself).
+pub fn json<T: Serialize + ?Sized>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => write_stdout(&text),
+        Err(e) => write_stderr(&format!("error: failed to render JSON: {e}")),
+    }
+}
+
+/// Prints a line (escaped).
 pub fn line(text: impl Display) {
-    println!("{text}");
+    write_stdout(&clean(&text.to_string()));
 }
 
-/// Prints one error line to stderr.
+/// Prints one error line to stderr (escaped: it may quote a file name).
 pub fn error_line(e: &dyn Display) {
-    let text = e.to_string().replace('\n', " ");
-    eprintln!("error: {text}");
+    write_stderr(&format!("error: {}", clean(&e.to_string())));
 }
 
-/// Prints text (which may span lines) to stderr.
+/// Prints lines to stderr, each escaped.
 pub fn error_text(text: &str) {
-    eprintln!("{text}");
+    let lines: Vec<Cow<'_, str>> = text.lines().map(clean).collect();
+    write_stderr(&lines.join("\n"));
 }
 
-/// Prints rows under a header, columns padded to their widest cell.
+/// Prints rows under a header, columns padded to their widest cell; every
+/// cell escaped.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| clean(c).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -55,20 +142,20 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         }
         out.trim_end().to_owned()
     };
-    println!("{}", render(&mut header.iter().copied()));
-    for row in rows {
-        println!("{}", render(&mut row.iter().map(String::as_str)));
+    write_stdout(&render(&mut header.iter().copied()));
+    for row in &rows {
+        write_stdout(&render(&mut row.iter().map(String::as_str)));
     }
     if rows.is_empty() {
-        println!("(none)");
+        write_stdout("(none)");
     }
 }
 
-/// Prints `key: value` lines with the keys aligned.
+/// Prints `key: value` lines with the keys aligned; values escaped.
 pub fn fields(pairs: &[(&str, String)]) {
     let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in pairs {
-        println!("{k:<w$}  {v}");
+        write_stdout(&format!("{k:<w$}  {}", clean(v)));
     }
 }
 
@@ -78,14 +165,29 @@ pub fn opt<T: Display>(v: &Option<T>) -> String {
         .map_or_else(|| "-".to_owned(), ToString::to_string)
 }
 
-/// A long text cut to `n` characters for a table cell.
+/// A long text cut to `n` characters for a table cell (escaped first, so
+/// the cut never splits an escape from what it stands for).
 pub fn cut(text: &str, n: usize) -> String {
-    let one_line = text.replace('\n', " ");
+    let one_line = clean(text).into_owned();
     if one_line.chars().count() <= n {
         one_line
     } else {
         let mut s: String = one_line.chars().take(n.saturating_sub(1)).collect();
         s.push('…');
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean;
+
+    #[test]
+    fn control_characters_and_bidi_overrides_are_escaped() {
+        assert_eq!(clean("plain text, ünïcode"), "plain text, ünïcode");
+        assert_eq!(
+            clean("a\u{1b}[2Jb\u{7}c\rd\u{9b}e\u{202e}f\u{7f}"),
+            "a\\e[2Jb\\x07c\\rd\\x9be\\u{202e}f\\x7f"
+        );
     }
 }

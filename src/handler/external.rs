@@ -15,9 +15,16 @@
 //! timeout or shutdown the whole process group is killed; when the command
 //! exits, whatever it left in its group is killed too. The tail of stderr
 //! becomes the error.
+//!
+//! With a [`GuardProgram`] (what `bundleq serve` uses) the command runs
+//! under a guard process that kills its group when serve dies, even by
+//! `SIGKILL` (see [`super::guard`]). A program that cannot be found or run
+//! is reported by [`ExternalCommand::check`] when serve starts.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::Duration;
@@ -25,6 +32,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, select};
 use serde::Deserialize;
 
+use super::guard::GuardProgram;
 use super::{Handler, JobContext, ReadConnections};
 use crate::state::Outcome;
 
@@ -58,13 +66,69 @@ fn default_timeout() -> Duration {
 pub struct ExternalCommand {
     config: ExternalConfig,
     reads: ReadConnections,
+    guard: Option<GuardProgram>,
 }
 
 impl ExternalCommand {
-    /// A handler running `config.command`.
-    pub fn new(config: ExternalConfig, reads: ReadConnections) -> ExternalCommand {
-        ExternalCommand { config, reads }
+    /// A handler running `config.command`, under `guard` when given.
+    pub fn new(
+        config: ExternalConfig,
+        reads: ReadConnections,
+        guard: Option<GuardProgram>,
+    ) -> ExternalCommand {
+        ExternalCommand {
+            config,
+            reads,
+            guard,
+        }
     }
+
+    /// Checks that the program exists and may be executed (found in `PATH`
+    /// when it names no folder), so a typo is reported when serve starts
+    /// rather than by failing jobs.
+    pub fn check(&self) -> Result<PathBuf, String> {
+        let program = self.config.command.first().map_or("", String::as_str);
+        resolve_program(program, std::env::var_os("PATH").as_deref())
+    }
+}
+
+/// Where `program` would be run from, or why it cannot be.
+fn resolve_program(program: &str, path: Option<&std::ffi::OsStr>) -> Result<PathBuf, String> {
+    let executable = |p: &Path| -> Result<(), String> {
+        let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if !meta.is_file() {
+            return Err(format!("{} is not a file", p.display()));
+        }
+        if meta.permissions().mode() & 0o111 == 0
+            || rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_err()
+        {
+            return Err(format!("{} is not executable", p.display()));
+        }
+        Ok(())
+    };
+    if program.is_empty() {
+        return Err("the command names no program".to_owned());
+    }
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return executable(&p).map(|()| p);
+    }
+    let dirs = path.map(std::env::split_paths).into_iter().flatten();
+    let mut why = None;
+    for dir in dirs {
+        let candidate = dir.join(program);
+        match executable(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if candidate.exists() => why = Some(e),
+            Err(_) => {}
+        }
+    }
+    Err(why.unwrap_or_else(|| {
+        format!(
+            "program {program:?} was not found in PATH ({})",
+            path.map_or_else(String::new, |p| p.to_string_lossy().into_owned())
+        )
+    }))
 }
 
 #[derive(Clone, Copy)]
@@ -74,13 +138,32 @@ enum Ended {
     Stopped,
 }
 
-fn kill_group(pgid: u32) {
-    if let Some(pid) = i32::try_from(pgid)
+fn pid_of(id: u32) -> Option<rustix::process::Pid> {
+    i32::try_from(id)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
-    {
+}
+
+/// Kills a process group. Only called while its leader is not yet reaped,
+/// so the id cannot belong to anybody else.
+fn kill_group(pgid: u32) {
+    if let Some(pid) = pid_of(pgid) {
         // ESRCH (the group is already gone) is the common, fine case.
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Blocks until the child exits, without reaping it.
+fn wait_exited(pid: u32) {
+    let Some(pid) = pid_of(pid) else { return };
+    loop {
+        match rustix::process::waitid(
+            rustix::process::WaitId::Pid(pid),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            _ => return,
+        }
     }
 }
 
@@ -90,21 +173,37 @@ impl Handler for ExternalCommand {
         let Some((program, args)) = self.config.command.split_first() else {
             return Outcome::Fail(format!("handler for {} has an empty command", job.job_type));
         };
-        let bundle = self
+        let bundle = match self
             .reads
             .with(|s| s.run_bundle_json(job.tenant_id, job.run_id))
-            .ok()
-            .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
-            .unwrap_or(serde_json::Value::Null);
+        {
+            Ok(j) => {
+                serde_json::from_str::<serde_json::Value>(&j).unwrap_or(serde_json::Value::Null)
+            }
+            Err(crate::Error::RunNotFound { .. }) => {
+                return Outcome::Fail(format!(
+                    "run {} of tenant {} does not exist",
+                    job.run_id, job.tenant_id
+                ));
+            }
+            // The database could not be read now: that may pass.
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
         let mut input = job.payload_json.clone();
         if let serde_json::Value::Object(map) = &mut input {
             map.insert("bundle".to_owned(), bundle);
         }
         let input = input.to_string().into_bytes();
 
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .env_clear()
+        let mut cmd = match &self.guard {
+            Some(g) => g.command(std::process::id(), &self.config.command),
+            None => {
+                let mut c = Command::new(program);
+                c.args(args);
+                c
+            }
+        };
+        cmd.env_clear()
             .envs(
                 PASS_ENV
                     .iter()
@@ -148,20 +247,35 @@ impl Handler for ExternalCommand {
                 let _ = tail_tx.send(String::from_utf8_lossy(&tail[start..]).trim().to_owned());
             });
         }
-        let (status_tx, status_rx) = bounded(1);
+        // Told when the child has exited; it is reaped only below, after
+        // its group was killed.
+        let (exit_tx, exit_rx) = bounded::<()>(1);
         thread::spawn(move || {
-            let _ = status_tx.send(child.wait());
+            wait_exited(pgid);
+            let _ = exit_tx.send(());
         });
 
-        let lost = || Err(std::io::Error::other("lost track of the process"));
-        let (ended, exited): (Ended, Option<std::io::Result<ExitStatus>>) = select! {
-            recv(status_rx) -> s => (Ended::Exited, Some(s.unwrap_or_else(|_| lost()))),
-            recv(ctx.stop) -> _ => (Ended::Stopped, None),
-            default(self.config.timeout) => (Ended::TimedOut, None),
+        let ended = select! {
+            recv(exit_rx) -> _ => Ended::Exited,
+            recv(ctx.stop) -> _ => Ended::Stopped,
+            default(self.config.timeout) => Ended::TimedOut,
         };
+        if !matches!(ended, Ended::Exited) {
+            match (&self.guard, pid_of(pgid)) {
+                // The guard kills the handler's group, then exits.
+                (Some(_), Some(pid)) => {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                }
+                _ => kill_group(pgid),
+            }
+            if exit_rx.recv_timeout(Duration::from_secs(5)).is_err() {
+                kill_group(pgid);
+                let _ = exit_rx.recv();
+            }
+        }
         // Whatever the command left running in its group goes too.
         kill_group(pgid);
-        let status = exited.unwrap_or_else(|| status_rx.recv().unwrap_or_else(|_| lost()));
+        let status: std::io::Result<ExitStatus> = child.wait();
         let tail = tail_rx
             .recv_timeout(Duration::from_secs(5))
             .unwrap_or_default();

@@ -9,6 +9,7 @@
 //! [`Handler`] and register it in [`Handlers`].
 
 mod external;
+pub mod guard;
 mod process_bundle;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::Receiver;
 
 pub use external::{ExternalCommand, ExternalConfig};
+pub use guard::GuardProgram;
 pub use process_bundle::ProcessBundle;
 
 use crate::error::Result;
@@ -94,8 +96,9 @@ impl Handlers {
     }
 
     /// The built-in `process_bundle` plus the external commands configured
-    /// in the home's `bundleq.toml`.
-    pub fn for_home(home: &Home) -> Handlers {
+    /// in the home's `bundleq.toml`, each run under `guard` when given (see
+    /// [`guard`]; `bundleq serve` always gives one).
+    pub fn for_home(home: &Home, guard: Option<GuardProgram>) -> Handlers {
         let reads = ReadConnections::new(home.clone());
         let mut h = Handlers::new();
         h.register(
@@ -103,9 +106,27 @@ impl Handlers {
             ProcessBundle::new(home.clone(), reads.clone()),
         );
         for (job_type, cfg) in &home.config().handlers {
-            h.register(job_type, ExternalCommand::new(cfg.clone(), reads.clone()));
+            h.register(
+                job_type,
+                ExternalCommand::new(cfg.clone(), reads.clone(), guard.clone()),
+            );
         }
         h
+    }
+
+    /// Checks every configured external command of `home` (the program
+    /// exists and may be executed): the first problem, naming its table.
+    pub fn check_commands(home: &Home) -> Result<()> {
+        for (job_type, cfg) in &home.config().handlers {
+            let probe = ExternalCommand::new(cfg.clone(), ReadConnections::new(home.clone()), None);
+            if let Err(why) = probe.check() {
+                return Err(crate::Error::Config {
+                    path: home.root().join(crate::home::CONFIG_FILE),
+                    message: format!("handlers.{job_type}.command: {why}"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Registers (or replaces) the handler for `job_type`.

@@ -43,10 +43,13 @@ impl Handler for ProcessBundle {
         let objects = Objects::new(self.home.objects());
         let limits = &self.home.config().limits;
         let bundle = match bundle::validate_stored(json.as_bytes(), limits, &objects) {
-            Ok(b) => b,
+            Ok(Ok(b)) => b,
             // The stored bundle passed at upload; failing now means its
             // stored bytes are damaged, which retrying will not mend.
-            Err(errors) => return Outcome::Fail(errors.to_string()),
+            Ok(Err(errors)) => return Outcome::Fail(errors.to_string()),
+            // A stored object could not be read (a missing or unreadable
+            // file, a disk error): this machine's problem, which may pass.
+            Err(e) => return Outcome::Retry(e.to_string()),
         };
         let mut sources = Vec::with_capacity(bundle.sources().len());
         for (idx, s) in bundle.sources().iter().enumerate() {
@@ -58,10 +61,11 @@ impl Handler for ProcessBundle {
                     }
                     (Some(text.len() as u64), Some(text.clone()))
                 }
-                SourceBody::File(f) => (
-                    Some(f.size),
-                    self.text_of(&objects, s.sha256(), s.media_type()),
-                ),
+                SourceBody::File(f) => match text_of(&objects, s.sha256(), s.media_type()) {
+                    Ok(text) => (Some(f.size), text),
+                    // Read a moment ago to check its hash: an I/O failure.
+                    Err(e) => return Outcome::Retry(e.to_string()),
+                },
             };
             sources.push(NewSource {
                 idx: u32::try_from(idx).unwrap_or(u32::MAX),
@@ -85,24 +89,19 @@ impl Handler for ProcessBundle {
     }
 }
 
-impl ProcessBundle {
-    /// The text of a stored object, if it is text.
-    fn text_of(
-        &self,
-        objects: &Objects,
-        sha: &Sha256Hex,
-        media_type: Option<&str>,
-    ) -> Option<String> {
-        let textual = media_type.is_none_or(|m| {
-            m.starts_with("text/")
-                || m.ends_with("json")
-                || m.ends_with("xml")
-                || m.ends_with("csv")
-        });
-        if !textual {
-            return None;
-        }
-        let bytes = objects.read(sha, MAX_INDEXED_BYTES).ok()?;
-        String::from_utf8(bytes).ok()
+/// The text of a stored object, if it is text (`None` for binary media
+/// types and bytes that are not UTF-8).
+fn text_of(
+    objects: &Objects,
+    sha: &Sha256Hex,
+    media_type: Option<&str>,
+) -> crate::Result<Option<String>> {
+    let textual = media_type.is_none_or(|m| {
+        m.starts_with("text/") || m.ends_with("json") || m.ends_with("xml") || m.ends_with("csv")
+    });
+    if !textual {
+        return Ok(None);
     }
+    let bytes = objects.read(sha, MAX_INDEXED_BYTES)?;
+    Ok(String::from_utf8(bytes).ok())
 }

@@ -13,10 +13,16 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde::Serialize;
 use uuid::Uuid;
 
+use log::Level;
+
+use super::deferred::after_commit;
 use super::sources::{RunSources, replace_sources};
 use super::{QueuePolicy, Store, WriteTx};
 use crate::error::{DbContext, Error, Result};
-use crate::state::{FailureDecision, JobStatus, Outcome, decide_failure};
+use crate::state::{
+    FailureDecision, JobStatus, Outcome, RELEASE_ALLOWANCE, ReleaseDecision, decide_failure,
+    decide_release,
+};
 use crate::timestamp::{Timestamp, human_duration};
 
 /// Errors stored in `last_error` and attempt rows are cut to this many bytes.
@@ -494,9 +500,28 @@ impl Store {
     }
 
     /// Gives claims back at shutdown: the jobs return to `queued`, due at
-    /// once, and the interrupted attempt does not count against
-    /// `max_attempts` (its history row says `released`).
+    /// once. The interrupted attempt is given back (`attempts − 1`, history
+    /// row `released`) for the first [`RELEASE_ALLOWANCE`] interruptions of
+    /// a job; later ones count like any attempt, and at the last attempt
+    /// the job fails. So a handler starts at most `max_attempts +
+    /// RELEASE_ALLOWANCE` times however often serve is restarted.
     pub fn release(&mut self, tokens: &[ClaimToken], now: Timestamp) -> Result<Vec<Report>> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write("release jobs", |tx| {
+            tokens.iter().map(|t| release_started(tx, t, now)).collect()
+        })
+    }
+
+    /// Gives back claims whose handler never started (prefetched at
+    /// shutdown): the attempt is given back and leaves no history row, as
+    /// if the claim had not been made. These never use up the allowance.
+    pub fn release_unstarted(
+        &mut self,
+        tokens: &[ClaimToken],
+        now: Timestamp,
+    ) -> Result<Vec<Report>> {
         if tokens.is_empty() {
             return Ok(Vec::new());
         }
@@ -509,22 +534,106 @@ impl Store {
                              retry_at = NULL, locked_at = NULL, locked_by = NULL, updated_at = ?5
                          WHERE {FENCE}"
                     ))
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            t.job_id.to_string(),
-                            t.worker,
-                            t.attempt,
-                            t.attempt_id.to_string(),
-                            now
-                        ])
-                    })
+                    .and_then(|mut s| s.execute(fence_params(t, now)))
                     .db("release a job")?;
                 if changed == 1 {
-                    close_attempt(tx, t, "released", Some("released at shutdown"), now)?;
-                    log::info!("Job {} released at shutdown; it will run again", t.job_id);
+                    tx.prepare_cached("DELETE FROM job_attempts WHERE job_id = ?1 AND id = ?2")
+                        .and_then(|mut s| {
+                            s.execute(params![t.job_id.to_string(), t.attempt_id.to_string()])
+                        })
+                        .db("release a job")?;
                     out.push(Report::Applied(JobStatus::Queued));
                 } else {
                     out.push(Report::Stale);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Worker names (`locked_by`) holding running jobs, for the check of
+    /// which of them are provably gone.
+    pub fn running_workers(&mut self) -> Result<Vec<String>> {
+        self.read("list running workers", |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT DISTINCT locked_by FROM research_jobs INDEXED BY research_jobs_running
+                     WHERE status = 'running'",
+                )
+                .db("list running workers")?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .db("list running workers")?;
+            rows.collect::<rusqlite::Result<_>>()
+                .db("list running workers")
+        })
+    }
+
+    /// Rescues at once the running jobs of workers that are provably gone
+    /// (their process and its handlers no longer exist), without waiting for
+    /// their locks to expire: each lost attempt counts; a job at its last
+    /// attempt fails, the others are queued and due at once. Returns the
+    /// jobs and what they became.
+    pub fn rescue_workers(
+        &mut self,
+        workers: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<(Uuid, JobStatus)>> {
+        if workers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = serde_json::to_string(workers).unwrap_or_else(|_| "[]".to_owned());
+        self.write("rescue jobs of dead workers", |tx| {
+            let mut out = Vec::new();
+            for (status, sql) in [
+                (
+                    JobStatus::Failed,
+                    "UPDATE research_jobs SET status = 'failed', retry_at = NULL,
+                         locked_at = NULL, locked_by = NULL, updated_at = ?1,
+                         last_error = 'worker ' || locked_by || ' died during attempt '
+                             || attempts || '/' || max_attempts || ' (its process is gone)'
+                     WHERE status = 'running' AND attempts >= max_attempts
+                       AND locked_by IN (SELECT value FROM json_each(?2))
+                     RETURNING id, attempts, max_attempts, last_error",
+                ),
+                (
+                    JobStatus::Queued,
+                    "UPDATE research_jobs SET status = 'queued', retry_at = NULL,
+                         locked_at = NULL, locked_by = NULL, updated_at = ?1,
+                         last_error = 'worker ' || locked_by || ' died during attempt '
+                             || attempts || '/' || max_attempts || ' (its process is gone)'
+                     WHERE status = 'running'
+                       AND locked_by IN (SELECT value FROM json_each(?2))
+                     RETURNING id, attempts, max_attempts, last_error",
+                ),
+            ] {
+                let rows: Vec<(String, u32, u32, String)> = {
+                    let mut stmt = tx.prepare_cached(sql).db("rescue jobs of dead workers")?;
+                    let rows = stmt
+                        .query_map(params![now, list], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        })
+                        .db("rescue jobs of dead workers")?;
+                    rows.collect::<rusqlite::Result<_>>()
+                        .db("rescue jobs of dead workers")?
+                };
+                for (id, attempts, max, error) in rows {
+                    close_lost_attempt(tx, &id, &error, now)?;
+                    if status == JobStatus::Failed {
+                        after_commit!(
+                            Level::Error,
+                            "Job {id} permanently failed after {attempts} {}: {error}",
+                            plural(attempts)
+                        );
+                    } else {
+                        after_commit!(
+                            Level::Warn,
+                            "Job {id} rescued at once: {error}; attempt {attempts}/{max} counts, it runs again"
+                        );
+                    }
+                    if let Ok(u) = Uuid::parse_str(&id) {
+                        out.push((u, status));
+                    }
                 }
             }
             Ok(out)
@@ -586,7 +695,8 @@ impl Store {
                 id: id.to_string(),
                 tenant: tenant.to_string(),
             })?;
-            log::info!(
+            after_commit!(
+                Level::Info,
                 "Job {id}: {} -> {} ({action} by a user)",
                 job.status,
                 changed.status
@@ -808,7 +918,8 @@ fn claim_in(
     };
     for (id, attempts, error) in &lost {
         close_lost_attempt(tx, id, error, now)?;
-        log::error!(
+        after_commit!(
+            Level::Error,
             "Job {id} permanently failed after {attempts} {}: {error}",
             plural(*attempts)
         );
@@ -834,7 +945,8 @@ fn claim_in(
             None
         };
         if let Some(old) = &rescued_from {
-            log::warn!(
+            after_commit!(
+                Level::Warn,
                 "Job {id} rescued from lost worker {old}; attempt {}/{}",
                 job.attempts,
                 job.max_attempts
@@ -904,7 +1016,8 @@ fn apply_completions(
             if !plain(c) {
                 apply_completion(tx, policy, c, now)
             } else if applied.contains(&c.token.job_id) {
-                log::info!(
+                after_commit!(
+                    Level::Info,
                     "Job {} succeeded (attempt {}/{})",
                     c.token.job_id,
                     c.token.attempt,
@@ -990,12 +1103,99 @@ fn succeed_batch(
 }
 
 fn log_stale(token: &ClaimToken) {
-    log::warn!(
+    after_commit!(
+        Level::Warn,
         "Job {}: ignored the report of worker {} for attempt {}: that claim no longer holds the job",
         token.job_id,
         token.worker,
         token.attempt
     );
+}
+
+fn fence_params(t: &ClaimToken, now: Timestamp) -> [Box<dyn rusqlite::ToSql>; 5] {
+    [
+        Box::new(t.job_id.to_string()),
+        Box::new(t.worker.clone()),
+        Box::new(t.attempt),
+        Box::new(t.attempt_id.to_string()),
+        Box::new(now),
+    ]
+}
+
+/// Gives back (or counts) one started claim at shutdown.
+fn release_started(tx: &Transaction<'_>, t: &ClaimToken, now: Timestamp) -> Result<Report> {
+    let released_before: u32 = tx
+        .prepare_cached(
+            "SELECT count(*) FROM job_attempts WHERE job_id = ?1 AND outcome = 'released'",
+        )
+        .and_then(|mut s| s.query_row([t.job_id.to_string()], |r| r.get(0)))
+        .db("release a job")?;
+    let decision = decide_release(t.attempt, t.max_attempts, released_before);
+    let times = released_before + 1;
+    let (sql, status, note) = match decision {
+        ReleaseDecision::GiveBack => (
+            "UPDATE research_jobs SET status = 'queued', attempts = attempts - 1,
+                 retry_at = NULL, locked_at = NULL, locked_by = NULL, updated_at = ?5",
+            JobStatus::Queued,
+            format!(
+                "released at shutdown; the attempt is given back (interruption {times} of {RELEASE_ALLOWANCE} free ones)"
+            ),
+        ),
+        ReleaseDecision::Requeue => (
+            "UPDATE research_jobs SET status = 'queued', retry_at = NULL, locked_at = NULL,
+                 locked_by = NULL, updated_at = ?5, last_error = ?6",
+            JobStatus::Queued,
+            format!(
+                "released at shutdown; attempt {}/{} counts (interrupted {times} times)",
+                t.attempt, t.max_attempts
+            ),
+        ),
+        ReleaseDecision::Fail => (
+            "UPDATE research_jobs SET status = 'failed', retry_at = NULL, locked_at = NULL,
+                 locked_by = NULL, updated_at = ?5, last_error = ?6",
+            JobStatus::Failed,
+            format!(
+                "interrupted by a shutdown at its last attempt {}/{} (interrupted {times} times)",
+                t.attempt, t.max_attempts
+            ),
+        ),
+    };
+    let changed = tx
+        .prepare_cached(&format!("{sql} WHERE {FENCE}"))
+        .and_then(|mut s| {
+            let [a, b, c, d, e] = fence_params(t, now);
+            if decision == ReleaseDecision::GiveBack {
+                s.execute(params![a, b, c, d, e])
+            } else {
+                s.execute(params![a, b, c, d, e, note])
+            }
+        })
+        .db("release a job")?;
+    if changed == 0 {
+        return Ok(Report::Stale);
+    }
+    close_attempt(tx, t, "released", Some(&note), now)?;
+    let id = t.job_id;
+    match decision {
+        ReleaseDecision::GiveBack => {
+            after_commit!(
+                Level::Info,
+                "Job {id} released at shutdown; it will run again"
+            );
+        }
+        ReleaseDecision::Requeue => {
+            after_commit!(Level::Warn, "Job {id} {note}; it will run again");
+        }
+        ReleaseDecision::Fail => {
+            after_commit!(
+                Level::Error,
+                "Job {id} permanently failed after {} {}: {note}",
+                t.attempt,
+                plural(t.attempt)
+            );
+        }
+    }
+    Ok(Report::Applied(status))
 }
 
 fn apply_completion(
@@ -1060,7 +1260,8 @@ fn apply_report(
                         })
                         .db("record a failure")?;
                     if n == 1 {
-                        log::warn!(
+                        after_commit!(
+                            Level::Warn,
                             "Job {id} failed (attempt {}/{}), will retry in {} at {retry_at}: {message}",
                             token.attempt,
                             token.max_attempts,
@@ -1081,7 +1282,8 @@ fn apply_report(
                         })
                         .db("record a failure")?;
                     if n == 1 {
-                        log::error!(
+                        after_commit!(
+                            Level::Error,
                             "Job {id} permanently failed after {} {}: {message}",
                             token.attempt,
                             plural(token.attempt)
@@ -1103,7 +1305,8 @@ fn apply_report(
     };
     close_attempt(tx, token, outcome_name, error, now)?;
     if status == JobStatus::Succeeded {
-        log::info!(
+        after_commit!(
+            Level::Info,
             "Job {id} succeeded (attempt {}/{})",
             token.attempt,
             token.max_attempts

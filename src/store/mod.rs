@@ -13,12 +13,21 @@
 //!   `SQLITE_BUSY` never reaches a user as such;
 //! - no statement outlives the call that stepped it (cached statements are
 //!   reset when dropped), so no read snapshot is held open between calls and
-//!   checkpoints can always shrink the WAL.
+//!   checkpoints can always shrink the WAL;
+//! - a write is reported as done only after its commit, and only if the
+//!   database file is still the one that was opened (not deleted, not
+//!   replaced): log lines about state changes are held back until then
+//!   ([`deferred`]), so nothing claims a success that was not recorded;
+//! - a damaged database (`SQLITE_CORRUPT`, `SQLITE_NOTADB`) is
+//!   [`Error::Corrupt`], busy is [`Error::Busy`], read-only is
+//!   [`Error::ReadOnly`]: SQLite's own wording never reaches a user.
 
 mod baseline;
+pub(crate) mod deferred;
 mod jobs;
 mod runs;
 mod sources;
+mod tenants;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -35,6 +44,7 @@ pub use jobs::{
 };
 pub use runs::{NewRun, Run, RunInsert, RunSummary};
 pub use sources::{NewSource, RunSources, SearchHit};
+pub use tenants::{Tenant, valid_tenant_name};
 
 use crate::error::{DbContext, Error, IoContext, Result};
 use crate::state::Backoff;
@@ -133,6 +143,16 @@ pub struct Store {
     /// handler sleeps and is unfair). Other processes are handled by the
     /// `BEGIN IMMEDIATE` retry loop.
     write_lock: Arc<Mutex<()>>,
+    /// (device, inode) of the database file when it was opened: a write
+    /// that finds another file (or none) at the path fails with
+    /// [`Error::DatabaseGone`] instead of committing into an unlinked file.
+    identity: Option<(u64, u64)>,
+}
+
+/// (device, inode) of a file, or why there is none.
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map(|m| (m.dev(), m.ino()))
 }
 
 impl Store {
@@ -148,21 +168,88 @@ impl Store {
         Store::open(path, options)
     }
 
-    /// Opens an existing database and applies pending migrations.
+    /// Opens an existing database and applies pending migrations. A
+    /// database this user cannot write is [`Error::ReadOnly`]: use
+    /// [`Store::open_read_only`] to read it.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(path, flags).db("open the database")?;
-        let mut store = Store {
+        let mut store = Store::connect(path, options, flags)?;
+        let read_only = store
+            .conn
+            .is_readonly(rusqlite::MAIN_DB)
+            .db("open the database")?;
+        if read_only {
+            return Err(Error::ReadOnly {
+                action: "open the database for writing",
+                path: path.to_owned(),
+            });
+        }
+        store.configure(true).map_err(|e| store.classify(e))?;
+        store.migrate().map_err(|e| store.classify(e))?;
+        Ok(store)
+    }
+
+    /// Opens a database for reading only: nothing is migrated or written,
+    /// so it works on a home this user may read but not write (where
+    /// SQLite allows it: a WAL database needs its `-shm` file or a
+    /// writable folder). A schema behind head is an error naming the fix.
+    pub fn open_read_only(path: &Path, options: StoreOptions) -> Result<Store> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let mut store = Store::connect(path, options, flags)?;
+        store.configure(false).map_err(|e| store.classify(e))?;
+        let current = store.current_version().map_err(|e| store.classify(e))?;
+        if !current.as_ref().is_some_and(|v| v.head) {
+            return Err(Error::InvalidArgument {
+                what: "database",
+                message: format!(
+                    "{} needs a schema migration; run `bundleq db migrate` as a user who can write it",
+                    path.display()
+                ),
+            });
+        }
+        Ok(store)
+    }
+
+    /// Opens a database as it is, read-only, without looking at its schema:
+    /// for `bundleq db check` on a database that may be damaged.
+    pub fn open_unchecked(path: &Path, options: StoreOptions) -> Result<Store> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let store = Store::connect(path, options, flags)?;
+        store
+            .conn
+            .busy_timeout(store.busy_wait())
+            .db("set the busy timeout")?;
+        Ok(store)
+    }
+
+    fn connect(path: &Path, options: StoreOptions, flags: OpenFlags) -> Result<Store> {
+        let identity = match file_identity(path) {
+            Ok(id) => Some(id),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(Error::Io {
+                    action: "open the database",
+                    path: path.to_owned(),
+                    source: e,
+                });
+            }
+            Err(_) => None, // ":memory:" or a URI; SQLite says what is wrong
+        };
+        let conn = Connection::open_with_flags(path, flags)
+            .db("open the database")
+            .map_err(|e| classify(path, options.busy_deadline, e))?;
+        Ok(Store {
             conn,
             path: path.to_owned(),
             options,
             write_lock: Arc::new(Mutex::new(())),
-        };
-        store.configure()?;
-        store.migrate()?;
-        Ok(store)
+            identity,
+        })
     }
 
     /// Opens a second connection to the same database with the same options
@@ -170,13 +257,57 @@ impl Store {
     pub fn reopen(&self) -> Result<Store> {
         let mut store = Store::open(&self.path, self.options.clone())?;
         store.write_lock = Arc::clone(&self.write_lock);
+        if store.identity != self.identity {
+            return Err(Error::DatabaseGone {
+                path: self.path.clone(),
+                what: "was replaced by another file",
+            });
+        }
         Ok(store)
     }
 
-    fn configure(&mut self) -> Result<()> {
+    /// Fails with [`Error::DatabaseGone`] when the file at the path is no
+    /// longer the one this store opened (deleted, or another file put in
+    /// its place). A `stat`, cheap enough for every write and every poll.
+    pub fn check_identity(&self) -> Result<()> {
+        let Some(opened) = self.identity else {
+            return Ok(());
+        };
+        match file_identity(&self.path) {
+            Ok(now) if now == opened => Ok(()),
+            Ok(_) => Err(Error::DatabaseGone {
+                path: self.path.clone(),
+                what: "was replaced by another file",
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::DatabaseGone {
+                path: self.path.clone(),
+                what: "was deleted",
+            }),
+            // Cannot tell (a permission change, say): the next check will.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Turns SQLite's busy, read-only and corruption errors into bundleq's.
+    fn classify(&self, e: Error) -> Error {
+        classify(&self.path, self.busy_wait(), e)
+    }
+
+    /// How long SQLite's own busy handler waits outside `write`'s loop.
+    fn busy_wait(&self) -> Duration {
+        self.options.busy_deadline.min(Duration::from_secs(5))
+    }
+
+    fn configure(&mut self, write: bool) -> Result<()> {
         let c = &self.conn;
-        c.busy_timeout(Duration::from_secs(5))
+        c.busy_timeout(self.busy_wait())
             .db("set the busy timeout")?;
+        if !write {
+            c.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -16384;")
+                .db("configure the connection")?;
+            c.set_prepared_statement_cache_capacity(64);
+            return Ok(());
+        }
         // journal_mode answers with a row; WAL lets readers run beside the
         // single writer.
         let mode: String = c
@@ -314,11 +445,36 @@ impl Store {
     /// Runs `f` inside a `BEGIN IMMEDIATE` transaction and commits it. While
     /// another process holds the write lock, retries with a short backoff up
     /// to the busy deadline.
+    ///
+    /// The file must still be the one opened, before and after the commit
+    /// ([`Store::check_identity`]); log lines the transaction deferred are
+    /// written only once both hold.
     pub(crate) fn write<T>(
         &mut self,
         action: &'static str,
         f: impl FnOnce(&Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
+        deferred::discard();
+        let result = self.write_inner(action, f);
+        let result = result.and_then(|v| self.check_identity().map(|()| v));
+        match result {
+            Ok(v) => {
+                deferred::flush();
+                Ok(v)
+            }
+            Err(e) => {
+                deferred::discard();
+                Err(self.classify(e))
+            }
+        }
+    }
+
+    fn write_inner<T>(
+        &mut self,
+        action: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        self.check_identity()?;
         let lock = Arc::clone(&self.write_lock);
         let _turn = lock.lock().unwrap_or_else(|e| e.into_inner());
         let deadline = self.options.busy_deadline;
@@ -354,13 +510,17 @@ impl Store {
         action: &'static str,
         f: impl FnOnce(&Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)
-            .db(action)?;
-        let value = f(&tx)?;
-        tx.finish().db(action)?;
-        Ok(value)
+        let (path, wait) = (self.path.clone(), self.busy_wait());
+        let run = || {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Deferred)
+                .db(action)?;
+            let value = f(&tx)?;
+            tx.finish().db(action)?;
+            Ok(value)
+        };
+        run().map_err(|e| classify(&path, wait, e))
     }
 
     /// Runs `f` inside one write transaction with a [`WriteTx`], so that the
@@ -389,6 +549,7 @@ impl Store {
                 e => Err(e),
             })
             .db("read home metadata")
+            .map_err(|e| self.classify(e))
     }
 
     /// Sets a value in the home's metadata table unless it is already set;
@@ -417,10 +578,15 @@ impl Store {
 
     /// `PRAGMA data_version`: changes whenever another connection commits.
     /// Reading it is the cheapest way for an idle pool to see new work.
+    ///
+    /// It also checks that the database file is still the one opened, so
+    /// an idle pool notices a deleted database within one poll interval.
     pub fn data_version(&self) -> Result<i64> {
+        self.check_identity()?;
         self.conn
             .query_row("PRAGMA data_version", [], |r| r.get(0))
             .db("read the data version")
+            .map_err(|e| self.classify(e))
     }
 
     /// Copies the WAL into the database and truncates it
@@ -450,7 +616,7 @@ impl Store {
             .db("set the busy timeout")?;
         let done = self.checkpoint();
         self.conn
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(self.busy_wait())
             .db("set the busy timeout")?;
         match done {
             Ok(ok) => Ok(ok),
@@ -459,17 +625,23 @@ impl Store {
         }
     }
 
-    /// `PRAGMA integrity_check`: `["ok"]` for a sound database.
+    /// `PRAGMA integrity_check`: `["ok"]` for a sound database, else what
+    /// SQLite found wrong (at most 100 lines). A database too damaged to be
+    /// checked gives SQLite's error as the one line.
     pub fn integrity_check(&self) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare("PRAGMA integrity_check")
-            .db("check integrity")?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .db("check integrity")?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .db("check integrity")
+        let run = || -> rusqlite::Result<Vec<String>> {
+            let mut stmt = self.conn.prepare("PRAGMA integrity_check(100)")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        };
+        match run() {
+            Ok(lines) => Ok(lines),
+            Err(e) if is_corrupt(&e) => Ok(vec![e.to_string()]),
+            Err(source) => Err(self.classify(Error::Db {
+                action: "check integrity",
+                source,
+            })),
+        }
     }
 
     /// The column names of a table, in order (for schema tests).
@@ -491,6 +663,46 @@ impl Store {
 pub struct WriteTx<'a> {
     tx: &'a Transaction<'a>,
     policy: &'a QueuePolicy,
+}
+
+/// Turns SQLite's busy, read-only and corruption errors into bundleq's own,
+/// naming the database.
+fn classify(path: &Path, waited: Duration, e: Error) -> Error {
+    let Error::Db { action, source } = e else {
+        return e;
+    };
+    if is_busy(&source) {
+        return Error::Busy {
+            action,
+            waited_secs: waited.as_secs().max(1),
+        };
+    }
+    if is_corrupt(&source) {
+        return Error::Corrupt {
+            path: path.to_owned(),
+            detail: match source.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase) => "not a database file".to_owned(),
+                _ => "SQLITE_CORRUPT: the database disk image is malformed".to_owned(),
+            },
+        };
+    }
+    if matches!(
+        source.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::ReadOnly)
+    ) {
+        return Error::ReadOnly {
+            action,
+            path: path.to_owned(),
+        };
+    }
+    Error::Db { action, source }
+}
+
+fn is_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {

@@ -26,6 +26,8 @@ pub struct NewRun {
     pub origin: &'static str,
     /// The file name it arrived under, if any.
     pub origin_name: Option<String>,
+    /// The inbox claim (batch) that records it, for crash recovery.
+    pub inbox_claim: Option<String>,
 }
 
 /// What inserting a run did.
@@ -34,7 +36,14 @@ pub enum RunInsert {
     /// A new run was recorded.
     Inserted,
     /// The same bytes were already accepted for this tenant as this run.
-    Duplicate(Uuid),
+    Duplicate {
+        /// The run they were accepted as.
+        run_id: Uuid,
+        /// The inbox claim that recorded that run, if one did.
+        inbox_claim: Option<String>,
+        /// The name it arrived under.
+        origin_name: Option<String>,
+    },
     /// This run id is taken in this tenant by a bundle with other bytes.
     Conflict {
         /// sha256 of the bundle already recorded under this run id.
@@ -98,24 +107,33 @@ fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
 impl WriteTx<'_> {
     /// Records a run unless the same bytes (or another bundle under the same
     /// run id) were already accepted for the tenant.
+    /// The tenant must exist ([`Error::UnknownTenant`]).
     pub fn insert_run(&self, run: &NewRun, now: Timestamp) -> Result<RunInsert> {
+        self.require_tenant(run.tenant_id)?;
         let tenant = run.tenant_id.to_string();
-        let dup: Option<String> = self
+        let dup: Option<(String, Option<String>, Option<String>)> = self
             .tx
             .prepare_cached(
-                "SELECT id FROM research_runs WHERE tenant_id = ?1 AND bundle_sha256 = ?2",
+                "SELECT id, inbox_claim, origin_name FROM research_runs
+                 WHERE tenant_id = ?1 AND bundle_sha256 = ?2",
             )
             .and_then(|mut s| {
-                s.query_row(params![tenant, run.bundle_sha256], |r| r.get(0))
-                    .optional()
+                s.query_row(params![tenant, run.bundle_sha256], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
             })
             .db("look up a run")?;
-        if let Some(id) = dup {
-            let id = Uuid::parse_str(&id).map_err(|e| Error::InvalidArgument {
+        if let Some((id, inbox_claim, origin_name)) = dup {
+            let run_id = Uuid::parse_str(&id).map_err(|e| Error::InvalidArgument {
                 what: "stored run id",
                 message: e.to_string(),
             })?;
-            return Ok(RunInsert::Duplicate(id));
+            return Ok(RunInsert::Duplicate {
+                run_id,
+                inbox_claim,
+                origin_name,
+            });
         }
         let taken: Option<String> = self
             .tx
@@ -133,8 +151,8 @@ impl WriteTx<'_> {
         self.tx
             .prepare_cached(
                 "INSERT INTO research_runs (tenant_id, id, title, bundle_sha256, bundle_json,
-                     origin, origin_name, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                     origin, origin_name, created_at, updated_at, inbox_claim)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -145,7 +163,8 @@ impl WriteTx<'_> {
                     run.bundle_json,
                     run.origin,
                     run.origin_name,
-                    now
+                    now,
+                    run.inbox_claim
                 ])
             })
             .db("record a run")?;

@@ -98,6 +98,42 @@ pub fn archived(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Entries not yet finished by the inbox: those still in `inbox/` (not
+/// hidden) plus those claimed by some process under `claims/`.
+pub fn unfinished(home: &Path) -> usize {
+    let inbox = fs::read_dir(home.join("inbox"))
+        .map(|d| {
+            d.filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+        })
+        .unwrap_or(0);
+    inbox + claimed(home).len()
+}
+
+/// Entries under `claims/<worker>/<batch>/<tenant>/`.
+pub fn claimed(home: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let level = |p: &Path| -> Vec<PathBuf> {
+        fs::read_dir(p)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+    for worker in level(&home.join("claims")) {
+        for batch in level(&worker) {
+            for tenant in level(&batch) {
+                out.extend(level(&tenant));
+            }
+        }
+    }
+    out
+}
+
 /// The `bundleq` binary under test, run with a home.
 pub struct Bin {
     pub home: PathBuf,
