@@ -81,7 +81,8 @@ pub fn write_bundles(dir: &Path, prefix: &str, job_type: &str, n: usize) -> Vec<
         .collect()
 }
 
-/// Archived entries (not their reports) under accepted/ or rejected/.
+/// Archived entries (not their reports, nor a report being written) under
+/// accepted/ or rejected/.
 pub fn archived(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(days) = fs::read_dir(root) else {
@@ -89,9 +90,10 @@ pub fn archived(root: &Path) -> Vec<PathBuf> {
     };
     for day in days {
         for e in fs::read_dir(day.unwrap().path()).unwrap() {
-            let p = e.unwrap().path();
-            if !p.to_string_lossy().ends_with(".errors.json") {
-                out.push(p);
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".errors.json") && !name.starts_with('.') {
+                out.push(e.path());
             }
         }
     }
