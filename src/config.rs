@@ -181,6 +181,7 @@ pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is option
 # max_array_items = 10000            # any other array
 # max_object_keys = 10000            # any one object
 # max_source_file_bytes = 268435456  # one file of a NAME.bundle/ folder
+# max_total_source_bytes = 1073741824  # all files of one bundle together
 
 [workers]
 # Threads running handlers in `bundleq serve`.
@@ -370,6 +371,10 @@ impl Config {
             (
                 "limits.max_source_file_bytes",
                 l.max_source_file_bytes as usize,
+            ),
+            (
+                "limits.max_total_source_bytes",
+                l.max_total_source_bytes as usize,
             ),
         ];
         if let Some((key, _)) = counts.iter().find(|(_, v)| *v == 0) {

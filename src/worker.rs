@@ -46,6 +46,9 @@ use crate::state::{JobStatus, Outcome};
 use crate::store::{Claim, ClaimToken, Completion, Report, Store};
 use crate::timestamp::Clock;
 
+/// With `once`, a store error that repeats this many times in a row (one
+/// try a second) ends the run with that error.
+const ONCE_GIVE_UP: u32 = 10;
 /// Most jobs claimed in one transaction.
 const MAX_CLAIM_BATCH: usize = 512;
 /// A WAL larger than this is truncated when the pool goes idle (SQLite's
@@ -281,6 +284,8 @@ struct Coordinator<'a> {
     last_error: Option<(String, Instant)>,
     /// A fatal store error: the pool stops and returns it.
     fatal: Option<Error>,
+    /// Store errors in a row (for `once`).
+    failures: u32,
     /// The home's `claims/` folder (for the presence sweep).
     claims_root: std::path::PathBuf,
     /// Moving averages (seconds) of one handler run and of one claim
@@ -517,6 +522,7 @@ pub fn run_pool(
         summary: (Instant::now(), 0),
         last_error: None,
         fatal: None,
+        failures: 0,
         claims_root: config
             .presence
             .as_ref()
@@ -571,6 +577,7 @@ pub fn run_pool(
             }
             match result {
                 Ok((reports, claims)) => {
+                    co.failures = 0;
                     co.record(reports, &done);
                     co.stats.claimed += claims.len() as u64;
                     full_batch = n > 0 && claims.len() == n;
@@ -599,6 +606,15 @@ pub fn run_pool(
                 Err(e) => {
                     co.log_store_error(&e);
                     co.pending = done;
+                    co.failures += 1;
+                    if config.once && co.failures >= ONCE_GIVE_UP && co.fatal.is_none() {
+                        // `--once` is for scripts: an error that does not
+                        // pass ends the run instead of retrying forever.
+                        co.fatal = Some(Error::InvalidArgument {
+                            what: "store",
+                            message: format!("gave up after {ONCE_GIVE_UP} tries: {e}"),
+                        });
+                    }
                     if co.fatal.is_some() {
                         break;
                     }

@@ -1,15 +1,17 @@
 //! Model test: random sequences of enqueue / claim / report / heartbeat /
-//! release / cancel / retry / clock moves against a tiny in-memory model of
-//! SPEC §2. Tokens that are never reported stand for crashed workers; a
-//! report on a token whose claim was rescued must change nothing. After
-//! every step each row must equal the model and keep the invariants.
+//! release / cancel / retry / worker deaths / clock moves against a tiny
+//! in-memory model of SPEC §2. Tokens that are never reported stand for
+//! crashed workers; a report on a token whose claim was rescued must change
+//! nothing; a worker proved dead has its jobs rescued at once; releases at
+//! shutdown are free only up to the allowance. After every step each row
+//! must equal the model and keep the invariants.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bundleq::state::Backoff;
+use bundleq::state::{Backoff, ReleaseDecision, decide_release};
 use bundleq::store::{ClaimToken, JobFilter, Report};
 use bundleq::{Error, JobStatus, Outcome, Store, Timestamp};
 use common::{job, t0, temp_store};
@@ -28,6 +30,7 @@ enum Op {
     Advance { secs: u64 },
     Cancel { pick: usize },
     Retry { pick: usize },
+    WorkerDies { worker: u8 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -40,6 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => prop_oneof![Just(0u64), 1u64..40, Just(61), 100u64..200].prop_map(|secs| Op::Advance { secs }),
         1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Retry { pick }),
+        1 => (0u8..3).prop_map(|worker| Op::WorkerDies { worker }),
     ]
 }
 
@@ -53,6 +57,8 @@ struct MJob {
     locked_by: Option<String>,
     /// The attempt row of the claim that holds the job, if running.
     claim: Option<Uuid>,
+    /// Releases at shutdown so far (the allowance is for the job's life).
+    released: u32,
 }
 
 struct Model {
@@ -116,6 +122,7 @@ fn step(store: &mut Store, tenant: Uuid, m: &mut Model, op: &Op) {
                     locked_at: None,
                     locked_by: None,
                     claim: None,
+                    released: 0,
                 },
             );
         }
@@ -217,15 +224,22 @@ fn step(store: &mut Store, tenant: Uuid, m: &mut Model, op: &Op) {
             let holds = m.holds(&t);
             let got = store.release(std::slice::from_ref(&t), m.now).unwrap();
             if holds {
-                assert_eq!(got, [Report::Applied(JobStatus::Queued)]);
                 let j = m.jobs.get_mut(&t.job_id).unwrap();
+                let decision = decide_release(j.attempts, j.max, j.released);
+                let (status, attempts) = match decision {
+                    ReleaseDecision::GiveBack => (JobStatus::Queued, j.attempts - 1),
+                    ReleaseDecision::Requeue => (JobStatus::Queued, j.attempts),
+                    ReleaseDecision::Fail => (JobStatus::Failed, j.attempts),
+                };
+                assert_eq!(got, [Report::Applied(status)]);
                 *j = MJob {
-                    status: JobStatus::Queued,
-                    attempts: j.attempts - 1,
+                    status,
+                    attempts,
                     locked_at: None,
                     locked_by: None,
                     claim: None,
                     retry_at: None,
+                    released: j.released + 1,
                     ..j.clone()
                 };
             } else {
@@ -233,6 +247,29 @@ fn step(store: &mut Store, tenant: Uuid, m: &mut Model, op: &Op) {
             }
         }
         Op::Advance { secs } => m.now = m.now.plus(Duration::from_secs(secs)),
+        Op::WorkerDies { worker } => {
+            let name = format!("w{worker}");
+            let rescued = store
+                .rescue_workers(std::slice::from_ref(&name), m.now)
+                .unwrap();
+            let mut expected = 0;
+            for (id, j) in &mut m.jobs {
+                if j.status == JobStatus::Running && j.locked_by.as_deref() == Some(&name) {
+                    expected += 1;
+                    j.status = if j.attempts >= j.max {
+                        JobStatus::Failed
+                    } else {
+                        JobStatus::Queued
+                    };
+                    j.locked_at = None;
+                    j.locked_by = None;
+                    j.claim = None;
+                    j.retry_at = None;
+                    assert!(rescued.contains(&(*id, j.status)), "{id}: {rescued:?}");
+                }
+            }
+            assert_eq!(rescued.len(), expected);
+        }
         Op::Cancel { pick } | Op::Retry { pick } => {
             if m.order.is_empty() {
                 return;

@@ -195,12 +195,33 @@ impl Store {
     /// so it works on a home this user may read but not write (where
     /// SQLite allows it: a WAL database needs its `-shm` file or a
     /// writable folder). A schema behind head is an error naming the fix.
+    ///
+    /// A WAL database needs its `-shm` file: when it is missing and cannot
+    /// be created here, and no `-wal` file exists (no writer has the
+    /// database open), the file is read as immutable — as SQLite allows for
+    /// read-only media.
     pub fn open_read_only(path: &Path, options: StoreOptions) -> Result<Store> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
-        let mut store = Store::connect(path, options, flags)?;
-        store.configure(false).map_err(|e| store.classify(e))?;
+        let attempt = |uri: &Path| -> Result<Store> {
+            let mut store = Store::connect(uri, options.clone(), flags)?;
+            store.configure(false).map_err(|e| store.classify(e))?;
+            store.current_version().map_err(|e| store.classify(e))?;
+            store.path = path.to_owned();
+            Ok(store)
+        };
+        let store = match attempt(path) {
+            Ok(s) => s,
+            Err(Error::ReadOnly { .. } | Error::Db { .. })
+                if !with_suffix(path, "-wal").exists() && !with_suffix(path, "-shm").exists() =>
+            {
+                let mut store = attempt(&immutable_uri(path))?;
+                store.identity = file_identity(path).ok();
+                store
+            }
+            Err(e) => return Err(e),
+        };
         let current = store.current_version().map_err(|e| store.classify(e))?;
         if !current.as_ref().is_some_and(|v| v.head) {
             return Err(Error::InvalidArgument {
@@ -602,9 +623,7 @@ impl Store {
 
     /// Size of the write-ahead log file, 0 when there is none.
     pub fn wal_bytes(&self) -> u64 {
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        std::fs::metadata(wal).map_or(0, |m| m.len())
+        std::fs::metadata(with_suffix(&self.path, "-wal")).map_or(0, |m| m.len())
     }
 
     /// A TRUNCATE checkpoint that never waits: if a reader or another writer
@@ -665,11 +684,66 @@ pub struct WriteTx<'a> {
     policy: &'a QueuePolicy,
 }
 
+/// `path` with `suffix` appended to its file name (`bundleq.db-wal`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// `file:<path>?immutable=1`, with the characters a URI reserves escaped.
+fn immutable_uri(path: &Path) -> PathBuf {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    PathBuf::from(uri)
+}
+
 /// Turns SQLite's busy, read-only and corruption errors into bundleq's own,
 /// naming the database.
 fn classify(path: &Path, waited: Duration, e: Error) -> Error {
-    let Error::Db { action, source } = e else {
-        return e;
+    let (action, source) = match e {
+        Error::Db { action, source } => (action, source),
+        Error::Migrate(m) => {
+            // The SQLite error inside refinery's, if there is one.
+            let mut cause: Option<&(dyn std::error::Error + 'static)> =
+                std::error::Error::source(m.as_ref());
+            while let Some(c) = cause {
+                if let Some(sqlite) = c.downcast_ref::<rusqlite::Error>() {
+                    let code = sqlite.sqlite_error_code();
+                    if is_corrupt(sqlite)
+                        || is_busy(sqlite)
+                        || code == Some(rusqlite::ErrorCode::ReadOnly)
+                    {
+                        let copy = rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error {
+                                code: code.unwrap_or(rusqlite::ErrorCode::Unknown),
+                                extended_code: 0,
+                            },
+                            Some(sqlite.to_string()),
+                        );
+                        return classify(
+                            path,
+                            waited,
+                            Error::Db {
+                                action: "migrate the database schema",
+                                source: copy,
+                            },
+                        );
+                    }
+                }
+                cause = c.source();
+            }
+            return Error::Migrate(m);
+        }
+        other => return other,
     };
     if is_busy(&source) {
         return Error::Busy {

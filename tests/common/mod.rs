@@ -136,6 +136,16 @@ pub fn claimed(home: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The binary under test: this build's, or `BUNDLEQ_TEST_BIN` (to show that
+/// a regression test fails on an older build: `BUNDLEQ_TEST_BIN=/old/bundleq
+/// cargo test --test hardening`).
+pub fn exe() -> PathBuf {
+    std::env::var_os("BUNDLEQ_TEST_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_bundleq")),
+        PathBuf::from,
+    )
+}
+
 /// The `bundleq` binary under test, run with a home.
 pub struct Bin {
     pub home: PathBuf,
@@ -160,7 +170,7 @@ impl Bin {
     /// Starts `serve` in the background. Its stderr is piped when
     /// `capture` (read it with `wait_with_output`), else discarded.
     pub fn serve(&self, args: &[&str], capture: bool) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_bundleq"))
+        Command::new(exe())
             .arg("--home")
             .arg(&self.home)
             .arg("serve")
@@ -210,7 +220,7 @@ impl Bin {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_bundleq"))
+        Command::new(exe())
             .arg("--home")
             .arg(&self.home)
             .args(args)
