@@ -17,7 +17,7 @@
 //! - a write is reported as done only after its commit, and only if the
 //!   database file is still the one that was opened (not deleted, not
 //!   replaced): log lines about state changes are held back until then
-//!   ([`deferred`]), so nothing claims a success that was not recorded;
+//!   (`store::deferred`), so nothing claims a success that was not recorded;
 //! - a damaged database (`SQLITE_CORRUPT`, `SQLITE_NOTADB`) is
 //!   [`Error::Corrupt`], busy is [`Error::Busy`], read-only is
 //!   [`Error::ReadOnly`]: SQLite's own wording never reaches a user.
