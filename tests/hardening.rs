@@ -677,6 +677,51 @@ fn a_name_too_long_for_an_archive_name_never_blocks_the_inbox() {
     assert_eq!(common::unfinished(&bin.home), 0);
 }
 
+#[test]
+fn an_entry_that_cannot_be_archived_is_held_said_once_and_finished_later() {
+    let (_d, bin) =
+        Bin::init_with("[inbox]\nsettle = \"50ms\"\n[workers]\npoll_interval = \"50ms\"\n");
+    // A file where today's archive folder goes: every move fails.
+    let day = bundleq::Timestamp::now().to_db()[..10].to_owned();
+    let blocker = bin.home.join("accepted").join(&day);
+    fs::write(&blocker, "in the way").unwrap();
+    let mut serve = serve_logged(&bin, &[], "info");
+    for i in 0..3 {
+        drop_in(
+            &bin,
+            &format!("held{i}.json"),
+            &bundle_text("process_bundle", i),
+        );
+    }
+    wait_until("3 runs", || {
+        bin.count("SELECT count(*) FROM research_runs") == 3
+    });
+    // Several retries go by; the entries wait in serve's claims.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(claimed(&bin.home).len(), 3);
+    // One more drop is still ingested: failures are per entry.
+    drop_in(&bin, "later.json", &bundle_text("process_bundle", 9));
+    wait_until("4 runs", || {
+        bin.count("SELECT count(*) FROM research_runs") == 4
+    });
+    fs::remove_file(&blocker).unwrap();
+    wait_until("all 4 archived", || {
+        archived(&bin.home.join("accepted")).len() == 4
+    });
+    signal(serve.id(), "TERM");
+    let _ = exits_within(&mut serve, Duration::from_secs(20), "serve");
+    let log = stderr_of(serve);
+    for i in 0..3 {
+        let said = log
+            .lines()
+            .filter(|l| l.contains(&format!("held{i}.json")) && l.contains("cannot finish"))
+            .count();
+        assert_eq!(said, 1, "said once: {log}");
+    }
+    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 4);
+    assert_eq!(common::unfinished(&bin.home), 0);
+}
+
 // ---------------------------------------------------------------------
 // 7. A corrupt database fails fast and never claims success.
 
