@@ -861,23 +861,27 @@ impl<'h> Inbox<'h> {
     }
 
     fn failed_to_claim(&mut self, path: &Path, e: &std::io::Error, summary: &mut ScanSummary) {
-        let previous = self.retry.get(path).copied();
+        let message = format!(
+            "cannot take {}: {e}; it stays in the inbox and is tried again",
+            path.display()
+        );
+        self.note_failure(path, &message, summary);
+    }
+
+    /// Records a failure of the entry known by `key`: its pause before the
+    /// next try grows, the first failure is logged, the scan's summary says
+    /// so. Returns the pause.
+    fn note_failure(&mut self, key: &Path, message: &str, summary: &mut ScanSummary) -> Retry {
+        let previous = self.retry.get(key).copied();
         if previous.is_none() {
-            log::error!(
-                "Inbox: cannot take {}: {e}; it stays in the inbox and is tried again",
-                path.display()
-            );
+            log::error!("Inbox: {message}");
         }
-        let r = Retry::after(previous);
-        self.retry.insert(path.to_owned(), r);
+        let retry = Retry::after(previous);
+        self.retry.insert(key.to_owned(), retry);
         summary.waiting += 1;
-        summary.wait_at_most(r.next.saturating_duration_since(Instant::now()));
-        summary.failure.get_or_insert_with(|| {
-            format!(
-                "could not take {} ({e}); it stays in the inbox and is tried again",
-                path.display()
-            )
-        });
+        summary.wait_at_most(retry.next.saturating_duration_since(Instant::now()));
+        summary.failure.get_or_insert_with(|| message.to_owned());
+        retry
     }
 
     /// Reads, records and archives claimed entries.
@@ -1101,24 +1105,12 @@ impl<'h> Inbox<'h> {
         why: &str,
         summary: &mut ScanSummary,
     ) {
-        let previous = self.retry.get(&claimed.path).copied();
-        if previous.is_none() {
-            log::error!(
-                "Inbox: cannot finish {}: {why}; it is kept in {} and tried again",
-                claimed.shown().display(),
-                claimed.path.display()
-            );
-        }
-        let retry = Retry::after(previous);
-        self.retry.insert(claimed.path.clone(), retry);
-        summary.waiting += 1;
-        summary.wait_at_most(retry.next.saturating_duration_since(Instant::now()));
-        summary.failure.get_or_insert_with(|| {
-            format!(
-                "could not finish {} ({why}); it is tried again",
-                claimed.shown().display()
-            )
-        });
+        let message = format!(
+            "cannot finish {}: {why}; it is kept in {} and tried again",
+            claimed.shown().display(),
+            claimed.path.display()
+        );
+        let retry = self.note_failure(&claimed.path, &message, summary);
         self.held.push(Held {
             claimed,
             decision,
@@ -1133,23 +1125,11 @@ impl<'h> Inbox<'h> {
         if let Some(origin) = claimed.origin.clone()
             && rename_noreplace(&claimed.path, &origin).is_ok()
         {
-            let previous = self.retry.get(&origin).copied();
-            if previous.is_none() {
-                log::error!(
-                    "Inbox: could not ingest {}: {why}; it stays in the inbox and is tried again",
-                    origin.display()
-                );
-            }
-            let r = Retry::after(previous);
-            self.retry.insert(origin.clone(), r);
-            summary.waiting += 1;
-            summary.wait_at_most(r.next.saturating_duration_since(Instant::now()));
-            summary.failure.get_or_insert_with(|| {
-                format!(
-                    "could not ingest {} ({why}); it stays in the inbox and is tried again",
-                    origin.display()
-                )
-            });
+            let message = format!(
+                "could not ingest {}: {why}; it stays in the inbox and is tried again",
+                origin.display()
+            );
+            self.note_failure(&origin, &message, summary);
             return;
         }
         self.hold(claimed, None, why, summary);

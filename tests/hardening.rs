@@ -497,6 +497,12 @@ fn slow_handler_home(extra: &str) -> (tempfile::TempDir, Bin, PathBuf) {
     (dir, bin, ledger)
 }
 
+/// Submits one job of the `slow` type.
+fn submit_slow_job(dir: &Path, bin: &Bin) {
+    let path = common::write_bundles(&dir.join("b"), "b", "slow", 1).remove(0);
+    bin.ok(&["submit", path.to_str().unwrap()]);
+}
+
 fn starts(ledger: &Path) -> Vec<String> {
     fs::read_to_string(ledger.join("starts"))
         .unwrap_or_default()
@@ -519,12 +525,7 @@ fn handlers_die_with_a_killed_serve_and_no_job_ever_runs_twice_at_once() {
     // A short lock timeout: a serve that rescues by the lock alone starts
     // attempt 2 one second after a kill, while attempt 1 may still run.
     let (d, bin, ledger) = slow_handler_home("[queue]\nlock_timeout = \"1s\"\nmax_attempts = 20\n");
-    bin.ok(&[
-        "submit",
-        &common::write_bundles(&d.path().join("b"), "b", "slow", 1)[0]
-            .display()
-            .to_string(),
-    ]);
+    submit_slow_job(d.path(), &bin);
     // Each run of the handler appends "running" once it holds the job's
     // kernel lock, or "OVERLAP" if another run of the job still holds it.
     let runs = || -> Vec<String> {
@@ -583,12 +584,7 @@ fn a_dead_serve_s_jobs_are_taken_over_at_once_not_after_the_lock_timeout() {
     // The default 30-minute lock timeout: only proof that the old serve and
     // its handler are gone lets the next serve take the job now.
     let (d, bin, ledger) = slow_handler_home("");
-    bin.ok(&[
-        "submit",
-        &common::write_bundles(&d.path().join("b"), "b", "slow", 1)[0]
-            .display()
-            .to_string(),
-    ]);
+    submit_slow_job(d.path(), &bin);
     let mut serve = bin.serve(&["--no-inbox"], false);
     wait_until("attempt 1", || starts(&ledger).len() == 1);
     serve.kill().unwrap();
@@ -782,12 +778,7 @@ fn a_damaged_database_fails_fast_and_never_claims_a_success() {
 #[test]
 fn restarting_serve_over_and_over_starts_a_handler_at_most_max_attempts_plus_two_times() {
     let (d, bin, ledger) = slow_handler_home("");
-    bin.ok(&[
-        "submit",
-        &common::write_bundles(&d.path().join("b"), "b", "slow", 1)[0]
-            .display()
-            .to_string(),
-    ]);
+    submit_slow_job(d.path(), &bin);
     for _ in 0..8 {
         let before = starts(&ledger).len();
         let mut serve = bin.serve(&["--no-inbox", "--grace-period", "100ms"], false);

@@ -117,22 +117,28 @@ fn read_only_home(home: &Home) -> bool {
     w(home.root()) || w(&home.db_path())
 }
 
+/// True when opening the home failed because this user may not write it
+/// (not because the database is busy, gone or damaged).
+fn cannot_write(home: &Home, e: &Error) -> bool {
+    !matches!(
+        e,
+        Error::Busy { .. } | Error::DatabaseGone { .. } | Error::Corrupt { .. }
+    ) && (read_only_home(home) || matches!(e, Error::ReadOnly { .. }))
+}
+
 /// The database for a command that writes: a home this user cannot write
 /// is refused as read-only, whatever SQLite's words for it would be.
 fn open_for_writing(home: &Home) -> Result<Store> {
-    match home.store() {
-        Ok(s) => Ok(s),
-        Err(e @ (Error::Busy { .. } | Error::DatabaseGone { .. } | Error::Corrupt { .. })) => {
-            Err(e)
-        }
-        Err(e) if read_only_home(home) || matches!(e, Error::ReadOnly { .. }) => {
-            Err(Error::ReadOnly {
+    home.store().map_err(|e| {
+        if cannot_write(home, &e) {
+            Error::ReadOnly {
                 action: "open the home for writing",
                 path: home.db_path(),
-            })
+            }
+        } else {
+            e
         }
-        Err(e) => Err(e),
-    }
+    })
 }
 
 /// The database for a command that only reads: migrated and used as usual
@@ -140,18 +146,13 @@ fn open_for_writing(home: &Home) -> Result<Store> {
 fn open_for_reading(home: &Home) -> Result<Store> {
     match home.store() {
         Ok(s) => Ok(s),
-        Err(e @ (Error::Busy { .. } | Error::DatabaseGone { .. } | Error::Corrupt { .. })) => {
-            Err(e)
-        }
-        Err(e) if read_only_home(home) || matches!(e, Error::ReadOnly { .. }) => {
-            home.store_read_only().map_err(|ro| match ro {
-                Error::InvalidArgument { .. } | Error::Corrupt { .. } => ro,
-                _ => Error::ReadOnly {
-                    action: "open the home",
-                    path: home.db_path(),
-                },
-            })
-        }
+        Err(e) if cannot_write(home, &e) => home.store_read_only().map_err(|ro| match ro {
+            Error::InvalidArgument { .. } | Error::Corrupt { .. } => ro,
+            _ => Error::ReadOnly {
+                action: "open the home",
+                path: home.db_path(),
+            },
+        }),
         Err(e) => Err(e),
     }
 }
