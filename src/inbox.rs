@@ -603,8 +603,8 @@ impl<'h> Inbox<'h> {
         self.home.claims().join(self.presence.id())
     }
 
-    /// Entries of the inbox and its tenant folders (`None` tenant: a
-    /// folder named by a UUID, not checked here).
+    /// Entries of the inbox and of its tenant folders (folders named by a
+    /// UUID; whether the home knows that tenant is checked by the caller).
     fn list(dir: &Path, default_tenant: Uuid) -> Result<Vec<Listed>> {
         let mut out = Vec::new();
         let mut folders = vec![(dir.to_owned(), default_tenant, true)];
@@ -677,11 +677,19 @@ impl<'h> Inbox<'h> {
             }
         }
         self.held = still_held;
-        for c in self.take_over_gone()? {
-            work.push((c, None));
-        }
-        for c in self.claim_ready(store, renamed_in, &mut summary)? {
-            work.push((c, None));
+        let found = self.take_over_gone().and_then(|taken| {
+            let claimed = self.claim_ready(store, renamed_in, &mut summary)?;
+            Ok(taken.into_iter().chain(claimed))
+        });
+        match found {
+            Ok(found) => work.extend(found.map(|c| (c, None))),
+            Err(e) => {
+                // Keep what was held for the next scan.
+                for (claimed, decision) in work {
+                    self.hold(claimed, decision, &e.to_string(), &mut summary);
+                }
+                return Err(e);
+            }
         }
         let result = self.process(store, work, &mut summary);
         self.tidy_claims();
@@ -916,7 +924,8 @@ impl<'h> Inbox<'h> {
                 },
             }
         }
-        for (tenant, claimed) in by_tenant {
+        let mut groups = by_tenant.into_iter();
+        while let Some((tenant, claimed)) = groups.next() {
             let inputs: Vec<Input> = claimed
                 .iter()
                 .map(|c| Input {
@@ -984,8 +993,14 @@ impl<'h> Inbox<'h> {
                 }
             }
             if let Some(e) = fatal {
-                // Decided entries are committed (or rejected): archive
-                // them before stopping; nothing else is written.
+                // Nothing more may be recorded: what was not yet read goes
+                // back to the inbox; decided entries are committed (or
+                // rejected) and are archived before stopping.
+                for (_, rest) in groups {
+                    for c in rest {
+                        self.give_back(c, "the database became unusable", summary);
+                    }
+                }
                 self.finish(decided, summary);
                 return Err(e);
             }
@@ -1018,10 +1033,9 @@ impl<'h> Inbox<'h> {
                     errors,
                 } => {
                     let dir = date_dir(&self.home.rejected());
-                    archive(&c.path, &dir, prefix, &name).and_then(|to| {
-                        write_report(
-                            &to,
-                            &RejectReport {
+                    archive(&c.path, &dir, prefix, &name)
+                        .inspect(|to| {
+                            let report = RejectReport {
                                 file: name.to_string_lossy().into_owned(),
                                 original_path: c.origin.as_ref().map_or_else(
                                     || {
@@ -1036,10 +1050,15 @@ impl<'h> Inbox<'h> {
                                 rejected_at: Timestamp::now(),
                                 sha256: sha256.as_ref(),
                                 errors,
-                            },
-                        )?;
-                        Ok((dir, to))
-                    })
+                            };
+                            // The entry is safe in rejected/ either way.
+                            if let Err(e) = write_report(to, &report) {
+                                log::error!(
+                                    "Inbox: the report of {shown} could not be written: {e}"
+                                );
+                            }
+                        })
+                        .map(|to| (dir, to))
                 }
             };
             match moved {
