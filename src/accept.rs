@@ -121,7 +121,7 @@ impl Input {
 }
 
 /// How a batch is accepted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AcceptOptions {
     /// The tenant every bundle is accepted for.
     pub tenant: Uuid,
@@ -131,6 +131,9 @@ pub struct AcceptOptions {
     pub follow: Follow,
     /// The time recorded.
     pub now: Timestamp,
+    /// When given, a bundle whose `job_type` is not one of these is
+    /// refused (no handler here would ever run it).
+    pub known_types: Option<Vec<String>>,
 }
 
 /// Checks bundles without writing anything.
@@ -211,23 +214,58 @@ pub fn accept_many(
         origin,
         follow: Follow::Link,
         now,
+        known_types: None,
     };
     accept_inputs(store, home, &inputs, &options)
 }
 
 /// Accepts many bundles, in batches that share a transaction. Each input
-/// gets its own result.
+/// gets its own result. After a fatal error (the database gone or damaged)
+/// the first result of the batch that met it is that error, and every
+/// later input is an error without being read.
 pub fn accept_inputs(
     store: &mut Store,
     home: &Home,
     inputs: &[Input],
     options: &AcceptOptions,
 ) -> Vec<Result<AcceptReport>> {
+    let mut out: Vec<Result<AcceptReport>> = Vec::with_capacity(inputs.len());
+    let streamed = accept_stream(store, home, inputs, options, &mut |batch| {
+        out.extend(batch);
+        true
+    });
+    if let Err(e) = streamed {
+        let first_of_batch = out.len().saturating_sub(1) / BATCH * BATCH;
+        if let Some(first) = out.get_mut(first_of_batch) {
+            *first = Err(e);
+        }
+    }
+    out.resize_with(inputs.len(), || {
+        Err(crate::Error::InvalidArgument {
+            what: "bundle",
+            message: "not read: the database became unusable".to_owned(),
+        })
+    });
+    out
+}
+
+/// Accepts bundles batch by batch, handing each batch's results (in input
+/// order) to `on_batch` as soon as the batch's transaction has committed;
+/// `on_batch` returns false to stop there (what was committed stays).
+/// Returns how many inputs were handled, or the fatal error that stopped
+/// the stream after its batch was handed on.
+pub fn accept_stream(
+    store: &mut Store,
+    home: &Home,
+    inputs: &[Input],
+    options: &AcceptOptions,
+    on_batch: &mut dyn FnMut(Vec<Result<AcceptReport>>) -> bool,
+) -> Result<usize> {
     let objects = Objects::new(home.objects());
     let limits = home.config().limits.clone();
-    let mut results: Vec<Option<Result<AcceptReport>>> = Vec::with_capacity(inputs.len());
-    for chunk_start in (0..inputs.len()).step_by(BATCH) {
-        let chunk = &inputs[chunk_start..(chunk_start + BATCH).min(inputs.len())];
+    let mut handled = 0;
+    for chunk in inputs.chunks(BATCH) {
+        let mut results: Vec<Option<Result<AcceptReport>>> = Vec::with_capacity(chunk.len());
         let mut ready: Vec<(usize, Ready)> = Vec::new();
         for input in chunk {
             let index = results.len();
@@ -240,7 +278,8 @@ pub fn accept_inputs(
                 Err(e) => results.push(Some(Err(e))),
             }
         }
-        match record(store, &ready, options) {
+        let recorded = record(store, &ready, options);
+        let fatal = match recorded {
             Ok(verdicts) => {
                 for ((index, r), verdict) in ready.into_iter().zip(verdicts) {
                     results[index] = Some(Ok(AcceptReport {
@@ -249,31 +288,7 @@ pub fn accept_inputs(
                         verdict,
                     }));
                 }
-            }
-            Err(e) if e.is_fatal() => {
-                for (index, _) in ready {
-                    results[index] = Some(Err(crate::Error::Record {
-                        path: inputs[index].shown.clone(),
-                        message: e.to_string(),
-                    }));
-                }
-                // Nothing more may be written: stop here, with the fatal
-                // error itself as the last result so callers can tell.
-                results.truncate(chunk_start + chunk.len());
-                let mut out: Vec<Result<AcceptReport>> = results
-                    .into_iter()
-                    .map(|r| r.unwrap_or_else(|| Err(no_verdict())))
-                    .collect();
-                out.resize_with(inputs.len(), || {
-                    Err(crate::Error::InvalidArgument {
-                        what: "bundle",
-                        message: "not read: the database became unusable".to_owned(),
-                    })
-                });
-                if let Some(last) = out.get_mut(chunk_start) {
-                    *last = Err(e);
-                }
-                return out;
+                None
             }
             Err(e) => {
                 let text = e.to_string();
@@ -283,13 +298,43 @@ pub fn accept_inputs(
                         message: text.clone(),
                     }));
                 }
+                e.is_fatal().then_some(e)
             }
+        };
+        handled += chunk.len();
+        let go_on = on_batch(
+            results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(no_verdict())))
+                .collect(),
+        );
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        if !go_on {
+            break;
         }
     }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(no_verdict())))
-        .collect()
+    Ok(handled)
+}
+
+/// Checks bundle JSON held in memory (e.g. read from standard input)
+/// without writing anything; `shown` names it in the report.
+pub fn check_bytes(
+    bytes: &[u8],
+    shown: &Path,
+    limits: &Limits,
+    tenant: Option<Uuid>,
+) -> AcceptReport {
+    let verdict = match tenant_checked(crate::bundle::validate_bytes(bytes, limits), tenant) {
+        Ok(b) => Verdict::Valid { run_id: b.run_id() },
+        Err(errors) => Verdict::Invalid { errors },
+    };
+    AcceptReport {
+        path: shown.to_owned(),
+        sha256: (bytes.len() as u64 <= limits.max_bundle_bytes).then(|| Sha256Hex::of(bytes)),
+        verdict,
+    }
 }
 
 fn no_verdict() -> crate::Error {
@@ -313,6 +358,20 @@ fn prepare(
         verdict,
         ..
     } = read_bundle(&input.path, limits, Some(staging.path()), options.follow)?;
+    let verdict = verdict.and_then(|b| match &options.known_types {
+        Some(types) if !types.iter().any(|t| t == b.job_type()) => {
+            Err(ValidationErrors::one(ValidationError::new(
+                "job_type",
+                format!(
+                    "no handler is configured for this job type here (configured: {}); add [handlers.{}] to bundleq.toml, or submit with --allow-unknown-type if another host runs it",
+                    types.join(", "),
+                    b.job_type()
+                ),
+                Some(b.job_type().to_owned()),
+            )))
+        }
+        _ => Ok(b),
+    });
     let bundle = match tenant_checked(verdict, Some(options.tenant)) {
         Ok(b) => b,
         Err(errors) => {
@@ -365,7 +424,7 @@ fn record(
         origin,
         now,
         ..
-    } = *options;
+    } = options.clone();
     if ready.is_empty() {
         return Ok(Vec::new());
     }

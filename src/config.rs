@@ -150,9 +150,10 @@ fn duplicate_key_message(text: &str, span: std::ops::Range<usize>) -> String {
 
 /// The file `init` writes: every key, commented, at its default.
 pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is optional; the values shown are the defaults.
-# Durations take a unit: 250ms, 30s, 5m, 2h, 7d.
+# To change one, uncomment its table header (once: a table may appear only once
+# in the file) and the key. Durations take a unit: 250ms, 30s, 5m, 2h, 7d, 1w.
 
-[database]
+# [database]
 # "full": every commit is fsynced, an acknowledged write survives power loss.
 # "normal": faster; survives a crash of bundleq, but a power loss or OS crash
 # may undo the last commits.
@@ -160,7 +161,7 @@ pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is option
 # How long a write waits for another bundleq process before giving up.
 # busy_timeout = "60s"
 
-[queue]
+# [queue]
 # Attempts per job (a job that kills its worker counts too).
 # max_attempts = 3
 # A running job whose worker has not been heard from for this long is rescued.
@@ -170,7 +171,7 @@ pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is option
 # backoff_cap = "1h"
 # backoff_jitter = 0.0
 
-[limits]
+# [limits]
 # Bounds on bundles; anything beyond them is refused with a clear error.
 # max_bundle_bytes = 16777216        # bundle JSON file size
 # max_depth = 64                     # JSON nesting
@@ -183,7 +184,7 @@ pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is option
 # max_source_file_bytes = 268435456  # one file of a NAME.bundle/ folder
 # max_total_source_bytes = 1073741824  # all files of one bundle together
 
-[workers]
+# [workers]
 # Threads running handlers in `bundleq serve`.
 # count = 4
 # Most jobs claimed ahead of free workers. The pool holds as many extra
@@ -196,7 +197,7 @@ pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is option
 # given back to the queue (a given-back attempt does not count).
 # grace_period = "30s"
 
-[inbox]
+# [inbox]
 # A file or NAME.bundle/ folder renamed into the inbox is taken at once; one
 # written in place is taken once it has not changed for this long.
 # settle = "1s"
@@ -206,12 +207,16 @@ pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is option
 # Use OS notifications; set to false on filesystems that send none (NFS,
 # some FUSE mounts), where only the rescans find new entries.
 # watch = true
+# The drop folder, if not <home>/inbox (adopt it first: bundleq init --inbox DIR).
+# path = "/data/drops"
 
 # External commands, one table per job type. No shell is involved: the
-# command runs as given, with the job's payload JSON (and the run's bundle
-# under "bundle") on stdin and BUNDLEQ_JOB_ID, BUNDLEQ_ATTEMPT,
-# BUNDLEQ_RUN_ID, BUNDLEQ_TENANT_ID in its environment. Exit 0 = succeeded,
-# 65 = failed for good, anything else (or the timeout) = retry later.
+# command runs as given, with the job's payload JSON on stdin (plus the run's
+# bundle under "bundle", each source's stored file under "sources", the home
+# under "home") and BUNDLEQ_JOB_ID, BUNDLEQ_ATTEMPT, BUNDLEQ_RUN_ID,
+# BUNDLEQ_TENANT_ID, BUNDLEQ_HOME in its environment. Exit 0 = succeeded,
+# 65 = failed for good, anything else (or the timeout) = retry later. The
+# last 4 KiB of stdout are kept with the attempt, of stderr as its error.
 #
 # [handlers.summarise]
 # command = ["/usr/local/bin/summarise", "--fast"]

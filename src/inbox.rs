@@ -102,7 +102,11 @@ pub struct ScanSummary {
     pub duplicates: u64,
     /// Entries moved to rejected/.
     pub rejected: u64,
-    /// Entries still being written, or waiting to be tried again.
+    /// Entries written less than `settle` ago: still being written, taken
+    /// by a later scan.
+    pub settling: u64,
+    /// Entries waiting for another reason: a failure to try again after a
+    /// pause, or a tenant folder naming no tenant.
     pub waiting: u64,
     /// When the earliest waiting entry will have settled or be due again.
     #[serde(skip)]
@@ -816,7 +820,7 @@ impl<'h> Inbox<'h> {
             if complete {
                 ready.push(entry);
             } else {
-                summary.waiting += 1;
+                summary.settling += 1;
             }
         }
         if ready.is_empty() {
@@ -940,6 +944,7 @@ impl<'h> Inbox<'h> {
                 origin: Origin::Inbox,
                 follow: Follow::Never,
                 now: Timestamp::now(),
+                known_types: None,
             };
             let results = accept::accept_inputs(store, self.home, &inputs, &options);
             let mut fatal = None;

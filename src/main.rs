@@ -22,10 +22,12 @@ fn main() -> ExitCode {
         return guard(&raw[2..]);
     }
     let args = cli::Cli::parse();
-    let default_level = if args.command.is_long_running() {
-        "info"
-    } else {
-        "warn"
+    let default_level = match (args.global.quiet, args.global.verbose) {
+        (true, _) => "error",
+        (false, 0) if args.command.is_long_running() => "info",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format(|buf, record| {
@@ -33,10 +35,9 @@ fn main() -> ExitCode {
             // let their control characters reach the terminal.
             writeln!(
                 buf,
-                "[{} {:<5} {}] {}",
+                "[{} {:<5}] {}",
                 buf.timestamp_micros(),
                 record.level(),
-                record.target(),
                 cli::clean(&record.args().to_string())
             )
         })

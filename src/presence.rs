@@ -69,11 +69,41 @@ impl Gone {
     }
 }
 
-/// This process's name in `locked_by` and under `run/` and `claims/`:
-/// host, pid and a random suffix, so that two processes never share one.
-/// Characters other than `A-Za-z0-9._-` in the host name become `_`.
-pub fn worker_id() -> String {
-    let host: String = rustix::system::uname()
+/// Proves `worker` gone by taking its lock in `run_dir` (see
+/// [`Presence::gone`]); for processes that hold no work of their own, such
+/// as `bundleq job release`.
+pub fn prove_gone(run_dir: &Path, worker: &str) -> Option<Gone> {
+    let path = lock_path(run_dir, worker)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .ok()?;
+    rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).ok()?;
+    // The file may have been removed by another taker between our open
+    // and our lock: then it proves nothing any more.
+    let still_there = fs::symlink_metadata(&path).is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        file.metadata()
+            .is_ok_and(|f| f.ino() == m.ino() && f.dev() == m.dev())
+    });
+    still_there.then(|| Gone {
+        id: worker.to_owned(),
+        path,
+        _lock: file,
+    })
+}
+
+/// Whether `worker` has a lock file in `run_dir` (it is, or was, a process
+/// of this home that could be proved gone).
+pub fn known_here(run_dir: &Path, worker: &str) -> bool {
+    lock_path(run_dir, worker).is_some_and(|p| p.exists())
+}
+
+/// This host's name as it appears in worker ids: characters other than
+/// `A-Za-z0-9._-` become `_`.
+pub fn host_name() -> String {
+    rustix::system::uname()
         .nodename()
         .to_string_lossy()
         .chars()
@@ -84,9 +114,19 @@ pub fn worker_id() -> String {
                 '_'
             }
         })
-        .collect();
+        .collect()
+}
+
+/// This process's name in `locked_by` and under `run/` and `claims/`:
+/// host, pid and a random suffix, so that two processes never share one.
+pub fn worker_id() -> String {
     let tag = Uuid::now_v7().simple().to_string();
-    format!("{host}:{}:{}", std::process::id(), &tag[tag.len() - 8..])
+    format!(
+        "{}:{}:{}",
+        host_name(),
+        std::process::id(),
+        &tag[tag.len() - 8..]
+    )
 }
 
 fn lock_path(run_dir: &Path, id: &str) -> Option<PathBuf> {
@@ -144,6 +184,11 @@ impl Presence {
         &self.id
     }
 
+    /// The host part of the worker id.
+    pub fn host(&self) -> &str {
+        self.id.split(':').next().unwrap_or("")
+    }
+
     /// The home's `claims/` folder (a sibling of `run/`).
     pub fn claims_root(&self) -> PathBuf {
         self.run_dir
@@ -158,25 +203,7 @@ impl Presence {
         if worker == self.id {
             return None;
         }
-        let path = lock_path(&self.run_dir, worker)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .ok()?;
-        rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).ok()?;
-        // The file may have been removed by another taker between our open
-        // and our lock: then it proves nothing any more.
-        let still_there = fs::symlink_metadata(&path).is_ok_and(|m| {
-            use std::os::unix::fs::MetadataExt;
-            file.metadata()
-                .is_ok_and(|f| f.ino() == m.ino() && f.dev() == m.dev())
-        });
-        still_there.then(|| Gone {
-            id: worker.to_owned(),
-            path,
-            _lock: file,
-        })
+        prove_gone(&self.run_dir, worker)
     }
 
     /// Lock files of gone processes that hold nothing (no claims folder

@@ -113,6 +113,48 @@ impl FromSql for Timestamp {
     }
 }
 
+/// A duration in the largest unit that divides it (`30m`, `12h`, `7d`,
+/// `90s`, `250ms`): how a configured duration is shown back.
+pub fn config_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("w", 604_800_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// How long ago (or how far ahead) `t` is from `now`, the way people say
+/// it: `just now`, `45s ago`, `3m ago`, `2h ago`, `5d ago`, `in 25s`.
+pub fn relative(t: Timestamp, now: Timestamp) -> String {
+    let (d, future) = if t > now {
+        (t.since(now), true)
+    } else {
+        (now.since(t), false)
+    };
+    let s = d.as_secs();
+    let amount = match s {
+        0 if !future => return "just now".to_owned(),
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h", s / 3600),
+        86_400..=31_535_999 => format!("{}d", s / 86_400),
+        _ => format!("{}y", s / 31_536_000),
+    };
+    if future {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
+}
+
 /// Formats a duration the way the log lines do: `30s`, `1.5s`, `250ms`.
 pub fn human_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -125,8 +167,9 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
-/// Parses durations such as `30s`, `5m`, `2h`, `7d`, `250ms` or a bare number
-/// of seconds.
+/// Parses durations such as `250ms`, `30s`, `5m`, `2h`, `7d`, `1w`. The unit
+/// is required: a bare `30` could mean seconds or days, and for `prune` the
+/// difference is everything.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -135,16 +178,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("invalid duration {text:?} (expected e.g. 30s, 5m, 2h, 7d)"))?;
+        .map_err(|_| format!("invalid duration {text:?} (expected e.g. 30s, 5m, 12h, 7d, 1w)"))?;
     let secs = match unit.trim() {
-        "" | "s" => value,
+        "" => {
+            return Err(format!(
+                "duration {text:?} needs a unit: ms, s, m, h, d or w (e.g. {text}s or {text}d)"
+            ));
+        }
+        "s" => value,
         "ms" => value / 1000.0,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
         "d" => value * 86_400.0,
+        "w" => value * 7.0 * 86_400.0,
         other => {
             return Err(format!(
-                "invalid duration unit {other:?} in {text:?} (use ms, s, m, h or d)"
+                "invalid duration unit {other:?} in {text:?} (use ms, s, m, h, d or w)"
             ));
         }
     };
@@ -218,8 +267,17 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(7 * 86_400)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        assert!(parse_duration("30").unwrap_err().contains("needs a unit"));
+        assert_eq!(config_duration(Duration::from_secs(1800)), "30m");
+        assert_eq!(config_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(config_duration(Duration::from_millis(250)), "250ms");
+        let now = Timestamp::from_unix_seconds(1_000_000).unwrap();
+        assert_eq!(relative(now, now), "just now");
+        assert_eq!(relative(now.minus(Duration::from_secs(180)), now), "3m ago");
+        assert_eq!(relative(now.plus(Duration::from_secs(25)), now), "in 25s");
         assert_eq!(human_duration(Duration::from_secs(60)), "60s");
         assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
     }

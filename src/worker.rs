@@ -46,6 +46,9 @@ use crate::state::{JobStatus, Outcome};
 use crate::store::{Claim, ClaimToken, Completion, Report, Store};
 use crate::timestamp::Clock;
 
+/// How often a busy or idle pool refreshes its row in `serves` (its lock
+/// heartbeat may be rarer).
+const SERVE_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// With `once`, a store error that repeats this many times in a row (one
 /// try a second) ends the run with that error.
 const ONCE_GIVE_UP: u32 = 10;
@@ -255,6 +258,7 @@ fn worker_loop(jobs: Receiver<Claim>, done: Sender<Msg>, handlers: Handlers, sto
             token: claim.token.clone(),
             outcome,
             sources: ctx.take_sources(),
+            output: ctx.take_output(),
         };
         if done.send(Msg::Done(completion, started.elapsed())).is_err() {
             break;
@@ -288,6 +292,11 @@ struct Coordinator<'a> {
     failures: u32,
     /// The home's `claims/` folder (for the presence sweep).
     claims_root: std::path::PathBuf,
+    /// The job channel, to tell claims waiting for a worker from running ones.
+    backlog: Receiver<Claim>,
+    /// This pool's row in `serves` (when it has a presence), and when it
+    /// was last written.
+    serve_row: Option<(crate::store::ServeRow, Instant)>,
     /// Moving averages (seconds) of one handler run and of one claim
     /// transaction: they size the prefetch.
     avg_job: f64,
@@ -410,6 +419,9 @@ impl Coordinator<'_> {
                             g.forget();
                         }
                     }
+                    if let Err(e) = self.store.forget_serves(&ids) {
+                        self.log_store_error(&e);
+                    }
                     self.idle = None;
                 }
                 Err(e) => return self.log_store_error(&e),
@@ -418,7 +430,29 @@ impl Coordinator<'_> {
         presence.sweep(&self.claims_root, &workers);
     }
 
+    /// Writes this pool's row in `serves` when it is due (every 10 s at
+    /// most, and at every heartbeat).
+    fn report_serve_if_due(&mut self, force: bool) {
+        let Some((mut row, written)) = self.serve_row.take() else {
+            return;
+        };
+        if !force && written.elapsed() < SERVE_REPORT_EVERY.min(self.heartbeat_every) {
+            self.serve_row = Some((row, written));
+            return;
+        }
+        let waiting = self.backlog.len();
+        row.heartbeat_at = self.clock.now();
+        row.claimed_ahead = u32::try_from(waiting).unwrap_or(u32::MAX);
+        row.running =
+            u32::try_from(self.in_flight.len().saturating_sub(waiting)).unwrap_or(u32::MAX);
+        if let Err(e) = self.store.report_serve(&row) {
+            self.log_store_error(&e);
+        }
+        self.serve_row = Some((row, Instant::now()));
+    }
+
     fn heartbeat_if_due(&mut self) {
+        self.report_serve_if_due(false);
         if self.last_heartbeat.elapsed() < self.heartbeat_every {
             return;
         }
@@ -528,6 +562,8 @@ pub fn run_pool(
             .as_ref()
             .map(|p| p.claims_root())
             .unwrap_or_default(),
+        backlog: job_rx.clone(),
+        serve_row: None,
         // Until measured, assume jobs of 50 ms: a fresh pool claims little
         // beyond its workers and ramps up as fast jobs complete, so a job
         // that crashes the process takes few unstarted claims down with it.
@@ -538,9 +574,26 @@ pub fn run_pool(
         "Worker pool {} started: {} workers, lock timeout {}",
         co.worker,
         config.workers,
-        crate::timestamp::human_duration(lock_timeout)
+        crate::timestamp::config_duration(lock_timeout)
     );
     co.rescue_gone();
+    if let Some(p) = &config.presence {
+        let now = co.clock.now();
+        co.serve_row = Some((
+            crate::store::ServeRow {
+                worker: p.id().to_owned(),
+                host: p.host().to_owned(),
+                pid: std::process::id(),
+                workers: u32::try_from(config.workers).unwrap_or(u32::MAX),
+                started_at: now,
+                heartbeat_at: now,
+                running: 0,
+                claimed_ahead: 0,
+            },
+            Instant::now(),
+        ));
+        co.report_serve_if_due(true);
+    }
 
     loop {
         // Everything that finished since the last turn.
@@ -670,6 +723,11 @@ pub fn run_pool(
     shutdown(&mut co, job_tx, &job_rx, &done_rx, stop_tx);
     if let Some(e) = co.fatal.take() {
         return Err(e);
+    }
+    if co.serve_row.is_some()
+        && let Err(e) = co.store.forget_serves(std::slice::from_ref(&co.worker))
+    {
+        co.log_store_error(&e);
     }
     log::info!(
         "Worker pool {} stopped: {} succeeded, {} failed, {} to retry, {} given back",

@@ -57,6 +57,13 @@ fn bench_reports_every_figure_as_json() {
     assert_eq!(r["drop_latency"]["samples"], 20);
     assert_eq!(r["jobs"], 500);
     assert_eq!(r["synchronous"], "full");
+    // Every goal says whether this run met it; the baseline says what it is.
+    let goals = r["goals"].as_array().unwrap();
+    assert_eq!(goals.len(), 7, "{r:#}");
+    for g in goals {
+        assert!(g["met"].is_boolean() && g["goal"].is_string() && g["measure"].is_string());
+    }
+    assert!(r["baseline_is"].as_str().unwrap().contains("plain SQLite"));
     // The temp homes are gone afterwards.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

@@ -175,8 +175,22 @@ fn submitting_every_fixture_makes_jobs_of_the_valid_ones_only() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let reports: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let reports: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(reports.len(), all.len());
+    // Every line has the same keys, whatever its verdict.
+    for r in &reports {
+        let mut keys: Vec<&String> = r.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["errors", "job_id", "path", "run_id", "sha256", "verdict"],
+            "{r}"
+        );
+    }
     let accepted = reports
         .iter()
         .filter(|r| r["verdict"] == "accepted")
@@ -204,7 +218,7 @@ fn submitting_every_fixture_makes_jobs_of_the_valid_ones_only() {
     );
 
     // The same bytes again: duplicates, nothing enqueued.
-    let again = bin.json(&["submit", &all[0]]);
+    let again = bin.json_lines(&["submit", &all[0]]);
     assert_eq!(again[0]["verdict"], "duplicate");
     assert_eq!(
         count("SELECT count(*) FROM research_jobs"),
@@ -251,8 +265,7 @@ fn validate_writes_nothing_and_works_without_a_home() {
     assert_eq!(out.status.code(), Some(65));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("5 validation errors for RunBundleV1"), "{err}");
-    let json = bin.run(&["--json", "validate", bad.to_str().unwrap()]);
-    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let v = bin.json_lines(&["validate", bad.to_str().unwrap()]);
     assert_eq!(v[0]["errors"].as_array().unwrap().len(), 5);
     assert_eq!(v[0]["errors"][3]["input"], "abc123def456");
 }
@@ -289,7 +302,7 @@ fn a_bundle_for_another_tenant_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown tenant"));
     bin.ok(&["tenants", "create", "other", "--id", &other.to_string()]);
-    let ok = bin.json(&[
+    let ok = bin.json_lines(&[
         "--tenant",
         &other.to_string(),
         "submit",
@@ -318,11 +331,9 @@ fn submitting_1000_small_bundles_in_one_call_accepts_them_all() {
             .collect();
     let mut args = vec!["submit"];
     args.extend(paths.iter().map(String::as_str));
-    let reports = bin.json(&args);
+    let reports = bin.json_lines(&args);
     assert_eq!(
         reports
-            .as_array()
-            .unwrap()
             .iter()
             .filter(|r| r["verdict"] == "accepted")
             .count(),

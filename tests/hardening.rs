@@ -749,7 +749,7 @@ fn a_damaged_database_fails_fast_and_never_claims_a_success() {
         .arg("--home")
         .arg(&bin.home)
         .args(["serve", "--once", "--no-inbox"])
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -370,6 +370,7 @@ fn ingest_takes_over_the_claims_of_a_dead_process_and_finishes_them_once() {
             origin: bundleq::accept::Origin::Inbox,
             follow: bundleq::bundle::Follow::Never,
             now: bundleq::Timestamp::now(),
+            known_types: None,
         },
     );
     assert!(matches!(
@@ -387,7 +388,7 @@ fn ingest_takes_over_the_claims_of_a_dead_process_and_finishes_them_once() {
     let summary = bin.json(&["ingest"]);
     assert_eq!(summary["accepted"], 3, "c0 (recovered), c1, c2: {summary}");
     assert_eq!(summary["duplicates"], 1, "{summary}");
-    assert_eq!(summary["waiting"], 1);
+    assert_eq!(summary["settling"], 1);
     assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 3);
     assert_eq!(inbox_len(&bin), 1, "only fresh.json is left");
     assert!(!bin.home.join("claims").join(dead).exists());

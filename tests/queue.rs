@@ -360,7 +360,12 @@ fn prune_deletes_only_old_finished_jobs_of_the_tenant() {
         finished_before: t0().plus(secs(1)),
         statuses: vec![],
     };
-    assert_eq!(store.prune(tenant, &filter).unwrap(), 1);
+    // A dry run says what would go and deletes nothing.
+    let would = store.prune(tenant, &filter, true).unwrap();
+    assert_eq!(would.iter().map(|p| p.id).collect::<Vec<_>>(), [done]);
+    assert!(store.job(tenant, done).is_ok());
+    let pruned = store.prune(tenant, &filter, false).unwrap();
+    assert_eq!(pruned, would);
     assert!(store.job(tenant, done).is_err());
     assert!(store.job(tenant, queued).is_ok());
     assert_eq!(
@@ -372,7 +377,7 @@ fn prune_deletes_only_old_finished_jobs_of_the_tenant() {
         finished_before: t0(),
         statuses: vec![JobStatus::Queued],
     };
-    assert!(store.prune(tenant, &bad).is_err());
+    assert!(store.prune(tenant, &bad, false).is_err());
 }
 
 #[test]

@@ -73,8 +73,9 @@ fn serve_once_processes_every_fixture_and_search_finds_a_word_of_one_source() {
             "0192c3c0-7a1e-7cc2-9a31-5b1f0f9e0a12",
         ),
     ] {
-        let hits = bin.json(&["search", word]);
-        let hits = hits.as_array().unwrap();
+        let found = bin.json(&["search", word]);
+        assert_eq!(found["total"], 1, "{word}: {found:#}");
+        let hits = found["hits"].as_array().unwrap();
         assert_eq!(hits.len(), 1, "{word}: {hits:#?}");
         assert_eq!(hits[0]["run_id"], run);
         assert!(
@@ -88,13 +89,13 @@ fn serve_once_processes_every_fixture_and_search_finds_a_word_of_one_source() {
             "zymurgy",
             "--run",
             "0192c3c0-7a1e-7cc2-9a31-5b1f0f9e0a12"
-        ]),
+        ])["hits"],
         serde_json::json!([])
     );
     bin.ok(&["tenants", "create", "elsewhere"]);
     assert_eq!(
-        bin.json(&["--tenant", "elsewhere", "search", "zymurgy"]),
-        serde_json::json!([])
+        bin.json(&["--tenant", "elsewhere", "search", "zymurgy"])["total"],
+        0
     );
     // Text that would be FTS5 syntax is searched for as words.
     let out = bin.run(&["search", "\"unbalanced", "NEAR("]);

@@ -25,6 +25,91 @@ struct Full<'a> {
     idle_seconds: u64,
     /// Resident memory of serve working the large queue, MiB.
     serve_rss_big_queue_mib: f64,
+    /// What the baseline is.
+    baseline_is: &'static str,
+    /// Every goal, its figure and whether this run met it.
+    goals: Vec<Goal>,
+}
+
+/// One goal of the engine and whether this run met it.
+#[derive(Debug, Serialize)]
+struct Goal {
+    /// What is measured.
+    measure: &'static str,
+    /// The goal, in words.
+    goal: &'static str,
+    /// The figure it is judged on.
+    value: f64,
+    /// Met in this run.
+    met: bool,
+}
+
+const BASELINE_IS: &str = "the same schema driven by plain SQLite statements in batches (enqueue 1,000 per transaction, claim and complete 100 per transaction), with no engine around them, measured in this run";
+
+fn goals(r: &BenchReport, idle_cpu: f64, rss: f64) -> Vec<Goal> {
+    vec![
+        Goal {
+            measure: "engine life cycle vs baseline",
+            goal: ">= 0.8x baseline and >= 30,000 jobs/s",
+            value: r.lifecycle_ratio,
+            met: r.lifecycle_ratio >= 0.8 && r.lifecycle_per_s >= 30_000.0,
+        },
+        Goal {
+            measure: "claim latency p50 (µs)",
+            goal: "<= 100 µs",
+            value: r.claim_latency.p50_us,
+            met: r.claim_latency.p50_us <= 100.0,
+        },
+        Goal {
+            measure: "claim cost, large vs small queue",
+            goal: "<= 1.5x",
+            value: r.claim_cost_ratio,
+            met: r.claim_cost_ratio <= 1.5,
+        },
+        Goal {
+            measure: "drop-folder ingest (files/s)",
+            goal: ">= 2,000 files/s",
+            value: r.ingest_files_per_s,
+            met: r.ingest_files_per_s >= 2000.0,
+        },
+        Goal {
+            measure: "drop to enqueued p50 (ms)",
+            goal: "<= 20 ms",
+            value: r.drop_latency.p50_us / 1000.0,
+            met: r.drop_latency.p50_us <= 20_000.0,
+        },
+        Goal {
+            measure: "idle serve CPU (%)",
+            goal: "<= 0.5 %",
+            value: idle_cpu,
+            met: idle_cpu <= 0.5,
+        },
+        Goal {
+            measure: "serve RSS with the large queue (MiB)",
+            goal: "<= 64 MiB",
+            value: rss,
+            met: rss <= 64.0,
+        },
+    ]
+}
+
+/// 1234567.8 as "1,234,568".
+fn thousands(x: f64) -> String {
+    if !x.is_finite() {
+        return "n/a".to_owned();
+    }
+    let digits = format!("{:.0}", x.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if x < 0.0 {
+        out.insert(0, '-');
+    }
+    out
 }
 
 fn spawn_serve(home: &Path, extra: &[&str]) -> Result<Child> {
@@ -132,6 +217,8 @@ pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
         idle_serve_cpu_percent,
         idle_seconds: args.idle_seconds,
         serve_rss_big_queue_mib,
+        baseline_is: BASELINE_IS,
+        goals: goals(&report, idle_serve_cpu_percent, serve_rss_big_queue_mib),
     };
     if json {
         output::json(&full);
@@ -143,108 +230,126 @@ pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
 
 fn print_table(f: &Full<'_>) {
     let r = f.report;
-    let k = |x: f64| format!("{:.0}", x);
+    let k = thousands;
     let sync = match r.synchronous {
         Synchronous::Full => "full",
         Synchronous::Normal => "normal",
     };
     output::line(format!(
         "bundleq bench: N = {} jobs, {} workers, synchronous = {sync}, {} cores",
-        r.jobs, r.workers, r.cores
+        k(r.jobs as f64),
+        r.workers,
+        r.cores
     ));
+    output::line(format!("baseline: {BASELINE_IS}"));
     output::line("");
+    let row = |m: String, v: String, u: &str, c: String| vec![m, v, u.to_owned(), c];
     let rows = vec![
-        vec![
+        row(
             "baseline enqueue (1,000/tx)".into(),
             k(r.baseline.enqueue_per_s),
-            "jobs/s".into(),
+            "jobs/s",
             String::new(),
-        ],
-        vec![
+        ),
+        row(
             "baseline claim+complete (100/tx)".into(),
             k(r.baseline.claim_complete_per_s),
-            "jobs/s".into(),
+            "jobs/s",
             String::new(),
-        ],
-        vec![
+        ),
+        row(
             "baseline life cycle".into(),
             k(r.baseline.lifecycle_per_s),
-            "jobs/s".into(),
+            "jobs/s",
             String::new(),
-        ],
-        vec![
+        ),
+        row(
             "enqueue, one per transaction".into(),
             k(r.enqueue_single_per_s),
-            "jobs/s".into(),
+            "jobs/s",
             String::new(),
-        ],
-        vec![
+        ),
+        row(
             "enqueue, batch API".into(),
             k(r.enqueue_batch_per_s),
-            "jobs/s".into(),
+            "jobs/s",
             format!(
                 "{:.2}x baseline enqueue",
                 r.enqueue_batch_per_s / r.baseline.enqueue_per_s
             ),
-        ],
-        vec![
+        ),
+        row(
             "engine drain (pool, no-op handler)".into(),
             k(r.drain_per_s),
-            "jobs/s".into(),
+            "jobs/s",
             format!("{:.2}x baseline claim+complete", r.drain_ratio),
-        ],
-        vec![
+        ),
+        row(
             "engine life cycle".into(),
             k(r.lifecycle_per_s),
-            "jobs/s".into(),
-            format!(
-                "{:.2}x baseline life cycle (goal 0.8x and 30,000/s)",
-                r.lifecycle_ratio
-            ),
-        ],
-        vec![
+            "jobs/s",
+            format!("{:.2}x baseline life cycle", r.lifecycle_ratio),
+        ),
+        row(
             "claim latency p50 / p99".into(),
             format!(
-                "{:.0} / {:.0}",
-                r.claim_latency.p50_us, r.claim_latency.p99_us
+                "{} / {}",
+                k(r.claim_latency.p50_us),
+                k(r.claim_latency.p99_us)
             ),
-            "µs".into(),
-            "goal p50 <= 100 µs".into(),
-        ],
-        vec![
-            format!("claim cost, 1,000 vs {} queued", r.big_queue),
-            format!("{:.0} / {:.0}", r.claim_cost_small_us, r.claim_cost_big_us),
-            "µs".into(),
-            format!("{:.2}x (goal <= 1.5x)", r.claim_cost_ratio),
-        ],
-        vec![
-            format!("drop-folder ingest, {} files at once", r.drop_files),
+            "µs",
+            String::new(),
+        ),
+        row(
+            format!("claim cost, 1,000 vs {} queued", k(r.big_queue as f64)),
+            format!("{} / {}", k(r.claim_cost_small_us), k(r.claim_cost_big_us)),
+            "µs",
+            format!("{:.2}x", r.claim_cost_ratio),
+        ),
+        row(
+            format!(
+                "drop-folder ingest, {} files at once",
+                k(r.drop_files as f64)
+            ),
             k(r.ingest_files_per_s),
-            "files/s".into(),
-            "goal >= 2,000".into(),
-        ],
-        vec![
+            "files/s",
+            String::new(),
+        ),
+        row(
             "drop to enqueued p50 / p99".into(),
             format!(
                 "{:.1} / {:.1}",
                 r.drop_latency.p50_us / 1000.0,
                 r.drop_latency.p99_us / 1000.0
             ),
-            "ms".into(),
-            "goal p50 <= 20 ms".into(),
-        ],
-        vec![
+            "ms",
+            String::new(),
+        ),
+        row(
             format!("idle serve CPU over {} s", f.idle_seconds),
             format!("{:.2}", f.idle_serve_cpu_percent),
-            "%".into(),
-            "goal <= 0.5 %".into(),
-        ],
-        vec![
-            format!("serve RSS, {} jobs queued", r.big_queue),
+            "%",
+            String::new(),
+        ),
+        row(
+            format!("serve RSS, {} jobs queued", k(r.big_queue as f64)),
             format!("{:.1}", f.serve_rss_big_queue_mib),
-            "MiB".into(),
-            "goal <= 64 MiB".into(),
-        ],
+            "MiB",
+            String::new(),
+        ),
     ];
-    output::table(&["MEASURE", "VALUE", "UNIT", "COMPARED"], &rows);
+    output::table(&["MEASURE", "VALUE", "UNIT", "COMPARED"], &rows, None);
+    output::line("");
+    let goal_rows: Vec<Vec<String>> = f
+        .goals
+        .iter()
+        .map(|g| {
+            vec![
+                g.measure.to_owned(),
+                g.goal.to_owned(),
+                if g.met { "met" } else { "NOT met" }.to_owned(),
+            ]
+        })
+        .collect();
+    output::table(&["GOAL", "TARGET", "THIS RUN"], &goal_rows, None);
 }

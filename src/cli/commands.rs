@@ -1,42 +1,85 @@
-//! One function per command: open the home, call the library, render.
+//! One function per command that changes something: open the home, call
+//! the library, render. The read-only views live in `show`, `submit` and
+//! `validate` in `submit`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use uuid::Uuid;
 
-use bundleq::accept::{self, AcceptReport, Origin, Verdict};
-use bundleq::bundle::{Follow, Limits};
+use bundleq::bundle::Limits;
 use bundleq::handler::{GuardProgram, Handlers};
-use bundleq::inbox::{self, Inbox};
-use bundleq::presence::Presence;
-use bundleq::store::{JobFilter, PruneFilter};
+use bundleq::inbox::{self, Inbox, ScanSummary};
+use bundleq::presence::{self, Presence};
+use bundleq::store::{IdKind, PruneFilter};
+use bundleq::timestamp::config_duration;
 use bundleq::worker::{PoolConfig, PoolControl, run_pool};
 use bundleq::{Config, Error, Home, JobStatus, Result, Store, SystemClock, Timestamp};
 
-use super::output::{self, cut, opt};
+use super::output::{self, cut};
+use super::render::{Ids, View};
 use super::{
-    Cli, Command, DbCommand, EXIT_DATA, EXIT_ERROR, EXIT_JOBS_FAILED, EXIT_OK, JobCommand,
-    JobsArgs, RunCommand, ServeArgs, TenantsCommand,
+    Cli, Command, DbCommand, EXIT_ERROR, EXIT_JOBS_FAILED, EXIT_OK, JobCommand, RunCommand,
+    ServeArgs, TenantsCommand, show, submit,
 };
 
 /// Runs the command and returns its exit code; errors become exit 1.
 pub fn dispatch(cli: &Cli) -> Result<u8> {
+    let view = View::new(&cli.global);
+    let json = cli.global.json;
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = super::command();
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "bundleq", &mut out);
+            output::raw(&out);
+            return Ok(EXIT_OK);
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(super::command())
+                .render(&mut out)
+                .map_err(|source| Error::Io {
+                    action: "render",
+                    path: "the manual page".into(),
+                    source,
+                })?;
+            output::raw(&out);
+            return Ok(EXIT_OK);
+        }
+        Command::Bench(args) => return super::bench::bench(json, args),
+        _ => {}
+    }
     let home_dir = home_dir(cli)?;
     if let Command::Init { inbox } = &cli.command {
-        return init(cli, &home_dir, inbox.as_deref());
+        return init(json, &home_dir, inbox.as_deref());
     }
-    if let Command::Validate { paths } = &cli.command {
-        return validate(cli, &home_dir, paths);
-    }
-    if let Command::Bench(args) = &cli.command {
-        return super::bench::bench(cli.global.json, args);
+    if let Command::Validate(args) = &cli.command {
+        // Inside a home, its limits and tenant apply; elsewhere the defaults.
+        let (limits, tenant) = match Home::open(&home_dir) {
+            Ok(home) => {
+                let tenant = tenant_of(cli, &home, &mut open_for_reading(&home)?)?;
+                (home.config().limits.clone(), Some(tenant))
+            }
+            Err(Error::NotAHome { .. }) => {
+                let tenant = match &cli.global.tenant {
+                    None => None,
+                    Some(t) => Some(Uuid::try_parse(t).map_err(|_| Error::InvalidArgument {
+                        what: "tenant",
+                        message: format!("{t:?}: without a home, --tenant must be a UUID"),
+                    })?),
+                };
+                (Limits::default(), tenant)
+            }
+            Err(e) => return Err(e),
+        };
+        return submit::validate(args, &limits, tenant, &view, json, cli.global.quiet);
     }
     let mut home = Home::open(&home_dir)?;
     if let Command::Db(DbCommand::Check) = &cli.command {
-        return db_check(cli.global.json, &home);
+        return db_check(json, &home);
     }
     if let Command::Serve(args) = &cli.command {
         let mut config = home.config().clone();
@@ -48,67 +91,106 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
     } else {
         open_for_reading(&home)?
     };
-    let ctx = Ctx {
-        json: cli.global.json,
-        tenant: tenant_of(cli, &home, &mut store)?,
-    };
+    let tenant = tenant_of(cli, &home, &mut store)?;
     match &cli.command {
-        Command::Init { .. } | Command::Validate { .. } | Command::Bench(_) => Ok(EXIT_OK),
-        Command::Db(DbCommand::Check) => Ok(EXIT_OK),
-        Command::Submit { paths } => {
-            let results = accept::accept_many(
-                &mut store,
-                &home,
-                paths,
-                ctx.tenant,
-                Origin::Submit,
-                Timestamp::now(),
-            );
-            Ok(report_verdicts(ctx.json, &results))
-        }
-        Command::Db(DbCommand::Current) => db_current(&ctx, &store),
+        Command::Init { .. }
+        | Command::Validate(_)
+        | Command::Bench(_)
+        | Command::Completions { .. }
+        | Command::Man
+        | Command::Db(DbCommand::Check) => Ok(EXIT_OK),
+        Command::Submit(args) => submit::submit(
+            &mut store,
+            &home,
+            tenant,
+            args,
+            &view,
+            json,
+            cli.global.quiet,
+        ),
+        Command::Db(DbCommand::Current) => show::db_current(json, &store),
         Command::Db(DbCommand::Migrate) => {
             let v = store.migrate_to_head()?;
-            if ctx.json {
+            if json {
                 output::json(&v);
             } else {
                 output::line(format!("migrated to V{}__{} (head)", v.version, v.name));
             }
             Ok(EXIT_OK)
         }
-        Command::Serve(args) => serve(&ctx, &home, store, args),
-        Command::Ingest { inbox } => ingest(&ctx, &home, &mut store, inbox.as_deref()),
-        Command::Tenants { command } => tenants(&ctx, &mut store, command.as_ref()),
-        Command::Search { query, run, limit } => {
-            search(&ctx, &mut store, &query.join(" "), *run, *limit)
+        Command::Serve(args) => serve(json, &home, store, tenant, args),
+        Command::Ingest { inbox, wait } => {
+            ingest(json, &home, &mut store, tenant, inbox.as_deref(), *wait)
         }
-        Command::Jobs(args) => jobs(&ctx, &mut store, args),
-        Command::Job(cmd) => job(&ctx, &mut store, cmd),
-        Command::Runs { limit } => runs(&ctx, &mut store, *limit),
-        Command::Run(RunCommand::Show { id }) => run_show(&ctx, &mut store, *id),
-        Command::Status => status(&ctx, &home, &mut store),
+        Command::Tenants { command } => match command {
+            None | Some(TenantsCommand::List) => show::tenants(json, &view, &mut store),
+            Some(TenantsCommand::Create { name, id }) => {
+                let t = store.create_tenant(name, *id, Timestamp::now())?;
+                if json {
+                    output::json(&t);
+                } else {
+                    output::line(format!("created tenant {} ({})", t.name, t.id));
+                }
+                Ok(EXIT_OK)
+            }
+        },
+        Command::Search { query, run, limit } => {
+            let run = run
+                .as_deref()
+                .map(|r| store.resolve(IdKind::Run, tenant, r))
+                .transpose()?;
+            show::search(
+                json,
+                &view,
+                &mut store,
+                tenant,
+                &query.join(" "),
+                run,
+                *limit,
+            )
+        }
+        Command::Jobs(args) => {
+            let run = args
+                .run
+                .as_deref()
+                .map(|r| store.resolve(IdKind::Run, tenant, r))
+                .transpose()?;
+            show::jobs(json, &view, &mut store, tenant, args, run)
+        }
+        Command::Job(cmd) => job(json, &view, &home, &mut store, tenant, cmd),
+        Command::Runs { limit } => show::runs(json, &view, &mut store, tenant, *limit),
+        Command::Run(RunCommand::Show { id }) => {
+            let id = store.resolve(IdKind::Run, tenant, id)?;
+            show::run_show(json, &view, &mut store, tenant, id)
+        }
+        Command::Status { watch } => match watch {
+            None => show::status(json, &view, &home, &mut store, tenant),
+            Some(secs) => loop {
+                let view = View::new(&cli.global);
+                if output::stdout_is_terminal() && !json {
+                    output::raw(b"\x1b[H\x1b[2J");
+                }
+                show::status(json, &view, &home, &mut store, tenant)?;
+                if output::finished() {
+                    return Ok(EXIT_OK);
+                }
+                std::thread::sleep(Duration::from_secs((*secs).max(1)));
+            },
+        },
         Command::Prune {
             finished_before,
             status,
-        } => {
-            let filter = PruneFilter {
-                finished_before: Timestamp::now().minus(*finished_before),
-                statuses: status.clone(),
-            };
-            let n = store.prune(ctx.tenant, &filter)?;
-            if ctx.json {
-                output::json(&serde_json::json!({ "pruned": n }));
-            } else {
-                output::line(format!("pruned {n} finished job(s)"));
-            }
-            Ok(EXIT_OK)
-        }
+            dry_run,
+        } => prune(
+            json,
+            &view,
+            &mut store,
+            tenant,
+            *finished_before,
+            status,
+            *dry_run,
+        ),
     }
-}
-
-struct Ctx {
-    json: bool,
-    tenant: Uuid,
 }
 
 /// True when this user cannot write the home's folder or database.
@@ -165,91 +247,6 @@ fn tenant_of(cli: &Cli, home: &Home, store: &mut Store) -> Result<Uuid> {
     }
 }
 
-fn ingest(ctx: &Ctx, home: &Home, store: &mut Store, dir: Option<&Path>) -> Result<u8> {
-    let dir = inbox::inbox_dir(home, dir);
-    inbox::check_inbox(home, &dir)?;
-    let presence = Presence::register(&home.run_dir())?;
-    let mut inbox = Inbox::new(
-        home,
-        dir,
-        ctx.tenant,
-        home.config().inbox.clone(),
-        &presence,
-    );
-    let summary = inbox.scan(store, &HashSet::new())?;
-    if inbox.holds_nothing() {
-        drop(inbox);
-        presence.leave();
-    }
-    if ctx.json {
-        output::json(&summary);
-    } else {
-        output::line(format!(
-            "{} accepted, {} duplicates, {} rejected, {} waiting",
-            summary.accepted, summary.duplicates, summary.rejected, summary.waiting
-        ));
-    }
-    match &summary.failure {
-        Some(failure) => {
-            output::error_line(failure);
-            Ok(EXIT_ERROR)
-        }
-        None => Ok(EXIT_OK),
-    }
-}
-
-fn tenants(ctx: &Ctx, store: &mut Store, command: Option<&TenantsCommand>) -> Result<u8> {
-    match command {
-        None | Some(TenantsCommand::List) => {
-            let all = store.tenants()?;
-            if ctx.json {
-                output::json(&all);
-                return Ok(EXIT_OK);
-            }
-            let rows: Vec<Vec<String>> = all
-                .iter()
-                .map(|t| vec![t.name.clone(), t.id.to_string(), t.created_at.to_string()])
-                .collect();
-            output::table(&["NAME", "ID", "CREATED"], &rows);
-        }
-        Some(TenantsCommand::Create { name, id }) => {
-            let t = store.create_tenant(name, *id, Timestamp::now())?;
-            if ctx.json {
-                output::json(&t);
-            } else {
-                output::line(format!("created tenant {} ({})", t.name, t.id));
-            }
-        }
-    }
-    Ok(EXIT_OK)
-}
-
-fn db_check(json: bool, home: &Home) -> Result<u8> {
-    let path = home.db_path();
-    let problems = match Store::open_unchecked(&path, home.config().store_options()) {
-        Ok(store) => store.integrity_check()?,
-        Err(e @ Error::Corrupt { .. }) => vec![e.to_string()],
-        Err(e) => return Err(e),
-    };
-    let ok = problems == ["ok"];
-    if json {
-        output::json(
-            &serde_json::json!({ "database": path, "ok": ok, "problems": if ok { Vec::new() } else { problems.clone() } }),
-        );
-    } else if ok {
-        output::line(format!(
-            "ok: {} passed SQLite's integrity check",
-            path.display()
-        ));
-    } else {
-        output::line(format!("damaged: {}", path.display()));
-        for p in &problems {
-            output::line(p);
-        }
-    }
-    Ok(if ok { EXIT_OK } else { EXIT_ERROR })
-}
-
 fn home_dir(cli: &Cli) -> Result<PathBuf> {
     if let Some(h) = &cli.global.home {
         return Ok(h.clone());
@@ -265,12 +262,12 @@ fn home_dir(cli: &Cli) -> Result<PathBuf> {
         })
 }
 
-fn init(cli: &Cli, dir: &Path, inbox: Option<&Path>) -> Result<u8> {
+fn init(json: bool, dir: &Path, inbox: Option<&Path>) -> Result<u8> {
     let (home, report) = Home::init(dir)?;
     let store = home.store()?;
     let version = store.current_version()?;
     let adopted = inbox.map(|d| inbox::adopt_inbox(&home, d)).transpose()?;
-    if cli.global.json {
+    if json {
         output::json(&serde_json::json!({
             "home": report.home,
             "created": report.created,
@@ -297,327 +294,231 @@ fn init(cli: &Cli, dir: &Path, inbox: Option<&Path>) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
-fn db_current(ctx: &Ctx, store: &Store) -> Result<u8> {
-    let v = store.current_version()?;
-    if ctx.json {
-        output::json(&v);
-    } else {
-        match v {
-            Some(v) => output::line(format!(
-                "V{}__{}{}",
-                v.version,
-                v.name,
-                if v.head {
-                    " (head)"
-                } else {
-                    " (behind head: run `bundleq db migrate`)"
-                }
-            )),
-            None => output::line("no migration applied"),
-        }
-    }
-    Ok(EXIT_OK)
-}
-
-fn jobs(ctx: &Ctx, store: &mut Store, args: &JobsArgs) -> Result<u8> {
-    let filter = JobFilter {
-        status: args.status,
-        job_type: args.job_type.clone(),
-        run_id: args.run,
-        limit: Some(args.limit),
-    };
-    let jobs = store.jobs(ctx.tenant, &filter)?;
-    if ctx.json {
-        output::json(&jobs);
-        return Ok(EXIT_OK);
-    }
-    let rows: Vec<Vec<String>> = jobs
-        .iter()
-        .map(|j| {
-            vec![
-                j.id.to_string(),
-                j.status.to_string(),
-                format!("{}/{}", j.attempts, j.max_attempts),
-                j.job_type.clone(),
-                j.run_id.to_string(),
-                j.created_at.to_string(),
-                opt(&j.retry_at),
-                j.last_error
-                    .as_deref()
-                    .map_or_else(|| "-".to_owned(), |e| cut(e, 60)),
-            ]
-        })
-        .collect();
-    output::table(
-        &[
-            "ID",
-            "STATUS",
-            "ATTEMPTS",
-            "TYPE",
-            "RUN",
-            "CREATED",
-            "RETRY AT",
-            "LAST ERROR",
-        ],
-        &rows,
-    );
-    Ok(EXIT_OK)
-}
-
-#[derive(Serialize)]
-struct JobView<'a> {
-    #[serde(flatten)]
-    job: &'a bundleq::store::Job,
-    attempt_history: &'a [bundleq::store::Attempt],
-}
-
-fn show_job(ctx: &Ctx, store: &mut Store, id: Uuid) -> Result<()> {
-    let job = store.job(ctx.tenant, id)?;
-    let history = store.attempts(ctx.tenant, id)?;
-    if ctx.json {
-        output::json(&JobView {
-            job: &job,
-            attempt_history: &history,
-        });
-        return Ok(());
-    }
-    output::fields(&[
-        ("id", job.id.to_string()),
-        ("tenant_id", job.tenant_id.to_string()),
-        ("run_id", job.run_id.to_string()),
-        ("job_type", job.job_type.clone()),
-        ("status", job.status.to_string()),
-        ("attempts", format!("{}/{}", job.attempts, job.max_attempts)),
-        ("retry_at", opt(&job.retry_at)),
-        ("locked_at", opt(&job.locked_at)),
-        ("locked_by", opt(&job.locked_by)),
-        ("last_error", opt(&job.last_error)),
-        ("payload_json", job.payload_json.to_string()),
-        ("created_at", job.created_at.to_string()),
-        ("updated_at", job.updated_at.to_string()),
-    ]);
-    output::line("");
-    output::line("attempt history:");
-    let rows: Vec<Vec<String>> = history
-        .iter()
-        .map(|a| {
-            vec![
-                a.attempt.to_string(),
-                a.worker.clone(),
-                a.started_at.to_string(),
-                opt(&a.finished_at),
-                a.outcome.clone().unwrap_or_else(|| "running".to_owned()),
-                a.error
-                    .as_deref()
-                    .map_or_else(|| "-".to_owned(), |e| cut(e, 60)),
-            ]
-        })
-        .collect();
-    output::table(
-        &[
-            "ATTEMPT", "WORKER", "STARTED", "FINISHED", "OUTCOME", "ERROR",
-        ],
-        &rows,
-    );
-    Ok(())
-}
-
-fn job(ctx: &Ctx, store: &mut Store, cmd: &JobCommand) -> Result<u8> {
-    match cmd {
-        JobCommand::Show { id } => show_job(ctx, store, *id)?,
-        JobCommand::Retry { id } | JobCommand::Cancel { id } => {
-            let job = if matches!(cmd, JobCommand::Retry { .. }) {
-                store.retry(ctx.tenant, *id, Timestamp::now())?
-            } else {
-                store.cancel(ctx.tenant, *id, Timestamp::now())?
-            };
-            if ctx.json {
-                output::json(&job);
-            } else {
-                output::line(format!("job {} is now {}", job.id, job.status));
-            }
-        }
-    }
-    Ok(EXIT_OK)
-}
-
-fn runs(ctx: &Ctx, store: &mut Store, limit: u32) -> Result<u8> {
-    let runs = store.runs(ctx.tenant, Some(limit))?;
-    if ctx.json {
-        output::json(&runs);
-        return Ok(EXIT_OK);
-    }
-    let rows: Vec<Vec<String>> = runs
-        .iter()
-        .map(|r| {
-            vec![
-                r.id.to_string(),
-                r.created_at.to_string(),
-                r.origin.clone(),
-                r.bundle_sha256[..12].to_owned(),
-                cut(&r.title, 50),
-            ]
-        })
-        .collect();
-    output::table(&["RUN", "ACCEPTED", "ORIGIN", "SHA256", "TITLE"], &rows);
-    Ok(EXIT_OK)
-}
-
-fn run_show(ctx: &Ctx, store: &mut Store, id: Uuid) -> Result<u8> {
-    let run = store.run(ctx.tenant, id)?;
-    let jobs = store.jobs(
-        ctx.tenant,
-        &JobFilter {
-            run_id: Some(id),
-            ..JobFilter::default()
-        },
-    )?;
-    if ctx.json {
-        output::json(&serde_json::json!({ "run": run, "jobs": jobs }));
-        return Ok(EXIT_OK);
-    }
-    let s = &run.summary;
-    output::fields(&[
-        ("id", s.id.to_string()),
-        ("tenant_id", s.tenant_id.to_string()),
-        ("title", s.title.clone()),
-        ("bundle_sha256", s.bundle_sha256.clone()),
-        (
-            "origin",
-            format!("{} {}", s.origin, s.origin_name.as_deref().unwrap_or("")),
-        ),
-        ("created_at", s.created_at.to_string()),
-    ]);
-    output::line("");
-    let rows: Vec<Vec<String>> = jobs
-        .iter()
-        .map(|j| {
-            vec![
-                j.id.to_string(),
-                j.job_type.clone(),
-                j.status.to_string(),
-                format!("{}/{}", j.attempts, j.max_attempts),
-            ]
-        })
-        .collect();
-    output::table(&["JOB", "TYPE", "STATUS", "ATTEMPTS"], &rows);
-    Ok(EXIT_OK)
-}
-
-fn status(ctx: &Ctx, home: &Home, store: &mut Store) -> Result<u8> {
-    let stats = store.stats(ctx.tenant, Timestamp::now())?;
-    let folders = inbox::folder_counts(home, &inbox::inbox_dir(home, None), ctx.tenant)?;
-    if ctx.json {
-        output::json(&serde_json::json!({
-            "counts": stats.counts,
-            "oldest_queued": stats.oldest_queued,
-            "next_retry": stats.next_retry,
-            "folders": folders,
-        }));
-        return Ok(EXIT_OK);
-    }
-    let mut pairs: Vec<(&str, String)> = JobStatus::ALL
-        .iter()
-        .map(|s| {
-            (
-                s.as_str(),
-                stats.counts.get(s).copied().unwrap_or(0).to_string(),
-            )
-        })
-        .collect();
-    pairs.push(("oldest queued", opt(&stats.oldest_queued)));
-    pairs.push(("next retry", opt(&stats.next_retry)));
-    let f = [
-        folders.inbox_backlog,
-        folders.accepted,
-        folders.duplicates,
-        folders.rejected,
-    ]
-    .map(|n| n.to_string());
-    let [backlog, accepted, duplicates, rejected] = f;
-    pairs.push(("inbox backlog", backlog));
-    pairs.push(("accepted files", accepted));
-    pairs.push(("duplicate files", duplicates));
-    pairs.push(("rejected files", rejected));
-    output::fields(&pairs);
-    Ok(EXIT_OK)
-}
-
-fn validate(cli: &Cli, home_dir: &Path, paths: &[PathBuf]) -> Result<u8> {
-    // Inside a home, its limits and tenant apply; elsewhere the defaults.
-    let (limits, tenant) = match Home::open(home_dir) {
-        Ok(home) => {
-            let tenant = tenant_of(cli, &home, &mut open_for_reading(&home)?)?;
-            (home.config().limits.clone(), Some(tenant))
-        }
-        Err(Error::NotAHome { .. }) => {
-            let tenant = match &cli.global.tenant {
-                None => None,
-                Some(t) => Some(Uuid::try_parse(t).map_err(|_| Error::InvalidArgument {
-                    what: "tenant",
-                    message: format!("{t:?}: without a home, --tenant must be a UUID"),
-                })?),
-            };
-            (Limits::default(), tenant)
-        }
+fn db_check(json: bool, home: &Home) -> Result<u8> {
+    let path = home.db_path();
+    let problems = match Store::open_unchecked(&path, home.config().store_options()) {
+        Ok(store) => store.integrity_check()?,
+        Err(e @ Error::Corrupt { .. }) => vec![e.to_string()],
         Err(e) => return Err(e),
     };
-    let results: Vec<Result<AcceptReport>> = paths
-        .iter()
-        .map(|p| accept::check(p, &limits, tenant, Follow::Link))
-        .collect();
-    Ok(report_verdicts(cli.global.json, &results))
+    let ok = problems == ["ok"];
+    if json {
+        output::json(&serde_json::json!({
+            "database": path,
+            "ok": ok,
+            "problems": if ok { Vec::new() } else { problems.clone() },
+        }));
+    } else if ok {
+        output::line(format!(
+            "ok: {} passed SQLite's integrity check",
+            path.display()
+        ));
+    } else {
+        output::line(format!("damaged: {}", path.display()));
+        for p in &problems {
+            output::line(p);
+        }
+    }
+    Ok(if ok { EXIT_OK } else { EXIT_ERROR })
 }
 
-/// Prints one line per bundle (invalid ones with their errors, on stderr)
-/// and returns the exit code: 1 if any path could not be read, else 65 if
-/// any bundle is invalid, else 0.
-fn report_verdicts(json: bool, results: &[Result<AcceptReport>]) -> u8 {
-    let mut code = EXIT_OK;
-    let mut items = Vec::new();
-    for r in results {
-        match r {
-            Ok(report) => {
-                if matches!(report.verdict, Verdict::Invalid { .. }) && code == EXIT_OK {
-                    code = EXIT_DATA;
-                }
-                if json {
-                    items.push(serde_json::to_value(report).unwrap_or_default());
-                } else {
-                    print_verdict(report);
-                }
+#[allow(clippy::too_many_arguments)]
+fn prune(
+    json: bool,
+    view: &View,
+    store: &mut Store,
+    tenant: Uuid,
+    finished_before: Duration,
+    statuses: &[JobStatus],
+    dry_run: bool,
+) -> Result<u8> {
+    let filter = PruneFilter {
+        finished_before: Timestamp::now().minus(finished_before),
+        statuses: statuses.to_vec(),
+    };
+    let pruned = store.prune(tenant, &filter, dry_run)?;
+    if json {
+        output::json(&serde_json::json!({ "dry_run": dry_run, "pruned": pruned }));
+        return Ok(EXIT_OK);
+    }
+    let ids: Vec<String> = pruned.iter().map(|p| p.id.to_string()).collect();
+    let rows: Vec<Vec<String>> = pruned
+        .iter()
+        .zip(&ids)
+        .map(|(p, id)| {
+            vec![
+                id.clone(),
+                p.status.to_string(),
+                cut(&p.job_type, 16),
+                view.time(p.updated_at),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        output::table(&["JOB", "STATUS", "TYPE", "FINISHED"], &rows, view.fit());
+    }
+    let verb = if dry_run { "would prune" } else { "pruned" };
+    output::line(format!(
+        "{verb} {} finished job(s) that ended before {}",
+        pruned.len(),
+        filter.finished_before
+    ));
+    Ok(EXIT_OK)
+}
+
+/// Frees a job left `running` by a worker that is provably gone: rescues
+/// every job of that worker. A live worker (or one that cannot be proved
+/// gone) is refused, saying what to do.
+fn free_running(home: &Home, store: &mut Store, tenant: Uuid, id: Uuid) -> Result<Option<String>> {
+    let job = store.job(tenant, id)?;
+    if job.status != JobStatus::Running {
+        return Ok(None);
+    }
+    let worker = job.locked_by.clone().unwrap_or_default();
+    let run_dir = home.run_dir();
+    match presence::prove_gone(&run_dir, &worker) {
+        Some(gone) => {
+            store.rescue_workers(std::slice::from_ref(&worker), Timestamp::now())?;
+            let _ = store.forget_serves(std::slice::from_ref(&worker));
+            if !home.claims().join(&worker).exists() {
+                gone.forget();
             }
-            Err(e) => {
-                code = EXIT_ERROR;
-                if json {
-                    items.push(serde_json::json!({ "verdict": "error", "error": e.to_string() }));
-                } else {
-                    output::error_line(e);
-                }
+            Ok(Some(worker))
+        }
+        None => {
+            let timeout = home.config().queue.lock_timeout;
+            let due = job.locked_at.map(|t| t.plus(timeout));
+            let why = if presence::known_here(&run_dir, &worker) {
+                format!(
+                    "job {id} is running on {worker}, which is alive; stop that serve (SIGTERM gives its jobs back) or wait for the job to end"
+                )
+            } else {
+                format!(
+                    "job {id} is running on {worker}, which cannot be proved gone from this host (another host, or an older bundleq); it is rescued when its lock expires{}",
+                    due.map_or_else(String::new, |d| format!(" ({d})"))
+                )
+            };
+            Err(Error::InvalidArgument {
+                what: "job",
+                message: why,
+            })
+        }
+    }
+}
+
+fn job(
+    json: bool,
+    view: &View,
+    home: &Home,
+    store: &mut Store,
+    tenant: Uuid,
+    cmd: &JobCommand,
+) -> Result<u8> {
+    let (JobCommand::Show { id }
+    | JobCommand::Retry { id }
+    | JobCommand::Cancel { id }
+    | JobCommand::Release { id }) = cmd;
+    let id = store.resolve(IdKind::Job, tenant, id)?;
+    if let JobCommand::Show { .. } = cmd {
+        return show::job_show(json, view, store, tenant, id);
+    }
+    let freed = free_running(home, store, tenant, id)?;
+    if let Some(worker) = &freed {
+        store.note_event(
+            tenant,
+            id,
+            "release",
+            &format!("worker {worker} was gone; the job was freed"),
+            Timestamp::now(),
+        )?;
+    }
+    let job = match cmd {
+        JobCommand::Release { .. } if freed.is_none() => {
+            let job = store.job(tenant, id)?;
+            return Err(Error::InvalidTransition {
+                action: "release",
+                id: id.to_string(),
+                status: job.status,
+            });
+        }
+        JobCommand::Release { .. } => store.job(tenant, id)?,
+        JobCommand::Retry { .. } => {
+            let job = store.job(tenant, id)?;
+            if freed.is_some() && job.status == JobStatus::Queued {
+                job // freed and queued already: nothing more to do
+            } else {
+                store.retry(tenant, id, Timestamp::now())?
             }
         }
+        _ => store.cancel(tenant, id, Timestamp::now())?,
+    };
+    if json {
+        output::json(&job);
+    } else {
+        let ids = Ids::of(store, view, IdKind::Job, tenant, [job.id])?;
+        output::line(format!("job {} is now {}", ids.show(job.id), job.status));
+    }
+    Ok(EXIT_OK)
+}
+
+fn ingest(
+    json: bool,
+    home: &Home,
+    store: &mut Store,
+    tenant: Uuid,
+    dir: Option<&Path>,
+    wait: bool,
+) -> Result<u8> {
+    let dir = inbox::inbox_dir(home, dir);
+    inbox::check_inbox(home, &dir)?;
+    let presence = Presence::register(&home.run_dir())?;
+    let mut inbox = Inbox::new(home, dir, tenant, home.config().inbox.clone(), &presence);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut total = ScanSummary::default();
+    loop {
+        let s = inbox.scan(store, &HashSet::new())?;
+        total.accepted += s.accepted;
+        total.duplicates += s.duplicates;
+        total.rejected += s.rejected;
+        total.settling = s.settling;
+        total.waiting = s.waiting;
+        total.failure = s.failure.or(total.failure);
+        match s.next_check {
+            Some(d) if wait && s.settling > 0 && Instant::now() + d < deadline => {
+                std::thread::sleep(d + Duration::from_millis(10));
+            }
+            _ => break,
+        }
+    }
+    if inbox.holds_nothing() {
+        drop(inbox);
+        presence.leave();
     }
     if json {
-        output::json(&items);
-    }
-    code
-}
-
-fn print_verdict(r: &AcceptReport) {
-    let path = r.path.display();
-    match &r.verdict {
-        Verdict::Accepted { run_id, job_id } => {
-            output::line(format!("accepted   {path}  run {run_id}  job {job_id}"));
-        }
-        Verdict::Duplicate { run_id } | Verdict::Recovered { run_id } => {
-            output::line(format!(
-                "duplicate  {path}  already accepted as run {run_id}"
+        output::json(&total);
+    } else {
+        let mut line = format!(
+            "{} accepted, {} duplicates, {} rejected",
+            total.accepted, total.duplicates, total.rejected
+        );
+        if total.settling > 0 {
+            line.push_str(&format!(
+                ", {} still being written (changed less than {} ago; --wait to wait for them)",
+                total.settling,
+                config_duration(home.config().inbox.settle)
             ));
         }
-        Verdict::Valid { run_id } => output::line(format!("valid      {path}  run {run_id}")),
-        Verdict::Invalid { errors } => {
-            output::error_text(&format!("invalid    {path}: {errors}"));
+        if total.waiting > 0 {
+            line.push_str(&format!(", {} waiting to be tried again", total.waiting));
         }
+        output::line(line);
+    }
+    match &total.failure {
+        Some(failure) => {
+            output::error_line(failure);
+            Ok(EXIT_ERROR)
+        }
+        None => Ok(EXIT_OK),
     }
 }
 
@@ -637,20 +538,47 @@ fn serve_overrides(config: &mut Config, args: &ServeArgs) -> Result<()> {
     config.check(Path::new("the command line"))
 }
 
-fn serve(ctx: &Ctx, home: &Home, mut store: Store, args: &ServeArgs) -> Result<u8> {
+/// The line serve starts with: where it works and how.
+fn start_line(home: &Home, inbox: Option<&Path>, once: bool) -> String {
+    let c = home.config();
+    let mut handlers = vec![bundleq::bundle::DEFAULT_JOB_TYPE.to_owned()];
+    handlers.extend(c.handlers.keys().cloned());
+    format!(
+        "bundleq {} serving home {}: database {} (synchronous = {}), inbox {}, {} workers, handlers {}, lock timeout {}, poll {}, grace {}{}",
+        env!("CARGO_PKG_VERSION"),
+        home.root().display(),
+        home.db_path().display(),
+        match c.database.synchronous {
+            bundleq::store::Synchronous::Full => "full",
+            bundleq::store::Synchronous::Normal => "normal",
+        },
+        inbox.map_or_else(|| "off".to_owned(), |p| p.display().to_string()),
+        c.workers.count,
+        handlers.join(", "),
+        config_duration(c.queue.lock_timeout),
+        config_duration(c.workers.poll_interval),
+        config_duration(c.workers.grace_period),
+        if once { ", once" } else { "" }
+    )
+}
+
+fn serve(json: bool, home: &Home, mut store: Store, tenant: Uuid, args: &ServeArgs) -> Result<u8> {
     let once = args.once;
     Handlers::check_commands(home)?;
     let inbox_dir = inbox::inbox_dir(home, args.inbox.as_deref());
     if !args.no_inbox {
         inbox::check_inbox(home, &inbox_dir)?;
     }
+    log::info!(
+        "{}",
+        start_line(home, (!args.no_inbox).then_some(inbox_dir.as_path()), once)
+    );
     let presence = Arc::new(Presence::register(&home.run_dir())?);
     let control = PoolControl::new();
     super::signals::forward_to(control.clone())?;
     let mut config = PoolConfig::from_config(&home.config().workers);
     config.once = once;
     config.presence = Some(Arc::clone(&presence));
-    let tenant = ctx.tenant;
     let mut inbox_clean = true;
     if once && !args.no_inbox {
         let mut inbox = Inbox::new(
@@ -700,7 +628,7 @@ fn serve(ctx: &Ctx, home: &Home, mut store: Store, args: &ServeArgs) -> Result<u
         store,
         Handlers::for_home(home, Some(GuardProgram::this_binary())),
         &config,
-        std::sync::Arc::new(SystemClock),
+        Arc::new(SystemClock),
         &control,
     );
     drop(quit_tx);
@@ -726,7 +654,7 @@ fn serve(ctx: &Ctx, home: &Home, mut store: Store, args: &ServeArgs) -> Result<u
         p.leave();
     }
     if once {
-        if ctx.json {
+        if json {
             output::json(&stats);
         } else {
             output::line(format!(
@@ -738,19 +666,5 @@ fn serve(ctx: &Ctx, home: &Home, mut store: Store, args: &ServeArgs) -> Result<u
             return Ok(EXIT_JOBS_FAILED);
         }
     }
-    Ok(EXIT_OK)
-}
-
-fn search(ctx: &Ctx, store: &mut Store, query: &str, run: Option<Uuid>, limit: u32) -> Result<u8> {
-    let hits = store.search(ctx.tenant, query, run, limit)?;
-    if ctx.json {
-        output::json(&hits);
-        return Ok(EXIT_OK);
-    }
-    let rows: Vec<Vec<String>> = hits
-        .iter()
-        .map(|h| vec![h.run_id.to_string(), cut(&h.uri, 40), cut(&h.snippet, 80)])
-        .collect();
-    output::table(&["RUN", "SOURCE", "SNIPPET"], &rows);
     Ok(EXIT_OK)
 }

@@ -1,17 +1,19 @@
 //! Command-line interface (binary only): the clap definitions, dispatch to
 //! the library, and rendering of results as tables or JSON. Output goes to
-//! stdout; errors go to stderr as one line.
+//! stdout; errors go to stderr as one line (a JSON object with `--json`).
 
 mod bench;
 mod commands;
 mod output;
+mod render;
+mod show;
 mod signals;
+mod submit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use uuid::Uuid;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use bundleq::JobStatus;
 
@@ -25,18 +27,24 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_JOBS_FAILED: u8 = 3;
 /// Exit status: invalid input data (EX_DATAERR), e.g. an invalid bundle.
 pub const EXIT_DATA: u8 = 65;
+/// Exit status: interrupted by Ctrl-C (128 + SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
-  0   success
-  1   error (I/O, database, unknown id, refused transition, bad configuration)
-  2   usage error (unknown command or flag, malformed argument)
-  3   serve --once: some job failed, or failed and waits for a retry
-  65  invalid input data (EX_DATAERR): a bundle failed validation
+  0    success
+  1    error (I/O, database, unknown id or tenant, refused transition, bad
+       configuration)
+  2    usage error (unknown command or flag, malformed argument)
+  3    serve --once: some job failed, or failed and waits for a retry
+  65   invalid input data (EX_DATAERR): a bundle failed validation
+  130  submit interrupted by Ctrl-C (what was committed is said)
 
-Output: a closed pipe (`bundleq jobs | head -1`) ends the output quietly;
-control characters in bundle text, file names and handler output are shown
-escaped (\\e, \\x07, \\r) and never reach the terminal raw.
+Output: tables fit the terminal (80 columns when not a terminal; --wide for
+every column); times are relative (--utc for absolute); ids are shown short
+and accepted short. --json prints JSON (JSON Lines for streams) and errors as
+JSON on stderr. A closed pipe ends the output quietly; control characters in
+bundle text, file names and handler output are shown escaped.
 
 Environment:
   BUNDLEQ_HOME  home folder (same as --home)
@@ -45,7 +53,8 @@ Environment:
 /// bundleq: an embedded, durable job engine for research run bundles.
 ///
 /// One folder (the home) holds the SQLite database, the configuration file and
-/// the drop folders. Run `bundleq init` once, then submit bundles and work them.
+/// the drop folders. Run `bundleq init` once, then submit bundles (or drop them
+/// into the inbox) and work them with `bundleq serve`.
 #[derive(Debug, Parser)]
 #[command(name = "bundleq", version, after_long_help = EXIT_CODES_HELP, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
@@ -58,17 +67,30 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Home folder holding bundleq.db, bundleq.toml, inbox/, accepted/ and
-    /// rejected/ [default: $XDG_DATA_HOME/bundleq or ~/.local/share/bundleq]
+    /// Home folder holding bundleq.db, bundleq.toml and the drop folders
+    /// [default: $XDG_DATA_HOME/bundleq or ~/.local/share/bundleq]
     #[arg(long, global = true, env = "BUNDLEQ_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
     /// Tenant to read and write, by name or id; it must exist (see
     /// `bundleq tenants`) [default: the home's default tenant]
-    #[arg(long, global = true, value_name = "NAME|UUID")]
+    #[arg(long, global = true, value_name = "TENANT")]
     pub tenant: Option<String>,
-    /// Print JSON for scripts instead of tables
+    /// Print JSON for scripts (JSON Lines for streams) instead of tables
     #[arg(long, global = true)]
     pub json: bool,
+    /// Show times as absolute UTC timestamps instead of "3m ago"
+    #[arg(long, global = true)]
+    pub utc: bool,
+    /// Show every column, ids and texts in full, whatever the terminal width
+    #[arg(long, global = true)]
+    pub wide: bool,
+    /// Print less: no progress bar, no per-item lines, only the summary and
+    /// errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more: more log lines (-v info, -vv debug), payloads in `job show`
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +98,9 @@ pub enum Command {
     /// Create a home (folders 0700, database and configuration 0600, a
     /// tenant named "default"). Safe to run again; an existing folder is
     /// made private.
+    #[command(after_help = "Examples:
+  bundleq --home ~/lab init
+  bundleq init --inbox /data/instrument-drops   # also adopt a drop folder")]
     Init {
         /// Also make DIR an inbox of this home: create it (0700) if missing
         /// and mark it with a .bundleq-inbox file. Everything already in DIR
@@ -84,84 +109,183 @@ pub enum Command {
         inbox: Option<PathBuf>,
     },
     /// Validate bundles and accept the valid ones: each becomes a run with a
-    /// queued job, in one transaction. Invalid ones are refused with every
-    /// error listed (exit 65); the same bytes again are reported as a
-    /// duplicate and enqueue nothing.
-    Submit {
-        /// Bundle files (*.json) or bundle folders (NAME.bundle/)
-        #[arg(required = true, value_name = "PATH")]
-        paths: Vec<PathBuf>,
-    },
+    /// queued job, in one transaction per batch. Verdicts are printed as each
+    /// batch commits; invalid bundles are listed with every error (exit 65);
+    /// the same bytes again are a duplicate and enqueue nothing. Ctrl-C stops
+    /// after the batch being committed and says what was.
+    #[command(after_help = "Examples:
+  bundleq submit run-42.json
+  bundleq submit results/                # every *.json and NAME.bundle/ in it
+  bundleq submit -r results/             # and in its subfolders
+  bundleq --json submit runs/*.json      # one JSON object per line")]
+    Submit(SubmitArgs),
     /// Check bundles without writing anything (exit 65 if any is invalid).
     /// Works without a home, with the default limits.
-    Validate {
-        /// Bundle files (*.json) or bundle folders (NAME.bundle/)
-        #[arg(required = true, value_name = "PATH")]
-        paths: Vec<PathBuf>,
-    },
+    #[command(after_help = "Examples:
+  bundleq validate run-42.json survey.bundle
+  bundleq validate -r results/
+  generate-bundle | bundleq validate -    # from standard input")]
+    Validate(ValidateArgs),
     /// Watch the inbox and work jobs with a pool of threads until
-    /// SIGINT/SIGTERM (or, with --once, ingest the inbox once and work until
-    /// nothing is due). On a signal: stop claiming, let running jobs finish
-    /// within the grace period, give back the rest, exit 0.
+    /// SIGINT/SIGTERM/SIGHUP (or, with --once, ingest the inbox once and work
+    /// until nothing is due). On a signal: stop claiming, let running jobs
+    /// finish within the grace period, give back the rest, exit 0.
+    #[command(after_help = "Examples:
+  bundleq serve                          # watch <home>/inbox, 4 workers
+  bundleq serve --workers 8 --inbox /data/drops
+  bundleq serve --once                   # for cron: drain and exit")]
     Serve(ServeArgs),
     /// One pass over the inbox: ingest every complete bundle, move it to
     /// accepted/ or rejected/, and exit (for cron and scripts).
+    #[command(after_help = "Examples:
+  bundleq ingest
+  bundleq ingest --wait                  # also wait for entries still being written")]
     Ingest {
         /// Drop folder to scan: <home>/inbox or a folder adopted with
         /// `init --inbox` [default: [inbox] path, else <home>/inbox]
         #[arg(long, value_name = "DIR")]
         inbox: Option<PathBuf>,
+        /// Wait (up to 5 minutes) for entries still being written, and
+        /// ingest them too
+        #[arg(long)]
+        wait: bool,
     },
     /// List this home's tenants, or create one. Every command works on one
     /// tenant (--tenant NAME|UUID); unknown ones are refused.
+    #[command(after_help = "Examples:
+  bundleq tenants
+  bundleq tenants create lab-b
+  bundleq tenants create field-station --id 0192c3c0-7a1e-7cc2-9a31-5b1f0f9e0a99")]
     Tenants {
         #[command(subcommand)]
         command: Option<TenantsCommand>,
     },
-    /// Measure the engine in temp homes against a plain-SQLite baseline
-    /// measured in the same run; prints a table (or --json).
-    Bench(BenchArgs),
-    /// Search the text of processed sources (all words must match).
-    Search {
-        /// Words to look for
-        #[arg(required = true)]
-        query: Vec<String>,
-        /// Only sources of this run
-        #[arg(long, value_name = "RUN_ID")]
-        run: Option<Uuid>,
-        /// Show at most this many hits
-        #[arg(long, default_value_t = 20)]
-        limit: u32,
-    },
-    /// Inspect or migrate the database schema.
-    #[command(subcommand)]
-    Db(DbCommand),
     /// List jobs, newest first.
+    #[command(after_help = "Examples:
+  bundleq jobs
+  bundleq jobs --status failed --type summarise
+  bundleq jobs --run 0192c3c0 --limit 10")]
     Jobs(JobsArgs),
-    /// Show, retry or cancel one job.
+    /// Show, retry, cancel or release one job.
     #[command(subcommand)]
     Job(JobCommand),
     /// List runs, newest first.
+    #[command(after_help = "Examples:
+  bundleq runs
+  bundleq runs --limit 5 --utc")]
     Runs {
         /// Show at most this many
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_name = "N")]
         limit: u32,
     },
     /// Show one run.
     #[command(subcommand)]
     Run(RunCommand),
-    /// Job counts per status, the oldest queued job and the next retry.
-    Status,
+    /// What is happening: jobs ready, scheduled and running (per job type),
+    /// the serve processes working the queue, the inbox and recent
+    /// rejections.
+    #[command(after_help = "Examples:
+  bundleq status
+  bundleq status --watch                 # refresh every 2 seconds")]
+    Status {
+        /// Refresh every SECONDS until interrupted
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
+    },
+    /// Search the text of processed sources.
+    ///
+    /// Words must all match; `glac*` matches a prefix; "quoted phrases"
+    /// match in order; OR, NOT and parentheses combine them.
+    #[command(after_help = "Examples:
+  bundleq search glacier retreat
+  bundleq search 'glac* NOT moraine'
+  bundleq search '\"terminus retreat\" OR calving'")]
+    Search {
+        /// Words and operators to look for
+        #[arg(required = true, value_name = "QUERY")]
+        query: Vec<String>,
+        /// Only sources of this run
+        #[arg(long, value_name = "RUN")]
+        run: Option<String>,
+        /// Show at most this many hits
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        limit: u32,
+    },
     /// Delete finished jobs (succeeded, failed, cancelled) and their attempt
-    /// history. Runs are kept.
+    /// history, and say which. Runs are kept.
+    #[command(after_help = "Examples:
+  bundleq prune --finished-before 30d --dry-run
+  bundleq prune --finished-before 12h --status succeeded")]
     Prune {
-        /// Delete jobs that finished longer ago than this (e.g. 7d, 12h)
+        /// Delete jobs that finished longer ago than this (a unit is needed:
+        /// 12h, 30d, 1w)
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         finished_before: std::time::Duration,
         /// Only jobs in this finished state (repeatable)
-        #[arg(long, value_parser = parse_status)]
+        #[arg(long, value_name = "STATUS", value_parser = parse_finished_status)]
         status: Vec<JobStatus>,
+        /// Only say what would be deleted
+        #[arg(long)]
+        dry_run: bool,
     },
+    /// Inspect, migrate or check the database.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Measure the engine in temp homes against a plain-SQLite baseline
+    /// measured in the same run; prints a table (or --json).
+    #[command(after_help = "Examples:
+  bundleq bench                          # about 40 s
+  bundleq bench --sync normal --jobs 200000")]
+    Bench(BenchArgs),
+    /// Print a shell completion script.
+    #[command(after_help = "Examples:
+  bundleq completions bash > ~/.local/share/bash-completion/completions/bundleq
+  bundleq completions zsh > ~/.zfunc/_bundleq
+  bundleq completions fish > ~/.config/fish/completions/bundleq.fish")]
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    #[command(after_help = "Examples:
+  bundleq man > ~/.local/share/man/man1/bundleq.1 && man bundleq")]
+    Man,
+}
+
+/// Bundle paths for `submit` and `validate`.
+#[derive(Debug, Args)]
+pub struct PathsArgs {
+    /// Bundle files (*.json), bundle folders (NAME.bundle/), or folders of
+    /// bundles (their *.json files and NAME.bundle/ folders)
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// In folders of bundles, also look in subfolders
+    #[arg(short, long)]
+    pub recursive: bool,
+}
+
+/// Options of `submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub paths: PathsArgs,
+    /// Accept bundles whose job_type has no handler configured here (another
+    /// host may have one)
+    #[arg(long)]
+    pub allow_unknown_type: bool,
+}
+
+/// Options of `validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Bundle files, bundle folders, folders of bundles, or `-` for one
+    /// bundle on standard input
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// In folders of bundles, also look in subfolders
+    #[arg(short, long)]
+    pub recursive: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,11 +295,12 @@ pub enum TenantsCommand {
     /// Create a tenant.
     Create {
         /// Its name: 1-64 characters of a-z, 0-9, '_', '-', '.'
+        #[arg(value_name = "NAME")]
         name: String,
         /// Its id, e.g. one other systems already use in bundles' tenant_id
         /// or as an inbox/<uuid>/ folder [default: a new UUID]
         #[arg(long, value_name = "UUID")]
-        id: Option<Uuid>,
+        id: Option<uuid::Uuid>,
     },
 }
 
@@ -192,8 +317,8 @@ impl Command {
             Command::Submit { .. }
             | Command::Serve(_)
             | Command::Ingest { .. }
-            | Command::Prune { .. }
             | Command::Init { .. } => true,
+            Command::Prune { dry_run, .. } => !dry_run,
             Command::Job(cmd) => !matches!(cmd, JobCommand::Show { .. }),
             Command::Db(cmd) => matches!(cmd, DbCommand::Migrate),
             Command::Tenants { command } => matches!(command, Some(TenantsCommand::Create { .. })),
@@ -206,25 +331,25 @@ impl Command {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Jobs for the baseline and the engine life cycle
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub jobs: usize,
     /// Worker threads of the pool
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_name = "N")]
     pub workers: usize,
     /// Durability of every database in the run
     #[arg(long, value_enum, default_value_t = SyncArg::Full)]
     pub sync: SyncArg,
     /// Jobs queued for the large-queue claim cost and memory figures
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     pub big_queue: usize,
     /// Files dropped at once for the ingest figure
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub drop_files: usize,
     /// Samples per latency figure
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_name = "N")]
     pub samples: usize,
     /// How long to watch an idle serve's CPU use, in seconds
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub idle_seconds: u64,
     /// Where to put the temp homes [default: the system temp folder]
     #[arg(long, value_name = "DIR")]
@@ -285,33 +410,65 @@ pub enum DbCommand {
 #[derive(Debug, Args)]
 pub struct JobsArgs {
     /// Only jobs in this status (queued, running, succeeded, failed, cancelled)
-    #[arg(long, value_parser = parse_status)]
+    #[arg(long, value_name = "STATUS", value_parser = parse_status)]
     pub status: Option<JobStatus>,
     /// Only jobs of this type
     #[arg(long = "type", value_name = "TYPE")]
     pub job_type: Option<String>,
-    /// Only jobs of this run
-    #[arg(long, value_name = "RUN_ID")]
-    pub run: Option<Uuid>,
+    /// Only jobs of this run (an id or its short form)
+    #[arg(long, value_name = "RUN")]
+    pub run: Option<String>,
     /// Show at most this many
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_name = "N")]
     pub limit: u32,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
-    /// A job's columns and its attempt history.
-    Show { id: Uuid },
-    /// Queue a failed or cancelled job again, attempts reset to 0.
-    Retry { id: Uuid },
-    /// Cancel a queued or failed job.
-    Cancel { id: Uuid },
+    /// A job's columns and its history: every attempt (with its run time)
+    /// and every manual action. -v adds the payload.
+    #[command(after_help = "Examples:
+  bundleq job show 01a2268d-68ab
+  bundleq -v job show 01a2268d-68ab      # with payload_json")]
+    Show {
+        /// The job: its id or a prefix of it (as `jobs` shows)
+        #[arg(value_name = "JOB")]
+        id: String,
+    },
+    /// Queue a failed or cancelled job again, attempts reset to 0. A job
+    /// still running on a worker that is provably gone is rescued first.
+    Retry {
+        /// The job: its id or a prefix of it
+        #[arg(value_name = "JOB")]
+        id: String,
+    },
+    /// Cancel a queued or failed job. A job still running on a worker that
+    /// is provably gone is rescued first.
+    Cancel {
+        /// The job: its id or a prefix of it
+        #[arg(value_name = "JOB")]
+        id: String,
+    },
+    /// Free a job left `running` by a serve that is gone (after a hard stop):
+    /// it is queued again at once, the lost attempt counted. A job whose
+    /// worker is alive is refused, saying which process has it.
+    Release {
+        /// The job: its id or a prefix of it
+        #[arg(value_name = "JOB")]
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum RunCommand {
     /// A run, its bundle and its jobs.
-    Show { id: Uuid },
+    #[command(after_help = "Examples:
+  bundleq run show 0192c3c0-7a1e")]
+    Show {
+        /// The run: its id or a prefix of it (as `runs` shows)
+        #[arg(value_name = "RUN")]
+        id: String,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -322,8 +479,25 @@ fn parse_status(s: &str) -> Result<JobStatus, String> {
     s.parse()
 }
 
+fn parse_finished_status(s: &str) -> Result<JobStatus, String> {
+    let status: JobStatus = s.parse()?;
+    if status.is_finished() {
+        Ok(status)
+    } else {
+        Err(format!(
+            "only finished jobs can be pruned (succeeded, failed, cancelled), not {s} ones"
+        ))
+    }
+}
+
+/// The whole command tree, for completions and the manual page.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    output::configure(cli.global.json);
     let code = match commands::dispatch(&cli) {
         Ok(code) => code,
         Err(e) => {

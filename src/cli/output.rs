@@ -9,13 +9,43 @@
 
 use std::borrow::Cow;
 use std::fmt::Display;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
 /// The first error writing stdout, if any; later writes are skipped.
 static BROKEN: Mutex<Option<io::Error>> = Mutex::new(None);
+/// `--json`: errors go to stderr as JSON objects too.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Sets the output mode for the whole run.
+pub fn configure(json: bool) {
+    JSON.store(json, Ordering::Relaxed);
+}
+
+/// True when stdout is a terminal (tables fit its width; progress shows).
+pub fn stdout_is_terminal() -> bool {
+    io::stdout().is_terminal()
+}
+
+/// True when stderr is a terminal (a progress bar may be drawn there).
+pub fn stderr_is_terminal() -> bool {
+    io::stderr().is_terminal()
+}
+
+/// The width tables must fit: the terminal's, or 80 when stdout is not a
+/// terminal.
+pub fn terminal_width() -> usize {
+    if stdout_is_terminal()
+        && let Ok(ws) = rustix::termios::tcgetwinsize(io::stdout())
+        && ws.ws_col >= 20
+    {
+        return usize::from(ws.ws_col);
+    }
+    80
+}
 
 fn broken() -> bool {
     BROKEN.lock().map(|b| b.is_some()).unwrap_or(true)
@@ -40,6 +70,25 @@ fn write_stderr(text: &str) {
     let _ = err
         .write_all(text.as_bytes())
         .and_then(|()| err.write_all(b"\n"));
+}
+
+/// Writes bytes to stdout as they are (a completion script, a man page,
+/// terminal control for `status --watch`).
+pub fn raw(bytes: &[u8]) {
+    if broken() {
+        return;
+    }
+    let mut out = io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush())
+        && let Ok(mut b) = BROKEN.lock()
+    {
+        b.get_or_insert(e);
+    }
+}
+
+/// True once stdout can take no more (a closed pipe): loops can stop.
+pub fn finished() -> bool {
+    broken()
 }
 
 /// Flushes stdout and turns a write error into the exit code: `code` as it
@@ -100,14 +149,35 @@ pub fn json<T: Serialize + ?Sized>(value: &T) {
     }
 }
 
+/// Prints `value` as one line of JSON (JSON Lines, for streams).
+pub fn json_line<T: Serialize + ?Sized>(value: &T) {
+    match serde_json::to_string(value) {
+        Ok(text) => write_stdout(&text),
+        Err(e) => write_stderr(&format!("error: failed to render JSON: {e}")),
+    }
+}
+
 /// Prints a line (escaped).
 pub fn line(text: impl Display) {
     write_stdout(&clean(&text.to_string()));
 }
 
-/// Prints one error line to stderr (escaped: it may quote a file name).
+/// Prints one error line to stderr (escaped: it may quote a file name);
+/// with `--json`, a JSON object `{"error": "..."}`.
 pub fn error_line(e: &dyn Display) {
-    write_stderr(&format!("error: {}", clean(&e.to_string())));
+    if JSON.load(Ordering::Relaxed) {
+        let text = serde_json::json!({ "error": e.to_string() }).to_string();
+        write_stderr(&text);
+    } else {
+        write_stderr(&format!("error: {}", clean(&e.to_string())));
+    }
+}
+
+/// Prints a note to stderr (escaped), unless `--json`.
+pub fn note(text: &str) {
+    if !JSON.load(Ordering::Relaxed) {
+        write_stderr(&clean(text));
+    }
 }
 
 /// Prints lines to stderr, each escaped.
@@ -117,9 +187,11 @@ pub fn error_text(text: &str) {
 }
 
 /// Prints rows under a header, columns padded to their widest cell; every
-/// cell escaped.
-pub fn table(header: &[&str], rows: &[Vec<String>]) {
-    let rows: Vec<Vec<String>> = rows
+/// cell escaped. With `fit`, the table is made to fit that many columns by
+/// cutting cells: the last column first, then the ones before it, never
+/// the first (ids) and never below 8 characters.
+pub fn table(header: &[&str], rows: &[Vec<String>], fit: Option<usize>) {
+    let mut rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| r.iter().map(|c| clean(c).into_owned()).collect())
         .collect();
@@ -127,6 +199,25 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
+        }
+    }
+    if let Some(limit) = fit {
+        let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * w.len().saturating_sub(1);
+        for col in (1..widths.len()).rev() {
+            let excess = total(&widths).saturating_sub(limit);
+            if excess == 0 {
+                break;
+            }
+            let floor = 8.max(header[col].chars().count());
+            let room = widths[col].saturating_sub(excess).max(floor);
+            if room < widths[col] {
+                for row in &mut rows {
+                    if let Some(cell) = row.get_mut(col) {
+                        *cell = cut(cell, room);
+                    }
+                }
+                widths[col] = room;
+            }
         }
     }
     let render = |cells: &mut dyn Iterator<Item = &str>| {
@@ -151,11 +242,17 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// Prints `key: value` lines with the keys aligned; values escaped.
-pub fn fields(pairs: &[(&str, String)]) {
+/// Prints `key: value` lines with the keys aligned; values escaped, and
+/// cut to fit `fit` columns when given.
+pub fn fields(pairs: &[(&str, String)], fit: Option<usize>) {
     let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in pairs {
-        write_stdout(&format!("{k:<w$}  {}", clean(v)));
+        let v = clean(v);
+        let v = match fit {
+            Some(limit) => cut(&v, limit.saturating_sub(w + 2).max(8)),
+            None => v.into_owned(),
+        };
+        write_stdout(&format!("{k:<w$}  {v}"));
     }
 }
 

@@ -38,8 +38,9 @@ use crate::state::Outcome;
 
 /// Exit code by which a command says the job can never succeed.
 pub const EXIT_PERMANENT: i32 = 65;
-/// How much of stderr is kept for `last_error`.
-const STDERR_TAIL_BYTES: usize = 4096;
+/// How much of stderr (for `last_error`) and of stdout (kept with the
+/// attempt) is kept.
+const TAIL_BYTES: usize = 4096;
 /// Variables passed through from bundleq's environment; nothing else is.
 const PASS_ENV: [&str; 7] = ["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"];
 
@@ -67,6 +68,7 @@ pub struct ExternalCommand {
     config: ExternalConfig,
     reads: ReadConnections,
     guard: Option<GuardProgram>,
+    home: crate::home::Home,
 }
 
 impl ExternalCommand {
@@ -76,10 +78,12 @@ impl ExternalCommand {
         reads: ReadConnections,
         guard: Option<GuardProgram>,
     ) -> ExternalCommand {
+        let home = reads.home().clone();
         ExternalCommand {
             config,
             reads,
             guard,
+            home,
         }
     }
 
@@ -138,6 +142,61 @@ enum Ended {
     Stopped,
 }
 
+/// For each source of the bundle: its index, uri, sha256, media type and
+/// the path of its stored bytes (`null` when the bundle carries none), so a
+/// handler can read `path` and `content` sources without knowing the
+/// object store's layout.
+fn stored_sources(home: &crate::home::Home, bundle: &serde_json::Value) -> serde_json::Value {
+    let objects = crate::objects::Objects::new(home.objects());
+    let list = bundle["sources"]
+        .as_array()
+        .map_or_else(Vec::new, |sources| {
+            sources
+                .iter()
+                .enumerate()
+                .map(|(idx, s)| {
+                    let sha = s["sha256"]
+                        .as_str()
+                        .and_then(crate::bundle::Sha256Hex::parse);
+                    let file = sha
+                        .map(|h| objects.path_of(&h))
+                        .filter(|p| p.is_file())
+                        .map(|p| p.display().to_string());
+                    serde_json::json!({
+                        "idx": idx,
+                        "uri": s["uri"],
+                        "sha256": s["sha256"],
+                        "media_type": s["media_type"],
+                        "file": file,
+                    })
+                })
+                .collect()
+        });
+    serde_json::Value::Array(list)
+}
+
+/// Reads a pipe to its end on a thread of its own, keeping the last
+/// [`TAIL_BYTES`]; the tail arrives on the returned channel.
+fn read_tail(mut pipe: impl Read + Send + 'static) -> crossbeam_channel::Receiver<String> {
+    let (tx, rx) = bounded::<String>(1);
+    thread::spawn(move || {
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > 2 * TAIL_BYTES {
+                tail.drain(..tail.len() - TAIL_BYTES);
+            }
+        }
+        let start = tail.len().saturating_sub(TAIL_BYTES);
+        let _ = tx.send(String::from_utf8_lossy(&tail[start..]).trim().to_owned());
+    });
+    rx
+}
+
 fn pid_of(id: u32) -> Option<rustix::process::Pid> {
     i32::try_from(id)
         .ok()
@@ -189,9 +248,15 @@ impl Handler for ExternalCommand {
             // The database could not be read now: that may pass.
             Err(e) => return Outcome::Retry(e.to_string()),
         };
+        let sources = stored_sources(&self.home, &bundle);
         let mut input = job.payload_json.clone();
         if let serde_json::Value::Object(map) = &mut input {
             map.insert("bundle".to_owned(), bundle);
+            map.insert("sources".to_owned(), sources);
+            map.insert(
+                "home".to_owned(),
+                serde_json::Value::String(self.home.root().display().to_string()),
+            );
         }
         let input = input.to_string().into_bytes();
 
@@ -213,8 +278,9 @@ impl Handler for ExternalCommand {
             .env("BUNDLEQ_ATTEMPT", job.attempts.to_string())
             .env("BUNDLEQ_RUN_ID", job.run_id.to_string())
             .env("BUNDLEQ_TENANT_ID", job.tenant_id.to_string())
+            .env("BUNDLEQ_HOME", self.home.root())
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
         let mut child = match cmd.spawn() {
@@ -229,24 +295,8 @@ impl Handler for ExternalCommand {
                 let _ = stdin.write_all(&input);
             });
         }
-        let (tail_tx, tail_rx) = bounded::<String>(1);
-        if let Some(mut stderr) = child.stderr.take() {
-            thread::spawn(move || {
-                let mut tail: Vec<u8> = Vec::new();
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    tail.extend_from_slice(&buf[..n]);
-                    if tail.len() > 2 * STDERR_TAIL_BYTES {
-                        tail.drain(..tail.len() - STDERR_TAIL_BYTES);
-                    }
-                }
-                let start = tail.len().saturating_sub(STDERR_TAIL_BYTES);
-                let _ = tail_tx.send(String::from_utf8_lossy(&tail[start..]).trim().to_owned());
-            });
-        }
+        let tail_rx = child.stderr.take().map(read_tail);
+        let out_rx = child.stdout.take().map(read_tail);
         // Told when the child has exited; it is reaped only below, after
         // its group was killed.
         let (exit_tx, exit_rx) = bounded::<()>(1);
@@ -276,9 +326,12 @@ impl Handler for ExternalCommand {
         // Whatever the command left running in its group goes too.
         kill_group(pgid);
         let status: std::io::Result<ExitStatus> = child.wait();
-        let tail = tail_rx
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap_or_default();
+        let tail_of = |rx: Option<crossbeam_channel::Receiver<String>>| {
+            rx.and_then(|rx| rx.recv_timeout(Duration::from_secs(5)).ok())
+                .unwrap_or_default()
+        };
+        let tail = tail_of(tail_rx);
+        ctx.set_output(tail_of(out_rx));
         let with_tail = |head: String| {
             if tail.is_empty() {
                 head

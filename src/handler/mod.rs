@@ -51,6 +51,7 @@ pub struct JobContext<'a> {
     /// period over): a long handler should give up when it does.
     pub stop: &'a Receiver<()>,
     pub(crate) sources: Option<RunSources>,
+    pub(crate) output: Option<String>,
 }
 
 impl<'a> JobContext<'a> {
@@ -60,6 +61,7 @@ impl<'a> JobContext<'a> {
             job,
             stop,
             sources: None,
+            output: None,
         }
     }
 
@@ -72,6 +74,16 @@ impl<'a> JobContext<'a> {
     /// Takes the recorded sources (the pool does this after the handler).
     pub fn take_sources(&mut self) -> Option<RunSources> {
         self.sources.take()
+    }
+
+    /// Keeps what the handler printed (its tail) with the attempt.
+    pub fn set_output(&mut self, output: String) {
+        self.output = (!output.is_empty()).then_some(output);
+    }
+
+    /// Takes the output (the pool does this after the handler).
+    pub fn take_output(&mut self) -> Option<String> {
+        self.output.take()
     }
 }
 
@@ -156,6 +168,11 @@ impl ReadConnections {
             home,
             idle: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    /// The home the connections are to.
+    pub fn home(&self) -> &Home {
+        &self.home
     }
 
     /// Runs `f` with a connection.

@@ -95,6 +95,32 @@ pub struct Attempt {
     pub outcome: Option<String>,
     /// The error it ended with.
     pub error: Option<String>,
+    /// The tail of what the handler wrote to stdout.
+    pub output: Option<String>,
+}
+
+/// A manual action on a job, for its history.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobEvent {
+    /// When it happened.
+    pub at: Timestamp,
+    /// `retry`, `cancel` or `release`.
+    pub action: String,
+    /// What it did.
+    pub detail: Option<String>,
+}
+
+/// A job `prune` deleted (or, with a dry run, would delete).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Pruned {
+    /// Job id.
+    pub id: Uuid,
+    /// Its finished state.
+    pub status: JobStatus,
+    /// Its type.
+    pub job_type: String,
+    /// When it finished.
+    pub updated_at: Timestamp,
 }
 
 /// The proof of one claim, which a worker presents with every report.
@@ -133,6 +159,8 @@ pub struct Completion {
     pub outcome: Outcome,
     /// Sources to record if (and only if) the job is marked succeeded.
     pub sources: Option<RunSources>,
+    /// What the handler printed (the tail), kept with the attempt.
+    pub output: Option<String>,
 }
 
 impl Completion {
@@ -142,6 +170,7 @@ impl Completion {
             token,
             outcome,
             sources: None,
+            output: None,
         }
     }
 }
@@ -183,6 +212,13 @@ pub struct PruneFilter {
 pub struct Stats {
     /// Jobs per status (every status present, zero included).
     pub counts: BTreeMap<JobStatus, u64>,
+    /// Queued jobs due now.
+    pub ready: u64,
+    /// Queued jobs waiting out a backoff (or scheduled for later).
+    pub scheduled: u64,
+    /// Per job type: `ready`, `scheduled`, `running`, `succeeded`,
+    /// `failed`, `cancelled` (only those that are not zero).
+    pub by_type: BTreeMap<String, BTreeMap<String, u64>>,
     /// `created_at` of the oldest queued job.
     pub oldest_queued: Option<Timestamp>,
     /// The earliest future `retry_at`.
@@ -238,6 +274,7 @@ fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
         finished_at: row.get(5)?,
         outcome: row.get(6)?,
         error: row.get(7)?,
+        output: row.get(8)?,
     })
 }
 
@@ -306,10 +343,11 @@ fn close_attempt(
     token: &ClaimToken,
     outcome: &str,
     error: Option<&str>,
+    output: Option<&str>,
     now: Timestamp,
 ) -> Result<()> {
     tx.prepare_cached(
-        "UPDATE job_attempts SET finished_at = ?3, outcome = ?4, error = ?5
+        "UPDATE job_attempts SET finished_at = ?3, outcome = ?4, error = ?5, output = ?6
          WHERE job_id = ?1 AND id = ?2 AND finished_at IS NULL",
     )
     .and_then(|mut s| {
@@ -318,7 +356,8 @@ fn close_attempt(
             token.attempt_id.to_string(),
             now,
             outcome,
-            error
+            error,
+            output
         ])
     })
     .db("record an attempt")?;
@@ -691,6 +730,22 @@ impl Store {
             }
             tx.execute(sql, params![id.to_string(), tenant.to_string(), now])
                 .db("change a job")?;
+            record_event(
+                tx,
+                tenant,
+                id,
+                action,
+                Some(&format!(
+                    "{} -> {}",
+                    job.status,
+                    if action == "cancel" {
+                        "cancelled"
+                    } else {
+                        "queued"
+                    }
+                )),
+                now,
+            )?;
             let changed = get_job(tx, tenant, id)?.ok_or_else(|| Error::JobNotFound {
                 id: id.to_string(),
                 tenant: tenant.to_string(),
@@ -719,7 +774,8 @@ impl Store {
         self.read("read attempts", |tx| {
             let mut stmt = tx
                 .prepare_cached(
-                    "SELECT id, job_id, attempt, worker, started_at, finished_at, outcome, error
+                    "SELECT id, job_id, attempt, worker, started_at, finished_at, outcome, error,
+                         output
                      FROM job_attempts WHERE job_id = ?1 AND tenant_id = ?2
                      ORDER BY id",
                 )
@@ -731,6 +787,33 @@ impl Store {
                 )
                 .db("read attempts")?;
             rows.collect::<rusqlite::Result<_>>().db("read attempts")
+        })
+    }
+
+    /// How many jobs of `tenant` match `filter` (its limit aside).
+    pub fn count_jobs(&mut self, tenant: Uuid, filter: &JobFilter) -> Result<u64> {
+        self.read("count jobs", |tx| {
+            let n: i64 = tx
+                .prepare_cached(
+                    "SELECT count(*) FROM research_jobs
+                     WHERE tenant_id = ?1
+                       AND (?2 IS NULL OR status = ?2)
+                       AND (?3 IS NULL OR job_type = ?3)
+                       AND (?4 IS NULL OR run_id = ?4)",
+                )
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![
+                            tenant.to_string(),
+                            filter.status.map(JobStatus::as_str),
+                            filter.job_type,
+                            filter.run_id.map(|r| r.to_string())
+                        ],
+                        |r| r.get(0),
+                    )
+                })
+                .db("count jobs")?;
+            Ok(u64::try_from(n).unwrap_or(0))
         })
     }
 
@@ -786,6 +869,35 @@ impl Store {
                 stats
                     .counts
                     .insert(status, u64::try_from(count).unwrap_or(0));
+            }
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT job_type,
+                         CASE WHEN status = 'queued' AND retry_at > ?2 THEN 'scheduled'
+                              WHEN status = 'queued' THEN 'ready'
+                              ELSE status END,
+                         count(*)
+                     FROM research_jobs WHERE tenant_id = ?1 GROUP BY 1, 2",
+                )
+                .db("count jobs")?;
+            let rows = stmt
+                .query_map(params![t, now], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .db("count jobs")?;
+            for row in rows {
+                let (job_type, bucket, n) = row.db("count jobs")?;
+                let n = u64::try_from(n).unwrap_or(0);
+                match bucket.as_str() {
+                    "ready" => stats.ready += n,
+                    "scheduled" => stats.scheduled += n,
+                    _ => {}
+                }
+                stats.by_type.entry(job_type).or_default().insert(bucket, n);
             }
             stats.oldest_queued = tx
                 .query_row(
@@ -864,8 +976,14 @@ impl Store {
     }
 
     /// Deletes finished jobs of `tenant` (and their attempt history) whose
-    /// last change is older than the filter's time. Returns how many.
-    pub fn prune(&mut self, tenant: Uuid, filter: &PruneFilter) -> Result<u64> {
+    /// last change is older than the filter's time, and returns them; with
+    /// `dry_run`, only returns what would be deleted.
+    pub fn prune(
+        &mut self,
+        tenant: Uuid,
+        filter: &PruneFilter,
+        dry_run: bool,
+    ) -> Result<Vec<Pruned>> {
         let statuses: Vec<&str> = if filter.statuses.is_empty() {
             JobStatus::ALL
                 .iter()
@@ -882,19 +1000,107 @@ impl Store {
             filter.statuses.iter().map(|s| s.as_str()).collect()
         };
         let list = serde_json::to_string(&statuses).unwrap_or_else(|_| "[]".to_owned());
-        self.write("prune jobs", |tx| {
-            let n = tx
-                .execute(
-                    "DELETE FROM research_jobs
-                     WHERE tenant_id = ?1 AND updated_at < ?2
-                       AND status IN (SELECT value FROM json_each(?3))
-                       AND status IN ('succeeded', 'failed', 'cancelled')",
+        let matching = "FROM research_jobs
+             WHERE tenant_id = ?1 AND updated_at < ?2
+               AND status IN (SELECT value FROM json_each(?3))
+               AND status IN ('succeeded', 'failed', 'cancelled')";
+        let select = |tx: &Transaction<'_>| -> Result<Vec<Pruned>> {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT id, status, job_type, updated_at {matching} ORDER BY updated_at"
+                ))
+                .db("prune jobs")?;
+            let rows = stmt
+                .query_map(
                     params![tenant.to_string(), filter.finished_before, list],
+                    |r| {
+                        Ok(Pruned {
+                            id: uuid_col(r, 0)?,
+                            status: status_col(r, 1)?,
+                            job_type: r.get(2)?,
+                            updated_at: r.get(3)?,
+                        })
+                    },
                 )
                 .db("prune jobs")?;
-            Ok(n as u64)
+            rows.collect::<rusqlite::Result<_>>().db("prune jobs")
+        };
+        if dry_run {
+            return self.read("prune jobs", select);
+        }
+        self.write("prune jobs", |tx| {
+            let pruned = select(tx)?;
+            tx.execute(
+                &format!("DELETE {matching}"),
+                params![tenant.to_string(), filter.finished_before, list],
+            )
+            .db("prune jobs")?;
+            Ok(pruned)
         })
     }
+
+    /// Manual actions on a job of `tenant`, oldest first.
+    pub fn events(&mut self, tenant: Uuid, id: Uuid) -> Result<Vec<JobEvent>> {
+        self.read("read job events", |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT at, action, detail FROM job_events
+                     WHERE job_id = ?1 AND tenant_id = ?2 ORDER BY id",
+                )
+                .db("read job events")?;
+            let rows = stmt
+                .query_map(params![id.to_string(), tenant.to_string()], |r| {
+                    Ok(JobEvent {
+                        at: r.get(0)?,
+                        action: r.get(1)?,
+                        detail: r.get(2)?,
+                    })
+                })
+                .db("read job events")?;
+            rows.collect::<rusqlite::Result<_>>().db("read job events")
+        })
+    }
+
+    /// Records a manual action on a job (e.g. a release after its worker was
+    /// proved gone) in its history.
+    pub fn note_event(
+        &mut self,
+        tenant: Uuid,
+        id: Uuid,
+        action: &'static str,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.write("record a job event", |tx| {
+            record_event(tx, tenant, id, action, Some(detail), now)
+        })
+    }
+}
+
+fn record_event(
+    tx: &Transaction<'_>,
+    tenant: Uuid,
+    id: Uuid,
+    action: &str,
+    detail: Option<&str>,
+    now: Timestamp,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO job_events (job_id, id, tenant_id, at, action, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            id.to_string(),
+            Uuid::now_v7().to_string(),
+            tenant.to_string(),
+            now,
+            action,
+            detail
+        ])
+    })
+    .db("record a job event")?;
+    Ok(())
 }
 
 /// The claim, inside the caller's transaction.
@@ -1003,7 +1209,9 @@ fn apply_completions(
     completions: &[Completion],
     now: Timestamp,
 ) -> Result<Vec<Report>> {
-    let plain = |c: &Completion| c.outcome == Outcome::Succeeded && c.sources.is_none();
+    let plain = |c: &Completion| {
+        c.outcome == Outcome::Succeeded && c.sources.is_none() && c.output.is_none()
+    };
     let successes: Vec<&ClaimToken> = completions
         .iter()
         .filter(|c| plain(c))
@@ -1017,7 +1225,7 @@ fn apply_completions(
                 apply_completion(tx, policy, c, now)
             } else if applied.contains(&c.token.job_id) {
                 after_commit!(
-                    Level::Info,
+                    Level::Debug,
                     "Job {} succeeded (attempt {}/{})",
                     c.token.job_id,
                     c.token.attempt,
@@ -1174,7 +1382,7 @@ fn release_started(tx: &Transaction<'_>, t: &ClaimToken, now: Timestamp) -> Resu
     if changed == 0 {
         return Ok(Report::Stale);
     }
-    close_attempt(tx, t, "released", Some(&note), now)?;
+    close_attempt(tx, t, "released", Some(&note), None, now)?;
     let id = t.job_id;
     match decision {
         ReleaseDecision::GiveBack => {
@@ -1204,7 +1412,7 @@ fn apply_completion(
     c: &Completion,
     now: Timestamp,
 ) -> Result<Report> {
-    let report = apply_report(tx, policy, &c.token, &c.outcome, now)?;
+    let report = apply_report(tx, policy, &c.token, &c.outcome, c.output.as_deref(), now)?;
     if report == Report::Applied(JobStatus::Succeeded)
         && let Some(sources) = &c.sources
     {
@@ -1218,6 +1426,7 @@ fn apply_report(
     policy: &QueuePolicy,
     token: &ClaimToken,
     outcome: &Outcome,
+    output: Option<&str>,
     now: Timestamp,
 ) -> Result<Report> {
     let id = token.job_id.to_string();
@@ -1303,10 +1512,17 @@ fn apply_report(
         (_, JobStatus::Queued) => "retry",
         _ => "failed",
     };
-    close_attempt(tx, token, outcome_name, error, now)?;
+    close_attempt(
+        tx,
+        token,
+        outcome_name,
+        error,
+        output.map(truncate_error),
+        now,
+    )?;
     if status == JobStatus::Succeeded {
         after_commit!(
-            Level::Info,
+            Level::Debug,
             "Job {id} succeeded (attempt {}/{})",
             token.attempt,
             token.max_attempts

@@ -24,8 +24,10 @@
 
 mod baseline;
 pub(crate) mod deferred;
+mod ids;
 mod jobs;
 mod runs;
+mod serves;
 mod sources;
 mod tenants;
 
@@ -39,10 +41,13 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 pub use baseline::{BaselineFigures, run_baseline};
+pub use ids::{IdKind, MIN_PREFIX, MIN_SHORT};
 pub use jobs::{
-    Attempt, Claim, ClaimToken, Completion, Job, JobFilter, NewJob, PruneFilter, Report, Stats,
+    Attempt, Claim, ClaimToken, Completion, Job, JobEvent, JobFilter, NewJob, PruneFilter, Pruned,
+    Report, Stats,
 };
 pub use runs::{NewRun, Run, RunInsert, RunSummary};
+pub use serves::ServeRow;
 pub use sources::{NewSource, RunSources, SearchHit};
 pub use tenants::{Tenant, valid_tenant_name};
 

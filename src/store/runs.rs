@@ -192,6 +192,17 @@ impl Store {
         })
     }
 
+    /// How many runs `tenant` has.
+    pub fn count_runs(&mut self, tenant: Uuid) -> Result<u64> {
+        self.read("count runs", |tx| {
+            let n: i64 = tx
+                .prepare_cached("SELECT count(*) FROM research_runs WHERE tenant_id = ?1")
+                .and_then(|mut s| s.query_row([tenant.to_string()], |r| r.get(0)))
+                .db("count runs")?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
     /// The bundle JSON of one run of `tenant`, as received.
     pub fn run_bundle_json(&mut self, tenant: Uuid, id: Uuid) -> Result<String> {
         self.read("read a run", |tx| {

@@ -242,6 +242,19 @@ impl Bin {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Runs with --json and parses stdout as JSON Lines (streams such as
+    /// `submit` and `validate`).
+    pub fn json_lines(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// Runs with --json and parses stdout.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
