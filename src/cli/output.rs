@@ -202,21 +202,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>], fit: Option<usize>) {
         }
     }
     if let Some(limit) = fit {
-        let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * w.len().saturating_sub(1);
-        for col in (1..widths.len()).rev() {
-            let excess = total(&widths).saturating_sub(limit);
-            if excess == 0 {
-                break;
-            }
-            let floor = 8.max(header[col].chars().count());
-            let room = widths[col].saturating_sub(excess).max(floor);
-            if room < widths[col] {
-                for row in &mut rows {
-                    if let Some(cell) = row.get_mut(col) {
-                        *cell = cut(cell, room);
-                    }
+        fit_widths(header, &mut widths, limit);
+        for row in &mut rows {
+            for (cell, w) in row.iter_mut().zip(&widths) {
+                if cell.chars().count() > *w {
+                    *cell = cut(cell, *w);
                 }
-                widths[col] = room;
             }
         }
     }
@@ -239,6 +230,34 @@ pub fn table(header: &[&str], rows: &[Vec<String>], fit: Option<usize>) {
     }
     if rows.is_empty() {
         write_stdout("(none)");
+    }
+}
+
+/// Narrows column widths until the table fits `limit` columns: always the
+/// widest column that can give, never the first (ids), never below 8
+/// characters or its header.
+fn fit_widths(header: &[&str], widths: &mut [usize], limit: usize) {
+    let floor = |c: usize| 8.max(header[c].chars().count());
+    loop {
+        let total = widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
+        let excess = total.saturating_sub(limit);
+        if excess == 0 {
+            return;
+        }
+        let mut cuttable: Vec<usize> = (1..widths.len())
+            .filter(|&c| widths[c] > floor(c))
+            .collect();
+        cuttable.sort_by_key(|&c| std::cmp::Reverse(widths[c]));
+        let Some(&widest) = cuttable.first() else {
+            return;
+        };
+        let next = cuttable.get(1).map_or(0, |&c| widths[c]);
+        let target = widths[widest]
+            .saturating_sub(excess)
+            .max(next)
+            .max(floor(widest))
+            .min(widths[widest] - 1);
+        widths[widest] = target;
     }
 }
 

@@ -37,9 +37,10 @@ impl View {
         }
     }
 
-    /// The width to fit, or none with `--wide`.
+    /// The width to fit, or none with `--wide` or `--utc` (absolute times
+    /// are never cut).
     pub fn fit(&self) -> Option<usize> {
-        (!self.wide).then_some(self.width)
+        (!self.wide && !self.utc).then_some(self.width)
     }
 
     /// A time as "3m ago" / "in 25s", or absolute with `--utc`/`--wide`.

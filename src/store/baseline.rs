@@ -55,7 +55,12 @@ pub fn run_baseline(path: &Path, synchronous: Synchronous, n: usize) -> Result<B
                 .db("baseline enqueue")?;
             for _ in 0..k {
                 insert
-                    .execute(params![Uuid::now_v7().to_string(), tenant, tenant, now])
+                    .execute(params![
+                        super::ids::new_job_id().to_string(),
+                        tenant,
+                        tenant,
+                        now
+                    ])
                     .db("baseline enqueue")?;
             }
         }

@@ -13,6 +13,13 @@ use uuid::Uuid;
 use super::Store;
 use crate::error::{DbContext, Error, Result};
 
+/// A new job id: UUIDv7 with random bits after the millisecond (no
+/// counter), so ids made in the same millisecond part after 15 characters
+/// and short ids stay short; the timestamp prefix keeps the B-tree compact.
+pub fn new_job_id() -> Uuid {
+    Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext))
+}
+
 /// Shortest prefix shown.
 pub const MIN_SHORT: usize = 8;
 /// Shortest prefix accepted.

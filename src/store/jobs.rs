@@ -396,7 +396,7 @@ fn insert_job(
             message: "must be at least 1".to_owned(),
         });
     }
-    let id = Uuid::now_v7();
+    let id = super::ids::new_job_id();
     tx.prepare_cached(
         "INSERT INTO research_jobs (id, tenant_id, run_id, job_type, status, attempts,
              max_attempts, payload_json, created_at, updated_at)
