@@ -388,10 +388,15 @@ pub fn submit(
         output::line(tally.summary(true));
     }
     if interrupted {
-        output::note(&format!(
+        let message = format!(
             "interrupted: the {done} bundle(s) above were committed; {} were not submitted",
             inputs.len() - done
-        ));
+        );
+        if json {
+            output::error_line(&message);
+        } else {
+            output::note(&message);
+        }
         return Ok(EXIT_INTERRUPTED);
     }
     Ok(tally.code())
