@@ -55,7 +55,7 @@ use crate::error::{DbContext, Error, IoContext, Result};
 use crate::state::Backoff;
 
 mod embedded {
-    refinery::embed_migrations!("migrations");
+    refinery::embed_migrations!("migrations/sqlite");
 }
 
 /// How hard SQLite works to make a commit durable.
