@@ -18,7 +18,7 @@ use crate::bundle::{
 use crate::error::Result;
 use crate::home::Home;
 use crate::objects::Objects;
-use crate::store::{NewJob, NewRun, RunInsert, Store};
+use crate::store::{NewRun, RunInsert, RunJob, Store};
 use crate::timestamp::Timestamp;
 
 /// How many bundles share one transaction in [`accept_many`].
@@ -428,11 +428,11 @@ fn record(
     if ready.is_empty() {
         return Ok(Vec::new());
     }
-    store.transaction(|tx| {
-        let mut verdicts = Vec::with_capacity(ready.len());
-        for (_, r) in ready {
+    let runs: Vec<NewRun> = ready
+        .iter()
+        .map(|(_, r)| {
             let b = &r.bundle;
-            let run = NewRun {
+            NewRun {
                 tenant_id: tenant,
                 id: b.run_id(),
                 title: b.title().to_owned(),
@@ -441,28 +441,26 @@ fn record(
                 origin: origin.as_str(),
                 origin_name: r.input.name.clone(),
                 inbox_claim: r.input.claim.clone(),
-            };
-            let verdict = match tx.insert_run(&run, now)? {
-                RunInsert::Inserted => {
-                    let job_id = tx.enqueue(
-                        &NewJob {
-                            tenant_id: tenant,
-                            run_id: b.run_id(),
-                            job_type: b.job_type().to_owned(),
-                            payload: serde_json::json!({
-                                "run_id": b.run_id(),
-                                "tenant_id": tenant,
-                                "bundle_sha256": r.sha256,
-                            }),
-                            max_attempts: None,
-                        },
-                        now,
-                    )?;
-                    Verdict::Accepted {
-                        run_id: b.run_id(),
-                        job_id,
-                    }
-                }
+                job: RunJob {
+                    job_type: b.job_type().to_owned(),
+                    payload: serde_json::json!({
+                        "run_id": b.run_id(),
+                        "tenant_id": tenant,
+                        "bundle_sha256": r.sha256,
+                    }),
+                    max_attempts: None,
+                },
+            }
+        })
+        .collect();
+    let inserted = store.insert_runs(&runs, now)?;
+    Ok(ready
+        .iter()
+        .zip(inserted)
+        .map(|((_, r), insert)| {
+            let run_id = r.bundle.run_id();
+            match insert {
+                RunInsert::Inserted { job_id } => Verdict::Accepted { run_id, job_id },
                 RunInsert::Duplicate {
                     run_id,
                     inbox_claim,
@@ -481,15 +479,12 @@ fn record(
                     errors: ValidationErrors::one(ValidationError::new(
                         "run_id",
                         format!(
-                            "run {} already exists in this tenant with a different bundle (sha256 {existing_sha256})",
-                            b.run_id()
+                            "run {run_id} already exists in this tenant with a different bundle (sha256 {existing_sha256})"
                         ),
-                        Some(b.run_id().to_string()),
+                        Some(run_id.to_string()),
                     )),
                 },
-            };
-            verdicts.push(verdict);
-        }
-        Ok(verdicts)
-    })
+            }
+        })
+        .collect())
 }

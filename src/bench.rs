@@ -20,7 +20,9 @@ use crate::home::Home;
 use crate::inbox::Inbox;
 use crate::presence::Presence;
 use crate::state::Outcome;
-use crate::store::{BaselineFigures, NewJob, Store, StoreOptions, Synchronous, run_baseline};
+use crate::store::{
+    BaselineFigures, Location, NewJob, Store, StoreOptions, Synchronous, run_baseline,
+};
 use crate::timestamp::{SystemClock, Timestamp};
 use crate::worker::{PoolConfig, PoolControl, run_pool};
 
@@ -129,7 +131,7 @@ fn per_s(n: usize, d: Duration) -> f64 {
 
 fn store_at(path: &Path, synchronous: Synchronous) -> Result<Store> {
     Store::create(
-        path,
+        &Location::Sqlite(path.to_owned()),
         StoreOptions {
             synchronous,
             ..StoreOptions::default()
@@ -217,7 +219,7 @@ pub fn big_queue_home(dir: &Path, synchronous: Synchronous, n: usize) -> Result<
 pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchReport> {
     let sync = opts.synchronous;
     progress("baseline: plain statements");
-    let baseline = run_baseline(&dir.join("baseline.db"), sync, opts.jobs)?;
+    let baseline = run_baseline(&Location::Sqlite(dir.join("baseline.db")), sync, opts.jobs)?;
 
     progress("enqueue: one job per transaction");
     let single_n = opts.jobs.clamp(1, 2000);

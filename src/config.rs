@@ -64,10 +64,13 @@ impl Default for WorkersConfig {
     }
 }
 
-/// `[database]`: how the SQLite file is used.
+/// `[database]`: where the database is and how it is used.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
+    /// Where the database is: a SQLite file, relative to the home
+    /// [default: bundleq.db] (see [`crate::store::Location::parse`]).
+    pub path: Option<String>,
     /// `full` (default) or `normal`.
     pub synchronous: Synchronous,
     /// How long a write waits for another process before giving up.
@@ -78,6 +81,7 @@ pub struct DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
+            path: None,
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(60),
         }
@@ -154,6 +158,8 @@ pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is option
 # in the file) and the key. Durations take a unit: 250ms, 30s, 5m, 2h, 7d, 1w.
 
 # [database]
+# The database file, relative to the home.
+# path = "bundleq.db"
 # "full": every commit is fsynced, an acknowledged write survives power loss.
 # "normal": faster; survives a crash of bundleq, but a power loss or OS crash
 # may undo the last commits.
@@ -307,6 +313,11 @@ impl Config {
                 message: message.to_owned(),
             })
         };
+        if let Some(p) = &self.database.path
+            && let Err(message) = crate::store::Location::parse(p, Path::new("/"))
+        {
+            return bad(&format!("database.path: {message}"));
+        }
         let q = &self.queue;
         if q.max_attempts == 0 {
             return bad("queue.max_attempts must be at least 1");

@@ -4,16 +4,21 @@
 
 use std::path::PathBuf;
 
+/// An error of a storage backend, whatever database it is.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Everything that can go wrong in bundleq's library.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A database operation failed.
     #[error("failed to {action}: {source}")]
     Db {
         /// What was being done, e.g. "claim jobs".
         action: &'static str,
+        /// The backend's error.
         #[source]
-        source: rusqlite::Error,
+        source: BackendError,
     },
     /// The database stayed locked by another process past the deadline.
     #[error("failed to {action}: the database stayed locked by another process for {waited_secs}s")]
@@ -68,7 +73,16 @@ pub enum Error {
     },
     /// Applying schema migrations failed.
     #[error("failed to migrate the database schema: {0}")]
-    Migrate(#[source] Box<refinery::Error>),
+    Migrate(#[source] BackendError),
+    /// Data read back from the database does not parse (a row written by
+    /// something else, or damaged).
+    #[error("stored data is damaged: {what}: {message}")]
+    StoredData {
+        /// What was read.
+        what: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A file or directory operation failed.
     #[error("failed to {action} {}: {source}", path.display())]
     Io {
@@ -149,17 +163,6 @@ impl Error {
 
 /// Shorthand for results whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Attaches an action to a rusqlite error: `.db("claim jobs")?`.
-pub(crate) trait DbContext<T> {
-    fn db(self, action: &'static str) -> Result<T>;
-}
-
-impl<T> DbContext<T> for rusqlite::Result<T> {
-    fn db(self, action: &'static str) -> Result<T> {
-        self.map_err(|source| Error::Db { action, source })
-    }
-}
 
 /// Attaches an action and a path to an I/O error.
 pub(crate) trait IoContext<T> {

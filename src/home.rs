@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::error::{Error, IoContext, Result};
-use crate::store::Store;
+use crate::store::{Location, Store};
 
 /// Database file name inside a home.
 pub const DB_FILE: &str = "bundleq.db";
@@ -76,7 +76,7 @@ impl Home {
             root: root.to_owned(),
             config,
         };
-        let mut store = Store::create(&home.db_path(), home.config.store_options())?;
+        let mut store = Store::create(&home.location(), home.config.store_options())?;
         let tenant = store.meta_init(DEFAULT_TENANT_KEY, &Uuid::now_v7().to_string())?;
         let default_tenant = parse_tenant(&tenant)?;
         store.ensure_tenant(default_tenant, "default", crate::Timestamp::now())?;
@@ -93,37 +93,40 @@ impl Home {
     /// Opens an existing home; a folder without a database is an error,
     /// and one this user may not look into says "permission denied".
     pub fn open(root: &Path) -> Result<Home> {
-        let db = root.join(DB_FILE);
-        match fs::metadata(&db) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => return Err(Error::NotAHome { path: root.into() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotAHome { path: root.into() });
-            }
-            Err(source) => {
-                return Err(Error::Io {
-                    action: "open the home",
-                    path: db,
-                    source,
-                });
-            }
-        }
         let config = Config::load(&root.join(CONFIG_FILE))?;
-        Ok(Home {
+        let home = Home {
             root: root.to_owned(),
             config,
-        })
+        };
+        match home.location().exists() {
+            Ok(true) => Ok(home),
+            Ok(false) => Err(Error::NotAHome { path: root.into() }),
+            Err(source) => Err(Error::Io {
+                action: "open the home",
+                path: home.location().file().unwrap_or(root).to_owned(),
+                source,
+            }),
+        }
     }
 
     /// Opens a connection to the home's database.
     pub fn store(&self) -> Result<Store> {
-        Store::open(&self.db_path(), self.config.store_options())
+        Store::open(&self.location(), self.config.store_options())
     }
 
     /// Opens the home's database for reading only (works on a home this
     /// user cannot write, where SQLite allows it).
     pub fn store_read_only(&self) -> Result<Store> {
-        Store::open_read_only(&self.db_path(), self.config.store_options())
+        Store::open_read_only(&self.location(), self.config.store_options())
+    }
+
+    /// Where the home's database is: `[database] path` (relative to the
+    /// home), else `<home>/bundleq.db`.
+    pub fn location(&self) -> Location {
+        let text = self.config.database.path.as_deref().unwrap_or(DB_FILE);
+        // `Config::check` refused a location that does not parse.
+        Location::parse(text, &self.root)
+            .unwrap_or_else(|_| Location::Sqlite(self.root.join(DB_FILE)))
     }
 
     /// The home's default tenant.
@@ -154,11 +157,6 @@ impl Home {
     /// The home folder.
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// `bundleq.db`.
-    pub fn db_path(&self) -> PathBuf {
-        self.root.join(DB_FILE)
     }
 
     /// `inbox/`.

@@ -5,7 +5,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use bundleq::store::{NewJob, NewRun};
+use bundleq::store::{NewRun, RunInsert, RunJob};
 use bundleq::{Home, Timestamp};
 use common::Bin;
 use uuid::Uuid;
@@ -41,33 +41,29 @@ fn seed_job(bin: &Bin) -> (Uuid, Uuid) {
     let tenant = home.default_tenant(&store).unwrap();
     let run_id = Uuid::now_v7();
     let now = Timestamp::now();
-    let job_id = store
-        .transaction(|tx| {
-            tx.insert_run(
-                &NewRun {
-                    tenant_id: tenant,
-                    id: run_id,
-                    title: "Effect of X on Y".into(),
-                    bundle_sha256: "a".repeat(64),
-                    bundle_json: "{}".into(),
-                    origin: "api",
-                    origin_name: None,
-                    inbox_claim: None,
-                },
-                now,
-            )?;
-            tx.enqueue(
-                &NewJob {
-                    tenant_id: tenant,
-                    run_id,
+    let inserted = store
+        .insert_runs(
+            &[NewRun {
+                tenant_id: tenant,
+                id: run_id,
+                title: "Effect of X on Y".into(),
+                bundle_sha256: "a".repeat(64),
+                bundle_json: "{}".into(),
+                origin: "api",
+                origin_name: None,
+                inbox_claim: None,
+                job: RunJob {
                     job_type: "process_bundle".into(),
                     payload: serde_json::json!({"run_id": run_id}),
                     max_attempts: None,
                 },
-                now,
-            )
-        })
+            }],
+            now,
+        )
         .unwrap();
+    let [RunInsert::Inserted { job_id }] = inserted[..] else {
+        panic!("{inserted:?}")
+    };
     (run_id, job_id)
 }
 

@@ -418,7 +418,7 @@ fn a_hard_link_to_a_file_outside_is_refused_and_no_digest_is_ever_shown() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(65), "{err}");
     assert!(err.contains("hard links"), "{err}");
-    assert_eq!(bin.count("SELECT count(*) FROM research_runs"), 0);
+    assert_eq!(bin.runs_total(), 0);
     // A wrong digest for a file: refused without telling the right one.
     let m = d.path().join("m.bundle");
     fs::create_dir(&m).unwrap();
@@ -689,17 +689,13 @@ fn an_entry_that_cannot_be_archived_is_held_said_once_and_finished_later() {
             &bundle_text("process_bundle", i),
         );
     }
-    wait_until("3 runs", || {
-        bin.count("SELECT count(*) FROM research_runs") == 3
-    });
+    wait_until("3 runs", || bin.runs_total() == 3);
     // Several retries go by; the entries wait in serve's claims.
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(claimed(&bin.home).len(), 3);
     // One more drop is still ingested: failures are per entry.
     drop_in(&bin, "later.json", &bundle_text("process_bundle", 9));
-    wait_until("4 runs", || {
-        bin.count("SELECT count(*) FROM research_runs") == 4
-    });
+    wait_until("4 runs", || bin.runs_total() == 4);
     fs::remove_file(&blocker).unwrap();
     wait_until("all 4 archived", || {
         archived(&bin.home.join("accepted")).len() == 4
@@ -714,7 +710,7 @@ fn an_entry_that_cannot_be_archived_is_held_said_once_and_finished_later() {
             .count();
         assert_eq!(said, 1, "said once: {log}");
     }
-    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 4);
+    assert_eq!(bin.jobs_total(), 4);
     assert_eq!(common::unfinished(&bin.home), 0);
 }
 

@@ -81,8 +81,8 @@ fn a_bundle_written_in_chunks_is_ingested_once_after_it_is_complete() {
         archived(&bin.home.join("accepted")).len() == 1
     });
     assert!(archived(&bin.home.join("rejected")).is_empty());
-    assert_eq!(bin.count("SELECT count(*) FROM research_runs"), 1);
-    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 1);
+    assert_eq!(bin.runs_total(), 1);
+    assert_eq!(bin.jobs_total(), 1);
 }
 
 #[test]
@@ -128,14 +128,12 @@ fn bundles_copied_in_while_serve_was_stopped_are_all_ingested_once_at_start() {
         );
     }
     let _serve = Serve::start(&bin);
-    wait_until("500 runs", || {
-        bin.count("SELECT count(*) FROM research_runs") == 500
-    });
+    wait_until("500 runs", || bin.runs_total() == 500);
     wait_until("500 archived", || {
         archived(&bin.home.join("accepted")).len() == 500
     });
     assert_eq!(inbox_len(&bin), 0);
-    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 500);
+    assert_eq!(bin.jobs_total(), 500);
 }
 
 #[test]
@@ -155,14 +153,12 @@ fn five_thousand_bundles_dropped_at_once_are_each_ingested_exactly_once() {
         let name = format!("b{i:04}.json");
         fs::rename(staging.join(&name), bin.home.join("inbox").join(&name)).unwrap();
     }
-    wait_until("5000 runs", || {
-        bin.count("SELECT count(*) FROM research_runs") == 5000
-    });
+    wait_until("5000 runs", || bin.runs_total() == 5000);
     wait_until("5000 archived", || {
         archived(&bin.home.join("accepted")).len() == 5000
     });
     assert_eq!(inbox_len(&bin), 0);
-    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 5000);
+    assert_eq!(bin.jobs_total(), 5000);
     assert!(archived(&bin.home.join("rejected")).is_empty());
 }
 
@@ -179,8 +175,8 @@ fn the_same_bytes_under_three_names_make_one_run_and_three_accepted_files() {
     wait_until("three archived files", || {
         archived(&bin.home.join("accepted")).len() == 3
     });
-    assert_eq!(bin.count("SELECT count(*) FROM research_runs"), 1);
-    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 1);
+    assert_eq!(bin.runs_total(), 1);
+    assert_eq!(bin.jobs_total(), 1);
     let status = bin.json(&["status"]);
     assert_eq!(status["folders"]["accepted"], 1);
     assert_eq!(status["folders"]["duplicates"], 2);
@@ -222,18 +218,12 @@ fn symlinks_fifos_and_odd_folders_are_reported_never_read_and_serve_goes_on() {
             "{r}"
         );
     }
-    assert_eq!(
-        bin.count("SELECT count(*) FROM research_runs"),
-        0,
-        "nothing was read"
-    );
+    assert_eq!(bin.runs_total(), 0, "nothing was read");
     assert!(outside.exists(), "the symlink's target is untouched");
     let staged = d.path().join("ok.json");
     fs::write(&staged, bundle_text("process_bundle", 11)).unwrap();
     fs::rename(&staged, inbox.join("ok.json")).unwrap();
-    wait_until("the valid bundle", || {
-        bin.count("SELECT count(*) FROM research_runs") == 1
-    });
+    wait_until("the valid bundle", || bin.runs_total() == 1);
     assert!(serve.alive());
 }
 
@@ -284,7 +274,7 @@ fn tenant_folders_ingest_for_their_tenant_and_refuse_other_tenants_bundles() {
         unknown.join("u.json").exists(),
         "an unknown tenant's entry waits"
     );
-    assert_eq!(bin.count("SELECT count(*) FROM tenants"), 2);
+    assert_eq!(bin.tenants_total(), 2);
     let summary = bin.json(&["ingest"]);
     assert_eq!(summary["waiting"], 1, "{summary}");
 }
@@ -307,9 +297,7 @@ fn serve_killed_mid_ingest_loses_nothing_and_ingests_nothing_twice() {
         let name = format!("f{i:04}.json");
         fs::rename(staging.join(&name), bin.home.join("inbox").join(&name)).unwrap();
     }
-    wait_until("some progress", || {
-        bin.count("SELECT count(*) FROM research_runs") >= 100
-    });
+    wait_until("some progress", || bin.runs_total() >= 100);
     serve.kill9();
     let _serve = Serve::start(&bin);
     wait_until("1000 archived", || {
@@ -325,8 +313,8 @@ fn serve_killed_mid_ingest_loses_nothing_and_ingests_nothing_twice() {
         "every file ends in accepted/ or rejected/"
     );
     assert_eq!(rejected, 50);
-    assert_eq!(bin.count("SELECT count(*) FROM research_runs"), 900);
-    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 900);
+    assert_eq!(bin.runs_total(), 900);
+    assert_eq!(bin.jobs_total(), 900);
     let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
     let ok: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -389,7 +377,7 @@ fn ingest_takes_over_the_claims_of_a_dead_process_and_finishes_them_once() {
     assert_eq!(summary["accepted"], 3, "c0 (recovered), c1, c2: {summary}");
     assert_eq!(summary["duplicates"], 1, "{summary}");
     assert_eq!(summary["settling"], 1);
-    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 3);
+    assert_eq!(bin.jobs_total(), 3);
     assert_eq!(inbox_len(&bin), 1, "only fresh.json is left");
     assert!(!bin.home.join("claims").join(dead).exists());
     assert!(!bin.home.join("run").join(format!("{dead}.lock")).exists());
@@ -436,10 +424,8 @@ fn without_notifications_the_rescans_alone_ingest_everything() {
         for p in chunk {
             fs::rename(p, bin.home.join("inbox").join(p.file_name().unwrap())).unwrap();
         }
-        let want = 10 * (wave as i64 + 1);
-        wait_until("the wave", || {
-            bin.count("SELECT count(*) FROM research_runs") == want
-        });
+        let want = 10 * (wave as u64 + 1);
+        wait_until("the wave", || bin.runs_total() == want);
     }
     wait_until("20 archived", || {
         archived(&bin.home.join("accepted")).len() == 20

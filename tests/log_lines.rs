@@ -1,4 +1,6 @@
-//! The state-change log lines keep the seed's wording.
+//! The state-change log lines keep the seed's wording. The store says
+//! nothing itself: it returns what it committed, and the journal
+//! (`worker::log_transitions`) writes the lines.
 
 mod common;
 
@@ -32,6 +34,7 @@ fn retry_and_permanent_failure_lines_match_the_seed() {
     log::set_logger(&Capture).unwrap();
     log::set_max_level(log::LevelFilter::Info);
     let (_dir, mut store) = temp_store(secs(1800));
+    store.keep_transitions(true);
     let tenant = Uuid::now_v7();
     let id = store.enqueue(&job(tenant), t0()).unwrap();
     let mut now = t0();
@@ -51,6 +54,12 @@ fn retry_and_permanent_failure_lines_match_the_seed() {
     store
         .report(&zombie.token, &Outcome::Succeeded, t0().plus(secs(1802)))
         .unwrap();
+    assert_eq!(
+        *LINES.lock().unwrap(),
+        Vec::<String>::new(),
+        "the store logs nothing itself"
+    );
+    bundleq::worker::log_transitions(&store.take_transitions());
     let lines = LINES.lock().unwrap().clone();
     let stale = format!(
         "Job {id2}: ignored the report of worker zombie for attempt 1: that claim no longer holds the job"

@@ -82,7 +82,7 @@ fn submit_streams_verdicts_as_batches_commit_and_ends_with_a_summary() {
         "{}",
         &rest[rest.len().saturating_sub(500)..]
     );
-    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 10_000);
+    assert_eq!(bin.jobs_total(), 10_000);
 }
 
 #[test]
@@ -119,7 +119,7 @@ fn ctrl_c_during_submit_stops_after_a_batch_and_says_what_was_committed() {
         .read_to_string(&mut err)
         .unwrap();
     let status = child.wait().unwrap();
-    let committed = bin.count("SELECT count(*) FROM research_jobs");
+    let committed = bin.jobs_total();
     if committed == 6000 {
         println!("skipped: submit finished before the interrupt arrived");
         return;
@@ -133,7 +133,7 @@ fn ctrl_c_during_submit_stops_after_a_batch_and_says_what_was_committed() {
         (first + &rest)
             .lines()
             .filter(|l| l.starts_with("accepted"))
-            .count() as i64,
+            .count() as u64,
         committed
     );
 }
@@ -250,7 +250,7 @@ fn durations_need_a_unit_and_prune_says_what_it_deletes() {
     bin.ok(&["serve", "--once"]);
     let dry = bin.ok(&["prune", "--finished-before", "0s", "--dry-run"]);
     assert!(dry.contains("would prune 3 finished job(s)"), "{dry}");
-    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 3);
+    assert_eq!(bin.jobs_total(), 3);
     let done = bin.ok(&["prune", "--finished-before", "0s"]);
     assert!(done.contains("pruned 3 finished job(s)"), "{done}");
     assert_eq!(
@@ -258,7 +258,7 @@ fn durations_need_a_unit_and_prune_says_what_it_deletes() {
         3,
         "{done}"
     );
-    assert_eq!(bin.count("SELECT count(*) FROM research_jobs"), 0);
+    assert_eq!(bin.jobs_total(), 0);
 }
 
 // ---------------------------------------------------------------------
@@ -715,7 +715,7 @@ fn serve_logs_a_start_line_one_line_per_bundle_and_no_module_paths() {
         fs::rename(&p, bin.home.join("inbox").join(p.file_name().unwrap())).unwrap();
     }
     wait_until("200 jobs to succeed", || {
-        bin.count("SELECT count(*) FROM research_jobs WHERE status = 'succeeded'") == 200
+        bin.jobs_with(bundleq::JobStatus::Succeeded) == 200
     });
     let (_, log) = Bin::terminate(serve_take(&mut serve));
     let start = log.lines().next().unwrap_or("");

@@ -15,14 +15,14 @@ use bundleq::state::Backoff;
 use bundleq::store::{JobFilter, QueuePolicy, Report, StoreOptions};
 use bundleq::worker::{PoolConfig, PoolControl, PoolEvent, PoolStats, run_pool};
 use bundleq::{JobStatus, Outcome, Store, SystemClock};
-use common::job;
+use common::{Backend, job};
 use crossbeam_channel::{Receiver, unbounded};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn store_with(dir: &tempfile::TempDir, lock_timeout: Duration) -> Store {
-    let options = StoreOptions {
+fn store_with(b: Backend, lock_timeout: Duration) -> (tempfile::TempDir, Store) {
+    b.store_with(StoreOptions {
         policy: QueuePolicy {
             lock_timeout,
             // Retries are due at once, so tests need not wait out a backoff.
@@ -34,8 +34,7 @@ fn store_with(dir: &tempfile::TempDir, lock_timeout: Duration) -> Store {
             max_attempts: 3,
         },
         ..StoreOptions::default()
-    };
-    Store::create(&dir.path().join("bundleq.db"), options).unwrap()
+    })
 }
 
 fn config(workers: usize) -> PoolConfig {
@@ -89,22 +88,29 @@ impl Running {
         }
     }
 
-    fn wait_idle(&self) {
-        loop {
-            if self
-                .events
-                .recv_timeout(WAIT)
-                .expect("pool never went idle")
-                == PoolEvent::Idle
-            {
-                return;
-            }
-        }
+    /// Waits until the pool goes idle after a claim made since its
+    /// `wakes`-th wake-up (0: any idle).
+    fn wait_idle(&self, wakes: u64) {
+        wait_idle(&self.events, wakes);
     }
 
     fn stop(self) -> PoolStats {
         self.control.shutdown();
         self.handle.join().unwrap()
+    }
+}
+
+/// Waits for an `Idle` event that follows a claim made after `wakes`
+/// wake-ups: an earlier, stale one (still in the channel from before the
+/// wake-up) does not count.
+fn wait_idle(events: &Receiver<PoolEvent>, wakes: u64) {
+    loop {
+        if let PoolEvent::Idle { wakes: seen } =
+            events.recv_timeout(WAIT).expect("pool never went idle")
+            && seen >= wakes
+        {
+            return;
+        }
     }
 }
 
@@ -120,10 +126,8 @@ fn counted(outcome: impl Fn(u32) -> Outcome + Send + Sync + 'static) -> (Handler
     (handlers, calls)
 }
 
-#[test]
-fn a_job_failing_transiently_twice_then_succeeding_ends_succeeded_after_three_attempts() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = store_with(&dir, Duration::from_secs(60));
+fn a_job_failing_transiently_twice_then_succeeding_ends_succeeded_after_three_attempts(b: Backend) {
+    let (_dir, mut store) = store_with(b, Duration::from_secs(60));
     let tenant = Uuid::now_v7();
     let id = store
         .enqueue(&job(tenant), bundleq::Timestamp::now())
@@ -147,10 +151,8 @@ fn a_job_failing_transiently_twice_then_succeeding_ends_succeeded_after_three_at
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
-#[test]
-fn a_permanent_failure_is_not_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = store_with(&dir, Duration::from_secs(60));
+fn a_permanent_failure_is_not_retried(b: Backend) {
+    let (_dir, mut store) = store_with(b, Duration::from_secs(60));
     let tenant = Uuid::now_v7();
     let id = store
         .enqueue(&job(tenant), bundleq::Timestamp::now())
@@ -158,17 +160,15 @@ fn a_permanent_failure_is_not_retried() {
     let (handlers, calls) = counted(|_| Outcome::Fail("1 validation error for RunBundleV1".into()));
     let pool = start(store.reopen().unwrap(), handlers, config(2));
     pool.wait_finished(1);
-    pool.wait_idle();
+    pool.wait_idle(0);
     pool.stop();
     let j = store.job(tenant, id).unwrap();
     assert_eq!((j.status, j.attempts), (JobStatus::Failed, 1));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
-#[test]
-fn a_panicking_handler_counts_as_an_attempt_and_the_pool_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = store_with(&dir, Duration::from_secs(60));
+fn a_panicking_handler_counts_as_an_attempt_and_the_pool_goes_on(b: Backend) {
+    let (_dir, mut store) = store_with(b, Duration::from_secs(60));
     let tenant = Uuid::now_v7();
     let now = bundleq::Timestamp::now();
     let mut poison = job(tenant);
@@ -191,10 +191,8 @@ fn a_panicking_handler_counts_as_an_attempt_and_the_pool_goes_on() {
     assert_eq!(j.last_error.as_deref(), Some("handler panicked: boom"));
 }
 
-#[test]
-fn an_unknown_job_type_fails_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = store_with(&dir, Duration::from_secs(60));
+fn an_unknown_job_type_fails_with_a_clear_error(b: Backend) {
+    let (_dir, mut store) = store_with(b, Duration::from_secs(60));
     let tenant = Uuid::now_v7();
     let mut j = job(tenant);
     j.job_type = "nobody_handles_this".into();
@@ -211,37 +209,50 @@ fn an_unknown_job_type_fails_with_a_clear_error() {
     );
 }
 
-#[test]
-fn an_idle_pool_picks_up_work_enqueued_by_another_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = store_with(&dir, Duration::from_secs(60));
+fn an_idle_pool_picks_up_work_enqueued_by_another_connection(b: Backend) {
+    let (_dir, mut store) = store_with(b, Duration::from_secs(60));
     let mut handlers = Handlers::new();
     handlers.register("process_bundle", |_: &mut JobContext<'_>| {
         Outcome::Succeeded
     });
     let pool = start(store.reopen().unwrap(), handlers, config(2));
-    pool.wait_idle();
+    pool.wait_idle(0);
     let tenant = Uuid::now_v7();
     store
         .enqueue_many(&vec![job(tenant); 5], bundleq::Timestamp::now())
         .unwrap();
-    // Found by the cheap data_version poll, without a wake-up.
+    // Found by the cheap "anything changed?" poll, without a wake-up.
     pool.wait_finished(5);
-    pool.wait_idle();
+    assert_eq!(pool.stop().succeeded, 5);
+}
+
+fn a_wake_up_claims_at_once_without_waiting_for_the_poll(b: Backend) {
+    // Neither the poll nor a heartbeat comes within the test's patience:
+    // only the wake-up can make the pool look.
+    let (_dir, mut store) = store_with(b, Duration::from_secs(3600));
+    let (handlers, calls) = counted(|_| Outcome::Succeeded);
+    let pool = start(
+        store.reopen().unwrap(),
+        handlers,
+        PoolConfig {
+            poll_interval: Duration::from_secs(3600),
+            ..config(1)
+        },
+    );
+    pool.wait_idle(0);
     store
-        .enqueue(&job(tenant), bundleq::Timestamp::now())
+        .enqueue(&job(Uuid::now_v7()), bundleq::Timestamp::now())
         .unwrap();
     pool.control.wake();
     pool.wait_finished(1);
-    assert_eq!(pool.stop().succeeded, 6);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(pool.stop().succeeded, 1);
 }
 
-#[test]
-fn heartbeats_keep_a_live_long_job_from_being_rescued() {
-    let dir = tempfile::tempdir().unwrap();
+fn heartbeats_keep_a_live_long_job_from_being_rescued(b: Backend) {
     // Heartbeats come every lock_timeout / 4: a stall of up to 1.5 s of a
     // loaded test machine still leaves the lock fresh.
-    let mut store = store_with(&dir, Duration::from_secs(2));
+    let (_dir, mut store) = store_with(b, Duration::from_secs(2));
     let tenant = Uuid::now_v7();
     let id = store
         .enqueue(&job(tenant), bundleq::Timestamp::now())
@@ -273,10 +284,8 @@ fn heartbeats_keep_a_live_long_job_from_being_rescued() {
     assert_eq!((j.status, j.attempts), (JobStatus::Succeeded, 1));
 }
 
-#[test]
-fn shutdown_gives_back_unstarted_and_overdue_jobs_and_leaves_nothing_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = store_with(&dir, Duration::from_secs(60));
+fn shutdown_gives_back_unstarted_and_overdue_jobs_and_leaves_nothing_running(b: Backend) {
+    let (_dir, mut store) = store_with(b, Duration::from_secs(60));
     let tenant = Uuid::now_v7();
     store
         .enqueue_many(&vec![job(tenant); 10], bundleq::Timestamp::now())
@@ -314,10 +323,8 @@ fn shutdown_gives_back_unstarted_and_overdue_jobs_and_leaves_nothing_running() {
     assert_eq!(started.lock().unwrap().len(), 2);
 }
 
-#[test]
-fn a_zombie_worker_reporting_after_its_job_was_rescued_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = store_with(&dir, Duration::from_secs(60));
+fn a_zombie_worker_reporting_after_its_job_was_rescued_changes_nothing(b: Backend) {
+    let (_dir, mut store) = store_with(b, Duration::from_secs(60));
     let tenant = Uuid::now_v7();
     let id = store
         .enqueue(&job(tenant), bundleq::Timestamp::now())
@@ -366,11 +373,9 @@ fn a_zombie_worker_reporting_after_its_job_was_rescued_changes_nothing() {
     assert_eq!(outcomes, ["lost", "succeeded"], "completed exactly once");
 }
 
-#[test]
-fn with_an_injected_clock_a_retry_waits_out_its_backoff_and_no_longer() {
-    let dir = tempfile::tempdir().unwrap();
+fn with_an_injected_clock_a_retry_waits_out_its_backoff_and_no_longer(b: Backend) {
     // The default policy: 30 s, 60 s, … backoff.
-    let mut store = Store::create(&dir.path().join("bundleq.db"), StoreOptions::default()).unwrap();
+    let (_dir, mut store) = b.store_with(StoreOptions::default());
     let clock = bundleq::ManualClock::new(common::t0());
     let tenant = Uuid::now_v7();
     let id = store.enqueue(&job(tenant), common::t0()).unwrap();
@@ -406,12 +411,8 @@ fn with_an_injected_clock_a_retry_waits_out_its_backoff_and_no_longer() {
     // 29 s later by the injected clock: still not due, however often the
     // pool looks.
     clock.advance(Duration::from_secs(29));
-    control.wake();
-    loop {
-        if events.recv_timeout(WAIT).unwrap() == PoolEvent::Idle {
-            break;
-        }
-    }
+    let woken = control.wake();
+    wait_idle(&events, woken);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     // One more second: due, claimed at once on a wake-up.
     clock.advance(Duration::from_secs(1));
@@ -422,3 +423,16 @@ fn with_an_injected_clock_a_retry_waits_out_its_backoff_and_no_longer() {
     let j = store.job(tenant, id).unwrap();
     assert_eq!((j.status, j.attempts), (JobStatus::Succeeded, 2));
 }
+
+for_each_backend!(
+    a_job_failing_transiently_twice_then_succeeding_ends_succeeded_after_three_attempts,
+    a_permanent_failure_is_not_retried,
+    a_panicking_handler_counts_as_an_attempt_and_the_pool_goes_on,
+    an_unknown_job_type_fails_with_a_clear_error,
+    an_idle_pool_picks_up_work_enqueued_by_another_connection,
+    a_wake_up_claims_at_once_without_waiting_for_the_poll,
+    heartbeats_keep_a_live_long_job_from_being_rescued,
+    shutdown_gives_back_unstarted_and_overdue_jobs_and_leaves_nothing_running,
+    a_zombie_worker_reporting_after_its_job_was_rescued_changes_nothing,
+    with_an_injected_clock_a_retry_waits_out_its_backoff_and_no_longer,
+);

@@ -403,7 +403,7 @@ fn a_full_disk_gives_clear_errors_moves_nothing_and_serve_recovers() {
     }
     fs::remove_file(&filler).unwrap();
     wait_until("serve to recover after space returned", || {
-        bin.count("SELECT count(*) FROM research_jobs WHERE status = 'succeeded'") == 20
+        bin.jobs_with(bundleq::JobStatus::Succeeded) == 20
     });
     let (_, stderr) = Bin::terminate(serve);
     assert!(

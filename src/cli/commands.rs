@@ -196,7 +196,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
 /// True when this user cannot write the home's folder or database.
 fn read_only_home(home: &Home) -> bool {
     let w = |p: &Path| rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_err();
-    w(home.root()) || w(&home.db_path())
+    w(home.root()) || home.location().file().is_some_and(w)
 }
 
 /// True when opening the home failed because this user may not write it
@@ -215,7 +215,7 @@ fn open_for_writing(home: &Home) -> Result<Store> {
         if cannot_write(home, &e) {
             Error::ReadOnly {
                 action: "open the home for writing",
-                path: home.db_path(),
+                path: home.location().to_string().into(),
             }
         } else {
             e
@@ -232,7 +232,7 @@ fn open_for_reading(home: &Home) -> Result<Store> {
             Error::InvalidArgument { .. } | Error::Corrupt { .. } => ro,
             _ => Error::ReadOnly {
                 action: "open the home",
-                path: home.db_path(),
+                path: home.location().to_string().into(),
             },
         }),
         Err(e) => Err(e),
@@ -295,7 +295,7 @@ fn init(json: bool, dir: &Path, inbox: Option<&Path>) -> Result<u8> {
 }
 
 fn db_check(json: bool, home: &Home) -> Result<u8> {
-    let path = home.db_path();
+    let path = home.location();
     let problems = match Store::open_unchecked(&path, home.config().store_options()) {
         Ok(store) => store.integrity_check()?,
         Err(e @ Error::Corrupt { .. }) => vec![e.to_string()],
@@ -304,17 +304,14 @@ fn db_check(json: bool, home: &Home) -> Result<u8> {
     let ok = problems == ["ok"];
     if json {
         output::json(&serde_json::json!({
-            "database": path,
+            "database": path.to_string(),
             "ok": ok,
             "problems": if ok { Vec::new() } else { problems.clone() },
         }));
     } else if ok {
-        output::line(format!(
-            "ok: {} passed SQLite's integrity check",
-            path.display()
-        ));
+        output::line(format!("ok: {path} passed the database's integrity check"));
     } else {
-        output::line(format!("damaged: {}", path.display()));
+        output::line(format!("damaged: {path}"));
         for p in &problems {
             output::line(p);
         }
@@ -547,7 +544,7 @@ fn start_line(home: &Home, inbox: Option<&Path>, once: bool) -> String {
         "bundleq {} serving home {}: database {} (synchronous = {}), inbox {}, {} workers, handlers {}, lock timeout {}, poll {}, grace {}{}",
         env!("CARGO_PKG_VERSION"),
         home.root().display(),
-        home.db_path().display(),
+        home.location(),
         match c.database.synchronous {
             bundleq::store::Synchronous::Full => "full",
             bundleq::store::Synchronous::Normal => "normal",
@@ -610,7 +607,9 @@ fn serve(json: bool, home: &Home, mut store: Store, tenant: Uuid, args: &ServeAr
                     home.config().inbox.clone(),
                     &presence,
                 );
-                let wake = || control.wake();
+                let wake = || {
+                    control.wake();
+                };
                 let result = inbox.watch(&mut inbox_store, &quit_rx, &wake);
                 if result.is_err() {
                     control.shutdown();

@@ -1,792 +1,569 @@
-//! The storage layer: the only module that runs SQL.
+//! The storage layer: one interface over one backend per database.
 //!
-//! It owns the SQLite connection (one per [`Store`]; a `Connection` is `Send`
-//! but not `Sync`, so each thread opens its own), applies the embedded
-//! migrations on open, and exposes the queue and run operations as methods
-//! that take `now` explicitly. Workers, ingestion and the CLI never see SQL,
-//! which keeps a second backend (PostgreSQL with `FOR UPDATE SKIP LOCKED`)
-//! a matter of implementing this module again.
+//! [`Store`] is what the rest of bundleq uses: enqueue, claim, report,
+//! release, rescue, cancel, retry, the runs, sources, tenants and serves
+//! of a home, and what an idle pool needs ("has anything changed?", idle
+//! maintenance). It holds a private [`Backend`] — today `sqlite`, each
+//! backend in its own folder with its own SQL and its own migrations
+//! folder — and hands every call to it. The vocabulary (`model`) and the
+//! search syntax (`search`) are shared by all backends.
+//!
+//! Why an enum and not a trait object: the set of backends is closed and
+//! small, the calls are many and hot (claims and reports), and a new
+//! backend must implement every one of them: with an enum, adding a
+//! variant makes the compiler list every method that does not handle it
+//! yet, and calls stay static.
 //!
 //! Invariants:
-//! - every transaction that may write starts with `BEGIN IMMEDIATE`, and a
-//!   busy database is retried with a short backoff up to a deadline, so
-//!   `SQLITE_BUSY` never reaches a user as such;
-//! - no statement outlives the call that stepped it (cached statements are
-//!   reset when dropped), so no read snapshot is held open between calls and
-//!   checkpoints can always shrink the WAL;
-//! - a write is reported as done only after its commit, and only if the
-//!   database file is still the one that was opened (not deleted, not
-//!   replaced): log lines about state changes are held back until then
-//!   (`store::deferred`), so nothing claims a success that was not recorded;
-//! - a damaged database (`SQLITE_CORRUPT`, `SQLITE_NOTADB`) is
-//!   [`Error::Corrupt`], busy is [`Error::Busy`], read-only is
-//!   [`Error::ReadOnly`]: SQLite's own wording never reaches a user.
+//! - only `store` runs SQL, and only `store::<backend>` names a database
+//!   crate;
+//! - a write is reported (returned, or journaled as a [`Transition`]) only
+//!   after its commit, into the database that is still the one opened;
+//! - the backend turns its busy, read-only and corruption errors into
+//!   [`crate::Error::Busy`], [`crate::Error::ReadOnly`] and
+//!   [`crate::Error::Corrupt`]: a database's own wording never reaches a
+//!   user.
 
-mod baseline;
-pub(crate) mod deferred;
-mod ids;
-mod jobs;
-mod runs;
-mod serves;
-mod sources;
-mod tenants;
+mod model;
+mod readers;
+pub mod search;
+mod sqlite;
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use uuid::Uuid;
 
-pub use baseline::{BaselineFigures, run_baseline};
-pub use ids::{IdKind, MIN_PREFIX, MIN_SHORT};
-pub use jobs::{
-    Attempt, Claim, ClaimToken, Completion, Job, JobEvent, JobFilter, NewJob, PruneFilter, Pruned,
-    Report, Stats,
+pub use model::{
+    Attempt, BaselineFigures, Claim, ClaimToken, Completion, IdKind, Job, JobEvent, JobFilter,
+    MIN_PREFIX, MIN_SHORT, NewJob, NewRun, NewSource, PruneFilter, Pruned, QueuePolicy, Report,
+    Run, RunInsert, RunJob, RunSources, RunSummary, SchemaVersion, SearchHit, ServeRow, Stats,
+    StoreOptions, Synchronous, Tenant, Transition, TransitionKind, new_job_id, valid_tenant_name,
 };
-pub use runs::{NewRun, Run, RunInsert, RunSummary};
-pub use serves::ServeRow;
-pub use sources::{NewSource, RunSources, SearchHit};
-pub use tenants::{Tenant, valid_tenant_name};
+pub use readers::Readers;
 
-use crate::error::{DbContext, Error, IoContext, Result};
-use crate::state::Backoff;
+use crate::error::Result;
+use crate::state::JobStatus;
+use crate::timestamp::Timestamp;
 
-mod embedded {
-    refinery::embed_migrations!("migrations/sqlite");
+/// Where a home's database is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file (normally `<home>/bundleq.db`).
+    Sqlite(PathBuf),
 }
 
-/// How hard SQLite works to make a commit durable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    /// fsync the WAL at every commit: an acknowledged write survives power
-    /// loss and OS crashes. The default.
-    #[default]
-    Full,
-    /// fsync only at checkpoints: survives a process crash, but a power loss
-    /// or OS crash may undo the last commits. Faster.
-    Normal,
-}
+impl Location {
+    /// A location as configured: a path (relative to `base`). Later also a
+    /// URL naming a database server.
+    pub fn parse(text: &str, base: &Path) -> std::result::Result<Location, String> {
+        let text = text.trim();
+        if text.contains("://") {
+            return Err(format!(
+                "{text:?}: only SQLite databases (a file path) are supported by this build"
+            ));
+        }
+        if text.is_empty() {
+            return Err("the database location is empty".to_owned());
+        }
+        let p = Path::new(text);
+        Ok(Location::Sqlite(if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        }))
+    }
 
-impl Synchronous {
-    fn pragma(self) -> &'static str {
+    /// The database file, for a file-based backend.
+    pub fn file(&self) -> Option<&Path> {
         match self {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
+            Location::Sqlite(p) => Some(p),
+        }
+    }
+
+    /// True when the database exists (a home without one is not a home).
+    pub fn exists(&self) -> std::io::Result<bool> {
+        match self {
+            Location::Sqlite(p) => match std::fs::metadata(p) {
+                Ok(m) => Ok(m.is_file()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            },
         }
     }
 }
 
-/// The rules a store applies to jobs.
-#[derive(Clone, Debug, PartialEq)]
-pub struct QueuePolicy {
-    /// A running job whose `locked_at` is older than this is presumed lost
-    /// and may be claimed again (orphan rescue). Live workers heartbeat well
-    /// within it.
-    pub lock_timeout: Duration,
-    /// Delay between a retryable failure and the next attempt.
-    pub backoff: Backoff,
-    /// `max_attempts` for jobs enqueued without one.
-    pub max_attempts: u32,
-}
-
-impl Default for QueuePolicy {
-    fn default() -> Self {
-        QueuePolicy {
-            lock_timeout: Duration::from_secs(30 * 60),
-            backoff: Backoff::default(),
-            max_attempts: 3,
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "{}", p.display()),
         }
     }
 }
 
-/// How to open a store.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoreOptions {
-    /// Durability of each commit.
-    pub synchronous: Synchronous,
-    /// How long a write waits for another process's transaction before it
-    /// gives up with [`Error::Busy`].
-    pub busy_deadline: Duration,
-    /// The state machine's parameters.
-    pub policy: QueuePolicy,
-}
+/// "Has anything changed?": equal tokens mean no other connection wrote
+/// in between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChangeToken(u64);
 
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            synchronous: Synchronous::Full,
-            busy_deadline: Duration::from_secs(60),
-            policy: QueuePolicy::default(),
-        }
-    }
-}
-
-/// The applied schema version.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct SchemaVersion {
-    /// Migration number, e.g. 1 for `V1__initial_schema.sql`.
-    pub version: i64,
-    /// Migration name, e.g. `initial_schema`.
-    pub name: String,
-    /// True when no embedded migration is newer.
-    pub head: bool,
+/// The database a store talks to.
+#[derive(Debug)]
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
 }
 
 /// A connection to a bundleq database and the queue policy it applies.
 #[derive(Debug)]
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
-    options: StoreOptions,
-    /// Shared by every `Store` made with [`Store::reopen`] from this one:
-    /// held across each write transaction so that threads of one process
-    /// queue on a mutex instead of racing for SQLite's lock (whose busy
-    /// handler sleeps and is unfair). Other processes are handled by the
-    /// `BEGIN IMMEDIATE` retry loop.
-    write_lock: Arc<Mutex<()>>,
-    /// (device, inode) of the database file when it was opened: a write
-    /// that finds another file (or none) at the path fails with
-    /// [`Error::DatabaseGone`] instead of committing into an unlinked file.
-    identity: Option<(u64, u64)>,
+    backend: Backend,
+    location: Location,
 }
 
-/// (device, inode) of a file, or why there is none.
-fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).map(|m| (m.dev(), m.ino()))
+/// Hands a call to the backend.
+macro_rules! on_backend {
+    ($self:expr, $b:ident => $call:expr) => {
+        match &mut $self.backend {
+            Backend::Sqlite($b) => $call,
+        }
+    };
+}
+
+/// Hands a call that only reads to the backend.
+macro_rules! on_backend_ref {
+    ($self:expr, $b:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($b) => $call,
+        }
+    };
 }
 
 impl Store {
-    /// Creates the database file (mode 0600) if it does not exist, then
-    /// opens it and applies migrations.
-    pub fn create(path: &Path, options: StoreOptions) -> Result<Store> {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .io("create database", path)?;
-        Store::open(path, options)
+    fn of(location: &Location, backend: Backend) -> Store {
+        Store {
+            backend,
+            location: location.clone(),
+        }
+    }
+
+    /// Creates the database (a file 0600 for SQLite) if it does not exist,
+    /// then opens it and applies migrations.
+    pub fn create(location: &Location, options: StoreOptions) -> Result<Store> {
+        match location {
+            Location::Sqlite(p) => Ok(Store::of(
+                location,
+                Backend::Sqlite(sqlite::SqliteStore::create(p, options)?),
+            )),
+        }
     }
 
     /// Opens an existing database and applies pending migrations. A
-    /// database this user cannot write is [`Error::ReadOnly`]: use
-    /// [`Store::open_read_only`] to read it.
-    pub fn open(path: &Path, options: StoreOptions) -> Result<Store> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
-        let mut store = Store::connect(path, options, flags)?;
-        let read_only = store
-            .conn
-            .is_readonly(rusqlite::MAIN_DB)
-            .db("open the database")?;
-        if read_only {
-            return Err(Error::ReadOnly {
-                action: "open the database for writing",
-                path: path.to_owned(),
-            });
+    /// database this user cannot write is [`crate::Error::ReadOnly`].
+    pub fn open(location: &Location, options: StoreOptions) -> Result<Store> {
+        match location {
+            Location::Sqlite(p) => Ok(Store::of(
+                location,
+                Backend::Sqlite(sqlite::SqliteStore::open(p, options)?),
+            )),
         }
-        store.configure(true).map_err(|e| store.classify(e))?;
-        store.migrate().map_err(|e| store.classify(e))?;
-        Ok(store)
     }
 
-    /// Opens a database for reading only: nothing is migrated or written,
-    /// so it works on a home this user may read but not write (where
-    /// SQLite allows it: a WAL database needs its `-shm` file or a
-    /// writable folder). A schema behind head is an error naming the fix.
-    ///
-    /// A WAL database needs its `-shm` file: when it is missing and cannot
-    /// be created here, and no `-wal` file exists (no writer has the
-    /// database open), the file is read as immutable — as SQLite allows for
-    /// read-only media.
-    pub fn open_read_only(path: &Path, options: StoreOptions) -> Result<Store> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
-        let attempt = |uri: &Path| -> Result<Store> {
-            let mut store = Store::connect(uri, options.clone(), flags)?;
-            store.configure(false).map_err(|e| store.classify(e))?;
-            store.current_version().map_err(|e| store.classify(e))?;
-            store.path = path.to_owned();
-            Ok(store)
-        };
-        let store = match attempt(path) {
-            Ok(s) => s,
-            Err(Error::ReadOnly { .. } | Error::Db { .. })
-                if !with_suffix(path, "-wal").exists() && !with_suffix(path, "-shm").exists() =>
-            {
-                let mut store = attempt(&immutable_uri(path))?;
-                store.identity = file_identity(path).ok();
-                store
-            }
-            Err(e) => return Err(e),
-        };
-        let current = store.current_version().map_err(|e| store.classify(e))?;
-        if !current.as_ref().is_some_and(|v| v.head) {
-            return Err(Error::InvalidArgument {
-                what: "database",
-                message: format!(
-                    "{} needs a schema migration; run `bundleq db migrate` as a user who can write it",
-                    path.display()
-                ),
-            });
+    /// Opens a database for reading only: nothing is migrated or written.
+    pub fn open_read_only(location: &Location, options: StoreOptions) -> Result<Store> {
+        match location {
+            Location::Sqlite(p) => Ok(Store::of(
+                location,
+                Backend::Sqlite(sqlite::SqliteStore::open_read_only(p, options)?),
+            )),
         }
-        Ok(store)
     }
 
-    /// Opens a database as it is, read-only, without looking at its schema:
-    /// for `bundleq db check` on a database that may be damaged.
-    pub fn open_unchecked(path: &Path, options: StoreOptions) -> Result<Store> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
-        let store = Store::connect(path, options, flags)?;
-        store
-            .conn
-            .busy_timeout(store.busy_wait())
-            .db("set the busy timeout")?;
-        Ok(store)
+    /// Opens a database as it is, without looking at its schema (for
+    /// `bundleq db check` on a database that may be damaged).
+    pub fn open_unchecked(location: &Location, options: StoreOptions) -> Result<Store> {
+        match location {
+            Location::Sqlite(p) => Ok(Store::of(
+                location,
+                Backend::Sqlite(sqlite::SqliteStore::open_unchecked(p, options)?),
+            )),
+        }
     }
 
-    fn connect(path: &Path, options: StoreOptions, flags: OpenFlags) -> Result<Store> {
-        let identity = match file_identity(path) {
-            Ok(id) => Some(id),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(Error::Io {
-                    action: "open the database",
-                    path: path.to_owned(),
-                    source: e,
-                });
-            }
-            Err(_) => None, // ":memory:" or a URI; SQLite says what is wrong
-        };
-        let conn = Connection::open_with_flags(path, flags)
-            .db("open the database")
-            .map_err(|e| classify(path, options.busy_deadline, e))?;
-        Ok(Store {
-            conn,
-            path: path.to_owned(),
-            options,
-            write_lock: Arc::new(Mutex::new(())),
-            identity,
-        })
-    }
-
-    /// Opens a second connection to the same database with the same options
-    /// (for another thread).
+    /// A second connection to the same database for another thread (with
+    /// SQLite it shares this one's write mutex).
     pub fn reopen(&self) -> Result<Store> {
-        let mut store = Store::open(&self.path, self.options.clone())?;
-        store.write_lock = Arc::clone(&self.write_lock);
-        if store.identity != self.identity {
-            return Err(Error::DatabaseGone {
-                path: self.path.clone(),
-                what: "was replaced by another file",
-            });
-        }
-        Ok(store)
-    }
-
-    /// Fails with [`Error::DatabaseGone`] when the file at the path is no
-    /// longer the one this store opened (deleted, or another file put in
-    /// its place). A `stat`, cheap enough for every write and every poll.
-    pub fn check_identity(&self) -> Result<()> {
-        let Some(opened) = self.identity else {
-            return Ok(());
-        };
-        match file_identity(&self.path) {
-            Ok(now) if now == opened => Ok(()),
-            Ok(_) => Err(Error::DatabaseGone {
-                path: self.path.clone(),
-                what: "was replaced by another file",
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::DatabaseGone {
-                path: self.path.clone(),
-                what: "was deleted",
-            }),
-            // Cannot tell (a permission change, say): the next check will.
-            Err(_) => Ok(()),
-        }
-    }
-
-    /// Turns SQLite's busy, read-only and corruption errors into bundleq's.
-    fn classify(&self, e: Error) -> Error {
-        classify(&self.path, self.busy_wait(), e)
-    }
-
-    /// How long SQLite's own busy handler waits outside `write`'s loop.
-    fn busy_wait(&self) -> Duration {
-        self.options.busy_deadline.min(Duration::from_secs(5))
-    }
-
-    fn configure(&mut self, write: bool) -> Result<()> {
-        let c = &self.conn;
-        c.busy_timeout(self.busy_wait())
-            .db("set the busy timeout")?;
-        if !write {
-            c.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -16384;")
-                .db("configure the connection")?;
-            c.set_prepared_statement_cache_capacity(64);
-            return Ok(());
-        }
-        // journal_mode answers with a row; WAL lets readers run beside the
-        // single writer.
-        let mode: String = c
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .db("enable WAL")?;
-        if mode != "wal" && self.path != Path::new(":memory:") {
-            log::warn!(
-                "SQLite refused WAL mode for {} (got {mode})",
-                self.path.display()
-            );
-        }
-        c.execute_batch(&format!(
-            "PRAGMA synchronous = {};
-             PRAGMA foreign_keys = ON;
-             PRAGMA temp_store = MEMORY;
-             PRAGMA journal_size_limit = 67108864;
-             PRAGMA cache_size = -16384;",
-            self.options.synchronous.pragma()
+        Ok(Store::of(
+            &self.location,
+            match &self.backend {
+                Backend::Sqlite(b) => Backend::Sqlite(b.reopen()?),
+            },
         ))
-        .db("configure the connection")?;
-        c.set_prepared_statement_cache_capacity(64);
-        Ok(())
     }
 
-    fn migrate(&mut self) -> Result<()> {
-        let runner = embedded::migrations::runner();
-        let latest = runner
-            .get_migrations()
-            .iter()
-            .map(|m| m.version())
-            .max()
-            .unwrap_or(0);
-        if let Some(current) = self.schema_version()?
-            && current.version >= i64::from(latest)
-        {
-            return Ok(());
-        }
-        // Two processes may open a new home at once: if the other one won
-        // the race, our attempt fails and the schema is already there.
-        let mut last = None;
-        for _ in 0..3 {
-            match runner.run(&mut self.conn) {
-                Ok(_) => return Ok(()),
-                Err(e) => {
-                    last = Some(e);
-                    thread::sleep(Duration::from_millis(50));
-                    if let Some(v) = self.schema_version()?
-                        && v.version >= i64::from(latest)
-                    {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        match last {
-            Some(e) => Err(Error::Migrate(Box::new(e))),
-            None => Ok(()),
-        }
+    /// A pool of up to `cap` read connections for other threads.
+    pub fn readers(&self, cap: usize) -> Readers {
+        Readers::new(self.location.clone(), self.options().clone(), cap)
     }
 
-    /// Applies pending migrations (they are applied on open too) and returns
-    /// the resulting version.
-    pub fn migrate_to_head(&mut self) -> Result<SchemaVersion> {
-        self.migrate()?;
-        self.current_version()?
-            .ok_or_else(|| Error::InvalidArgument {
-                what: "database",
-                message: "no migration is recorded after migrating".to_owned(),
-            })
-    }
-
-    fn schema_version(&self) -> Result<Option<SchemaVersion>> {
-        let exists: bool = self
-            .conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master
-                 WHERE type = 'table' AND name = 'refinery_schema_history')",
-                [],
-                |r| r.get(0),
-            )
-            .db("read the schema version")?;
-        if !exists {
-            return Ok(None);
-        }
-        let row = self
-            .conn
-            .query_row(
-                "SELECT version, name FROM refinery_schema_history
-                 ORDER BY version DESC LIMIT 1",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-            )
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })
-            .db("read the schema version")?;
-        Ok(row.map(|(version, name)| SchemaVersion {
-            version,
-            name,
-            head: false,
-        }))
-    }
-
-    /// The applied migration head, like `alembic current`.
-    pub fn current_version(&self) -> Result<Option<SchemaVersion>> {
-        let latest = embedded::migrations::runner()
-            .get_migrations()
-            .iter()
-            .map(|m| i64::from(m.version()))
-            .max()
-            .unwrap_or(0);
-        Ok(self.schema_version()?.map(|mut v| {
-            v.head = v.version >= latest;
-            v
-        }))
+    /// Where the database is.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
     /// The options this store was opened with.
     pub fn options(&self) -> &StoreOptions {
-        &self.options
+        on_backend_ref!(self, b => b.options())
     }
 
     /// The queue policy in force.
     pub fn policy(&self) -> &QueuePolicy {
-        &self.options.policy
+        on_backend_ref!(self, b => b.policy())
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Fails with [`crate::Error::DatabaseGone`] when the database is no
+    /// longer the one opened (a SQLite file deleted or replaced).
+    pub fn check_identity(&self) -> Result<()> {
+        on_backend_ref!(self, b => b.check_identity())
     }
 
-    /// Runs `f` inside a `BEGIN IMMEDIATE` transaction and commits it. While
-    /// another process holds the write lock, retries with a short backoff up
-    /// to the busy deadline.
-    ///
-    /// The file must still be the one opened, before and after the commit
-    /// ([`Store::check_identity`]); log lines the transaction deferred are
-    /// written only once both hold.
-    pub(crate) fn write<T>(
-        &mut self,
-        action: &'static str,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
-    ) -> Result<T> {
-        deferred::discard();
-        let result = self.write_inner(action, f);
-        let result = result.and_then(|v| self.check_identity().map(|()| v));
-        match result {
-            Ok(v) => {
-                deferred::flush();
-                Ok(v)
-            }
-            Err(e) => {
-                deferred::discard();
-                Err(self.classify(e))
-            }
-        }
+    /// "Has anything changed?": a token that changes whenever another
+    /// connection commits (cheap enough for every poll; it also checks the
+    /// database is still the one opened).
+    pub fn changes(&mut self) -> Result<ChangeToken> {
+        on_backend!(self, b => b.data_version().map(ChangeToken))
     }
 
-    fn write_inner<T>(
-        &mut self,
-        action: &'static str,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
-    ) -> Result<T> {
-        self.check_identity()?;
-        let lock = Arc::clone(&self.write_lock);
-        let _turn = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let deadline = self.options.busy_deadline;
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        let tx = loop {
-            match self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-            {
-                Ok(tx) => break tx,
-                Err(e) if is_busy(&e) => {
-                    if start.elapsed() >= deadline {
-                        return Err(Error::Busy {
-                            action,
-                            waited_secs: start.elapsed().as_secs(),
-                        });
-                    }
-                    thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                Err(source) => return Err(Error::Db { action, source }),
-            }
-        };
-        let value = f(&tx)?;
-        tx.commit().db(action)?;
-        Ok(value)
+    /// What an idle pool does for the database's upkeep (SQLite: shrink a
+    /// WAL that grew while a reader held an old snapshot).
+    pub fn idle_maintenance(&mut self) -> Result<()> {
+        on_backend!(self, b => b.idle_maintenance())
     }
 
-    /// Runs `f` in a read transaction (one consistent snapshot).
-    pub(crate) fn read<T>(
-        &mut self,
-        action: &'static str,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
-    ) -> Result<T> {
-        let (path, wait) = (self.path.clone(), self.busy_wait());
-        let run = || {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Deferred)
-                .db(action)?;
-            let value = f(&tx)?;
-            tx.finish().db(action)?;
-            Ok(value)
-        };
-        run().map_err(|e| classify(&path, wait, e))
+    /// Writes what is buffered into the database proper (SQLite: a TRUNCATE
+    /// checkpoint of the WAL), so that measurements start from a clean
+    /// state. Returns false when something kept it from finishing.
+    pub fn checkpoint(&mut self) -> Result<bool> {
+        on_backend!(self, b => b.checkpoint())
     }
 
-    /// Runs `f` inside one write transaction with a [`WriteTx`], so that the
-    /// caller can record a run and enqueue its job atomically.
-    pub fn transaction<T>(&mut self, f: impl FnOnce(&WriteTx<'_>) -> Result<T>) -> Result<T> {
-        let policy = self.options.policy.clone();
-        self.write("write a transaction", |tx| {
-            f(&WriteTx {
-                tx,
-                policy: &policy,
-            })
-        })
+    /// Keeps (or stops keeping) the [`Transition`]s of committed writes,
+    /// for [`Store::take_transitions`]. Off by default.
+    pub fn keep_transitions(&mut self, keep: bool) {
+        on_backend!(self, b => b.keep_transitions(keep))
     }
 
-    /// A value from the home's metadata table.
-    pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        self.conn
-            .query_row(
-                "SELECT value FROM bundleq_meta WHERE key = ?1",
-                [key],
-                |r| r.get(0),
-            )
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })
-            .db("read home metadata")
-            .map_err(|e| self.classify(e))
+    /// The transitions committed since the last call (when kept).
+    pub fn take_transitions(&mut self) -> Vec<Transition> {
+        on_backend!(self, b => b.take_transitions())
     }
 
-    /// Sets a value in the home's metadata table unless it is already set;
-    /// returns the value in force.
-    pub fn meta_init(&mut self, key: &str, value: &str) -> Result<String> {
-        self.write("write home metadata", |tx| {
-            tx.execute(
-                "INSERT INTO bundleq_meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO NOTHING",
-                [key, value],
-            )
-            .db("write home metadata")?;
-            tx.query_row(
-                "SELECT value FROM bundleq_meta WHERE key = ?1",
-                [key],
-                |r| r.get(0),
-            )
-            .db("read home metadata")
-        })
+    /// Applies pending migrations and returns the resulting version.
+    pub fn migrate_to_head(&mut self) -> Result<SchemaVersion> {
+        on_backend!(self, b => b.migrate_to_head())
     }
 
-    /// The query plan SQLite picks for the claim, one line per step.
-    pub fn explain_claim(&self) -> Result<Vec<String>> {
-        jobs::explain_claim(&self.conn)
+    /// The applied migration head, like `alembic current`.
+    pub fn current_version(&self) -> Result<Option<SchemaVersion>> {
+        on_backend_ref!(self, b => b.current_version())
     }
 
-    /// `PRAGMA data_version`: changes whenever another connection commits.
-    /// Reading it is the cheapest way for an idle pool to see new work.
-    ///
-    /// It also checks that the database file is still the one opened, so
-    /// an idle pool notices a deleted database within one poll interval.
-    pub fn data_version(&self) -> Result<i64> {
-        self.check_identity()?;
-        self.conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))
-            .db("read the data version")
-            .map_err(|e| self.classify(e))
-    }
-
-    /// Copies the WAL into the database and truncates it
-    /// (`PRAGMA wal_checkpoint(TRUNCATE)`); returns false when readers kept
-    /// it from finishing.
-    pub fn checkpoint(&self) -> Result<bool> {
-        let busy: i64 = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-            .db("checkpoint the WAL")?;
-        Ok(busy == 0)
-    }
-
-    /// Size of the write-ahead log file, 0 when there is none.
-    pub fn wal_bytes(&self) -> u64 {
-        std::fs::metadata(with_suffix(&self.path, "-wal")).map_or(0, |m| m.len())
-    }
-
-    /// A TRUNCATE checkpoint that never waits: if a reader or another writer
-    /// is in the way it gives up at once (and says so). Used by an idle pool
-    /// to shrink a WAL that grew while a reader held an old snapshot.
-    pub fn checkpoint_if_free(&self) -> Result<bool> {
-        self.conn
-            .busy_timeout(Duration::ZERO)
-            .db("set the busy timeout")?;
-        let done = self.checkpoint();
-        self.conn
-            .busy_timeout(self.busy_wait())
-            .db("set the busy timeout")?;
-        match done {
-            Ok(ok) => Ok(ok),
-            Err(Error::Db { source, .. }) if is_busy(&source) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// `PRAGMA integrity_check`: `["ok"]` for a sound database, else what
-    /// SQLite found wrong (at most 100 lines). A database too damaged to be
-    /// checked gives SQLite's error as the one line.
+    /// The database's own consistency check: `["ok"]`, or what is wrong.
     pub fn integrity_check(&self) -> Result<Vec<String>> {
-        let run = || -> rusqlite::Result<Vec<String>> {
-            let mut stmt = self.conn.prepare("PRAGMA integrity_check(100)")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.collect()
-        };
-        match run() {
-            Ok(lines) => Ok(lines),
-            Err(e) if is_corrupt(&e) => Ok(vec![e.to_string()]),
-            Err(source) => Err(self.classify(Error::Db {
-                action: "check integrity",
-                source,
-            })),
-        }
+        on_backend_ref!(self, b => b.integrity_check())
+    }
+
+    /// The query plan of the claim, one line per step (for tests that the
+    /// claim is an index search).
+    pub fn explain_claim(&self) -> Result<Vec<String>> {
+        on_backend_ref!(self, b => b.explain_claim())
     }
 
     /// The column names of a table, in order (for schema tests).
     pub fn table_columns(&self, table: &str) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
-            .db("read table columns")?;
-        let rows = stmt
-            .query_map([table], |r| r.get::<_, String>(0))
-            .db("read table columns")?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .db("read table columns")
+        on_backend_ref!(self, b => b.table_columns(table))
+    }
+
+    /// A value from the home's metadata.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        on_backend_ref!(self, b => b.meta(key))
+    }
+
+    /// Sets a metadata value unless it is set; returns the value in force.
+    pub fn meta_init(&mut self, key: &str, value: &str) -> Result<String> {
+        on_backend!(self, b => b.meta_init(key, value))
+    }
+
+    // --- jobs -----------------------------------------------------------
+
+    /// Enqueues one job.
+    pub fn enqueue(&mut self, job: &NewJob, now: Timestamp) -> Result<Uuid> {
+        on_backend!(self, b => b.enqueue(job, now))
+    }
+
+    /// Enqueues many jobs in one transaction; all or none.
+    pub fn enqueue_many(&mut self, jobs: &[NewJob], now: Timestamp) -> Result<Vec<Uuid>> {
+        on_backend!(self, b => b.enqueue_many(jobs, now))
+    }
+
+    /// Claims up to `n` jobs for `worker`: due queued jobs and running jobs
+    /// whose lock expired, oldest first; a lost job at its last attempt is
+    /// failed instead.
+    pub fn claim(&mut self, n: u32, worker: &str, now: Timestamp) -> Result<Vec<Claim>> {
+        on_backend!(self, b => b.claim(n, worker, now))
+    }
+
+    /// Refreshes the locks of live claims; returns how many still hold.
+    pub fn heartbeat(&mut self, tokens: &[ClaimToken], now: Timestamp) -> Result<usize> {
+        on_backend!(self, b => b.heartbeat(tokens, now))
+    }
+
+    /// Records one attempt's outcome, fenced by its claim.
+    pub fn report(
+        &mut self,
+        token: &ClaimToken,
+        outcome: &crate::Outcome,
+        now: Timestamp,
+    ) -> Result<Report> {
+        on_backend!(self, b => b.report(token, outcome, now))
+    }
+
+    /// Records many outcomes in one transaction, each fenced on its own.
+    pub fn report_many(
+        &mut self,
+        reports: &[(ClaimToken, crate::Outcome)],
+        now: Timestamp,
+    ) -> Result<Vec<Report>> {
+        on_backend!(self, b => b.report_many(reports, now))
+    }
+
+    /// Records completions (with the sources of successful ones) in one
+    /// transaction.
+    pub fn complete(&mut self, completions: &[Completion], now: Timestamp) -> Result<Vec<Report>> {
+        on_backend!(self, b => b.complete(completions, now))
+    }
+
+    /// One pool cycle in one transaction: record `completions`, then claim
+    /// up to `n` jobs.
+    pub fn cycle(
+        &mut self,
+        completions: &[Completion],
+        n: u32,
+        worker: &str,
+        now: Timestamp,
+    ) -> Result<(Vec<Report>, Vec<Claim>)> {
+        on_backend!(self, b => b.cycle(completions, n, worker, now))
+    }
+
+    /// Gives started claims back at shutdown (see
+    /// [`crate::state::RELEASE_ALLOWANCE`]).
+    pub fn release(&mut self, tokens: &[ClaimToken], now: Timestamp) -> Result<Vec<Report>> {
+        on_backend!(self, b => b.release(tokens, now))
+    }
+
+    /// Gives back claims whose handler never started, leaving no trace.
+    pub fn release_unstarted(
+        &mut self,
+        tokens: &[ClaimToken],
+        now: Timestamp,
+    ) -> Result<Vec<Report>> {
+        on_backend!(self, b => b.release_unstarted(tokens, now))
+    }
+
+    /// Worker names holding running jobs.
+    pub fn running_workers(&mut self) -> Result<Vec<String>> {
+        on_backend!(self, b => b.running_workers())
+    }
+
+    /// Rescues at once the running jobs of workers that are provably gone.
+    pub fn rescue_workers(
+        &mut self,
+        workers: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<(Uuid, JobStatus)>> {
+        on_backend!(self, b => b.rescue_workers(workers, now))
+    }
+
+    /// Cancels a queued or failed job of `tenant`.
+    pub fn cancel(&mut self, tenant: Uuid, id: Uuid, now: Timestamp) -> Result<Job> {
+        on_backend!(self, b => b.cancel(tenant, id, now))
+    }
+
+    /// Queues a failed or cancelled job of `tenant` again, attempts reset.
+    pub fn retry(&mut self, tenant: Uuid, id: Uuid, now: Timestamp) -> Result<Job> {
+        on_backend!(self, b => b.retry(tenant, id, now))
+    }
+
+    /// One job of `tenant`.
+    pub fn job(&mut self, tenant: Uuid, id: Uuid) -> Result<Job> {
+        on_backend!(self, b => b.job(tenant, id))
+    }
+
+    /// A job's attempt history, oldest first.
+    pub fn attempts(&mut self, tenant: Uuid, id: Uuid) -> Result<Vec<Attempt>> {
+        on_backend!(self, b => b.attempts(tenant, id))
+    }
+
+    /// Manual actions on a job, oldest first.
+    pub fn events(&mut self, tenant: Uuid, id: Uuid) -> Result<Vec<JobEvent>> {
+        on_backend!(self, b => b.events(tenant, id))
+    }
+
+    /// Records a manual action on a job in its history.
+    pub fn note_event(
+        &mut self,
+        tenant: Uuid,
+        id: Uuid,
+        action: &'static str,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        on_backend!(self, b => b.note_event(tenant, id, action, detail, now))
+    }
+
+    /// Jobs of `tenant` matching `filter`, newest first.
+    pub fn jobs(&mut self, tenant: Uuid, filter: &JobFilter) -> Result<Vec<Job>> {
+        on_backend!(self, b => b.jobs(tenant, filter))
+    }
+
+    /// How many jobs of `tenant` match `filter` (its limit aside).
+    pub fn count_jobs(&mut self, tenant: Uuid, filter: &JobFilter) -> Result<u64> {
+        on_backend!(self, b => b.count_jobs(tenant, filter))
+    }
+
+    /// Counts for `bundleq status`.
+    pub fn stats(&mut self, tenant: Uuid, now: Timestamp) -> Result<Stats> {
+        on_backend!(self, b => b.stats(tenant, now))
+    }
+
+    /// Jobs per status over all tenants.
+    pub fn counts_all(&mut self) -> Result<BTreeMap<JobStatus, u64>> {
+        on_backend!(self, b => b.counts_all())
+    }
+
+    /// When the next queued job (of any tenant) is due, if any is queued.
+    pub fn next_due(&mut self, now: Timestamp) -> Result<Option<Timestamp>> {
+        on_backend!(self, b => b.next_due(now))
+    }
+
+    /// The oldest lock of any running job.
+    pub fn oldest_lock(&mut self) -> Result<Option<Timestamp>> {
+        on_backend!(self, b => b.oldest_lock())
+    }
+
+    /// Deletes (or, with `dry_run`, lists) finished jobs of `tenant`.
+    pub fn prune(
+        &mut self,
+        tenant: Uuid,
+        filter: &PruneFilter,
+        dry_run: bool,
+    ) -> Result<Vec<Pruned>> {
+        on_backend!(self, b => b.prune(tenant, filter, dry_run))
+    }
+
+    // --- runs, sources, tenants, serves, ids -----------------------------
+
+    /// Records runs and enqueues their jobs in one transaction. The same
+    /// bytes again for a tenant are a duplicate; another bundle under a run
+    /// id already taken is a conflict; an unknown tenant is an error.
+    pub fn insert_runs(&mut self, runs: &[NewRun], now: Timestamp) -> Result<Vec<RunInsert>> {
+        on_backend!(self, b => b.insert_runs(runs, now))
+    }
+
+    /// Runs of `tenant`, newest first.
+    pub fn runs(&mut self, tenant: Uuid, limit: Option<u32>) -> Result<Vec<RunSummary>> {
+        on_backend!(self, b => b.runs(tenant, limit))
+    }
+
+    /// How many runs `tenant` has.
+    pub fn count_runs(&mut self, tenant: Uuid) -> Result<u64> {
+        on_backend!(self, b => b.count_runs(tenant))
+    }
+
+    /// The bundle JSON of one run, as received.
+    pub fn run_bundle_json(&mut self, tenant: Uuid, id: Uuid) -> Result<String> {
+        on_backend!(self, b => b.run_bundle_json(tenant, id))
+    }
+
+    /// One run of `tenant`, with its bundle.
+    pub fn run(&mut self, tenant: Uuid, id: Uuid) -> Result<Run> {
+        on_backend!(self, b => b.run(tenant, id))
+    }
+
+    /// Sources of `tenant` matching `query` (see [`search`]), best first,
+    /// at most `limit`, and how many match in all.
+    pub fn search(
+        &mut self,
+        tenant: Uuid,
+        query: &str,
+        run: Option<Uuid>,
+        limit: u32,
+    ) -> Result<(Vec<SearchHit>, u64)> {
+        on_backend!(self, b => b.search(tenant, query, run, limit))
+    }
+
+    /// Every tenant, by name.
+    pub fn tenants(&mut self) -> Result<Vec<Tenant>> {
+        on_backend!(self, b => b.tenants())
+    }
+
+    /// The tenant named by `key` (its id or its name).
+    pub fn tenant(&mut self, key: &str) -> Result<Tenant> {
+        on_backend!(self, b => b.tenant(key))
+    }
+
+    /// Creates a tenant.
+    pub fn create_tenant(
+        &mut self,
+        name: &str,
+        id: Option<Uuid>,
+        now: Timestamp,
+    ) -> Result<Tenant> {
+        on_backend!(self, b => b.create_tenant(name, id, now))
+    }
+
+    /// Makes sure tenant `id` exists (named `name` when created).
+    pub fn ensure_tenant(&mut self, id: Uuid, name: &str, now: Timestamp) -> Result<()> {
+        on_backend!(self, b => b.ensure_tenant(id, name, now))
+    }
+
+    /// Writes (or refreshes) a serve's row.
+    pub fn report_serve(&mut self, row: &ServeRow) -> Result<()> {
+        on_backend!(self, b => b.report_serve(row))
+    }
+
+    /// Removes the rows of these workers.
+    pub fn forget_serves(&mut self, workers: &[String]) -> Result<()> {
+        on_backend!(self, b => b.forget_serves(workers))
+    }
+
+    /// Every serve row, most recently heard from first.
+    pub fn serves(&mut self) -> Result<Vec<ServeRow>> {
+        on_backend!(self, b => b.serves())
+    }
+
+    /// The short form of each id.
+    pub fn short_ids(
+        &mut self,
+        kind: IdKind,
+        tenant: Uuid,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, String>> {
+        on_backend!(self, b => b.short_ids(kind, tenant, ids))
+    }
+
+    /// The one id of `tenant` starting with `prefix`.
+    pub fn resolve(&mut self, kind: IdKind, tenant: Uuid, prefix: &str) -> Result<Uuid> {
+        on_backend!(self, b => b.resolve(kind, tenant, prefix))
     }
 }
 
-/// A write transaction handed to [`Store::transaction`]'s closure.
-#[derive(Debug)]
-pub struct WriteTx<'a> {
-    tx: &'a Transaction<'a>,
-    policy: &'a QueuePolicy,
-}
-
-/// `path` with `suffix` appended to its file name (`bundleq.db-wal`).
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(suffix);
-    PathBuf::from(p)
-}
-
-/// `file:<path>?immutable=1`, with the characters a URI reserves escaped.
-fn immutable_uri(path: &Path) -> PathBuf {
-    let mut uri = String::from("file:");
-    for c in path.to_string_lossy().chars() {
-        match c {
-            '%' => uri.push_str("%25"),
-            '?' => uri.push_str("%3f"),
-            '#' => uri.push_str("%23"),
-            c => uri.push(c),
-        }
+/// The benchmark's plain-statement baseline, run by the backend of
+/// `location` in a new database there.
+pub fn run_baseline(
+    location: &Location,
+    synchronous: Synchronous,
+    n: usize,
+) -> Result<BaselineFigures> {
+    match location {
+        Location::Sqlite(p) => sqlite::run_baseline(p, synchronous, n),
     }
-    uri.push_str("?immutable=1");
-    PathBuf::from(uri)
-}
-
-/// Turns SQLite's busy, read-only and corruption errors into bundleq's own,
-/// naming the database.
-fn classify(path: &Path, waited: Duration, e: Error) -> Error {
-    let (action, source) = match e {
-        Error::Db { action, source } => (action, source),
-        Error::Migrate(m) => {
-            // The SQLite error inside refinery's, if there is one.
-            let mut cause: Option<&(dyn std::error::Error + 'static)> =
-                std::error::Error::source(m.as_ref());
-            while let Some(c) = cause {
-                if let Some(sqlite) = c.downcast_ref::<rusqlite::Error>() {
-                    let code = sqlite.sqlite_error_code();
-                    if is_corrupt(sqlite)
-                        || is_busy(sqlite)
-                        || code == Some(rusqlite::ErrorCode::ReadOnly)
-                    {
-                        let copy = rusqlite::Error::SqliteFailure(
-                            rusqlite::ffi::Error {
-                                code: code.unwrap_or(rusqlite::ErrorCode::Unknown),
-                                extended_code: 0,
-                            },
-                            Some(sqlite.to_string()),
-                        );
-                        return classify(
-                            path,
-                            waited,
-                            Error::Db {
-                                action: "migrate the database schema",
-                                source: copy,
-                            },
-                        );
-                    }
-                }
-                cause = c.source();
-            }
-            return Error::Migrate(m);
-        }
-        other => return other,
-    };
-    if is_busy(&source) {
-        return Error::Busy {
-            action,
-            waited_secs: waited.as_secs().max(1),
-        };
-    }
-    if is_corrupt(&source) {
-        return Error::Corrupt {
-            path: path.to_owned(),
-            detail: match source.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::NotADatabase) => "not a database file".to_owned(),
-                _ => "SQLITE_CORRUPT: the database disk image is malformed".to_owned(),
-            },
-        };
-    }
-    if matches!(
-        source.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::ReadOnly)
-    ) {
-        return Error::ReadOnly {
-            action,
-            path: path.to_owned(),
-        };
-    }
-    Error::Db { action, source }
-}
-
-fn is_corrupt(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
-    )
-}
-
-fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
 }

@@ -10,38 +10,10 @@ use std::collections::HashMap;
 use rusqlite::{Transaction, params};
 use uuid::Uuid;
 
-use super::Store;
-use crate::error::{DbContext, Error, Result};
-
-/// A new job id: UUIDv7 with random bits after the millisecond (no
-/// counter), so ids made in the same millisecond part after 15 characters
-/// and short ids stay short; the timestamp prefix keeps the B-tree compact.
-pub fn new_job_id() -> Uuid {
-    Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext))
-}
-
-/// Shortest prefix shown.
-pub const MIN_SHORT: usize = 8;
-/// Shortest prefix accepted.
-pub const MIN_PREFIX: usize = 4;
-
-/// The kind of id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IdKind {
-    /// A job (`research_jobs.id`, unique across tenants).
-    Job,
-    /// A run (`research_runs.id`, unique within a tenant).
-    Run,
-}
-
-impl IdKind {
-    fn noun(self) -> &'static str {
-        match self {
-            IdKind::Job => "job",
-            IdKind::Run => "run",
-        }
-    }
-}
+use super::SqliteStore;
+use super::convert::DbContext;
+use crate::error::{Error, Result};
+use crate::store::{IdKind, MIN_PREFIX, MIN_SHORT};
 
 fn common_prefix(a: &str, b: &str) -> usize {
     a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
@@ -76,7 +48,7 @@ fn neighbours(tx: &Transaction<'_>, kind: IdKind, tenant: Uuid, id: &str) -> Res
     Ok(longest)
 }
 
-impl Store {
+impl SqliteStore {
     /// The short form of each id (of `tenant`, for runs).
     pub fn short_ids(
         &mut self,

@@ -4,32 +4,11 @@
 //! are removed by whoever proves it.
 
 use rusqlite::{Row, params};
-use serde::Serialize;
 
-use super::Store;
-use crate::error::{DbContext, Result};
-use crate::timestamp::Timestamp;
-
-/// One serve process.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ServeRow {
-    /// Its worker id (`locked_by` of its jobs).
-    pub worker: String,
-    /// Host name.
-    pub host: String,
-    /// Process id on that host.
-    pub pid: u32,
-    /// Worker threads.
-    pub workers: u32,
-    /// When it started.
-    pub started_at: Timestamp,
-    /// When it last reported.
-    pub heartbeat_at: Timestamp,
-    /// Jobs whose handler was running then.
-    pub running: u32,
-    /// Jobs claimed ahead for workers that were still busy then.
-    pub claimed_ahead: u32,
-}
+use super::SqliteStore;
+use super::convert::DbContext;
+use crate::error::Result;
+use crate::store::ServeRow;
 
 fn serve_from_row(r: &Row<'_>) -> rusqlite::Result<ServeRow> {
     Ok(ServeRow {
@@ -44,7 +23,7 @@ fn serve_from_row(r: &Row<'_>) -> rusqlite::Result<ServeRow> {
     })
 }
 
-impl Store {
+impl SqliteStore {
     /// Writes (or replaces) a serve's row.
     pub fn report_serve(&mut self, row: &ServeRow) -> Result<()> {
         self.write("record a serve", |tx| {

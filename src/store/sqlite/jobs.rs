@@ -10,240 +10,30 @@
 use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
-use serde::Serialize;
 use uuid::Uuid;
 
-use log::Level;
-
-use super::deferred::after_commit;
-use super::sources::{RunSources, replace_sources};
-use super::{QueuePolicy, Store, WriteTx};
-use crate::error::{DbContext, Error, Result};
+use super::convert::{DbContext, json_col, status_col, uuid_col};
+use super::deferred::{defer, record};
+use super::sources::replace_sources;
+use super::{SqliteStore, WriteTx};
+use crate::error::{Error, Result};
 use crate::state::{
     FailureDecision, JobStatus, Outcome, RELEASE_ALLOWANCE, ReleaseDecision, decide_failure,
     decide_release,
 };
-use crate::timestamp::{Timestamp, human_duration};
+use crate::store::{
+    Attempt, Claim, ClaimToken, Completion, Job, JobEvent, JobFilter, NewJob, PruneFilter, Pruned,
+    QueuePolicy, Report, Stats, Transition, TransitionKind,
+};
+use crate::timestamp::Timestamp;
 
 /// Errors stored in `last_error` and attempt rows are cut to this many bytes.
 const MAX_ERROR_BYTES: usize = 8 * 1024;
 
-/// A job to enqueue.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NewJob {
-    /// Tenant that owns the job.
-    pub tenant_id: Uuid,
-    /// The research run the job works on.
-    pub run_id: Uuid,
-    /// Selects the handler.
-    pub job_type: String,
-    /// Handed to the handler.
-    pub payload: serde_json::Value,
-    /// Attempts allowed; the store's default when `None`.
-    pub max_attempts: Option<u32>,
-}
-
-/// One `research_jobs` row. Serialises with the column names as keys.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Job {
-    /// Job id (UUIDv7).
-    pub id: Uuid,
-    /// Owning tenant.
-    pub tenant_id: Uuid,
-    /// The run it works on.
-    pub run_id: Uuid,
-    /// Selects the handler.
-    pub job_type: String,
-    /// Where it is in the state machine.
-    pub status: JobStatus,
-    /// Claims so far (counted at claim).
-    pub attempts: u32,
-    /// Claims allowed.
-    pub max_attempts: u32,
-    /// When a queued job that failed becomes due again.
-    pub retry_at: Option<Timestamp>,
-    /// When the current claim was made or last heartbeat.
-    pub locked_at: Option<Timestamp>,
-    /// Who holds the current claim.
-    pub locked_by: Option<String>,
-    /// The most recent failure.
-    pub last_error: Option<String>,
-    /// The handler's input.
-    pub payload_json: serde_json::Value,
-    /// When it was enqueued.
-    pub created_at: Timestamp,
-    /// When its row last changed state.
-    pub updated_at: Timestamp,
-}
-
-/// One row of a job's attempt history.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Attempt {
-    /// Attempt row id.
-    pub id: Uuid,
-    /// The job.
-    pub job_id: Uuid,
-    /// 1 for the first claim.
-    pub attempt: u32,
-    /// Who claimed it.
-    pub worker: String,
-    /// Claim time.
-    pub started_at: Timestamp,
-    /// When it ended; `None` while it runs.
-    pub finished_at: Option<Timestamp>,
-    /// `succeeded`, `retry`, `failed`, `lost` or `released`.
-    pub outcome: Option<String>,
-    /// The error it ended with.
-    pub error: Option<String>,
-    /// The tail of what the handler wrote to stdout.
-    pub output: Option<String>,
-}
-
-/// A manual action on a job, for its history.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct JobEvent {
-    /// When it happened.
-    pub at: Timestamp,
-    /// `retry`, `cancel` or `release`.
-    pub action: String,
-    /// What it did.
-    pub detail: Option<String>,
-}
-
-/// A job `prune` deleted (or, with a dry run, would delete).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Pruned {
-    /// Job id.
-    pub id: Uuid,
-    /// Its finished state.
-    pub status: JobStatus,
-    /// Its type.
-    pub job_type: String,
-    /// When it finished.
-    pub updated_at: Timestamp,
-}
-
-/// The proof of one claim, which a worker presents with every report.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ClaimToken {
-    /// The job.
-    pub job_id: Uuid,
-    /// The claiming worker (`locked_by`).
-    pub worker: String,
-    /// `attempts` after the claim.
-    pub attempt: u32,
-    /// `max_attempts` of the job.
-    pub max_attempts: u32,
-    /// The attempt row this claim opened.
-    pub attempt_id: Uuid,
-}
-
-/// A claimed job and its token.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Claim {
-    /// The job as it is after the claim.
-    pub job: Job,
-    /// What the worker presents when it reports.
-    pub token: ClaimToken,
-    /// The worker that lost this job's previous claim, if this was a rescue.
-    pub rescued_from: Option<String>,
-}
-
-/// A worker's report on one claim: the outcome, and what a successful
-/// handler wants recorded in the same transaction.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Completion {
-    /// The claim reported on.
-    pub token: ClaimToken,
-    /// How the attempt ended.
-    pub outcome: Outcome,
-    /// Sources to record if (and only if) the job is marked succeeded.
-    pub sources: Option<RunSources>,
-    /// What the handler printed (the tail), kept with the attempt.
-    pub output: Option<String>,
-}
-
-impl Completion {
-    /// A completion with no side effects.
-    pub fn new(token: ClaimToken, outcome: Outcome) -> Completion {
-        Completion {
-            token,
-            outcome,
-            sources: None,
-            output: None,
-        }
-    }
-}
-
-/// What became of a worker's report.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Report {
-    /// The report was applied; the job is now in this state.
-    Applied(JobStatus),
-    /// The claim no longer holds (rescued, cancelled or pruned): nothing
-    /// changed.
-    Stale,
-}
-
-/// Which jobs to list.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct JobFilter {
-    /// Only this status.
-    pub status: Option<JobStatus>,
-    /// Only this job type.
-    pub job_type: Option<String>,
-    /// Only jobs of this run.
-    pub run_id: Option<Uuid>,
-    /// At most this many (newest first); all when `None`.
-    pub limit: Option<u32>,
-}
-
-/// Which finished jobs to delete.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PruneFilter {
-    /// Jobs whose last change is older than this.
-    pub finished_before: Timestamp,
-    /// Only these finished states (all finished states when empty).
-    pub statuses: Vec<JobStatus>,
-}
-
-/// Counts for `bundleq status`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Stats {
-    /// Jobs per status (every status present, zero included).
-    pub counts: BTreeMap<JobStatus, u64>,
-    /// Queued jobs due now.
-    pub ready: u64,
-    /// Queued jobs waiting out a backoff (or scheduled for later).
-    pub scheduled: u64,
-    /// Per job type: `ready`, `scheduled`, `running`, `succeeded`,
-    /// `failed`, `cancelled` (only those that are not zero).
-    pub by_type: BTreeMap<String, BTreeMap<String, u64>>,
-    /// `created_at` of the oldest queued job.
-    pub oldest_queued: Option<Timestamp>,
-    /// The earliest future `retry_at`.
-    pub next_retry: Option<Timestamp>,
-}
-
 const JOB_COLUMNS: &str = "id, tenant_id, run_id, job_type, status, attempts, max_attempts, \
      retry_at, locked_at, locked_by, last_error, payload_json, created_at, updated_at";
 
-fn uuid_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Uuid> {
-    let text: String = row.get(idx)?;
-    Uuid::parse_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
-fn status_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<JobStatus> {
-    let text: String = row.get(idx)?;
-    text.parse().map_err(|e: String| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
-    })
-}
-
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
-    let payload: String = row.get(11)?;
     Ok(Job {
         id: uuid_col(row, 0)?,
         tenant_id: uuid_col(row, 1)?,
@@ -256,9 +46,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         locked_at: row.get(8)?,
         locked_by: row.get(9)?,
         last_error: row.get(10)?,
-        payload_json: serde_json::from_str(&payload).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(11, rusqlite::types::Type::Text, Box::new(e))
-        })?,
+        payload_json: json_col(row, 11)?,
         created_at: row.get(12)?,
         updated_at: row.get(13)?,
     })
@@ -287,10 +75,6 @@ fn truncate_error(message: &str) -> &str {
         end -= 1;
     }
     &message[..end]
-}
-
-fn plural(n: u32) -> &'static str {
-    if n == 1 { "attempt" } else { "attempts" }
 }
 
 /// The claim: due queued jobs and expired running ones, oldest first. Each
@@ -396,7 +180,7 @@ fn insert_job(
             message: "must be at least 1".to_owned(),
         });
     }
-    let id = super::ids::new_job_id();
+    let id = crate::store::new_job_id();
     tx.prepare_cached(
         "INSERT INTO research_jobs (id, tenant_id, run_id, job_type, status, attempts,
              max_attempts, payload_json, created_at, updated_at)
@@ -424,7 +208,7 @@ impl WriteTx<'_> {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Enqueues one job.
     pub fn enqueue(&mut self, job: &NewJob, now: Timestamp) -> Result<Uuid> {
         let policy = self.options.policy.clone();
@@ -659,15 +443,21 @@ impl Store {
                 for (id, attempts, max, error) in rows {
                     close_lost_attempt(tx, &id, &error, now)?;
                     if status == JobStatus::Failed {
-                        after_commit!(
-                            Level::Error,
-                            "Job {id} permanently failed after {attempts} {}: {error}",
-                            plural(attempts)
+                        record(
+                            &id,
+                            TransitionKind::Failed {
+                                attempts,
+                                error: error.clone(),
+                            },
                         );
                     } else {
-                        after_commit!(
-                            Level::Warn,
-                            "Job {id} rescued at once: {error}; attempt {attempts}/{max} counts, it runs again"
+                        record(
+                            &id,
+                            TransitionKind::RescuedAtOnce {
+                                error: error.clone(),
+                                attempt: attempts,
+                                max_attempts: max,
+                            },
                         );
                     }
                     if let Ok(u) = Uuid::parse_str(&id) {
@@ -750,12 +540,14 @@ impl Store {
                 id: id.to_string(),
                 tenant: tenant.to_string(),
             })?;
-            after_commit!(
-                Level::Info,
-                "Job {id}: {} -> {} ({action} by a user)",
-                job.status,
-                changed.status
-            );
+            defer(Transition {
+                job_id: id,
+                kind: TransitionKind::ByUser {
+                    action,
+                    from: job.status,
+                    to: changed.status,
+                },
+            });
             Ok(changed)
         })
     }
@@ -1124,10 +916,12 @@ fn claim_in(
     };
     for (id, attempts, error) in &lost {
         close_lost_attempt(tx, id, error, now)?;
-        after_commit!(
-            Level::Error,
-            "Job {id} permanently failed after {attempts} {}: {error}",
-            plural(*attempts)
+        record(
+            id,
+            TransitionKind::Failed {
+                attempts: *attempts,
+                error: error.clone(),
+            },
         );
     }
 
@@ -1151,11 +945,13 @@ fn claim_in(
             None
         };
         if let Some(old) = &rescued_from {
-            after_commit!(
-                Level::Warn,
-                "Job {id} rescued from lost worker {old}; attempt {}/{}",
-                job.attempts,
-                job.max_attempts
+            record(
+                &id,
+                TransitionKind::Rescued {
+                    from: old.clone(),
+                    attempt: job.attempts,
+                    max_attempts: job.max_attempts,
+                },
             );
         }
         let attempt_id = Uuid::now_v7();
@@ -1224,13 +1020,13 @@ fn apply_completions(
             if !plain(c) {
                 apply_completion(tx, policy, c, now)
             } else if applied.contains(&c.token.job_id) {
-                after_commit!(
-                    Level::Debug,
-                    "Job {} succeeded (attempt {}/{})",
-                    c.token.job_id,
-                    c.token.attempt,
-                    c.token.max_attempts
-                );
+                defer(Transition {
+                    job_id: c.token.job_id,
+                    kind: TransitionKind::Succeeded {
+                        attempt: c.token.attempt,
+                        max_attempts: c.token.max_attempts,
+                    },
+                });
                 Ok(Report::Applied(JobStatus::Succeeded))
             } else {
                 log_stale(&c.token);
@@ -1311,13 +1107,13 @@ fn succeed_batch(
 }
 
 fn log_stale(token: &ClaimToken) {
-    after_commit!(
-        Level::Warn,
-        "Job {}: ignored the report of worker {} for attempt {}: that claim no longer holds the job",
-        token.job_id,
-        token.worker,
-        token.attempt
-    );
+    defer(Transition {
+        job_id: token.job_id,
+        kind: TransitionKind::Stale {
+            worker: token.worker.clone(),
+            attempt: token.attempt,
+        },
+    });
 }
 
 fn fence_params(t: &ClaimToken, now: Timestamp) -> [Box<dyn rusqlite::ToSql>; 5] {
@@ -1383,26 +1179,20 @@ fn release_started(tx: &Transaction<'_>, t: &ClaimToken, now: Timestamp) -> Resu
         return Ok(Report::Stale);
     }
     close_attempt(tx, t, "released", Some(&note), None, now)?;
-    let id = t.job_id;
-    match decision {
-        ReleaseDecision::GiveBack => {
-            after_commit!(
-                Level::Info,
-                "Job {id} released at shutdown; it will run again"
-            );
-        }
-        ReleaseDecision::Requeue => {
-            after_commit!(Level::Warn, "Job {id} {note}; it will run again");
-        }
-        ReleaseDecision::Fail => {
-            after_commit!(
-                Level::Error,
-                "Job {id} permanently failed after {} {}: {note}",
-                t.attempt,
-                plural(t.attempt)
-            );
-        }
-    }
+    defer(Transition {
+        job_id: t.job_id,
+        kind: if decision == ReleaseDecision::Fail {
+            TransitionKind::Failed {
+                attempts: t.attempt,
+                error: note,
+            }
+        } else {
+            TransitionKind::Released {
+                note,
+                counts: decision == ReleaseDecision::Requeue,
+            }
+        },
+    });
     Ok(Report::Applied(status))
 }
 
@@ -1469,13 +1259,16 @@ fn apply_report(
                         })
                         .db("record a failure")?;
                     if n == 1 {
-                        after_commit!(
-                            Level::Warn,
-                            "Job {id} failed (attempt {}/{}), will retry in {} at {retry_at}: {message}",
-                            token.attempt,
-                            token.max_attempts,
-                            human_duration(delay),
-                        );
+                        defer(Transition {
+                            job_id: token.job_id,
+                            kind: TransitionKind::WillRetry {
+                                attempt: token.attempt,
+                                max_attempts: token.max_attempts,
+                                delay,
+                                retry_at,
+                                error: message.to_owned(),
+                            },
+                        });
                     }
                     (n, JobStatus::Queued, Some(message))
                 }
@@ -1491,12 +1284,13 @@ fn apply_report(
                         })
                         .db("record a failure")?;
                     if n == 1 {
-                        after_commit!(
-                            Level::Error,
-                            "Job {id} permanently failed after {} {}: {message}",
-                            token.attempt,
-                            plural(token.attempt)
-                        );
+                        defer(Transition {
+                            job_id: token.job_id,
+                            kind: TransitionKind::Failed {
+                                attempts: token.attempt,
+                                error: message.to_owned(),
+                            },
+                        });
                     }
                     (n, JobStatus::Failed, Some(message))
                 }
@@ -1521,12 +1315,13 @@ fn apply_report(
         now,
     )?;
     if status == JobStatus::Succeeded {
-        after_commit!(
-            Level::Debug,
-            "Job {id} succeeded (attempt {}/{})",
-            token.attempt,
-            token.max_attempts
-        );
+        defer(Transition {
+            job_id: token.job_id,
+            kind: TransitionKind::Succeeded {
+                attempt: token.attempt,
+                max_attempts: token.max_attempts,
+            },
+        });
     }
     Ok(Report::Applied(status))
 }

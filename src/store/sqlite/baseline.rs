@@ -9,8 +9,10 @@ use std::time::Instant;
 use rusqlite::params;
 use uuid::Uuid;
 
-use super::{Store, StoreOptions, Synchronous};
-use crate::error::{DbContext, Result};
+use super::SqliteStore;
+use super::convert::DbContext;
+use crate::error::Result;
+use crate::store::{BaselineFigures, StoreOptions, Synchronous};
 use crate::timestamp::Timestamp;
 
 /// Jobs per enqueue transaction.
@@ -18,24 +20,13 @@ const ENQUEUE_BATCH: usize = 1000;
 /// Jobs per claim and per completion transaction.
 const CLAIM_BATCH: usize = 100;
 
-/// What the baseline reached.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct BaselineFigures {
-    /// Jobs enqueued per second (1,000 per transaction).
-    pub enqueue_per_s: f64,
-    /// Jobs claimed and completed per second (100 per transaction each).
-    pub claim_complete_per_s: f64,
-    /// N divided by the whole time.
-    pub lifecycle_per_s: f64,
-}
-
 /// Runs the baseline for `n` jobs in a new database at `path`.
 pub fn run_baseline(path: &Path, synchronous: Synchronous, n: usize) -> Result<BaselineFigures> {
     let options = StoreOptions {
         synchronous,
         ..StoreOptions::default()
     };
-    let mut store = Store::create(path, options)?;
+    let mut store = SqliteStore::create(path, options)?;
     let conn = &mut store.conn;
     let tenant = Uuid::now_v7().to_string();
     let now = Timestamp::now();
@@ -56,7 +47,7 @@ pub fn run_baseline(path: &Path, synchronous: Synchronous, n: usize) -> Result<B
             for _ in 0..k {
                 insert
                     .execute(params![
-                        super::ids::new_job_id().to_string(),
+                        crate::store::new_job_id().to_string(),
                         tenant,
                         tenant,
                         now

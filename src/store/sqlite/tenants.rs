@@ -3,53 +3,17 @@
 //! [`Error::UnknownTenant`] instead of silently starting an invisible one.
 
 use rusqlite::{OptionalExtension, Row, params};
-use serde::Serialize;
 use uuid::Uuid;
 
-use super::{Store, WriteTx};
-use crate::error::{DbContext, Error, Result};
+use super::convert::{DbContext, uuid_col};
+use super::{SqliteStore, WriteTx};
+use crate::error::{Error, Result};
+use crate::store::{Tenant, valid_tenant_name};
 use crate::timestamp::Timestamp;
 
-/// One tenant.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Tenant {
-    /// Its id, used in rows, bundles and inbox folder names.
-    pub id: Uuid,
-    /// A short name people use instead of the id (`--tenant NAME`).
-    pub name: String,
-    /// When it was created.
-    pub created_at: Timestamp,
-}
-
-/// A tenant name: 1 to 64 characters of `a-z`, `0-9`, `_`, `-`, `.`,
-/// starting with a letter or digit, and not itself a UUID.
-pub fn valid_tenant_name(name: &str) -> std::result::Result<(), String> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'));
-    let first_ok = name
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if !(1..=64).contains(&name.len()) || !ok_chars || !first_ok {
-        return Err(format!(
-            "invalid tenant name {name:?}: use 1-64 characters of a-z, 0-9, '_', '-', '.', starting with a letter or digit"
-        ));
-    }
-    if Uuid::try_parse(name).is_ok() {
-        return Err(format!(
-            "invalid tenant name {name:?}: a name must not look like a UUID (give the id with --id)"
-        ));
-    }
-    Ok(())
-}
-
 fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
-    let id: String = row.get(0)?;
     Ok(Tenant {
-        id: Uuid::parse_str(&id).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-        })?,
+        id: uuid_col(row, 0)?,
         name: row.get(1)?,
         created_at: row.get(2)?,
     })
@@ -57,7 +21,7 @@ fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
 
 impl WriteTx<'_> {
     /// Fails with [`Error::UnknownTenant`] unless the home knows `id`.
-    pub fn require_tenant(&self, id: Uuid) -> Result<()> {
+    pub(crate) fn require_tenant(&self, id: Uuid) -> Result<()> {
         let known: bool = self
             .tx
             .prepare_cached("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = ?1)")
@@ -73,7 +37,7 @@ impl WriteTx<'_> {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Every tenant, by name.
     pub fn tenants(&mut self) -> Result<Vec<Tenant>> {
         self.read("list tenants", |tx| {

@@ -2,99 +2,21 @@
 //! sha256 of its bytes, inserted in the same transaction as its job.
 
 use rusqlite::{OptionalExtension, Row, params};
-use serde::Serialize;
 use uuid::Uuid;
 
-use super::{Store, WriteTx};
-use crate::error::{DbContext, Error, Result};
+use super::convert::{DbContext, uuid_col, uuid_text};
+use super::{SqliteStore, WriteTx};
+use crate::error::{Error, Result};
+use crate::store::{NewJob, NewRun, Run, RunInsert, RunSummary};
 use crate::timestamp::Timestamp;
-
-/// A run to record.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NewRun {
-    /// Owning tenant.
-    pub tenant_id: Uuid,
-    /// The bundle's `run_id`.
-    pub id: Uuid,
-    /// The bundle's title.
-    pub title: String,
-    /// sha256 of the bundle's bytes, lowercase hex.
-    pub bundle_sha256: String,
-    /// The bundle JSON as received.
-    pub bundle_json: String,
-    /// `submit`, `inbox` or `api`.
-    pub origin: &'static str,
-    /// The file name it arrived under, if any.
-    pub origin_name: Option<String>,
-    /// The inbox claim (batch) that records it, for crash recovery.
-    pub inbox_claim: Option<String>,
-}
-
-/// What inserting a run did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RunInsert {
-    /// A new run was recorded.
-    Inserted,
-    /// The same bytes were already accepted for this tenant as this run.
-    Duplicate {
-        /// The run they were accepted as.
-        run_id: Uuid,
-        /// The inbox claim that recorded that run, if one did.
-        inbox_claim: Option<String>,
-        /// The name it arrived under.
-        origin_name: Option<String>,
-    },
-    /// This run id is taken in this tenant by a bundle with other bytes.
-    Conflict {
-        /// sha256 of the bundle already recorded under this run id.
-        existing_sha256: String,
-    },
-}
-
-/// A run without its bundle, for listings.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct RunSummary {
-    /// Run id.
-    pub id: Uuid,
-    /// Owning tenant.
-    pub tenant_id: Uuid,
-    /// Title from the bundle.
-    pub title: String,
-    /// sha256 of the bundle bytes.
-    pub bundle_sha256: String,
-    /// How it arrived.
-    pub origin: String,
-    /// Under what name.
-    pub origin_name: Option<String>,
-    /// When it was accepted.
-    pub created_at: Timestamp,
-    /// Last change.
-    pub updated_at: Timestamp,
-}
-
-/// A run with its bundle.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Run {
-    /// Everything the listing has.
-    #[serde(flatten)]
-    pub summary: RunSummary,
-    /// The bundle as received.
-    pub bundle_json: serde_json::Value,
-}
 
 const SUMMARY_COLUMNS: &str =
     "id, tenant_id, title, bundle_sha256, origin, origin_name, created_at, updated_at";
 
 fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
-    let parse = |idx: usize| -> rusqlite::Result<Uuid> {
-        let text: String = row.get(idx)?;
-        Uuid::parse_str(&text).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-        })
-    };
     Ok(RunSummary {
-        id: parse(0)?,
-        tenant_id: parse(1)?,
+        id: uuid_col(row, 0)?,
+        tenant_id: uuid_col(row, 1)?,
         title: row.get(2)?,
         bundle_sha256: row.get(3)?,
         origin: row.get(4)?,
@@ -104,11 +26,19 @@ fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<RunSummary> {
     })
 }
 
+impl SqliteStore {
+    /// Records runs and enqueues their jobs in one transaction (see
+    /// [`crate::Store::insert_runs`]).
+    pub fn insert_runs(&mut self, runs: &[NewRun], now: Timestamp) -> Result<Vec<RunInsert>> {
+        self.transaction(|tx| runs.iter().map(|r| tx.insert_run(r, now)).collect())
+    }
+}
+
 impl WriteTx<'_> {
-    /// Records a run unless the same bytes (or another bundle under the same
-    /// run id) were already accepted for the tenant.
+    /// Records a run and enqueues its job, unless the same bytes (or another
+    /// bundle under the same run id) were already accepted for the tenant.
     /// The tenant must exist ([`Error::UnknownTenant`]).
-    pub fn insert_run(&self, run: &NewRun, now: Timestamp) -> Result<RunInsert> {
+    fn insert_run(&self, run: &NewRun, now: Timestamp) -> Result<RunInsert> {
         self.require_tenant(run.tenant_id)?;
         let tenant = run.tenant_id.to_string();
         let dup: Option<(String, Option<String>, Option<String>)> = self
@@ -125,10 +55,7 @@ impl WriteTx<'_> {
             })
             .db("look up a run")?;
         if let Some((id, inbox_claim, origin_name)) = dup {
-            let run_id = Uuid::parse_str(&id).map_err(|e| Error::InvalidArgument {
-                what: "stored run id",
-                message: e.to_string(),
-            })?;
+            let run_id = uuid_text(&id, "run id")?;
             return Ok(RunInsert::Duplicate {
                 run_id,
                 inbox_claim,
@@ -168,11 +95,21 @@ impl WriteTx<'_> {
                 ])
             })
             .db("record a run")?;
-        Ok(RunInsert::Inserted)
+        let job_id = self.enqueue(
+            &NewJob {
+                tenant_id: run.tenant_id,
+                run_id: run.id,
+                job_type: run.job.job_type.clone(),
+                payload: run.job.payload.clone(),
+                max_attempts: run.job.max_attempts,
+            },
+            now,
+        )?;
+        Ok(RunInsert::Inserted { job_id })
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Runs of `tenant`, newest first.
     pub fn runs(&mut self, tenant: Uuid, limit: Option<u32>) -> Result<Vec<RunSummary>> {
         self.read("list runs", |tx| {
@@ -240,8 +177,8 @@ impl Store {
             id: id.to_string(),
             tenant: tenant.to_string(),
         })?;
-        let bundle_json = serde_json::from_str(&json).map_err(|e| Error::InvalidArgument {
-            what: "stored bundle",
+        let bundle_json = serde_json::from_str(&json).map_err(|e| Error::StoredData {
+            what: "bundle",
             message: e.to_string(),
         })?;
         Ok(Run {

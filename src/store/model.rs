@@ -1,0 +1,605 @@
+//! The storage layer's vocabulary, the same for every backend: what is
+//! written (`NewJob`, `NewRun`, `Completion`…), what is read back (`Job`,
+//! `Run`, `Stats`…), the options a store is opened with, and the
+//! [`Transition`]s a store reports after a commit so that callers (the
+//! pool, the CLI) can say what happened in the seed's words. Nothing here
+//! knows SQL.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::state::{Backoff, JobStatus, Outcome};
+use crate::timestamp::Timestamp;
+
+/// A job to enqueue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewJob {
+    /// Tenant that owns the job.
+    pub tenant_id: Uuid,
+    /// The research run the job works on.
+    pub run_id: Uuid,
+    /// Selects the handler.
+    pub job_type: String,
+    /// Handed to the handler.
+    pub payload: serde_json::Value,
+    /// Attempts allowed; the store's default when `None`.
+    pub max_attempts: Option<u32>,
+}
+
+/// One `research_jobs` row. Serialises with the column names as keys.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Job {
+    /// Job id (UUIDv7).
+    pub id: Uuid,
+    /// Owning tenant.
+    pub tenant_id: Uuid,
+    /// The run it works on.
+    pub run_id: Uuid,
+    /// Selects the handler.
+    pub job_type: String,
+    /// Where it is in the state machine.
+    pub status: JobStatus,
+    /// Claims so far (counted at claim).
+    pub attempts: u32,
+    /// Claims allowed.
+    pub max_attempts: u32,
+    /// When a queued job that failed becomes due again.
+    pub retry_at: Option<Timestamp>,
+    /// When the current claim was made or last heartbeat.
+    pub locked_at: Option<Timestamp>,
+    /// Who holds the current claim.
+    pub locked_by: Option<String>,
+    /// The most recent failure.
+    pub last_error: Option<String>,
+    /// The handler's input.
+    pub payload_json: serde_json::Value,
+    /// When it was enqueued.
+    pub created_at: Timestamp,
+    /// When its row last changed state.
+    pub updated_at: Timestamp,
+}
+
+/// One row of a job's attempt history.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Attempt {
+    /// Attempt row id.
+    pub id: Uuid,
+    /// The job.
+    pub job_id: Uuid,
+    /// 1 for the first claim.
+    pub attempt: u32,
+    /// Who claimed it.
+    pub worker: String,
+    /// Claim time.
+    pub started_at: Timestamp,
+    /// When it ended; `None` while it runs.
+    pub finished_at: Option<Timestamp>,
+    /// `succeeded`, `retry`, `failed`, `lost` or `released`.
+    pub outcome: Option<String>,
+    /// The error it ended with.
+    pub error: Option<String>,
+    /// The tail of what the handler wrote to stdout.
+    pub output: Option<String>,
+}
+
+/// A manual action on a job, for its history.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobEvent {
+    /// When it happened.
+    pub at: Timestamp,
+    /// `retry`, `cancel` or `release`.
+    pub action: String,
+    /// What it did.
+    pub detail: Option<String>,
+}
+
+/// A job `prune` deleted (or, with a dry run, would delete).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Pruned {
+    /// Job id.
+    pub id: Uuid,
+    /// Its finished state.
+    pub status: JobStatus,
+    /// Its type.
+    pub job_type: String,
+    /// When it finished.
+    pub updated_at: Timestamp,
+}
+
+/// The proof of one claim, which a worker presents with every report.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClaimToken {
+    /// The job.
+    pub job_id: Uuid,
+    /// The claiming worker (`locked_by`).
+    pub worker: String,
+    /// `attempts` after the claim.
+    pub attempt: u32,
+    /// `max_attempts` of the job.
+    pub max_attempts: u32,
+    /// The attempt row this claim opened.
+    pub attempt_id: Uuid,
+}
+
+/// A claimed job and its token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claim {
+    /// The job as it is after the claim.
+    pub job: Job,
+    /// What the worker presents when it reports.
+    pub token: ClaimToken,
+    /// The worker that lost this job's previous claim, if this was a rescue.
+    pub rescued_from: Option<String>,
+}
+
+/// A worker's report on one claim: the outcome, and what a successful
+/// handler wants recorded in the same transaction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    /// The claim reported on.
+    pub token: ClaimToken,
+    /// How the attempt ended.
+    pub outcome: Outcome,
+    /// Sources to record if (and only if) the job is marked succeeded.
+    pub sources: Option<RunSources>,
+    /// What the handler printed (the tail), kept with the attempt.
+    pub output: Option<String>,
+}
+
+impl Completion {
+    /// A completion with no side effects.
+    pub fn new(token: ClaimToken, outcome: Outcome) -> Completion {
+        Completion {
+            token,
+            outcome,
+            sources: None,
+            output: None,
+        }
+    }
+}
+
+/// What became of a worker's report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// The report was applied; the job is now in this state.
+    Applied(JobStatus),
+    /// The claim no longer holds (rescued, cancelled or pruned): nothing
+    /// changed.
+    Stale,
+}
+
+/// Which jobs to list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobFilter {
+    /// Only this status.
+    pub status: Option<JobStatus>,
+    /// Only this job type.
+    pub job_type: Option<String>,
+    /// Only jobs of this run.
+    pub run_id: Option<Uuid>,
+    /// At most this many (newest first); all when `None`.
+    pub limit: Option<u32>,
+}
+
+/// Which finished jobs to delete.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PruneFilter {
+    /// Jobs whose last change is older than this.
+    pub finished_before: Timestamp,
+    /// Only these finished states (all finished states when empty).
+    pub statuses: Vec<JobStatus>,
+}
+
+/// Counts for `bundleq status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// Jobs per status (every status present, zero included).
+    pub counts: BTreeMap<JobStatus, u64>,
+    /// Queued jobs due now.
+    pub ready: u64,
+    /// Queued jobs waiting out a backoff (or scheduled for later).
+    pub scheduled: u64,
+    /// Per job type: `ready`, `scheduled`, `running`, `succeeded`,
+    /// `failed`, `cancelled` (only those that are not zero).
+    pub by_type: BTreeMap<String, BTreeMap<String, u64>>,
+    /// `created_at` of the oldest queued job.
+    pub oldest_queued: Option<Timestamp>,
+    /// The earliest future `retry_at`.
+    pub next_retry: Option<Timestamp>,
+}
+
+/// A run to record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRun {
+    /// Owning tenant.
+    pub tenant_id: Uuid,
+    /// The bundle's `run_id`.
+    pub id: Uuid,
+    /// The bundle's title.
+    pub title: String,
+    /// sha256 of the bundle's bytes, lowercase hex.
+    pub bundle_sha256: String,
+    /// The bundle JSON as received.
+    pub bundle_json: String,
+    /// `submit`, `inbox` or `api`.
+    pub origin: &'static str,
+    /// The file name it arrived under, if any.
+    pub origin_name: Option<String>,
+    /// The inbox claim (batch) that records it, for crash recovery.
+    pub inbox_claim: Option<String>,
+    /// The job enqueued with it (its type, payload and attempts).
+    pub job: RunJob,
+}
+
+/// The job a new run is recorded with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunJob {
+    /// Selects the handler.
+    pub job_type: String,
+    /// Handed to the handler.
+    pub payload: serde_json::Value,
+    /// Attempts allowed; the store's default when `None`.
+    pub max_attempts: Option<u32>,
+}
+
+/// What recording a run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunInsert {
+    /// A new run was recorded and its job enqueued.
+    Inserted {
+        /// The job.
+        job_id: Uuid,
+    },
+    /// The same bytes were already accepted for this tenant as this run.
+    Duplicate {
+        /// The run they were accepted as.
+        run_id: Uuid,
+        /// The inbox claim that recorded that run, if one did.
+        inbox_claim: Option<String>,
+        /// The name it arrived under.
+        origin_name: Option<String>,
+    },
+    /// This run id is taken in this tenant by a bundle with other bytes.
+    Conflict {
+        /// sha256 of the bundle already recorded under this run id.
+        existing_sha256: String,
+    },
+}
+
+/// A run without its bundle, for listings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunSummary {
+    /// Run id.
+    pub id: Uuid,
+    /// Owning tenant.
+    pub tenant_id: Uuid,
+    /// Title from the bundle.
+    pub title: String,
+    /// sha256 of the bundle bytes.
+    pub bundle_sha256: String,
+    /// How it arrived.
+    pub origin: String,
+    /// Under what name.
+    pub origin_name: Option<String>,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// A run with its bundle.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Run {
+    /// Everything the listing has.
+    #[serde(flatten)]
+    pub summary: RunSummary,
+    /// The bundle as received.
+    pub bundle_json: serde_json::Value,
+}
+
+/// One source to record for a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSource {
+    /// Position in the bundle's `sources`.
+    pub idx: u32,
+    /// Where it came from.
+    pub uri: String,
+    /// Its title.
+    pub title: Option<String>,
+    /// Digest of its bytes.
+    pub sha256: String,
+    /// Its media type.
+    pub media_type: Option<String>,
+    /// When it was retrieved.
+    pub retrieved_at: Option<Timestamp>,
+    /// Size of the bytes kept under `objects/`, if any.
+    pub size: Option<u64>,
+    /// Text to index, if the bytes are text.
+    pub text: Option<String>,
+}
+
+/// All sources of one run, replacing whatever was recorded before (so a
+/// job that runs again records them once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSources {
+    /// Owning tenant.
+    pub tenant_id: Uuid,
+    /// The run.
+    pub run_id: Uuid,
+    /// Its sources.
+    pub sources: Vec<NewSource>,
+}
+
+/// A search result.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SearchHit {
+    /// The run the source belongs to.
+    pub run_id: Uuid,
+    /// The source's position in its bundle.
+    pub idx: u32,
+    /// The source's uri.
+    pub uri: String,
+    /// The source's title.
+    pub title: Option<String>,
+    /// Matching text with the hits in `[` `]`.
+    pub snippet: String,
+    /// The title of the run.
+    pub run_title: String,
+    /// FTS5 bm25 rank: lower is better (an internal, not in `--json`).
+    #[serde(skip)]
+    pub rank: f64,
+}
+
+/// One tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Tenant {
+    /// Its id, used in rows, bundles and inbox folder names.
+    pub id: Uuid,
+    /// A short name people use instead of the id (`--tenant NAME`).
+    pub name: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// A tenant name: 1 to 64 characters of `a-z`, `0-9`, `_`, `-`, `.`,
+/// starting with a letter or digit, and not itself a UUID.
+pub fn valid_tenant_name(name: &str) -> std::result::Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'));
+    let first_ok = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !(1..=64).contains(&name.len()) || !ok_chars || !first_ok {
+        return Err(format!(
+            "invalid tenant name {name:?}: use 1-64 characters of a-z, 0-9, '_', '-', '.', starting with a letter or digit"
+        ));
+    }
+    if Uuid::try_parse(name).is_ok() {
+        return Err(format!(
+            "invalid tenant name {name:?}: a name must not look like a UUID (give the id with --id)"
+        ));
+    }
+    Ok(())
+}
+
+/// One serve process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServeRow {
+    /// Its worker id (`locked_by` of its jobs).
+    pub worker: String,
+    /// Host name.
+    pub host: String,
+    /// Process id on that host.
+    pub pid: u32,
+    /// Worker threads.
+    pub workers: u32,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it last reported.
+    pub heartbeat_at: Timestamp,
+    /// Jobs whose handler was running then.
+    pub running: u32,
+    /// Jobs claimed ahead for workers that were still busy then.
+    pub claimed_ahead: u32,
+}
+
+/// A new job id: UUIDv7 with random bits after the millisecond (no
+/// counter), so ids made in the same millisecond part after 15 characters
+/// and short ids stay short; the timestamp prefix keeps the B-tree compact.
+pub fn new_job_id() -> Uuid {
+    Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext))
+}
+
+/// Shortest prefix shown.
+pub const MIN_SHORT: usize = 8;
+
+/// Shortest prefix accepted.
+pub const MIN_PREFIX: usize = 4;
+
+/// The kind of id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdKind {
+    /// A job (`research_jobs.id`, unique across tenants).
+    Job,
+    /// A run (`research_runs.id`, unique within a tenant).
+    Run,
+}
+
+impl IdKind {
+    /// "job" or "run", for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            IdKind::Job => "job",
+            IdKind::Run => "run",
+        }
+    }
+}
+
+/// How hard SQLite works to make a commit durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync the WAL at every commit: an acknowledged write survives power
+    /// loss and OS crashes. The default.
+    #[default]
+    Full,
+    /// fsync only at checkpoints: survives a process crash, but a power loss
+    /// or OS crash may undo the last commits. Faster.
+    Normal,
+}
+
+/// The rules a store applies to jobs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueuePolicy {
+    /// A running job whose `locked_at` is older than this is presumed lost
+    /// and may be claimed again (orphan rescue). Live workers heartbeat well
+    /// within it.
+    pub lock_timeout: Duration,
+    /// Delay between a retryable failure and the next attempt.
+    pub backoff: Backoff,
+    /// `max_attempts` for jobs enqueued without one.
+    pub max_attempts: u32,
+}
+
+impl Default for QueuePolicy {
+    fn default() -> Self {
+        QueuePolicy {
+            lock_timeout: Duration::from_secs(30 * 60),
+            backoff: Backoff::default(),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// How to open a store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreOptions {
+    /// Durability of each commit.
+    pub synchronous: Synchronous,
+    /// How long a write waits for another process's transaction before it
+    /// gives up with [`Error::Busy`].
+    pub busy_deadline: Duration,
+    /// The state machine's parameters.
+    pub policy: QueuePolicy,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            synchronous: Synchronous::Full,
+            busy_deadline: Duration::from_secs(60),
+            policy: QueuePolicy::default(),
+        }
+    }
+}
+
+/// The applied schema version.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SchemaVersion {
+    /// Migration number, e.g. 1 for `V1__initial_schema.sql`.
+    pub version: i64,
+    /// Migration name, e.g. `initial_schema`.
+    pub name: String,
+    /// True when no embedded migration is newer.
+    pub head: bool,
+}
+
+/// What the baseline reached.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct BaselineFigures {
+    /// Jobs enqueued per second (1,000 per transaction).
+    pub enqueue_per_s: f64,
+    /// Jobs claimed and completed per second (100 per transaction each).
+    pub claim_complete_per_s: f64,
+    /// N divided by the whole time.
+    pub lifecycle_per_s: f64,
+}
+
+/// A state change a store made and committed, for the caller to report
+/// (the store itself says nothing: see `worker::log_transitions`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transition {
+    /// The job.
+    pub job_id: Uuid,
+    /// What happened to it.
+    pub kind: TransitionKind,
+}
+
+/// What happened to a job.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TransitionKind {
+    /// Its handler succeeded.
+    Succeeded {
+        /// The attempt.
+        attempt: u32,
+        /// Attempts allowed.
+        max_attempts: u32,
+    },
+    /// The attempt failed and the job waits out a backoff.
+    WillRetry {
+        /// The attempt.
+        attempt: u32,
+        /// Attempts allowed.
+        max_attempts: u32,
+        /// The wait.
+        delay: Duration,
+        /// When it is due again.
+        retry_at: Timestamp,
+        /// The error.
+        error: String,
+    },
+    /// The job failed for good.
+    Failed {
+        /// Attempts it had.
+        attempts: u32,
+        /// Why.
+        error: String,
+    },
+    /// A running job whose lock expired was claimed again.
+    Rescued {
+        /// The worker that lost it.
+        from: String,
+        /// The new attempt.
+        attempt: u32,
+        /// Attempts allowed.
+        max_attempts: u32,
+    },
+    /// A running job of a worker proved gone was queued again at once.
+    RescuedAtOnce {
+        /// Why (the worker and the attempt it died in).
+        error: String,
+        /// The lost attempt (it counts).
+        attempt: u32,
+        /// Attempts allowed.
+        max_attempts: u32,
+    },
+    /// A report whose claim no longer held changed nothing.
+    Stale {
+        /// The worker that reported.
+        worker: String,
+        /// Its attempt.
+        attempt: u32,
+    },
+    /// A claim was given back at shutdown.
+    Released {
+        /// What became of the attempt.
+        note: String,
+        /// True when the interrupted attempt counts against `max_attempts`
+        /// (its free interruptions are used up).
+        counts: bool,
+    },
+    /// A user retried or cancelled the job.
+    ByUser {
+        /// `retry` or `cancel`.
+        action: &'static str,
+        /// Before.
+        from: JobStatus,
+        /// After.
+        to: JobStatus,
+    },
+}

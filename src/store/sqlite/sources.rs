@@ -1,0 +1,191 @@
+//! `research_sources` and its FTS5 index: what `process_bundle` recorded for
+//! each run, searchable offline.
+
+use rusqlite::{Transaction, params};
+use uuid::Uuid;
+
+use super::SqliteStore;
+use super::convert::{DbContext, uuid_col};
+use crate::error::{Error, Result};
+use crate::store::search::Token;
+use crate::store::{RunSources, SearchHit};
+use crate::timestamp::Timestamp;
+
+pub(super) fn replace_sources(
+    tx: &Transaction<'_>,
+    run: &RunSources,
+    now: Timestamp,
+) -> Result<()> {
+    let (tenant, run_id) = (run.tenant_id.to_string(), run.run_id.to_string());
+    tx.prepare_cached(
+        "DELETE FROM research_sources_fts WHERE rowid IN
+             (SELECT rowid FROM research_sources WHERE tenant_id = ?1 AND run_id = ?2)",
+    )
+    .and_then(|mut s| s.execute(params![tenant, run_id]))
+    .db("replace sources")?;
+    tx.prepare_cached("DELETE FROM research_sources WHERE tenant_id = ?1 AND run_id = ?2")
+        .and_then(|mut s| s.execute(params![tenant, run_id]))
+        .db("replace sources")?;
+    for s in &run.sources {
+        let size = s
+            .size
+            .map(i64::try_from)
+            .transpose()
+            .map_err(|_| Error::InvalidArgument {
+                what: "source size",
+                message: "too large".to_owned(),
+            })?;
+        tx.prepare_cached(
+            "INSERT INTO research_sources (tenant_id, run_id, idx, uri, title, sha256,
+                 media_type, retrieved_at, size, indexed, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                tenant,
+                run_id,
+                s.idx,
+                s.uri,
+                s.title,
+                s.sha256,
+                s.media_type,
+                s.retrieved_at,
+                size,
+                s.text.is_some(),
+                now
+            ])
+        })
+        .db("record a source")?;
+        let rowid = tx.last_insert_rowid();
+        tx.prepare_cached(
+            "INSERT INTO research_sources_fts (rowid, title, uri, body, tenant_id, run_id, idx)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                rowid,
+                s.title.as_deref().unwrap_or(""),
+                s.uri,
+                s.text.as_deref().unwrap_or(""),
+                tenant,
+                run_id,
+                s.idx
+            ])
+        })
+        .db("index a source")?;
+    }
+    Ok(())
+}
+
+/// The FTS5 form of a parsed query: every term quoted (so no text is FTS5
+/// syntax), operators and parentheses as they are.
+pub(crate) fn fts_query(input: &str) -> std::result::Result<String, String> {
+    let parts: Vec<String> = crate::store::search::parse(input)?
+        .into_iter()
+        .map(|t| match t {
+            Token::Term { text, prefix } => {
+                let mut q = format!("\"{}\"", text.replace('"', "\"\""));
+                if prefix {
+                    q.push('*');
+                }
+                q
+            }
+            Token::And => "AND".to_owned(),
+            Token::Or => "OR".to_owned(),
+            Token::Not => "NOT".to_owned(),
+            Token::Open => "(".to_owned(),
+            Token::Close => ")".to_owned(),
+        })
+        .collect();
+    Ok(parts.join(" "))
+}
+
+impl SqliteStore {
+    /// Sources of `tenant` that match `query` (see the README for its
+    /// syntax), best first, at most `limit`, and how many match in all.
+    pub fn search(
+        &mut self,
+        tenant: Uuid,
+        query: &str,
+        run: Option<Uuid>,
+        limit: u32,
+    ) -> Result<(Vec<SearchHit>, u64)> {
+        let q = fts_query(query).map_err(|message| Error::InvalidArgument {
+            what: "search",
+            message,
+        })?;
+        self.read("search sources", |tx| {
+            let total: i64 = tx
+                .prepare_cached(
+                    "SELECT count(*) FROM research_sources_fts AS f
+                     WHERE research_sources_fts MATCH ?1 AND f.tenant_id = ?2
+                       AND (?3 IS NULL OR f.run_id = ?3)",
+                )
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![q, tenant.to_string(), run.map(|r| r.to_string())],
+                        |r| r.get(0),
+                    )
+                })
+                .db("search sources")?;
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT f.run_id, f.idx, s.uri, s.title,
+                            snippet(research_sources_fts, 2, '[', ']', '…', 12), f.rank,
+                            r.title
+                     FROM research_sources_fts AS f
+                     JOIN research_sources AS s ON s.rowid = f.rowid
+                     JOIN research_runs AS r ON r.tenant_id = s.tenant_id AND r.id = s.run_id
+                     WHERE research_sources_fts MATCH ?1 AND f.tenant_id = ?2
+                       AND (?3 IS NULL OR f.run_id = ?3)
+                     ORDER BY f.rank LIMIT ?4",
+                )
+                .db("search sources")?;
+            let rows = stmt
+                .query_map(
+                    params![q, tenant.to_string(), run.map(|r| r.to_string()), limit],
+                    |r| {
+                        Ok(SearchHit {
+                            run_id: uuid_col(r, 0)?,
+                            idx: r.get(1)?,
+                            uri: r.get(2)?,
+                            title: r.get(3)?,
+                            snippet: r.get(4)?,
+                            rank: r.get(5)?,
+                            run_title: r.get(6)?,
+                        })
+                    },
+                )
+                .db("search sources")?;
+            let hits = rows.collect::<rusqlite::Result<_>>().db("search sources")?;
+            Ok((hits, u64::try_from(total).unwrap_or(0)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts_query;
+
+    #[test]
+    fn user_text_becomes_fts_syntax_only_through_the_operators() {
+        assert_eq!(
+            fts_query("glacier NEAR retreat").unwrap(),
+            r#""glacier" AND "NEAR" AND "retreat""#
+        );
+        assert_eq!(fts_query("glac* OR ice").unwrap(), r#""glac"* OR "ice""#);
+        assert_eq!(
+            fts_query(r#""terminus retreat" NOT moraine"#).unwrap(),
+            r#""terminus retreat" NOT "moraine""#
+        );
+        assert_eq!(
+            fts_query("(ice OR snow) melt").unwrap(),
+            r#"( "ice" OR "snow" ) AND "melt""#
+        );
+        assert_eq!(fts_query(r#"a"b"#).unwrap(), r#""a" AND "b""#);
+        assert!(fts_query("   ").unwrap_err().contains("at least one word"));
+        assert!(fts_query("NOT ice").unwrap_err().contains("before it"));
+        assert!(fts_query("ice OR").unwrap_err().contains("after it"));
+        assert!(fts_query("(ice").unwrap_err().contains("not closed"));
+    }
+}
