@@ -204,26 +204,13 @@ fn submitting_every_fixture_makes_jobs_of_the_valid_ones_only() {
         );
     }
 
-    let count = |sql: &str| -> i64 {
-        let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
-        conn.query_row(sql, [], |r| r.get(0)).unwrap()
-    };
-    assert_eq!(
-        count("SELECT count(*) FROM research_jobs"),
-        valid.len() as i64
-    );
-    assert_eq!(
-        count("SELECT count(*) FROM research_runs"),
-        valid.len() as i64
-    );
+    assert_eq!(bin.jobs_total(), valid.len() as u64);
+    assert_eq!(bin.runs_total(), valid.len() as u64);
 
     // The same bytes again: duplicates, nothing enqueued.
     let again = bin.json_lines(&["submit", &all[0]]);
     assert_eq!(again[0]["verdict"], "duplicate");
-    assert_eq!(
-        count("SELECT count(*) FROM research_jobs"),
-        valid.len() as i64
-    );
+    assert_eq!(bin.jobs_total(), valid.len() as u64);
 
     // Payload names the run and the tenant; the directory bundle's files are stored.
     let jobs = bin.json(&["jobs"]);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Bin, archived, bundle_text, claimed, exe, wait_until};
+use common::{Bin, archived, bundle_text, claimed, exe, exits_within, stderr_of, wait_until};
 use sha2::Digest;
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -38,15 +38,6 @@ impl XorShift {
     }
 }
 
-fn strings(bin: &Bin, sql: &str) -> Vec<String> {
-    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
-    let mut stmt = conn.prepare(sql).unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
 /// `serve` with its stderr (the log, at `level`) captured.
 fn serve_logged(bin: &Bin, args: &[&str], level: &str) -> Child {
     Command::new(exe())
@@ -62,25 +53,6 @@ fn serve_logged(bin: &Bin, args: &[&str], level: &str) -> Child {
 }
 
 /// Waits up to `limit` for a child to exit; kills it and fails if it does not.
-fn exits_within(child: &mut Child, limit: Duration, what: &str) -> Option<i32> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn stderr_of(child: Child) -> String {
-    String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned()
-}
-
 fn signal(pid: u32, sig: &str) {
     assert!(
         Command::new("kill")
@@ -138,8 +110,12 @@ fn rename_over_drops_archive_exactly_what_was_ingested() {
     });
     let _ = serve.kill();
     let _ = serve.wait();
-    let runs: HashSet<String> = strings(&bin, "SELECT bundle_sha256 FROM research_runs")
+    let runs: HashSet<String> = bin
+        .store()
+        .runs(bin.tenant(), None)
+        .unwrap()
         .into_iter()
+        .map(|r| r.bundle_sha256)
         .collect();
     let files = archived(&bin.home.join("accepted"));
     let mut without_run = 0;
@@ -715,60 +691,6 @@ fn an_entry_that_cannot_be_archived_is_held_said_once_and_finished_later() {
 }
 
 // ---------------------------------------------------------------------
-// 7. A corrupt database fails fast and never claims success.
-
-#[test]
-fn a_damaged_database_fails_fast_and_never_claims_a_success() {
-    let (d, bin) = Bin::init_with("");
-    let paths = common::write_bundles(&d.path().join("b"), "b", "process_bundle", 3);
-    bin.submit_all(&paths);
-    let sound = bin.run(&["db", "check"]);
-    // Damage the page that recording the first success writes to: the
-    // root page of research_sources.
-    let db = bin.home.join("bundleq.db");
-    let root: i64 = {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.query_row(
-            "SELECT rootpage FROM sqlite_master WHERE name = 'research_sources'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
-    {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut f = fs::OpenOptions::new().write(true).open(&db).unwrap();
-        f.seek(SeekFrom::Start((root as u64 - 1) * 4096)).unwrap();
-        f.write_all(&[0xA5; 4096]).unwrap();
-    }
-    let mut serve = Command::new(exe())
-        .arg("--home")
-        .arg(&bin.home)
-        .args(["serve", "--once", "--no-inbox"])
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let code = exits_within(
-        &mut serve,
-        Duration::from_secs(30),
-        "serve --once on a damaged database",
-    );
-    let log = stderr_of(serve);
-    assert_ne!(code, Some(0), "{log}");
-    assert!(!log.contains("succeeded"), "success claimed: {log}");
-    assert!(
-        log.contains("damaged") && log.contains("bundleq.db"),
-        "{log}"
-    );
-    assert_eq!(sound.status.code(), Some(0), "a sound database passes");
-    let check = bin.run(&["db", "check"]);
-    assert_eq!(check.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&check.stdout).contains("damaged"));
-}
-
-// ---------------------------------------------------------------------
 // 8. Handler starts are bounded.
 
 #[test]
@@ -1035,29 +957,6 @@ fn bom_tiny_numbers_and_symlinked_paths_follow_clear_rules() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-#[test]
-fn a_locked_database_is_named_as_such_never_as_sqlite_says_it() {
-    let (d, bin) = Bin::init_with("[database]\nbusy_timeout = \"1s\"\n");
-    bin.ok(&["jobs"]);
-    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
-    conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; CREATE TABLE t (x);")
-        .unwrap();
-    let p = common::write_bundles(&d.path().join("b"), "b", "process_bundle", 1);
-    for args in [
-        vec!["jobs"],
-        vec!["submit", p[0].to_str().unwrap()],
-        vec!["status"],
-    ] {
-        let out = bin.run(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(!err.contains("database is locked"), "{args:?}: {err}");
-        assert!(err.contains("locked by another process"), "{args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "{err}");
-    }
-    conn.execute_batch("ROLLBACK").unwrap();
 }
 
 /// Runs the binary as `nobody` when we are root (root ignores file modes);

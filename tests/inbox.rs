@@ -315,11 +315,7 @@ fn serve_killed_mid_ingest_loses_nothing_and_ingests_nothing_twice() {
     assert_eq!(rejected, 50);
     assert_eq!(bin.runs_total(), 900);
     assert_eq!(bin.jobs_total(), 900);
-    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
+    assert_eq!(bin.integrity(), "ok");
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! crashed workers; a report on a token whose claim was rescued must change
 //! nothing; a worker proved dead has its jobs rescued at once; releases at
 //! shutdown are free only up to the allowance. After every step each row
-//! must equal the model and keep the invariants.
+//! must equal the model and keep the invariants. Part of the conformance
+//! suite: it runs on every backend.
 
 mod common;
 
@@ -14,8 +15,9 @@ use std::time::Duration;
 use bundleq::state::{Backoff, ReleaseDecision, decide_release};
 use bundleq::store::{ClaimToken, JobFilter, Report};
 use bundleq::{Error, JobStatus, Outcome, Store, Timestamp};
-use common::{job, t0, temp_store};
+use common::{Backend, job, t0};
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 use uuid::Uuid;
 
 const LOCK_TIMEOUT: u64 = 60;
@@ -307,17 +309,32 @@ fn step(store: &mut Store, tenant: Uuid, m: &mut Model, op: &Op) {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
-
-    #[test]
-    fn store_matches_the_state_machine_model(ops in proptest::collection::vec(op(), 1..80)) {
-        let (_dir, mut store) = temp_store(Duration::from_secs(LOCK_TIMEOUT));
+/// Runs 64 random sequences of operations against the backend's store and
+/// the model (a failure is shrunk to the shortest sequence that fails).
+fn store_matches_the_state_machine_model(b: Backend) {
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&proptest::collection::vec(op(), 1..80), |ops| {
+        let (_dir, mut store) = b.temp_store(Duration::from_secs(LOCK_TIMEOUT));
         let tenant = Uuid::now_v7();
-        let mut model = Model { jobs: BTreeMap::new(), order: Vec::new(), tokens: Vec::new(), now: t0() };
+        let mut model = Model {
+            jobs: BTreeMap::new(),
+            order: Vec::new(),
+            tokens: Vec::new(),
+            now: t0(),
+        };
         for op in &ops {
             step(&mut store, tenant, &mut model, op);
             check(&mut store, tenant, &model);
         }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }
+
+for_each_backend!(store_matches_the_state_machine_model);

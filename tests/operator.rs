@@ -368,7 +368,6 @@ fn status_says_what_is_ready_scheduled_running_who_works_the_queue_and_what_was_
     let (d, bin) = home(&format!(
         "[handlers.slow]\ncommand = [\"sh\", \"-c\", {script:?}]\n[workers]\npoll_interval = \"50ms\"\n[inbox]\nsettle = \"50ms\"\n"
     ));
-    bin.submit_all(&write_bundles(&d.path().join("a"), "a", "slow", 1));
     bin.submit_all(&write_bundles(
         &d.path().join("b"),
         "b",
@@ -376,13 +375,13 @@ fn status_says_what_is_ready_scheduled_running_who_works_the_queue_and_what_was_
         2,
     ));
     // One scheduled for later: a failed attempt waiting out its backoff.
-    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
-    conn.execute(
-        "UPDATE research_jobs SET retry_at = '2999-01-01T00:00:00.000000Z'
-         WHERE id = (SELECT id FROM research_jobs WHERE job_type = 'process_bundle' LIMIT 1)",
-        [],
-    )
-    .unwrap();
+    let mut store = bin.store();
+    let now = bundleq::Timestamp::now();
+    let claim = store.claim(1, "t", now).unwrap().remove(0);
+    store
+        .report(&claim.token, &bundleq::Outcome::Retry("later".into()), now)
+        .unwrap();
+    bin.submit_all(&write_bundles(&d.path().join("a"), "a", "slow", 1));
     let s = bin.json(&["status"]);
     assert_eq!(
         (s["ready"].as_u64(), s["scheduled"].as_u64()),
@@ -443,15 +442,21 @@ fn claims_taken_ahead_of_free_workers_are_not_shown_as_running() {
     ));
     // Three jobs claimed by a serve that reports one handler running and
     // two claims waiting for a free worker.
-    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
-    conn.execute_batch(
-        "UPDATE research_jobs SET status = 'running', attempts = 1, locked_by = 'h:1:a',
-             locked_at = strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z';
-         INSERT INTO serves VALUES ('h:1:a', 'h', 1, 1,
-             strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z',
-             strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z', 1, 2);",
-    )
-    .unwrap();
+    let mut store = bin.store();
+    let now = bundleq::Timestamp::now();
+    assert_eq!(store.claim(3, "h:1:a", now).unwrap().len(), 3);
+    store
+        .report_serve(&bundleq::store::ServeRow {
+            worker: "h:1:a".into(),
+            host: "h".into(),
+            pid: 1,
+            workers: 1,
+            started_at: now,
+            heartbeat_at: now,
+            running: 1,
+            claimed_ahead: 2,
+        })
+        .unwrap();
     let s = bin.json(&["status"]);
     assert_eq!(
         (s["running"].as_u64(), s["claimed_ahead"].as_u64()),

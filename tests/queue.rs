@@ -1,6 +1,7 @@
 //! The job store's state machine, driven through the library with time
 //! injected: the seed's proof outputs made executable, rescue, fencing and
-//! concurrent claims.
+//! concurrent claims. Part of the conformance suite: every test runs on
+//! every backend.
 
 mod common;
 
@@ -10,12 +11,11 @@ use std::thread;
 
 use bundleq::store::{JobFilter, PruneFilter, Report};
 use bundleq::{Error, JobStatus, Outcome};
-use common::{job, secs, t0, temp_store};
+use common::{Backend, job, secs, t0};
 use uuid::Uuid;
 
-#[test]
-fn seed_retry_progression_queued_0_1_2_then_failed_3() {
-    let (_dir, mut store) = temp_store(secs(1800));
+fn seed_retry_progression_queued_0_1_2_then_failed_3(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(1800));
     let tenant = Uuid::now_v7();
     let id = store.enqueue(&job(tenant), t0()).unwrap();
 
@@ -81,9 +81,8 @@ fn seed_retry_progression_queued_0_1_2_then_failed_3() {
     assert_eq!(outcomes, ["retry", "retry", "failed"]);
 }
 
-#[test]
-fn regression_validation_error_is_never_retried() {
-    let (_dir, mut store) = temp_store(secs(1800));
+fn regression_validation_error_is_never_retried(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(1800));
     let tenant = Uuid::now_v7();
     let id = store.enqueue(&job(tenant), t0()).unwrap();
     let c = store.claim(1, "w", t0()).unwrap().remove(0);
@@ -105,9 +104,8 @@ fn regression_validation_error_is_never_retried() {
     );
 }
 
-#[test]
-fn expired_running_job_is_rescued_and_a_fresh_one_is_not() {
-    let (_dir, mut store) = temp_store(secs(600));
+fn expired_running_job_is_rescued_and_a_fresh_one_is_not(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(600));
     let tenant = Uuid::now_v7();
     let old = store.enqueue(&job(tenant), t0()).unwrap();
     let fresh = store.enqueue(&job(tenant), t0().plus(secs(1))).unwrap();
@@ -134,9 +132,8 @@ fn expired_running_job_is_rescued_and_a_fresh_one_is_not() {
     );
 }
 
-#[test]
-fn regression_job_abandoned_max_attempts_times_fails_and_never_runs_a_fourth_time() {
-    let (_dir, mut store) = temp_store(secs(60));
+fn regression_job_abandoned_max_attempts_times_fails_and_never_runs_a_fourth_time(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(60));
     let tenant = Uuid::now_v7();
     let id = store.enqueue(&job(tenant), t0()).unwrap();
     let mut now = t0();
@@ -163,9 +160,8 @@ fn regression_job_abandoned_max_attempts_times_fails_and_never_runs_a_fourth_tim
     );
 }
 
-#[test]
-fn fenced_report_from_a_rescued_worker_changes_nothing() {
-    let (_dir, mut store) = temp_store(secs(60));
+fn fenced_report_from_a_rescued_worker_changes_nothing(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(60));
     let tenant = Uuid::now_v7();
     let id = store.enqueue(&job(tenant), t0()).unwrap();
     let zombie = store.claim(1, "w", t0()).unwrap().remove(0);
@@ -218,9 +214,8 @@ fn fenced_report_from_a_rescued_worker_changes_nothing() {
     assert_eq!(store.job(tenant, id).unwrap().status, JobStatus::Succeeded);
 }
 
-#[test]
-fn zombie_cannot_complete_after_user_retry_resets_attempts() {
-    let (_dir, mut store) = temp_store(secs(60));
+fn zombie_cannot_complete_after_user_retry_resets_attempts(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(60));
     let tenant = Uuid::now_v7();
     let mut one = job(tenant);
     one.max_attempts = Some(1);
@@ -241,9 +236,8 @@ fn zombie_cannot_complete_after_user_retry_resets_attempts() {
     assert_eq!(store.job(tenant, id).unwrap().status, JobStatus::Running);
 }
 
-#[test]
-fn heartbeat_keeps_a_live_long_job_from_rescue() {
-    let (_dir, mut store) = temp_store(secs(60));
+fn heartbeat_keeps_a_live_long_job_from_rescue(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(60));
     let tenant = Uuid::now_v7();
     store.enqueue(&job(tenant), t0()).unwrap();
     let c = store.claim(1, "w", t0()).unwrap().remove(0);
@@ -264,9 +258,8 @@ fn heartbeat_keeps_a_live_long_job_from_rescue() {
     }
 }
 
-#[test]
-fn release_gives_the_attempt_back_and_the_job_is_due_at_once() {
-    let (_dir, mut store) = temp_store(secs(60));
+fn release_gives_the_attempt_back_and_the_job_is_due_at_once(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(60));
     let tenant = Uuid::now_v7();
     let id = store.enqueue(&job(tenant), t0()).unwrap();
     let c = store.claim(1, "w", t0()).unwrap().remove(0);
@@ -285,9 +278,8 @@ fn release_gives_the_attempt_back_and_the_job_is_due_at_once() {
     assert_eq!(history[0].outcome.as_deref(), Some("released"));
 }
 
-#[test]
-fn cancel_and_retry_follow_the_state_machine() {
-    let (_dir, mut store) = temp_store(secs(60));
+fn cancel_and_retry_follow_the_state_machine(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(60));
     let tenant = Uuid::now_v7();
     let id = store.enqueue(&job(tenant), t0()).unwrap();
     // queued -> cancelled -> queued
@@ -341,9 +333,8 @@ fn cancel_and_retry_follow_the_state_machine() {
     ));
 }
 
-#[test]
-fn prune_deletes_only_old_finished_jobs_of_the_tenant() {
-    let (_dir, mut store) = temp_store(secs(60));
+fn prune_deletes_only_old_finished_jobs_of_the_tenant(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(60));
     let tenant = Uuid::now_v7();
     let other = Uuid::now_v7();
     let done = store.enqueue(&job(tenant), t0()).unwrap();
@@ -380,9 +371,8 @@ fn prune_deletes_only_old_finished_jobs_of_the_tenant() {
     assert!(store.prune(tenant, &bad, false).is_err());
 }
 
-#[test]
-fn attempts_never_exceed_max_attempts_even_when_claims_race_rescues() {
-    let (_dir, mut store) = temp_store(secs(10));
+fn attempts_never_exceed_max_attempts_even_when_claims_race_rescues(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(10));
     let tenant = Uuid::now_v7();
     let mut j = job(tenant);
     j.max_attempts = Some(2);
@@ -399,9 +389,8 @@ fn attempts_never_exceed_max_attempts_even_when_claims_race_rescues() {
     }
 }
 
-#[test]
-fn two_threads_on_separate_connections_claim_each_of_10000_jobs_exactly_once() {
-    let (_dir, mut store) = temp_store(secs(1800));
+fn two_threads_on_separate_connections_claim_each_of_10000_jobs_exactly_once(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(1800));
     let tenant = Uuid::now_v7();
     let jobs: Vec<_> = (0..10_000).map(|_| job(tenant)).collect();
     store.enqueue_many(&jobs, t0()).unwrap();
@@ -430,89 +419,17 @@ fn two_threads_on_separate_connections_claim_each_of_10000_jobs_exactly_once() {
     assert_eq!(distinct.len(), 10_000);
 }
 
-#[test]
-fn claim_is_oldest_first_and_an_index_search_not_a_table_scan() {
-    let (_dir, mut store) = temp_store(secs(60));
+fn claim_is_oldest_first(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(60));
     let tenant = Uuid::now_v7();
     let a = store.enqueue(&job(tenant), t0()).unwrap();
     let b = store.enqueue(&job(tenant), t0().plus(secs(1))).unwrap();
     let c = store.claim(2, "w", t0().plus(secs(2))).unwrap();
     assert_eq!(c.iter().map(|c| c.job.id).collect::<Vec<_>>(), [a, b]);
-
-    let plan = store.explain_claim().unwrap();
-    assert!(
-        plan.iter().any(|l| l.contains("research_jobs_ready")),
-        "{plan:#?}"
-    );
-    assert!(
-        plan.iter().any(|l| l.contains("research_jobs_retry")),
-        "{plan:#?}"
-    );
-    assert!(
-        plan.iter().any(|l| l.contains("research_jobs_running")),
-        "{plan:#?}"
-    );
-    for line in &plan {
-        let full_scan = line.starts_with("SCAN research_jobs") && !line.contains("INDEX");
-        assert!(
-            !full_scan,
-            "full table scan in claim plan: {line}\n{plan:#?}"
-        );
-    }
 }
 
-#[test]
-fn check_constraints_mirror_the_state_machine() {
-    let (dir, _store) = temp_store(secs(60));
-    let conn = rusqlite::Connection::open(dir.path().join("bundleq.db")).unwrap();
-    let insert = |status: &str, attempts: i64, max: i64, locked: bool, retry: bool| {
-        conn.execute(
-            "INSERT INTO research_jobs (id, tenant_id, run_id, job_type, status, attempts,
-                 max_attempts, retry_at, locked_at, locked_by, payload_json, created_at, updated_at)
-             VALUES (?1, ?2, ?2, 't', ?3, ?4, ?5, ?6, ?7, ?8, '{}', 'x', 'x')",
-            rusqlite::params![
-                Uuid::now_v7().to_string(),
-                Uuid::now_v7().to_string(),
-                status,
-                attempts,
-                max,
-                retry.then_some("2026-01-01T00:00:00.000000Z"),
-                locked.then_some("2026-01-01T00:00:00.000000Z"),
-                locked.then_some("w"),
-            ],
-        )
-    };
-    assert!(insert("queued", 0, 3, false, false).is_ok());
-    assert!(insert("running", 1, 3, true, false).is_ok());
-    assert!(
-        insert("done", 0, 3, false, false).is_err(),
-        "unknown status"
-    );
-    assert!(
-        insert("queued", 4, 3, false, false).is_err(),
-        "attempts above max"
-    );
-    assert!(
-        insert("queued", -1, 3, false, false).is_err(),
-        "negative attempts"
-    );
-    assert!(
-        insert("running", 1, 3, false, false).is_err(),
-        "running without lock"
-    );
-    assert!(
-        insert("queued", 0, 3, true, false).is_err(),
-        "lock while queued"
-    );
-    assert!(
-        insert("failed", 3, 3, false, true).is_err(),
-        "retry_at while failed"
-    );
-}
-
-#[test]
-fn a_clock_moved_backwards_never_gets_a_job_claimed_twice() {
-    let (_dir, mut store) = temp_store(secs(60));
+fn a_clock_moved_backwards_never_gets_a_job_claimed_twice(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(60));
     let tenant = Uuid::now_v7();
     let later = t0().plus(secs(3600));
     let id = store.enqueue(&job(tenant), later).unwrap();
@@ -544,3 +461,20 @@ fn a_clock_moved_backwards_never_gets_a_job_claimed_twice() {
         1
     );
 }
+
+for_each_backend!(
+    seed_retry_progression_queued_0_1_2_then_failed_3,
+    regression_validation_error_is_never_retried,
+    expired_running_job_is_rescued_and_a_fresh_one_is_not,
+    regression_job_abandoned_max_attempts_times_fails_and_never_runs_a_fourth_time,
+    fenced_report_from_a_rescued_worker_changes_nothing,
+    zombie_cannot_complete_after_user_retry_resets_attempts,
+    heartbeat_keeps_a_live_long_job_from_rescue,
+    release_gives_the_attempt_back_and_the_job_is_due_at_once,
+    cancel_and_retry_follow_the_state_machine,
+    prune_deletes_only_old_finished_jobs_of_the_tenant,
+    attempts_never_exceed_max_attempts_even_when_claims_race_rescues,
+    two_threads_on_separate_connections_claim_each_of_10000_jobs_exactly_once,
+    claim_is_oldest_first,
+    a_clock_moved_backwards_never_gets_a_job_claimed_twice,
+);

@@ -1,17 +1,18 @@
 //! Reliability proofs on the real binary: a crash loop with a history
-//! checker, a poison job, four serve processes on one home, permissions.
+//! checker, a poison job, four serve processes on one home, a full disk.
+//! Part of the conformance suite: every test runs on every backend.
 //! `BUNDLEQ_LONG_TESTS=1` runs the long forms (1,000 crash cycles).
 
 mod common;
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{Bin, archived, wait_until, write_bundles};
+use bundleq::store::JobFilter;
+use common::{Backend, Bin, archived, wait_until, write_bundles};
 
 fn long() -> bool {
     std::env::var("BUNDLEQ_LONG_TESTS").is_ok_and(|v| v == "1")
@@ -32,12 +33,22 @@ impl XorShift {
     }
 }
 
-fn sql_rows(bin: &Bin, sql: &str) -> Vec<(String, String, i64, i64)> {
-    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
-    let mut stmt = conn.prepare(sql).unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+/// (id, status, attempts, max_attempts) of every job of the home's
+/// default tenant, read through the library.
+fn job_rows(bin: &Bin) -> Vec<(String, String, i64, i64)> {
+    let tenant = bin.tenant();
+    bin.store()
+        .jobs(tenant, &JobFilter::default())
         .unwrap()
-        .map(Result::unwrap)
+        .into_iter()
+        .map(|j| {
+            (
+                j.id.to_string(),
+                j.status.to_string(),
+                i64::from(j.attempts),
+                i64::from(j.max_attempts),
+            )
+        })
         .collect()
 }
 
@@ -73,8 +84,8 @@ fn drain(bin: &Bin, extra: &[&str]) {
     }
 }
 
-#[test]
-fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts() {
+#[expect(clippy::print_stdout, reason = "the crash loop reports what it did")]
+fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts(b: Backend) {
     let cycles = if long() { 1000 } else { 50 };
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger.txt");
@@ -82,7 +93,7 @@ fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts() {
         "echo \"$BUNDLEQ_JOB_ID $BUNDLEQ_ATTEMPT\" >> {l} && sync {l}",
         l = ledger.display()
     );
-    let (_d, bin) = Bin::init_with(&format!(
+    let (_d, bin) = b.init_with(&format!(
         "[handlers.ledger]\ncommand = [\"sh\", \"-c\", {script:?}]\n[workers]\npoll_interval = \"50ms\"\n[inbox]\nsettle = \"100ms\"\n"
     ));
     let submitted = write_bundles(&dir.path().join("submit"), "s", "ledger", 2000);
@@ -129,10 +140,7 @@ fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts() {
         let id = line.split_whitespace().next().unwrap().to_owned();
         *starts.entry(id).or_default() += 1;
     }
-    let jobs = sql_rows(
-        &bin,
-        "SELECT id, status, attempts, max_attempts FROM research_jobs",
-    );
+    let jobs = job_rows(&bin);
     assert_eq!(jobs.len(), total, "one job per bundle");
     let mut lost = 0;
     let mut reruns = 0;
@@ -166,9 +174,8 @@ fn crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts() {
     );
 }
 
-#[test]
-fn a_poison_job_that_kills_its_serve_fails_after_max_attempts_and_the_rest_succeed() {
-    let (d, bin) = Bin::init_with(concat!(
+fn a_poison_job_that_kills_its_serve_fails_after_max_attempts_and_the_rest_succeed(b: Backend) {
+    let (d, bin) = b.init_with(concat!(
         // The handler's parent is its guard; the guard's parent is serve.
         "[handlers.poison]\ncommand = [\"sh\", \"-c\", \"read -r _ _ _ serve _ < /proc/$PPID/stat; kill -9 $serve\"]\n",
         "[handlers.fine]\ncommand = [\"true\"]\n",
@@ -232,81 +239,20 @@ fn a_poison_job_that_kills_its_serve_fails_after_max_attempts_and_the_rest_succe
     );
 }
 
-#[test]
-fn four_serves_and_a_long_reader_share_a_home_without_busy_errors_or_double_claims() {
+fn four_serves_share_a_home_without_busy_errors_or_double_claims(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger.txt");
-    let script = format!("echo \"$BUNDLEQ_JOB_ID\" >> {}", ledger.display());
-    let (_d, bin) = Bin::init_with(&format!(
-        "[handlers.ledger]\ncommand = [\"sh\", \"-c\", {script:?}]\n[workers]\npoll_interval = \"50ms\"\n"
-    ));
-    // A reader holding a snapshot open for the whole run.
-    let reader = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
-    reader.execute_batch("BEGIN").unwrap();
-    let n: i64 = reader
-        .query_row("SELECT count(*) FROM research_jobs", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 0);
-
+    let (_d, bin) = b.init_with(&common::ledger_config(&ledger));
     let serves: Vec<Child> = (0..4).map(|_| bin.serve(&["--no-inbox"], true)).collect();
-    let paths = write_bundles(&dir.path().join("b"), "b", "ledger", 3000);
+    let paths = write_bundles(&dir.path().join("b"), "b", "ledger", 2000);
     for chunk in paths.chunks(500) {
         bin.submit_all(chunk);
     }
-    wait_until("3000 jobs to succeed", || {
-        bin.json(&["status"])["counts"]["succeeded"] == 3000
+    wait_until("2000 jobs to succeed", || {
+        bin.json(&["status"])["counts"]["succeeded"] == 2000
     });
-    let grown = fs::metadata(bin.home.join("bundleq.db-wal")).map_or(0, |m| m.len());
-    reader.execute_batch("COMMIT").unwrap();
-    drop(reader);
-    // More work after the reader is gone: the next idle pool truncates.
-    let more = write_bundles(&dir.path().join("m"), "m", "ledger", 50);
-    bin.submit_all(&more);
-    wait_until("the WAL to shrink", || {
-        let wal = fs::metadata(bin.home.join("bundleq.db-wal")).map_or(0, |m| m.len());
-        wal < grown.min(8 * 1024 * 1024)
-    });
-    wait_until("the last 50 jobs to succeed", || {
-        bin.json(&["status"])["counts"]["succeeded"] == 3050
-    });
-    let mut stderr = String::new();
-    for s in serves {
-        let (code, err) = Bin::terminate(s);
-        assert_eq!(code, Some(0));
-        stderr.push_str(&err);
-    }
-    let lower = stderr.to_lowercase();
-    assert!(
-        !lower.contains("busy") && !lower.contains("locked"),
-        "{stderr}"
-    );
-    let mut seen: HashMap<String, u32> = HashMap::new();
-    for line in fs::read_to_string(&ledger).unwrap().lines() {
-        *seen.entry(line.to_owned()).or_default() += 1;
-    }
-    assert_eq!(seen.len(), 3050);
-    assert!(seen.values().all(|&n| n == 1), "a job was claimed twice");
-    assert!(grown > 0);
-}
-
-#[test]
-fn home_database_wal_and_shm_are_private_while_serve_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = Bin::new(&dir.path().join("home"));
-    bin.ok(&["init"]);
-    let mut serve = bin.serve(&[], false);
-    let wal = bin.home.join("bundleq.db-wal");
-    let shm = bin.home.join("bundleq.db-shm");
-    wait_until("serve to open its database", || {
-        wal.exists() && shm.exists()
-    });
-    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&bin.home), 0o700);
-    for p in [bin.home.join("bundleq.db"), wal, shm] {
-        assert_eq!(mode(&p), 0o600, "{}", p.display());
-    }
-    let _ = serve.kill();
-    let _ = serve.wait();
+    common::stop_quietly(serves);
+    common::assert_each_ran_once(&ledger, 2000);
 }
 
 /// A size-limited tmpfs, unmounted when dropped.
@@ -349,39 +295,37 @@ fn fill(dir: &Path) -> PathBuf {
     filler
 }
 
-#[test]
-fn a_full_disk_gives_clear_errors_moves_nothing_and_serve_recovers() {
+/// Mounting a filesystem needs root: without `CI=true` at build time the
+/// test is reported as ignored, with this reason; under `CI=true` it runs
+/// and a failure to mount fails it.
+fn a_full_disk_gives_clear_errors_moves_nothing_and_serve_recovers(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("fs");
-    let _fs = match SmallFs::mount(&mnt) {
-        Ok(m) => m,
-        Err(why) => {
-            println!("skipped: a full-disk test needs a small tmpfs ({why})");
-            return;
-        }
-    };
-    let bin = Bin::new(&mnt.join("home"));
-    bin.ok(&["init"]);
-    fs::write(
-        bin.home.join("bundleq.toml"),
+    let _fs = SmallFs::mount(&mnt).unwrap_or_else(|why| {
+        panic!("the full-disk test needs a small tmpfs (run as root): {why}")
+    });
+    let bin = b.init_in(
+        &mnt,
         "[workers]\npoll_interval = \"50ms\"\n[inbox]\nsettle = \"100ms\"\nrescan_interval = \"500ms\"\n",
-    )
-    .unwrap();
+    );
     // Bundles wait on the same filesystem, under a name the inbox ignores.
     let staged = write_bundles(&bin.home.join("inbox/.staged"), "x", "process_bundle", 20);
     let mut serve = bin.serve(&[], true);
-    // Wait until serve has opened its database (a serve that cannot even
-    // start on a full disk exits 1 with a clear error instead).
-    wait_until("serve to open its database", || {
-        bin.home.join("bundleq.db-shm").exists()
+    let log = common::LogTail::of(&mut serve);
+    // Wait until serve is up (a serve that cannot even start on a full
+    // disk exits 1 with a clear error instead).
+    wait_until("serve to start its pool", || {
+        !bin.json(&["status"])["serves"]
+            .as_array()
+            .unwrap()
+            .is_empty()
     });
-    std::thread::sleep(Duration::from_millis(300));
     let filler = fill(&mnt);
     for p in &staged {
         fs::rename(p, bin.home.join("inbox").join(p.file_name().unwrap())).unwrap();
     }
-    // Give serve several scans on the full disk.
-    std::thread::sleep(Duration::from_secs(3));
+    // Serve tries to ingest on the full disk, and says why it cannot.
+    log.wait_for("full");
     let waiting = fs::read_dir(bin.home.join("inbox")).unwrap().filter(|e| {
         e.as_ref()
             .unwrap()
@@ -395,22 +339,29 @@ fn a_full_disk_gives_clear_errors_moves_nothing_and_serve_recovers() {
         "nothing may leave the inbox while the disk is full"
     );
     if let Some(status) = serve.try_wait().unwrap() {
-        let out = serve.wait_with_output().unwrap();
         panic!(
             "serve must keep running; it exited {status}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            log.text()
         );
     }
     fs::remove_file(&filler).unwrap();
     wait_until("serve to recover after space returned", || {
         bin.jobs_with(bundleq::JobStatus::Succeeded) == 20
     });
-    let (_, stderr) = Bin::terminate(serve);
-    assert!(
-        stderr.contains("full"),
-        "a clear error names the full disk: {stderr}"
-    );
+    Bin::terminate(serve);
+    let stderr = log.text();
     assert!(stderr.lines().all(|l| !l.contains("panicked")), "{stderr}");
     assert_eq!(archived(&bin.home.join("accepted")).len(), 20);
     assert_eq!(bin.integrity(), "ok");
 }
+
+for_each_backend!(
+    crash_loop_loses_nothing_and_never_runs_a_job_more_than_its_attempts,
+    a_poison_job_that_kills_its_serve_fails_after_max_attempts_and_the_rest_succeed,
+    four_serves_share_a_home_without_busy_errors_or_double_claims,
+    #[cfg_attr(
+        not(bundleq_ci),
+        ignore = "mounts a small tmpfs, which needs root: runs when built with CI=true"
+    )]
+    a_full_disk_gives_clear_errors_moves_nothing_and_serve_recovers,
+);

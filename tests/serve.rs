@@ -58,11 +58,7 @@ fn serve_once_processes_every_fixture_and_search_finds_a_word_of_one_source() {
     );
 
     // Every source of every fixture is recorded once: 1 + 3 + 1 + 2.
-    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
-    let sources: i64 = conn
-        .query_row("SELECT count(*) FROM research_sources", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(sources, 7);
+    assert_eq!(bin.store().count_sources(bin.tenant()).unwrap(), 7);
     // "zymurgy" occurs only in inline-content.json; "morteratsch" only in a
     // file of the directory bundle.
     for (word, run) in [

@@ -102,11 +102,15 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic_and_every_error_explains_itself(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        if let Err(errors) = validate_bytes(&bytes, &Limits::default()) {
-            prop_assert!(!errors.errors().is_empty());
-            for e in errors.errors() {
-                prop_assert!(!e.message.is_empty());
+        match validate_bytes(&bytes, &Limits::default()) {
+            Err(errors) => {
+                prop_assert!(!errors.errors().is_empty());
+                for e in errors.errors() {
+                    prop_assert!(!e.message.is_empty());
+                }
             }
+            // Accepted bytes were a JSON document.
+            Ok(_) => prop_assert!(serde_json::from_slice::<Value>(&bytes).is_ok()),
         }
     }
 
@@ -136,14 +140,16 @@ proptest! {
     }
 
     #[test]
-    fn tampered_content_is_reported_at_its_content(v in valid_bundle(), extra in "[a-z]{1,8}") {
+    fn tampered_content_is_reported_at_its_content(v in valid_bundle(), which in any::<prop::sample::Index>(), text in ".{0,40}", extra in "[a-z]{1,8}") {
+        // Give one source inline content that matches its digest...
         let mut v = v;
-        let sources = v["sources"].as_array().unwrap().clone();
-        if let Some(i) = sources.iter().position(|s| s.get("content").is_some()) {
-            let text = format!("{}{extra}", v["sources"][i]["content"].as_str().unwrap());
-            v["sources"][i]["content"] = text.into();
-            prop_assert_eq!(error_paths(&v), vec![format!("sources.{i}.content")]);
-        }
+        let i = which.index(v["sources"].as_array().unwrap().len());
+        v["sources"][i]["sha256"] = hex(text.as_bytes()).into();
+        v["sources"][i]["content"] = text.clone().into();
+        prop_assert_eq!(error_paths(&v), Vec::<String>::new());
+        // ...then change the content but not the digest.
+        v["sources"][i]["content"] = format!("{text}{extra}").into();
+        prop_assert_eq!(error_paths(&v), vec![format!("sources.{i}.content")]);
     }
 
     #[test]

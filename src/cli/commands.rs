@@ -15,7 +15,7 @@ use bundleq::inbox::{self, Inbox, ScanSummary};
 use bundleq::presence::{self, Presence};
 use bundleq::store::{IdKind, PruneFilter};
 use bundleq::timestamp::config_duration;
-use bundleq::worker::{PoolConfig, PoolControl, run_pool};
+use bundleq::worker::{PoolConfig, PoolControl, log_transitions, run_pool};
 use bundleq::{Config, Error, Home, JobStatus, Result, Store, SystemClock, Timestamp};
 
 use super::output::{self, cut};
@@ -375,7 +375,10 @@ fn free_running(home: &Home, store: &mut Store, tenant: Uuid, id: Uuid) -> Resul
     let run_dir = home.run_dir();
     match presence::prove_gone(&run_dir, &worker) {
         Some(gone) => {
-            store.rescue_workers(std::slice::from_ref(&worker), Timestamp::now())?;
+            store.keep_transitions(true);
+            let rescued = store.rescue_workers(std::slice::from_ref(&worker), Timestamp::now());
+            log_transitions(&store.take_transitions());
+            rescued?;
             let _ = store.forget_serves(std::slice::from_ref(&worker));
             if !home.claims().join(&worker).exists() {
                 gone.forget();
@@ -444,11 +447,16 @@ fn job(
             if freed.is_some() && job.status == JobStatus::Queued {
                 job // freed and queued already: nothing more to do
             } else {
+                store.keep_transitions(true);
                 store.retry(tenant, id, Timestamp::now())?
             }
         }
-        _ => store.cancel(tenant, id, Timestamp::now())?,
+        _ => {
+            store.keep_transitions(true);
+            store.cancel(tenant, id, Timestamp::now())?
+        }
     };
+    log_transitions(&store.take_transitions());
     if json {
         output::json(&job);
     } else {

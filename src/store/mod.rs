@@ -478,6 +478,11 @@ impl Store {
         on_backend!(self, b => b.count_runs(tenant))
     }
 
+    /// How many sources the handlers of `tenant`'s runs recorded.
+    pub fn count_sources(&mut self, tenant: Uuid) -> Result<u64> {
+        on_backend!(self, b => b.count_sources(tenant))
+    }
+
     /// The bundle JSON of one run, as received.
     pub fn run_bundle_json(&mut self, tenant: Uuid, id: Uuid) -> Result<String> {
         on_backend!(self, b => b.run_bundle_json(tenant, id))

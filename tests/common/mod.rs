@@ -51,10 +51,20 @@ impl Backend {
     /// A new home whose database is on this backend, with `config` as its
     /// bundleq.toml.
     pub fn init_with(self, config: &str) -> (tempfile::TempDir, Bin) {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = self.init_in(dir.path(), config);
+        (dir, bin)
+    }
+
+    /// A new home at `<dir>/home` whose database is on this backend.
+    pub fn init_in(self, dir: &Path, config: &str) -> Bin {
+        let bin = Bin::new(&dir.join("home"));
         match self {
             // SQLite is the default: the database is a file in the home.
-            Backend::Sqlite => Bin::init_with(config),
-        }
+            Backend::Sqlite => bin.ok(&["init"]),
+        };
+        fs::write(bin.home.join("bundleq.toml"), config).unwrap();
+        bin
     }
 }
 
@@ -63,11 +73,91 @@ impl Backend {
 /// the lint gate refuses: no test is silently skipped.
 #[macro_export]
 macro_rules! for_each_backend {
-    ($($name:ident),* $(,)?) => {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {
         mod sqlite {
-            $(#[test] fn $name() { super::$name($crate::common::Backend::Sqlite) })*
+            $(#[test] $(#[$attr])* fn $name() { super::$name($crate::common::Backend::Sqlite) })*
         }
     };
+}
+
+/// A home configuration whose `ledger` handler appends each job's id to
+/// `ledger` (one line per handler run).
+pub fn ledger_config(ledger: &Path) -> String {
+    let script = format!("echo \"$BUNDLEQ_JOB_ID\" >> {}", ledger.display());
+    format!(
+        "[handlers.ledger]\ncommand = [\"sh\", \"-c\", {script:?}]\n[workers]\npoll_interval = \"50ms\"\n"
+    )
+}
+
+/// Asserts the ledger names `n` jobs, each run exactly once.
+pub fn assert_each_ran_once(ledger: &Path, n: usize) {
+    let mut seen: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    for line in fs::read_to_string(ledger).unwrap().lines() {
+        *seen.entry(line.to_owned()).or_default() += 1;
+    }
+    assert_eq!(seen.len(), n);
+    assert!(seen.values().all(|&n| n == 1), "a job ran twice");
+}
+
+/// Stops serves started with a captured stderr: each must exit 0, and none
+/// may have said "busy" or "locked".
+pub fn stop_quietly(serves: Vec<Child>) {
+    let mut stderr = String::new();
+    for s in serves {
+        let (code, err) = Bin::terminate(s);
+        assert_eq!(code, Some(0), "{err}");
+        stderr.push_str(&err);
+    }
+    let lower = stderr.to_lowercase();
+    assert!(
+        !lower.contains("busy") && !lower.contains("locked"),
+        "{stderr}"
+    );
+}
+
+/// A child's stderr, read as it comes, so a test can wait for a line.
+pub struct LogTail {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    lines: crossbeam_channel::Receiver<()>,
+}
+
+impl LogTail {
+    /// Takes the child's piped stderr.
+    pub fn of(child: &mut Child) -> LogTail {
+        use std::io::BufRead;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, lines) = crossbeam_channel::unbounded();
+        let t = std::sync::Arc::clone(&text);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut all = t.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+                let _ = tx.send(());
+            }
+        });
+        LogTail { text, lines }
+    }
+
+    /// Everything read so far.
+    pub fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until a line containing `needle` was written.
+    pub fn wait_for(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !self.text().contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                self.lines.recv_timeout(left).is_ok(),
+                "timed out waiting for {needle:?} in: {}",
+                self.text()
+            );
+        }
+    }
 }
 
 /// A fixed start time for tests that drive the clock by hand.
@@ -348,4 +438,25 @@ impl Bin {
         all.extend_from_slice(args);
         serde_json::from_str(&self.ok(&all)).unwrap()
     }
+}
+
+/// Waits (bounded) for a child to exit; its exit code.
+pub fn exits_within(child: &mut Child, limit: Duration, what: &str) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for a child and returns its stderr.
+pub fn stderr_of(child: Child) -> String {
+    String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned()
 }

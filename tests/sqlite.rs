@@ -1,0 +1,223 @@
+//! Tests of the SQLite backend itself: what the conformance suite cannot
+//! say for every backend (its schema's CHECK constraints, its query plans,
+//! its WAL and file modes, a damaged file, a lock held by another
+//! process). Only these tests, and the backend, name rusqlite.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Bin, exe, exits_within, secs, stderr_of, temp_store, wait_until, write_bundles};
+use uuid::Uuid;
+
+#[test]
+fn check_constraints_mirror_the_state_machine() {
+    let (dir, _store) = temp_store(secs(60));
+    let conn = rusqlite::Connection::open(dir.path().join("bundleq.db")).unwrap();
+    let insert = |status: &str, attempts: i64, max: i64, locked: bool, retry: bool| {
+        conn.execute(
+            "INSERT INTO research_jobs (id, tenant_id, run_id, job_type, status, attempts,
+                 max_attempts, retry_at, locked_at, locked_by, payload_json, created_at, updated_at)
+             VALUES (?1, ?2, ?2, 't', ?3, ?4, ?5, ?6, ?7, ?8, '{}', 'x', 'x')",
+            rusqlite::params![
+                Uuid::now_v7().to_string(),
+                Uuid::now_v7().to_string(),
+                status,
+                attempts,
+                max,
+                retry.then_some("2026-01-01T00:00:00.000000Z"),
+                locked.then_some("2026-01-01T00:00:00.000000Z"),
+                locked.then_some("w"),
+            ],
+        )
+    };
+    assert!(insert("queued", 0, 3, false, false).is_ok());
+    assert!(insert("running", 1, 3, true, false).is_ok());
+    assert!(
+        insert("done", 0, 3, false, false).is_err(),
+        "unknown status"
+    );
+    assert!(
+        insert("queued", 4, 3, false, false).is_err(),
+        "attempts above max"
+    );
+    assert!(
+        insert("queued", -1, 3, false, false).is_err(),
+        "negative attempts"
+    );
+    assert!(
+        insert("running", 1, 3, false, false).is_err(),
+        "running without lock"
+    );
+    assert!(
+        insert("queued", 0, 3, true, false).is_err(),
+        "lock while queued"
+    );
+    assert!(
+        insert("failed", 3, 3, false, true).is_err(),
+        "retry_at while failed"
+    );
+}
+
+#[test]
+fn the_claim_is_an_index_search_not_a_table_scan() {
+    let (_dir, store) = temp_store(secs(60));
+    let plan = store.explain_claim().unwrap();
+    assert!(
+        plan.iter().any(|l| l.contains("research_jobs_ready")),
+        "{plan:#?}"
+    );
+    assert!(
+        plan.iter().any(|l| l.contains("research_jobs_retry")),
+        "{plan:#?}"
+    );
+    assert!(
+        plan.iter().any(|l| l.contains("research_jobs_running")),
+        "{plan:#?}"
+    );
+    for line in &plan {
+        let full_scan = line.starts_with("SCAN research_jobs") && !line.contains("INDEX");
+        assert!(
+            !full_scan,
+            "full table scan in claim plan: {line}\n{plan:#?}"
+        );
+    }
+}
+
+#[test]
+fn four_serves_and_a_long_reader_share_a_home_and_the_wal_shrinks_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.txt");
+    let (_d, bin) = Bin::init_with(&common::ledger_config(&ledger));
+    // A reader holding a snapshot open for the whole run: checkpoints
+    // cannot finish while it lives, so the WAL grows.
+    let reader = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let n: i64 = reader
+        .query_row("SELECT count(*) FROM research_jobs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0);
+
+    let serves: Vec<Child> = (0..4).map(|_| bin.serve(&["--no-inbox"], true)).collect();
+    let paths = write_bundles(&dir.path().join("b"), "b", "ledger", 3000);
+    for chunk in paths.chunks(500) {
+        bin.submit_all(chunk);
+    }
+    wait_until("3000 jobs to succeed", || {
+        bin.json(&["status"])["counts"]["succeeded"] == 3000
+    });
+    let grown = fs::metadata(bin.home.join("bundleq.db-wal")).map_or(0, |m| m.len());
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    // More work after the reader is gone: the next idle pool truncates.
+    let more = write_bundles(&dir.path().join("m"), "m", "ledger", 50);
+    bin.submit_all(&more);
+    wait_until("the WAL to shrink", || {
+        let wal = fs::metadata(bin.home.join("bundleq.db-wal")).map_or(0, |m| m.len());
+        wal < grown.min(8 * 1024 * 1024)
+    });
+    wait_until("the last 50 jobs to succeed", || {
+        bin.json(&["status"])["counts"]["succeeded"] == 3050
+    });
+    common::stop_quietly(serves);
+    common::assert_each_ran_once(&ledger, 3050);
+    assert!(grown > 0);
+}
+
+#[test]
+fn home_database_wal_and_shm_are_private_while_serve_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::new(&dir.path().join("home"));
+    bin.ok(&["init"]);
+    let mut serve = bin.serve(&[], false);
+    let wal = bin.home.join("bundleq.db-wal");
+    let shm = bin.home.join("bundleq.db-shm");
+    wait_until("serve to open its database", || {
+        wal.exists() && shm.exists()
+    });
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&bin.home), 0o700);
+    for p in [bin.home.join("bundleq.db"), wal, shm] {
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+}
+
+#[test]
+fn a_damaged_database_fails_fast_and_never_claims_a_success() {
+    let (d, bin) = Bin::init_with("");
+    let paths = common::write_bundles(&d.path().join("b"), "b", "process_bundle", 3);
+    bin.submit_all(&paths);
+    let sound = bin.run(&["db", "check"]);
+    // Damage the page that recording the first success writes to: the
+    // root page of research_sources.
+    let db = bin.home.join("bundleq.db");
+    let root: i64 = {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.query_row(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'research_sources'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new().write(true).open(&db).unwrap();
+        f.seek(SeekFrom::Start((root as u64 - 1) * 4096)).unwrap();
+        f.write_all(&[0xA5; 4096]).unwrap();
+    }
+    let mut serve = Command::new(exe())
+        .arg("--home")
+        .arg(&bin.home)
+        .args(["serve", "--once", "--no-inbox"])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = exits_within(
+        &mut serve,
+        Duration::from_secs(30),
+        "serve --once on a damaged database",
+    );
+    let log = stderr_of(serve);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(!log.contains("succeeded"), "success claimed: {log}");
+    assert!(
+        log.contains("damaged") && log.contains("bundleq.db"),
+        "{log}"
+    );
+    assert_eq!(sound.status.code(), Some(0), "a sound database passes");
+    let check = bin.run(&["db", "check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("damaged"));
+}
+
+#[test]
+fn a_locked_database_is_named_as_such_never_as_sqlite_says_it() {
+    let (d, bin) = Bin::init_with("[database]\nbusy_timeout = \"1s\"\n");
+    bin.ok(&["jobs"]);
+    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
+    conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; CREATE TABLE t (x);")
+        .unwrap();
+    let p = common::write_bundles(&d.path().join("b"), "b", "process_bundle", 1);
+    for args in [
+        vec!["jobs"],
+        vec!["submit", p[0].to_str().unwrap()],
+        vec!["status"],
+    ] {
+        let out = bin.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(!err.contains("database is locked"), "{args:?}: {err}");
+        assert!(err.contains("locked by another process"), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    conn.execute_batch("ROLLBACK").unwrap();
+}
