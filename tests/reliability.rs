@@ -326,18 +326,27 @@ fn a_full_disk_gives_clear_errors_moves_nothing_and_serve_recovers(b: Backend) {
     }
     // Serve tries to ingest on the full disk, and says why it cannot.
     log.wait_for("full");
-    let waiting = fs::read_dir(bin.home.join("inbox")).unwrap().filter(|e| {
-        e.as_ref()
+    // What it claimed it gives back: every entry is in the inbox again
+    // (or still claimed), none archived, none lost.
+    let in_inbox = || {
+        fs::read_dir(bin.home.join("inbox"))
             .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .ends_with(".json")
-    });
-    assert_eq!(
-        waiting.count(),
-        20,
-        "nothing may leave the inbox while the disk is full"
-    );
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".json")
+            })
+            .count()
+    };
+    wait_until("the failed claims to be given back", || in_inbox() == 20);
+    for outcome in ["accepted", "rejected"] {
+        assert!(
+            archived(&bin.home.join(outcome)).is_empty(),
+            "nothing may be archived while the disk is full"
+        );
+    }
     if let Some(status) = serve.try_wait().unwrap() {
         panic!(
             "serve must keep running; it exited {status}: {}",
