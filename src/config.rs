@@ -3,15 +3,13 @@
 //! a typo never silently falls back to a default.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
 use crate::bundle::Limits;
 use crate::error::{Error, IoContext, Result};
-use crate::handler::ExternalConfig;
-use crate::inbox::InboxConfig;
 use crate::state::Backoff;
 use crate::store::{QueuePolicy, StoreOptions, Synchronous};
 use crate::timestamp::parse_duration;
@@ -86,6 +84,50 @@ impl Default for DatabaseConfig {
             busy_timeout: Duration::from_secs(60),
         }
     }
+}
+
+/// `[inbox]` in `bundleq.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InboxConfig {
+    /// The inbox folder, if not `<home>/inbox` (relative to the home). It
+    /// must have been adopted with `bundleq init --inbox DIR` (or be empty).
+    pub path: Option<PathBuf>,
+    /// A file not renamed in is taken once unchanged for this long.
+    #[serde(deserialize_with = "duration")]
+    pub settle: Duration,
+    /// Full rescan period, a safety net for lost or missing notifications.
+    #[serde(deserialize_with = "duration")]
+    pub rescan_interval: Duration,
+    /// Use OS notifications; `false` for filesystems that send none (NFS,
+    /// some FUSE mounts): then only the rescans find new entries.
+    pub watch: bool,
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        InboxConfig {
+            path: None,
+            settle: Duration::from_secs(1),
+            rescan_interval: Duration::from_secs(30),
+            watch: true,
+        }
+    }
+}
+
+/// `[handlers.<job_type>]` in `bundleq.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalConfig {
+    /// Program and arguments; never run through a shell.
+    pub command: Vec<String>,
+    /// Killed (with its process group) after this long.
+    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// `[queue]`: the state machine's parameters.

@@ -46,6 +46,7 @@ use uuid::Uuid;
 
 use crate::accept::{self, AcceptOptions, Input, Origin, Verdict};
 use crate::bundle::{Follow, Sha256Hex, ValidationError};
+pub use crate::config::InboxConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::home::Home;
 use crate::objects::sync_dir;
@@ -62,35 +63,6 @@ pub const MARKER: &str = ".bundleq-inbox";
 const MAX_ARCHIVE_NAME: usize = 255 - ".errors.json".len();
 /// Longest pause before an entry that failed is tried again.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(300);
-
-/// `[inbox]` in `bundleq.toml`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct InboxConfig {
-    /// The inbox folder, if not `<home>/inbox` (relative to the home). It
-    /// must have been adopted with `bundleq init --inbox DIR` (or be empty).
-    pub path: Option<PathBuf>,
-    /// A file not renamed in is taken once unchanged for this long.
-    #[serde(deserialize_with = "crate::config::duration")]
-    pub settle: Duration,
-    /// Full rescan period, a safety net for lost or missing notifications.
-    #[serde(deserialize_with = "crate::config::duration")]
-    pub rescan_interval: Duration,
-    /// Use OS notifications; `false` for filesystems that send none (NFS,
-    /// some FUSE mounts): then only the rescans find new entries.
-    pub watch: bool,
-}
-
-impl Default for InboxConfig {
-    fn default() -> Self {
-        InboxConfig {
-            path: None,
-            settle: Duration::from_secs(1),
-            rescan_interval: Duration::from_secs(30),
-            watch: true,
-        }
-    }
-}
 
 /// What one scan did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

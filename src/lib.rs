@@ -11,6 +11,7 @@ pub mod accept;
 pub mod bench;
 pub mod bundle;
 pub mod config;
+pub mod digest;
 pub mod error;
 pub mod handler;
 pub mod home;

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::bundle::Sha256Hex;
+use crate::digest::Sha256Hex;
 use crate::error::{IoContext, Result};
 
 /// The `objects/` folder of a home.

@@ -30,10 +30,10 @@ use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, select};
-use serde::Deserialize;
 
 use super::guard::GuardProgram;
 use super::{Handler, JobContext, ReadConnections};
+pub use crate::config::ExternalConfig;
 use crate::state::Outcome;
 
 /// Exit code by which a command says the job can never succeed.
@@ -43,24 +43,6 @@ pub const EXIT_PERMANENT: i32 = 65;
 const TAIL_BYTES: usize = 4096;
 /// Variables passed through from bundleq's environment; nothing else is.
 const PASS_ENV: [&str; 7] = ["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"];
-
-/// `[handlers.<job_type>]` in `bundleq.toml`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExternalConfig {
-    /// Program and arguments; never run through a shell.
-    pub command: Vec<String>,
-    /// Killed (with its process group) after this long.
-    #[serde(
-        default = "default_timeout",
-        deserialize_with = "crate::config::duration"
-    )]
-    pub timeout: Duration,
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(600)
-}
 
 /// Runs a configured command for each job.
 #[derive(Debug)]
