@@ -49,7 +49,7 @@ pub enum Error {
     Corrupt {
         /// The database file.
         path: PathBuf,
-        /// SQLite's words.
+        /// What is damaged (in the words of bundleq, not of the database).
         detail: String,
     },
     /// The database (or the folder holding it) cannot be written.
@@ -74,15 +74,6 @@ pub enum Error {
     /// Applying schema migrations failed.
     #[error("failed to migrate the database schema: {0}")]
     Migrate(#[source] BackendError),
-    /// Data read back from the database does not parse (a row written by
-    /// something else, or damaged).
-    #[error("stored data is damaged: {what}: {message}")]
-    StoredData {
-        /// What was read.
-        what: &'static str,
-        /// What is wrong with it.
-        message: String,
-    },
     /// A file or directory operation failed.
     #[error("failed to {action} {}: {source}", path.display())]
     Io {

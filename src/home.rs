@@ -78,7 +78,7 @@ impl Home {
         };
         let mut store = Store::create(&home.location(), home.config.store_options())?;
         let tenant = store.meta_init(DEFAULT_TENANT_KEY, &Uuid::now_v7().to_string())?;
-        let default_tenant = parse_tenant(&tenant)?;
+        let default_tenant = home.parse_tenant(&tenant)?;
         store.ensure_tenant(default_tenant, "default", crate::Timestamp::now())?;
         Ok((
             home,
@@ -141,7 +141,16 @@ impl Home {
                     self.root.display()
                 ),
             })?;
-        parse_tenant(&value)
+        self.parse_tenant(&value)
+    }
+
+    /// The default tenant's id as stored: a value that does not parse
+    /// means the database is damaged.
+    fn parse_tenant(&self, value: &str) -> Result<Uuid> {
+        Uuid::parse_str(value).map_err(|e| Error::Corrupt {
+            path: self.location().to_string().into(),
+            detail: format!("the default tenant {value:?} stored in it is not a UUID: {e}"),
+        })
     }
 
     /// The parsed configuration.
@@ -198,11 +207,4 @@ fn private(dir: &Path) -> Result<()> {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).io("make private", dir)?;
     }
     Ok(())
-}
-
-fn parse_tenant(value: &str) -> Result<Uuid> {
-    Uuid::parse_str(value).map_err(|e| Error::InvalidArgument {
-        what: "default tenant",
-        message: format!("{value:?}: {e}"),
-    })
 }

@@ -221,3 +221,22 @@ fn a_locked_database_is_named_as_such_never_as_sqlite_says_it() {
     }
     conn.execute_batch("ROLLBACK").unwrap();
 }
+
+#[test]
+fn a_stored_value_that_does_not_parse_is_a_damaged_database() {
+    let (dir, mut store) = temp_store(secs(60));
+    let tenant = Uuid::now_v7();
+    store.enqueue(&common::job(tenant), common::t0()).unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("bundleq.db")).unwrap();
+    conn.execute(
+        "UPDATE research_jobs SET run_id = 'not-a-uuid-but-just-as-long-as-one!!'",
+        [],
+    )
+    .unwrap();
+    match store.jobs(tenant, &bundleq::store::JobFilter::default()) {
+        Err(e @ bundleq::Error::Corrupt { .. }) => {
+            assert!(e.to_string().contains("does not parse"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -21,26 +21,26 @@
 //! `SIGKILL` (see [`super::guard`]). A program that cannot be found or run
 //! is reported by [`ExternalCommand::check`] when serve starts.
 
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select};
+use crossbeam_channel::TryRecvError;
 
+use super::child::ChildIo;
 use super::guard::GuardProgram;
-use super::{Handler, JobContext, ReadConnections};
+use super::{Handler, JobContext};
 pub use crate::config::ExternalConfig;
 use crate::state::Outcome;
+use crate::store::Readers;
 
 /// Exit code by which a command says the job can never succeed.
 pub const EXIT_PERMANENT: i32 = 65;
-/// How much of stderr (for `last_error`) and of stdout (kept with the
-/// attempt) is kept.
-const TAIL_BYTES: usize = 4096;
+/// How often a running command's handler looks whether the pool stopped
+/// waiting for it.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 /// Variables passed through from bundleq's environment; nothing else is.
 const PASS_ENV: [&str; 7] = ["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"];
 
@@ -48,19 +48,20 @@ const PASS_ENV: [&str; 7] = ["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ",
 #[derive(Debug)]
 pub struct ExternalCommand {
     config: ExternalConfig,
-    reads: ReadConnections,
+    reads: Readers,
     guard: Option<GuardProgram>,
     home: crate::home::Home,
 }
 
 impl ExternalCommand {
-    /// A handler running `config.command`, under `guard` when given.
+    /// A handler running `config.command` for jobs of `home` (whose
+    /// database `reads` reads), under `guard` when given.
     pub fn new(
         config: ExternalConfig,
-        reads: ReadConnections,
+        home: crate::home::Home,
+        reads: Readers,
         guard: Option<GuardProgram>,
     ) -> ExternalCommand {
-        let home = reads.home().clone();
         ExternalCommand {
             config,
             reads,
@@ -73,7 +74,12 @@ impl ExternalCommand {
     /// when it names no folder), so a typo is reported when serve starts
     /// rather than by failing jobs.
     pub fn check(&self) -> Result<PathBuf, String> {
-        let program = self.config.command.first().map_or("", String::as_str);
+        ExternalCommand::check_program(&self.config)
+    }
+
+    /// [`ExternalCommand::check`] for a configuration alone.
+    pub fn check_program(config: &ExternalConfig) -> Result<PathBuf, String> {
+        let program = config.command.first().map_or("", String::as_str);
         resolve_program(program, std::env::var_os("PATH").as_deref())
     }
 }
@@ -157,28 +163,6 @@ fn stored_sources(home: &crate::home::Home, bundle: &serde_json::Value) -> serde
     serde_json::Value::Array(list)
 }
 
-/// Reads a pipe to its end on a thread of its own, keeping the last
-/// [`TAIL_BYTES`]; the tail arrives on the returned channel.
-fn read_tail(mut pipe: impl Read + Send + 'static) -> crossbeam_channel::Receiver<String> {
-    let (tx, rx) = bounded::<String>(1);
-    thread::spawn(move || {
-        let mut tail: Vec<u8> = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = pipe.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            tail.extend_from_slice(&buf[..n]);
-            if tail.len() > 2 * TAIL_BYTES {
-                tail.drain(..tail.len() - TAIL_BYTES);
-            }
-        }
-        let start = tail.len().saturating_sub(TAIL_BYTES);
-        let _ = tx.send(String::from_utf8_lossy(&tail[start..]).trim().to_owned());
-    });
-    rx
-}
-
 fn pid_of(id: u32) -> Option<rustix::process::Pid> {
     i32::try_from(id)
         .ok()
@@ -194,20 +178,6 @@ fn kill_group(pgid: u32) {
     }
 }
 
-/// Blocks until the child exits, without reaping it.
-fn wait_exited(pid: u32) {
-    let Some(pid) = pid_of(pid) else { return };
-    loop {
-        match rustix::process::waitid(
-            rustix::process::WaitId::Pid(pid),
-            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
-        ) {
-            Err(rustix::io::Errno::INTR) => continue,
-            _ => return,
-        }
-    }
-}
-
 impl Handler for ExternalCommand {
     fn handle(&self, ctx: &mut JobContext<'_>) -> Outcome {
         let job = ctx.job;
@@ -218,9 +188,17 @@ impl Handler for ExternalCommand {
             .reads
             .with(|s| s.run_bundle_json(job.tenant_id, job.run_id))
         {
-            Ok(j) => {
-                serde_json::from_str::<serde_json::Value>(&j).unwrap_or(serde_json::Value::Null)
-            }
+            Ok(j) => match serde_json::from_str::<serde_json::Value>(&j) {
+                Ok(v) => v,
+                // Never hand the command `"bundle": null`: the run's stored
+                // bundle could not be read this time.
+                Err(e) => {
+                    return Outcome::Retry(format!(
+                        "the stored bundle of run {} could not be read: {e}",
+                        job.run_id
+                    ));
+                }
+            },
             Err(crate::Error::RunNotFound { .. }) => {
                 return Outcome::Fail(format!(
                     "run {} of tenant {} does not exist",
@@ -270,50 +248,53 @@ impl Handler for ExternalCommand {
             Err(e) => return Outcome::Retry(format!("failed to start {program}: {e}")),
         };
         let pgid = child.id();
-
-        if let Some(mut stdin) = child.stdin.take() {
-            // A command that does not read its input must not block us.
-            thread::spawn(move || {
-                let _ = stdin.write_all(&input);
-            });
-        }
-        let tail_rx = child.stderr.take().map(read_tail);
-        let out_rx = child.stdout.take().map(read_tail);
-        // Told when the child has exited; it is reaped only below, after
-        // its group was killed.
-        let (exit_tx, exit_rx) = bounded::<()>(1);
-        thread::spawn(move || {
-            wait_exited(pgid);
-            let _ = exit_tx.send(());
-        });
-
-        let ended = select! {
-            recv(exit_rx) -> _ => Ended::Exited,
-            recv(ctx.stop) -> _ => Ended::Stopped,
-            default(self.config.timeout) => Ended::TimedOut,
+        let Some(pid) = pid_of(pgid) else {
+            return Outcome::Retry(format!("{program} got an impossible process id {pgid}"));
+        };
+        let mut io = ChildIo::new(
+            pid,
+            child.stdin.take(),
+            child.stdout.take(),
+            child.stderr.take(),
+            input,
+        );
+        let deadline = Instant::now() + self.config.timeout;
+        let ended = loop {
+            if io.exited() {
+                break Ended::Exited;
+            }
+            // The pool drops the sender when it stops waiting for us.
+            if let Err(TryRecvError::Disconnected) = ctx.stop.try_recv() {
+                break Ended::Stopped;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Ended::TimedOut;
+            }
+            io.step(left.min(STOP_CHECK));
         };
         if !matches!(ended, Ended::Exited) {
-            match (&self.guard, pid_of(pgid)) {
+            match &self.guard {
                 // The guard kills the handler's group, then exits.
-                (Some(_), Some(pid)) => {
+                Some(_) => {
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
                 }
-                _ => kill_group(pgid),
+                None => kill_group(pgid),
             }
-            if exit_rx.recv_timeout(Duration::from_secs(5)).is_err() {
+            if !io.wait_exit(Some(Duration::from_secs(5))) {
                 kill_group(pgid);
-                let _ = exit_rx.recv();
+                io.wait_exit(None);
             }
         }
-        // Whatever the command left running in its group goes too.
+        // Whatever the command left running in its group goes too: its
+        // leader is not reaped yet, so the group id is still its own. Then
+        // what it wrote before exiting is read (bounded: something outside
+        // the group may still hold a pipe), and only then is it reaped.
         kill_group(pgid);
+        io.drain(Duration::from_secs(5));
         let status: std::io::Result<ExitStatus> = child.wait();
-        let tail_of = |rx: Option<crossbeam_channel::Receiver<String>>| {
-            rx.and_then(|rx| rx.recv_timeout(Duration::from_secs(5)).ok())
-                .unwrap_or_default()
-        };
-        let tail = tail_of(tail_rx);
-        ctx.set_output(tail_of(out_rx));
+        let (out, tail) = io.tails();
+        ctx.set_output(out);
         let with_tail = |head: String| {
             if tail.is_empty() {
                 head

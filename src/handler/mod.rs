@@ -8,12 +8,13 @@
 //! external commands ([`ExternalCommand`]); library users implement
 //! [`Handler`] and register it in [`Handlers`].
 
+mod child;
 mod external;
 pub mod guard;
 mod process_bundle;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
@@ -24,7 +25,7 @@ pub use process_bundle::ProcessBundle;
 use crate::error::Result;
 use crate::home::Home;
 use crate::state::Outcome;
-use crate::store::{Job, RunSources, Store};
+use crate::store::{Job, Readers, RunSources};
 
 /// Work for one job type.
 pub trait Handler: Send + Sync {
@@ -110,8 +111,14 @@ impl Handlers {
     /// The built-in `process_bundle` plus the external commands configured
     /// in the home's `bundleq.toml`, each run under `guard` when given (see
     /// [`guard`]; `bundleq serve` always gives one).
+    /// Handlers read the database through one pool of at most a
+    /// connection per worker.
     pub fn for_home(home: &Home, guard: Option<GuardProgram>) -> Handlers {
-        let reads = ReadConnections::new(home.clone());
+        let reads = Readers::at(
+            &home.location(),
+            &home.config().store_options(),
+            home.config().workers.count,
+        );
         let mut h = Handlers::new();
         h.register(
             crate::bundle::DEFAULT_JOB_TYPE,
@@ -120,7 +127,7 @@ impl Handlers {
         for (job_type, cfg) in &home.config().handlers {
             h.register(
                 job_type,
-                ExternalCommand::new(cfg.clone(), reads.clone(), guard.clone()),
+                ExternalCommand::new(cfg.clone(), home.clone(), reads.clone(), guard.clone()),
             );
         }
         h
@@ -130,8 +137,7 @@ impl Handlers {
     /// exists and may be executed): the first problem, naming its table.
     pub fn check_commands(home: &Home) -> Result<()> {
         for (job_type, cfg) in &home.config().handlers {
-            let probe = ExternalCommand::new(cfg.clone(), ReadConnections::new(home.clone()), None);
-            if let Err(why) = probe.check() {
+            if let Err(why) = ExternalCommand::check_program(cfg) {
                 return Err(crate::Error::Config {
                     path: home.root().join(crate::home::CONFIG_FILE),
                     message: format!("handlers.{job_type}.command: {why}"),
@@ -149,44 +155,5 @@ impl Handlers {
     /// The handler for `job_type`.
     pub fn get(&self, job_type: &str) -> Option<Arc<dyn Handler>> {
         self.by_type.get(job_type).cloned()
-    }
-}
-
-/// Read connections shared by handler threads: one is taken for a call and
-/// put back after, so each thread uses a connection alone (a `Connection`
-/// is not `Sync`) without opening one per job.
-#[derive(Clone, Debug)]
-pub struct ReadConnections {
-    home: Home,
-    idle: Arc<Mutex<Vec<Store>>>,
-}
-
-impl ReadConnections {
-    /// Connections to `home`'s database, opened on demand.
-    pub fn new(home: Home) -> ReadConnections {
-        ReadConnections {
-            home,
-            idle: Arc::new(Mutex::new(Vec::new())),
-        }
-    }
-
-    /// The home the connections are to.
-    pub fn home(&self) -> &Home {
-        &self.home
-    }
-
-    /// Runs `f` with a connection.
-    pub fn with<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
-        let taken = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut store = match taken {
-            Some(s) => s,
-            None => self.home.store()?,
-        };
-        let out = f(&mut store);
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(store);
-        out
     }
 }

@@ -3,12 +3,12 @@
 //! `objects/`, and hand the sources (with their text) to the pool, which
 //! records and indexes them in the transaction that marks the job done.
 
-use super::{Handler, JobContext, ReadConnections};
+use super::{Handler, JobContext};
 use crate::bundle::{self, Sha256Hex, SourceBody};
 use crate::home::Home;
 use crate::objects::Objects;
 use crate::state::Outcome;
-use crate::store::{NewSource, RunSources};
+use crate::store::{NewSource, Readers, RunSources};
 
 /// Text beyond this many bytes of a source is not indexed.
 const MAX_INDEXED_BYTES: u64 = 8 * 1024 * 1024;
@@ -17,12 +17,12 @@ const MAX_INDEXED_BYTES: u64 = 8 * 1024 * 1024;
 #[derive(Debug)]
 pub struct ProcessBundle {
     home: Home,
-    reads: ReadConnections,
+    reads: Readers,
 }
 
 impl ProcessBundle {
     /// A handler working in `home`.
-    pub fn new(home: Home, reads: ReadConnections) -> ProcessBundle {
+    pub fn new(home: Home, reads: Readers) -> ProcessBundle {
         ProcessBundle { home, reads }
     }
 }

@@ -60,12 +60,23 @@ pub(crate) fn uuid_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Uuid> {
     Uuid::parse_str(&text).map_err(|e| conversion(idx, e))
 }
 
-/// A UUID stored as text, read outside a row.
-pub(crate) fn uuid_text(text: &str, what: &'static str) -> Result<Uuid> {
-    Uuid::parse_str(text).map_err(|e| Error::StoredData {
-        what,
-        message: format!("{text:?}: {e}"),
+/// A UUID stored as text, read outside a row (inside a transaction, whose
+/// errors are classified: this one as [`Error::Corrupt`]).
+pub(crate) fn uuid_text(text: &str, action: &'static str) -> Result<Uuid> {
+    Uuid::parse_str(text).map_err(|e| Error::Db {
+        action,
+        source: Box::new(conversion(0, format!("{text:?}: {e}"))),
     })
+}
+
+/// True for rusqlite's "a stored value does not parse as its type".
+pub(crate) fn is_unreadable_value(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+    )
 }
 
 /// A job status stored as text in column `idx`.

@@ -696,6 +696,12 @@ fn classify(path: &Path, waited: Duration, e: Error) -> Error {
     let Some(sqlite) = sqlite else {
         return e;
     };
+    if convert::is_unreadable_value(sqlite) {
+        return Error::Corrupt {
+            path: path.to_owned(),
+            detail: format!("{action}: a stored value does not parse: {sqlite}"),
+        };
+    }
     if is_busy(sqlite) {
         return Error::Busy {
             action,

@@ -55,7 +55,7 @@ impl WriteTx<'_> {
             })
             .db("look up a run")?;
         if let Some((id, inbox_claim, origin_name)) = dup {
-            let run_id = uuid_text(&id, "run id")?;
+            let run_id = uuid_text(&id, "look up a run")?;
             return Ok(RunInsert::Duplicate {
                 run_id,
                 inbox_claim,
@@ -177,9 +177,9 @@ impl SqliteStore {
             id: id.to_string(),
             tenant: tenant.to_string(),
         })?;
-        let bundle_json = serde_json::from_str(&json).map_err(|e| Error::StoredData {
-            what: "bundle",
-            message: e.to_string(),
+        let bundle_json = serde_json::from_str(&json).map_err(|e| Error::Corrupt {
+            path: self.path.clone(),
+            detail: format!("the stored bundle of run {id} does not parse: {e}"),
         })?;
         Ok(Run {
             summary,
