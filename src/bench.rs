@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::error::{IoContext, Result};
 use crate::handler::{Handlers, JobContext};
 use crate::home::Home;
-use crate::inbox::Inbox;
+use crate::inbox::{Inbox, ScanSummary};
 use crate::presence::Presence;
 use crate::state::Outcome;
 use crate::store::{
@@ -297,7 +297,7 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
         &presence,
     );
     let start = Instant::now();
-    let summary = inbox.scan(&mut store, &HashSet::new())?;
+    let summary = inbox.scan(&mut store, &HashSet::new(), Timestamp::now())?;
     let ingest_files_per_s = per_s(
         usize::try_from(summary.accepted).unwrap_or(0),
         start.elapsed(),
@@ -335,7 +335,7 @@ fn drop_latency(home: &Home, mut store: Store, tenant: Uuid, samples: usize) -> 
     let staging = home.root().join("staging");
     fs::create_dir_all(&staging).io("create folder", &staging)?;
     let (quit_tx, quit_rx) = crossbeam_channel::bounded::<()>(0);
-    let (done_tx, done_rx) = crossbeam_channel::unbounded::<()>();
+    let (scans_tx, scans) = crossbeam_channel::unbounded::<u64>();
     let watcher_home = home.clone();
     let watcher = std::thread::spawn(move || {
         let presence = Presence::register(&watcher_home.run_dir())?;
@@ -346,21 +346,31 @@ fn drop_latency(home: &Home, mut store: Store, tenant: Uuid, samples: usize) -> 
             watcher_home.config().inbox.clone(),
             &presence,
         );
-        let signal = || {
-            let _ = done_tx.send(());
+        let signal = |s: &ScanSummary| {
+            let _ = scans_tx.send(s.accepted);
         };
-        inbox.watch(&mut store, &quit_rx, &signal)
+        inbox.watch(&mut store, &quit_rx, &signal, &SystemClock)
     });
-    // Let the start-up scan finish (it ingests nothing).
-    std::thread::sleep(Duration::from_millis(200));
+    // The start-up scan ingests nothing; the samples begin after it.
+    let started = scans.recv_timeout(Duration::from_secs(30)).is_ok();
     let mut times = Vec::with_capacity(samples);
-    for i in 0..samples {
+    for i in (0..samples).take_while(|_| started) {
         let name = format!("drop-{i:04}.json");
         let staged = staging.join(&name);
         fs::write(&staged, small_bundle(1_000_000 + i)).io("write", &staged)?;
         let start = Instant::now();
         fs::rename(&staged, home.inbox().join(&name)).io("rename", &staged)?;
-        if done_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        // Scans that took nothing (a notification of the staging rename,
+        // say) do not end the sample.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let taken = loop {
+            match scans.recv_deadline(deadline) {
+                Ok(0) => continue,
+                Ok(_) => break true,
+                Err(_) => break false,
+            }
+        };
+        if !taken {
             break;
         }
         times.push(start.elapsed());

@@ -39,6 +39,11 @@ impl Timestamp {
         Self(t)
     }
 
+    /// A file time (or any `SystemTime`), truncated to microseconds.
+    pub fn from_system(t: std::time::SystemTime) -> Self {
+        Self::from_offset(OffsetDateTime::from(t))
+    }
+
     /// Seconds since the Unix epoch (UTC), for tests and fixtures.
     pub fn from_unix_seconds(secs: i64) -> Option<Self> {
         OffsetDateTime::from_unix_timestamp(secs)

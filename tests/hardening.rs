@@ -237,7 +237,7 @@ fn an_inbox_that_was_not_meant_is_refused_before_anything_moves() {
     fs::create_dir(&drops).unwrap();
     fs::write(drops.join("a.json"), bundle_text("process_bundle", 1)).unwrap();
     bin.ok(&["init", "--inbox", drops.to_str().unwrap()]);
-    std::thread::sleep(Duration::from_millis(1100)); // a.json settles
+    common::age(&drops.join("a.json")); // written long enough ago to be complete
     let summary = bin.json(&["ingest", "--inbox", drops.to_str().unwrap()]);
     assert_eq!(summary["accepted"], 1, "{summary}");
     assert!(drops.join(".bundleq-inbox").exists());
@@ -411,7 +411,8 @@ fn a_hard_link_to_a_file_outside_is_refused_and_no_digest_is_ever_shown() {
     // Through the inbox too: rejected, and the report shows no digest.
     fs::rename(&m, bin.home.join("inbox/m.bundle")).unwrap();
     fs::rename(&b, bin.home.join("inbox/h.bundle")).unwrap();
-    std::thread::sleep(Duration::from_millis(1100));
+    common::age(&bin.home.join("inbox/m.bundle"));
+    common::age(&bin.home.join("inbox/h.bundle"));
     let summary = bin.json(&["ingest"]);
     assert_eq!(summary["rejected"], 2, "{summary}");
     let mut reports = String::new();
@@ -623,7 +624,7 @@ fn a_name_too_long_for_an_archive_name_never_blocks_the_inbox() {
     let tmp = bin.home.join("inbox/.long.tmp");
     fs::write(&tmp, bundle_text("process_bundle", 1)).unwrap();
     fs::rename(&tmp, bin.home.join("inbox").join(&long)).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    common::age(&bin.home.join("inbox").join(&long));
     let summary = bin.json(&["ingest"]);
     assert_eq!(summary["accepted"], 1, "{summary}");
     for i in 0..3 {
@@ -632,8 +633,8 @@ fn a_name_too_long_for_an_archive_name_never_blocks_the_inbox() {
             &format!("later{i}.json"),
             &bundle_text("process_bundle", 10 + i),
         );
+        common::age(&bin.home.join(format!("inbox/later{i}.json")));
     }
-    std::thread::sleep(Duration::from_millis(100));
     let summary = bin.json(&["ingest"]);
     assert_eq!(summary["accepted"], 3, "{summary}");
     let names: Vec<String> = archived(&bin.home.join("accepted"))
@@ -895,8 +896,11 @@ fn control_characters_from_bundles_handlers_and_names_are_shown_escaped() {
 fn an_oversize_inbox_file_is_reported_without_a_made_up_digest() {
     let (_d, bin) =
         Bin::init_with("[limits]\nmax_bundle_bytes = 100\n[inbox]\nsettle = \"50ms\"\n");
-    drop_in(&bin, "big.json", &bundle_text("process_bundle", 1));
-    std::thread::sleep(Duration::from_millis(100));
+    common::age(&drop_in(
+        &bin,
+        "big.json",
+        &bundle_text("process_bundle", 1),
+    ));
     let summary = bin.json(&["ingest"]);
     assert_eq!(summary["rejected"], 1, "{summary}");
     let rejected = archived(&bin.home.join("rejected"));

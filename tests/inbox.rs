@@ -428,3 +428,46 @@ fn without_notifications_the_rescans_alone_ingest_everything() {
     });
     assert_eq!(inbox_len(&bin), 0);
 }
+
+#[test]
+fn an_entry_is_taken_once_unchanged_for_the_settle_time_by_the_injected_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, _) = bundleq::Home::init(&dir.path().join("home")).unwrap();
+    let mut store = home.store().unwrap();
+    let tenant = home.default_tenant(&store).unwrap();
+    let presence = bundleq::presence::Presence::register(&home.run_dir()).unwrap();
+    let config = bundleq::inbox::InboxConfig {
+        settle: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let mut inbox = bundleq::inbox::Inbox::new(&home, home.inbox(), tenant, config, &presence);
+    let path = home.inbox().join("a.json");
+    fs::write(&path, bundle_text("process_bundle", 1)).unwrap();
+    let written = bundleq::Timestamp::from_system(fs::metadata(&path).unwrap().modified().unwrap());
+    let none = std::collections::HashSet::new();
+
+    // 59 s after it was written, by the clock the scan is given: it waits,
+    // and the scan says when to look again.
+    let s = inbox
+        .scan(&mut store, &none, written.plus(Duration::from_secs(59)))
+        .unwrap();
+    assert_eq!((s.settling, s.accepted), (1, 0), "{s:?}");
+    assert_eq!(s.next_check, Some(Duration::from_secs(1)));
+    assert!(path.exists());
+    // At 60 s it is taken.
+    let s = inbox
+        .scan(&mut store, &none, written.plus(Duration::from_secs(60)))
+        .unwrap();
+    assert_eq!((s.settling, s.accepted), (0, 1), "{s:?}");
+    assert!(!path.exists());
+    // Renamed in (a notification said so), an entry is taken at once.
+    let renamed = home.inbox().join("b.json");
+    fs::write(&renamed, bundle_text("process_bundle", 2)).unwrap();
+    let s = inbox
+        .scan(&mut store, &[renamed.clone()].into(), written)
+        .unwrap();
+    assert_eq!(s.accepted, 1, "{s:?}");
+    // The archive folder is the day of the clock, not of the wall.
+    let day = &written.to_db()[..10];
+    assert_eq!(fs::read_dir(home.accepted().join(day)).unwrap().count(), 2);
+}

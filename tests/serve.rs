@@ -312,8 +312,13 @@ fn regression_an_idle_serve_does_not_spin_on_its_own_inbox_scans() {
     bin.ok(&["init"]);
     let mut serve = bin.serve(&[], false);
     let marker = bin.home.join("inbox/.not-a-bundle");
-    // Let it start and make its first scan.
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait until it has started its pool (its first scan comes with it).
+    wait_until("serve to start", || {
+        !bin.json(&["status"])["serves"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
     fs::write(&marker, "ignored").unwrap();
     let before = cpu_ticks(serve.id());
     std::thread::sleep(Duration::from_secs(2));

@@ -481,7 +481,7 @@ fn ingest(
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut total = ScanSummary::default();
     loop {
-        let s = inbox.scan(store, &HashSet::new())?;
+        let s = inbox.scan(store, &HashSet::new(), Timestamp::now())?;
         total.accepted += s.accepted;
         total.duplicates += s.duplicates;
         total.rejected += s.rejected;
@@ -593,7 +593,7 @@ fn serve(json: bool, home: &Home, mut store: Store, tenant: Uuid, args: &ServeAr
             home.config().inbox.clone(),
             &presence,
         );
-        inbox.scan(&mut store, &HashSet::new())?;
+        inbox.scan(&mut store, &HashSet::new(), Timestamp::now())?;
         inbox_clean = inbox.holds_nothing();
     }
     // The inbox thread writes through a connection that shares the pool's
@@ -615,10 +615,12 @@ fn serve(json: bool, home: &Home, mut store: Store, tenant: Uuid, args: &ServeAr
                     home.config().inbox.clone(),
                     &presence,
                 );
-                let wake = || {
-                    control.wake();
+                let wake = |s: &ScanSummary| {
+                    if s.accepted > 0 {
+                        control.wake();
+                    }
                 };
-                let result = inbox.watch(&mut inbox_store, &quit_rx, &wake);
+                let result = inbox.watch(&mut inbox_store, &quit_rx, &wake, &SystemClock);
                 if result.is_err() {
                     control.shutdown();
                 }

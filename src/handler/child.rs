@@ -65,9 +65,15 @@ impl ChildIo {
         stderr: Option<ChildStderr>,
         input: Vec<u8>,
     ) -> ChildIo {
-        stdin.as_ref().map(nonblocking);
-        stdout.as_ref().map(nonblocking);
-        stderr.as_ref().map(nonblocking);
+        if let Some(s) = &stdin {
+            nonblocking(s);
+        }
+        if let Some(s) = &stdout {
+            nonblocking(s);
+        }
+        if let Some(s) = &stderr {
+            nonblocking(s);
+        }
         ChildIo {
             pid,
             pidfd: rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok(),

@@ -460,3 +460,16 @@ pub fn exits_within(child: &mut Child, limit: Duration, what: &str) -> Option<i3
 pub fn stderr_of(child: Child) -> String {
     String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned()
 }
+
+/// Sets the modification time of `path` (and of everything in it, for a
+/// folder) an hour back: the entry looks settled to the inbox at once,
+/// without a test sleeping through the settle period.
+pub fn age(path: &Path) {
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    if path.is_dir() {
+        for e in fs::read_dir(path).unwrap() {
+            age(&e.unwrap().path());
+        }
+    }
+    fs::File::open(path).unwrap().set_modified(old).unwrap();
+}
