@@ -77,8 +77,8 @@ impl Home {
             config,
         };
         let mut store = Store::create(&home.location(), home.config.store_options())?;
-        let tenant = store.meta_init(DEFAULT_TENANT_KEY, &Uuid::now_v7().to_string())?;
-        let default_tenant = home.parse_tenant(&tenant)?;
+        store.meta_init(DEFAULT_TENANT_KEY, &Uuid::now_v7().to_string())?;
+        let default_tenant = home.default_tenant(&store)?;
         store.ensure_tenant(default_tenant, "default", crate::Timestamp::now())?;
         Ok((
             home,
@@ -131,8 +131,8 @@ impl Home {
 
     /// The home's default tenant.
     pub fn default_tenant(&self, store: &Store) -> Result<Uuid> {
-        let value = store
-            .meta(DEFAULT_TENANT_KEY)?
+        store
+            .meta_uuid(DEFAULT_TENANT_KEY)?
             .ok_or_else(|| Error::InvalidArgument {
                 what: "home",
                 message: format!(
@@ -140,17 +140,7 @@ impl Home {
                     self.root.display(),
                     self.root.display()
                 ),
-            })?;
-        self.parse_tenant(&value)
-    }
-
-    /// The default tenant's id as stored: a value that does not parse
-    /// means the database is damaged.
-    fn parse_tenant(&self, value: &str) -> Result<Uuid> {
-        Uuid::parse_str(value).map_err(|e| Error::Corrupt {
-            path: self.location().to_string().into(),
-            detail: format!("the default tenant {value:?} stored in it is not a UUID: {e}"),
-        })
+            })
     }
 
     /// The parsed configuration.

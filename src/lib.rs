@@ -7,6 +7,10 @@
 //! never exits the process and never installs a logger: it returns
 //! [`Error`]s and emits `log` records.
 
+// No `unwrap` in the library: a failure is an `Error` or a documented
+// fallback, never a panic. (Unit tests may unwrap.)
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod accept;
 pub mod bench;
 pub mod bundle;

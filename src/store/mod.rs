@@ -287,6 +287,12 @@ impl Store {
         on_backend_ref!(self, b => b.meta(key))
     }
 
+    /// A metadata value that is a UUID (one that does not parse is
+    /// [`crate::Error::Corrupt`]).
+    pub fn meta_uuid(&self, key: &str) -> Result<Option<Uuid>> {
+        on_backend_ref!(self, b => b.meta_uuid(key))
+    }
+
     /// Sets a metadata value unless it is set; returns the value in force.
     pub fn meta_init(&mut self, key: &str, value: &str) -> Result<String> {
         on_backend!(self, b => b.meta_init(key, value))

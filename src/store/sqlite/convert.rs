@@ -54,18 +54,23 @@ fn conversion(
     rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
 }
 
+/// Every UUID read back from the database's text goes through here.
+fn stored_uuid(text: &str) -> std::result::Result<Uuid, String> {
+    Uuid::parse_str(text).map_err(|e| format!("{text:?} is not a UUID: {e}"))
+}
+
 /// A UUID stored as text in column `idx`.
 pub(crate) fn uuid_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Uuid> {
     let text: String = row.get(idx)?;
-    Uuid::parse_str(&text).map_err(|e| conversion(idx, e))
+    stored_uuid(&text).map_err(|e| conversion(idx, e))
 }
 
 /// A UUID stored as text, read outside a row (inside a transaction, whose
 /// errors are classified: this one as [`Error::Corrupt`]).
 pub(crate) fn uuid_text(text: &str, action: &'static str) -> Result<Uuid> {
-    Uuid::parse_str(text).map_err(|e| Error::Db {
+    stored_uuid(text).map_err(|e| Error::Db {
         action,
-        source: Box::new(conversion(0, format!("{text:?}: {e}"))),
+        source: Box::new(conversion(0, e)),
     })
 }
 

@@ -10,8 +10,8 @@
 
 use std::cell::RefCell;
 
-use uuid::Uuid;
-
+use super::convert::uuid_text;
+use crate::error::Result;
 use crate::store::{Transition, TransitionKind};
 
 thread_local! {
@@ -23,11 +23,11 @@ pub(crate) fn defer(t: Transition) {
     HELD.with(|h| h.borrow_mut().push(t));
 }
 
-/// Holds a transition of the job whose id is `id` (as stored text).
-pub(crate) fn record(id: &str, kind: TransitionKind) {
-    if let Ok(job_id) = Uuid::parse_str(id) {
-        defer(Transition { job_id, kind });
-    }
+/// Holds a transition of the job whose id is stored as `id`.
+pub(crate) fn record(id: &str, kind: TransitionKind) -> Result<()> {
+    let job_id = uuid_text(id, "read a job id")?;
+    defer(Transition { job_id, kind });
+    Ok(())
 }
 
 /// The held transitions (the transaction committed).

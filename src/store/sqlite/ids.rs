@@ -11,7 +11,7 @@ use rusqlite::{Transaction, params};
 use uuid::Uuid;
 
 use super::SqliteStore;
-use super::convert::DbContext;
+use super::convert::{DbContext, uuid_text};
 use crate::error::{Error, Result};
 use crate::store::{IdKind, MIN_PREFIX, MIN_SHORT};
 
@@ -118,7 +118,7 @@ impl SqliteStore {
         })?;
         match found.as_slice() {
             [] => Err(not_found()),
-            [one] => Uuid::parse_str(one).map_err(|_| not_found()),
+            [one] => uuid_text(one, "find an id").map_err(|e| self.classify(e)),
             many => Err(Error::InvalidArgument {
                 what: "id",
                 message: format!(

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use uuid::Uuid;
 
-use super::convert::{DbContext, json_col, status_col, uuid_col};
+use super::convert::{DbContext, json_col, status_col, uuid_col, uuid_text};
 use super::deferred::{defer, record};
 use super::sources::replace_sources;
 use super::{SqliteStore, WriteTx};
@@ -116,11 +116,26 @@ WHERE id IN (
     WHERE status = 'running' AND locked_at < ?2 AND attempts >= max_attempts)
 RETURNING id, attempts, last_error";
 
-/// The fence shared by every worker report: the row is still running under
-/// this very claim.
-const FENCE: &str = "id = ?1 AND status = 'running' AND locked_by = ?2 AND attempts = ?3
-    AND EXISTS (SELECT 1 FROM job_attempts
-                WHERE job_id = ?1 AND id = ?4 AND finished_at IS NULL)";
+/// The fence every worker report passes, written once: the job is still
+/// running under this very claim (its worker, its attempt number, and its
+/// attempt row still open). The arguments are the SQL expressions holding
+/// the claim's job id, worker, attempt and attempt id: `?1`…`?4` for one
+/// report ([`fenced`]), a batch's columns for many.
+fn fence(job: &str, worker: &str, attempt: &str, attempt_id: &str) -> String {
+    format!(
+        "research_jobs.id = {job} AND research_jobs.status = 'running'
+         AND research_jobs.locked_by = {worker} AND research_jobs.attempts = {attempt}
+         AND EXISTS (SELECT 1 FROM job_attempts AS fenced
+                     WHERE fenced.job_id = {job} AND fenced.id = {attempt_id}
+                       AND fenced.finished_at IS NULL)"
+    )
+}
+
+/// `update` applied to one job only if the claim whose token is bound to
+/// `?1`…`?4` (see [`fence_params`]) still holds it.
+fn fenced(update: &str) -> String {
+    format!("{update} WHERE {}", fence("?1", "?2", "?3", "?4"))
+}
 
 fn close_attempt(
     tx: &Transaction<'_>,
@@ -245,8 +260,8 @@ impl SqliteStore {
         }
         self.write("heartbeat jobs", |tx| {
             let mut stmt = tx
-                .prepare_cached(&format!(
-                    "UPDATE research_jobs SET locked_at = max(locked_at, ?5) WHERE {FENCE}"
+                .prepare_cached(&fenced(
+                    "UPDATE research_jobs SET locked_at = max(locked_at, ?5)",
                 ))
                 .db("heartbeat jobs")?;
             let mut held = 0;
@@ -352,10 +367,9 @@ impl SqliteStore {
             let mut out = Vec::with_capacity(tokens.len());
             for t in tokens {
                 let changed = tx
-                    .prepare_cached(&format!(
+                    .prepare_cached(&fenced(
                         "UPDATE research_jobs SET status = 'queued', attempts = attempts - 1,
-                             retry_at = NULL, locked_at = NULL, locked_by = NULL, updated_at = ?5
-                         WHERE {FENCE}"
+                             retry_at = NULL, locked_at = NULL, locked_by = NULL, updated_at = ?5",
                     ))
                     .and_then(|mut s| s.execute(fence_params(t, now)))
                     .db("release a job")?;
@@ -449,7 +463,7 @@ impl SqliteStore {
                                 attempts,
                                 error: error.clone(),
                             },
-                        );
+                        )?;
                     } else {
                         record(
                             &id,
@@ -458,11 +472,9 @@ impl SqliteStore {
                                 attempt: attempts,
                                 max_attempts: max,
                             },
-                        );
+                        )?;
                     }
-                    if let Ok(u) = Uuid::parse_str(&id) {
-                        out.push((u, status));
-                    }
+                    out.push((uuid_text(&id, "rescue jobs of dead workers")?, status));
                 }
             }
             Ok(out)
@@ -922,7 +934,7 @@ fn claim_in(
                 attempts: *attempts,
                 error: error.clone(),
             },
-        );
+        )?;
     }
 
     let mut jobs: Vec<Job> = {
@@ -952,7 +964,7 @@ fn claim_in(
                     attempt: job.attempts,
                     max_attempts: job.max_attempts,
                 },
-            );
+            )?;
         }
         let attempt_id = Uuid::now_v7();
         rows.push((
@@ -1061,18 +1073,16 @@ fn succeed_batch(
     let batch = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned());
     let done: Vec<String> = {
         let mut stmt = tx
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "UPDATE research_jobs
                  SET status = 'succeeded', locked_at = NULL, locked_by = NULL, updated_at = ?1
                  FROM (SELECT value ->> 0 AS j, value ->> 1 AS w, value ->> 2 AS a,
                               value ->> 3 AS t
                        FROM json_each(?2)) AS c
-                 WHERE research_jobs.id = c.j AND research_jobs.status = 'running'
-                   AND research_jobs.locked_by = c.w AND research_jobs.attempts = c.a
-                   AND EXISTS (SELECT 1 FROM job_attempts AS x
-                               WHERE x.job_id = c.j AND x.id = c.t AND x.finished_at IS NULL)
+                 WHERE {}
                  RETURNING research_jobs.id",
-            )
+                fence("c.j", "c.w", "c.a", "c.t")
+            ))
             .db("record successes")?;
         let out = stmt
             .query_map(params![now, batch], |r| r.get(0))
@@ -1081,9 +1091,7 @@ fn succeed_batch(
             .db("record successes")?
     };
     for id in &done {
-        if let Ok(u) = Uuid::parse_str(id) {
-            applied.insert(u);
-        }
+        applied.insert(uuid_text(id, "record successes")?);
     }
     if applied.is_empty() {
         return Ok(applied);
@@ -1165,7 +1173,7 @@ fn release_started(tx: &Transaction<'_>, t: &ClaimToken, now: Timestamp) -> Resu
         ),
     };
     let changed = tx
-        .prepare_cached(&format!("{sql} WHERE {FENCE}"))
+        .prepare_cached(&fenced(sql))
         .and_then(|mut s| {
             let [a, b, c, d, e] = fence_params(t, now);
             if decision == ReleaseDecision::GiveBack {
@@ -1225,9 +1233,9 @@ fn apply_report(
     let (changed, status, error) = match outcome {
         Outcome::Succeeded => {
             let n = tx
-                .prepare_cached(&format!(
+                .prepare_cached(&fenced(
                     "UPDATE research_jobs SET status = 'succeeded', locked_at = NULL,
-                         locked_by = NULL, updated_at = ?5 WHERE {FENCE}"
+                         locked_by = NULL, updated_at = ?5",
                 ))
                 .and_then(|mut s| s.execute(params![id, worker, attempt, attempt_id, now]))
                 .db("record a success")?;
@@ -1247,10 +1255,10 @@ fn apply_report(
             match decision {
                 FailureDecision::Retry { delay, retry_at } => {
                     let n = tx
-                        .prepare_cached(&format!(
+                        .prepare_cached(&fenced(
                             "UPDATE research_jobs SET status = 'queued', retry_at = ?6,
                                  locked_at = NULL, locked_by = NULL, last_error = ?7,
-                                 updated_at = ?5 WHERE {FENCE}"
+                                 updated_at = ?5",
                         ))
                         .and_then(|mut s| {
                             s.execute(params![
@@ -1274,10 +1282,10 @@ fn apply_report(
                 }
                 FailureDecision::Fail => {
                     let n = tx
-                        .prepare_cached(&format!(
+                        .prepare_cached(&fenced(
                             "UPDATE research_jobs SET status = 'failed', retry_at = NULL,
                                  locked_at = NULL, locked_by = NULL, last_error = ?6,
-                                 updated_at = ?5 WHERE {FENCE}"
+                                 updated_at = ?5",
                         ))
                         .and_then(|mut s| {
                             s.execute(params![id, worker, attempt, attempt_id, now, message])

@@ -516,6 +516,14 @@ impl SqliteStore {
             .map_err(|e| self.classify(e))
     }
 
+    /// A metadata value that is a UUID (a damaged one is [`Error::Corrupt`]).
+    pub fn meta_uuid(&self, key: &str) -> Result<Option<uuid::Uuid>> {
+        self.meta(key)?
+            .map(|text| convert::uuid_text(&text, "read home metadata"))
+            .transpose()
+            .map_err(|e| self.classify(e))
+    }
+
     /// Sets a value in the home's metadata table unless it is already set;
     /// returns the value in force.
     pub fn meta_init(&mut self, key: &str, value: &str) -> Result<String> {
