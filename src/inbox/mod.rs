@@ -34,7 +34,7 @@
 //!
 //! Time is injected: a scan takes `now` (the settle rule and the pauses
 //! after failures are measured against it), `watch` reads it from a
-//! [`Clock`].
+//! [`Clock`](crate::timestamp::Clock).
 //!
 //! Files: `place` (which folder may be an inbox), `entries` (listing and
 //! readiness), `archive` (archive names, moves and reports: the names are

@@ -3,7 +3,7 @@
 //! [`Store`] is what the rest of bundleq uses: enqueue, claim, report,
 //! release, rescue, cancel, retry, the runs, sources, tenants and serves
 //! of a home, and what an idle pool needs ("has anything changed?", idle
-//! maintenance). It holds a private [`Backend`] — today `sqlite`, each
+//! maintenance). It holds a private `Backend` — today `sqlite`, each
 //! backend in its own folder with its own SQL and its own migrations
 //! folder — and hands every call to it. The vocabulary (`model`) and the
 //! search syntax (`search`) are shared by all backends.

@@ -482,7 +482,7 @@ pub struct StoreOptions {
     /// Durability of each commit.
     pub synchronous: Synchronous,
     /// How long a write waits for another process's transaction before it
-    /// gives up with [`Error::Busy`].
+    /// gives up with [`crate::Error::Busy`].
     pub busy_deadline: Duration,
     /// The state machine's parameters.
     pub policy: QueuePolicy,

@@ -1,0 +1,271 @@
+//! What operators and the pool do to other workers' jobs: rescue the jobs
+//! of workers proved gone, cancel, retry, prune, note events.
+
+use rusqlite::{Transaction, params};
+use uuid::Uuid;
+
+use super::{close_lost_attempt, get_job, record_event};
+use crate::error::{Error, Result};
+use crate::state::JobStatus;
+use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::convert::{DbContext, status_col, uuid_col, uuid_text};
+use crate::store::sqlite::deferred::{defer, record};
+use crate::store::{Job, PruneFilter, Pruned, Transition, TransitionKind};
+use crate::timestamp::Timestamp;
+
+impl SqliteStore {
+    /// Worker names (`locked_by`) holding running jobs, for the check of
+    /// which of them are provably gone.
+    pub fn running_workers(&mut self) -> Result<Vec<String>> {
+        self.read("list running workers", |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT DISTINCT locked_by FROM research_jobs INDEXED BY research_jobs_running
+                     WHERE status = 'running'",
+                )
+                .db("list running workers")?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .db("list running workers")?;
+            rows.collect::<rusqlite::Result<_>>()
+                .db("list running workers")
+        })
+    }
+
+    /// Rescues at once the running jobs of workers that are provably gone
+    /// (their process and its handlers no longer exist), without waiting for
+    /// their locks to expire: each lost attempt counts; a job at its last
+    /// attempt fails, the others are queued and due at once. Returns the
+    /// jobs and what they became.
+    pub fn rescue_workers(
+        &mut self,
+        workers: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<(Uuid, JobStatus)>> {
+        if workers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = serde_json::to_string(workers).unwrap_or_else(|_| "[]".to_owned());
+        self.write("rescue jobs of dead workers", |tx| {
+            let mut out = Vec::new();
+            for (status, sql) in [
+                (
+                    JobStatus::Failed,
+                    "UPDATE research_jobs SET status = 'failed', retry_at = NULL,
+                         locked_at = NULL, locked_by = NULL, updated_at = ?1,
+                         last_error = 'worker ' || locked_by || ' died during attempt '
+                             || attempts || '/' || max_attempts || ' (its process is gone)'
+                     WHERE status = 'running' AND attempts >= max_attempts
+                       AND locked_by IN (SELECT value FROM json_each(?2))
+                     RETURNING id, attempts, max_attempts, last_error",
+                ),
+                (
+                    JobStatus::Queued,
+                    "UPDATE research_jobs SET status = 'queued', retry_at = NULL,
+                         locked_at = NULL, locked_by = NULL, updated_at = ?1,
+                         last_error = 'worker ' || locked_by || ' died during attempt '
+                             || attempts || '/' || max_attempts || ' (its process is gone)'
+                     WHERE status = 'running'
+                       AND locked_by IN (SELECT value FROM json_each(?2))
+                     RETURNING id, attempts, max_attempts, last_error",
+                ),
+            ] {
+                let rows: Vec<(String, u32, u32, String)> = {
+                    let mut stmt = tx.prepare_cached(sql).db("rescue jobs of dead workers")?;
+                    let rows = stmt
+                        .query_map(params![now, list], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        })
+                        .db("rescue jobs of dead workers")?;
+                    rows.collect::<rusqlite::Result<_>>()
+                        .db("rescue jobs of dead workers")?
+                };
+                for (id, attempts, max, error) in rows {
+                    close_lost_attempt(tx, &id, &error, now)?;
+                    if status == JobStatus::Failed {
+                        record(
+                            &id,
+                            TransitionKind::Failed {
+                                attempts,
+                                error: error.clone(),
+                            },
+                        )?;
+                    } else {
+                        record(
+                            &id,
+                            TransitionKind::RescuedAtOnce {
+                                error: error.clone(),
+                                attempt: attempts,
+                                max_attempts: max,
+                            },
+                        )?;
+                    }
+                    out.push((uuid_text(&id, "rescue jobs of dead workers")?, status));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Cancels a queued or failed job of `tenant`.
+    pub fn cancel(&mut self, tenant: Uuid, id: Uuid, now: Timestamp) -> Result<Job> {
+        self.user_transition(
+            tenant,
+            id,
+            now,
+            "cancel",
+            JobStatus::can_cancel,
+            "UPDATE research_jobs SET status = 'cancelled', retry_at = NULL, updated_at = ?3
+             WHERE id = ?1 AND tenant_id = ?2 AND status IN ('queued', 'failed')",
+        )
+    }
+
+    /// Puts a failed or cancelled job of `tenant` back in the queue with its
+    /// attempts reset.
+    pub fn retry(&mut self, tenant: Uuid, id: Uuid, now: Timestamp) -> Result<Job> {
+        self.user_transition(
+            tenant,
+            id,
+            now,
+            "retry",
+            JobStatus::can_retry,
+            "UPDATE research_jobs SET status = 'queued', attempts = 0, retry_at = NULL,
+                 updated_at = ?3
+             WHERE id = ?1 AND tenant_id = ?2 AND status IN ('failed', 'cancelled')",
+        )
+    }
+
+    fn user_transition(
+        &mut self,
+        tenant: Uuid,
+        id: Uuid,
+        now: Timestamp,
+        action: &'static str,
+        allowed: fn(JobStatus) -> bool,
+        sql: &str,
+    ) -> Result<Job> {
+        self.write("change a job", |tx| {
+            let job = get_job(tx, tenant, id)?.ok_or_else(|| Error::JobNotFound {
+                id: id.to_string(),
+                tenant: tenant.to_string(),
+            })?;
+            if !allowed(job.status) {
+                return Err(Error::InvalidTransition {
+                    action,
+                    id: id.to_string(),
+                    status: job.status,
+                });
+            }
+            tx.execute(sql, params![id.to_string(), tenant.to_string(), now])
+                .db("change a job")?;
+            record_event(
+                tx,
+                tenant,
+                id,
+                action,
+                Some(&format!(
+                    "{} -> {}",
+                    job.status,
+                    if action == "cancel" {
+                        "cancelled"
+                    } else {
+                        "queued"
+                    }
+                )),
+                now,
+            )?;
+            let changed = get_job(tx, tenant, id)?.ok_or_else(|| Error::JobNotFound {
+                id: id.to_string(),
+                tenant: tenant.to_string(),
+            })?;
+            defer(Transition {
+                job_id: id,
+                kind: TransitionKind::ByUser {
+                    action,
+                    from: job.status,
+                    to: changed.status,
+                },
+            });
+            Ok(changed)
+        })
+    }
+
+    /// Deletes finished jobs of `tenant` (and their attempt history) whose
+    /// last change is older than the filter's time, and returns them; with
+    /// `dry_run`, only returns what would be deleted.
+    pub fn prune(
+        &mut self,
+        tenant: Uuid,
+        filter: &PruneFilter,
+        dry_run: bool,
+    ) -> Result<Vec<Pruned>> {
+        let statuses: Vec<&str> = if filter.statuses.is_empty() {
+            JobStatus::ALL
+                .iter()
+                .filter(|s| s.is_finished())
+                .map(|s| s.as_str())
+                .collect()
+        } else {
+            if let Some(s) = filter.statuses.iter().find(|s| !s.is_finished()) {
+                return Err(Error::InvalidArgument {
+                    what: "status",
+                    message: format!("only finished jobs can be pruned, not {s} ones"),
+                });
+            }
+            filter.statuses.iter().map(|s| s.as_str()).collect()
+        };
+        let list = serde_json::to_string(&statuses).unwrap_or_else(|_| "[]".to_owned());
+        let matching = "FROM research_jobs
+             WHERE tenant_id = ?1 AND updated_at < ?2
+               AND status IN (SELECT value FROM json_each(?3))
+               AND status IN ('succeeded', 'failed', 'cancelled')";
+        let select = |tx: &Transaction<'_>| -> Result<Vec<Pruned>> {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT id, status, job_type, updated_at {matching} ORDER BY updated_at"
+                ))
+                .db("prune jobs")?;
+            let rows = stmt
+                .query_map(
+                    params![tenant.to_string(), filter.finished_before, list],
+                    |r| {
+                        Ok(Pruned {
+                            id: uuid_col(r, 0)?,
+                            status: status_col(r, 1)?,
+                            job_type: r.get(2)?,
+                            updated_at: r.get(3)?,
+                        })
+                    },
+                )
+                .db("prune jobs")?;
+            rows.collect::<rusqlite::Result<_>>().db("prune jobs")
+        };
+        if dry_run {
+            return self.read("prune jobs", select);
+        }
+        self.write("prune jobs", |tx| {
+            let pruned = select(tx)?;
+            tx.execute(
+                &format!("DELETE {matching}"),
+                params![tenant.to_string(), filter.finished_before, list],
+            )
+            .db("prune jobs")?;
+            Ok(pruned)
+        })
+    }
+
+    /// Records a manual action on a job (e.g. a release after its worker was
+    /// proved gone) in its history.
+    pub fn note_event(
+        &mut self,
+        tenant: Uuid,
+        id: Uuid,
+        action: &'static str,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.write("record a job event", |tx| {
+            record_event(tx, tenant, id, action, Some(detail), now)
+        })
+    }
+}

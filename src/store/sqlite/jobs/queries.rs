@@ -1,0 +1,254 @@
+//! Reading jobs: one job, its attempts and events, filtered lists and
+//! counts, stats, and the times an idle pool waits for.
+
+use std::collections::BTreeMap;
+
+use rusqlite::params;
+use uuid::Uuid;
+
+use super::{JOB_COLUMNS, attempt_from_row, get_job, job_from_row};
+use crate::error::{Error, Result};
+use crate::state::JobStatus;
+use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::convert::{DbContext, status_col};
+use crate::store::{Attempt, Job, JobEvent, JobFilter, Stats};
+use crate::timestamp::Timestamp;
+
+impl SqliteStore {
+    /// One job of `tenant`.
+    pub fn job(&mut self, tenant: Uuid, id: Uuid) -> Result<Job> {
+        self.read("read a job", |tx| get_job(tx, tenant, id))?
+            .ok_or_else(|| Error::JobNotFound {
+                id: id.to_string(),
+                tenant: tenant.to_string(),
+            })
+    }
+
+    /// A job's attempt history, oldest first.
+    pub fn attempts(&mut self, tenant: Uuid, id: Uuid) -> Result<Vec<Attempt>> {
+        self.read("read attempts", |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT id, job_id, attempt, worker, started_at, finished_at, outcome, error,
+                         output
+                     FROM job_attempts WHERE job_id = ?1 AND tenant_id = ?2
+                     ORDER BY id",
+                )
+                .db("read attempts")?;
+            let rows = stmt
+                .query_map(
+                    params![id.to_string(), tenant.to_string()],
+                    attempt_from_row,
+                )
+                .db("read attempts")?;
+            rows.collect::<rusqlite::Result<_>>().db("read attempts")
+        })
+    }
+
+    /// How many jobs of `tenant` match `filter` (its limit aside).
+    pub fn count_jobs(&mut self, tenant: Uuid, filter: &JobFilter) -> Result<u64> {
+        self.read("count jobs", |tx| {
+            let n: i64 = tx
+                .prepare_cached(
+                    "SELECT count(*) FROM research_jobs
+                     WHERE tenant_id = ?1
+                       AND (?2 IS NULL OR status = ?2)
+                       AND (?3 IS NULL OR job_type = ?3)
+                       AND (?4 IS NULL OR run_id = ?4)",
+                )
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![
+                            tenant.to_string(),
+                            filter.status.map(JobStatus::as_str),
+                            filter.job_type,
+                            filter.run_id.map(|r| r.to_string())
+                        ],
+                        |r| r.get(0),
+                    )
+                })
+                .db("count jobs")?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    /// Jobs of `tenant` matching `filter`, newest first.
+    pub fn jobs(&mut self, tenant: Uuid, filter: &JobFilter) -> Result<Vec<Job>> {
+        self.read("list jobs", |tx| {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {JOB_COLUMNS} FROM research_jobs
+                     WHERE tenant_id = ?1
+                       AND (?2 IS NULL OR status = ?2)
+                       AND (?3 IS NULL OR job_type = ?3)
+                       AND (?4 IS NULL OR run_id = ?4)
+                     ORDER BY created_at DESC, id DESC
+                     LIMIT ?5"
+                ))
+                .db("list jobs")?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        tenant.to_string(),
+                        filter.status.map(JobStatus::as_str),
+                        filter.job_type,
+                        filter.run_id.map(|r| r.to_string()),
+                        filter.limit.map_or(-1, i64::from)
+                    ],
+                    job_from_row,
+                )
+                .db("list jobs")?;
+            rows.collect::<rusqlite::Result<_>>().db("list jobs")
+        })
+    }
+
+    /// Counts per status, oldest queued job and next retry, for `tenant`.
+    pub fn stats(&mut self, tenant: Uuid, now: Timestamp) -> Result<Stats> {
+        self.read("count jobs", |tx| {
+            let t = tenant.to_string();
+            let mut stats = Stats {
+                counts: JobStatus::ALL.iter().map(|s| (*s, 0)).collect(),
+                ..Stats::default()
+            };
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT status, count(*) FROM research_jobs WHERE tenant_id = ?1
+                     GROUP BY status",
+                )
+                .db("count jobs")?;
+            let rows = stmt
+                .query_map([&t], |r| Ok((status_col(r, 0)?, r.get::<_, i64>(1)?)))
+                .db("count jobs")?;
+            for row in rows {
+                let (status, count) = row.db("count jobs")?;
+                stats
+                    .counts
+                    .insert(status, u64::try_from(count).unwrap_or(0));
+            }
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT job_type,
+                         CASE WHEN status = 'queued' AND retry_at > ?2 THEN 'scheduled'
+                              WHEN status = 'queued' THEN 'ready'
+                              ELSE status END,
+                         count(*)
+                     FROM research_jobs WHERE tenant_id = ?1 GROUP BY 1, 2",
+                )
+                .db("count jobs")?;
+            let rows = stmt
+                .query_map(params![t, now], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .db("count jobs")?;
+            for row in rows {
+                let (job_type, bucket, n) = row.db("count jobs")?;
+                let n = u64::try_from(n).unwrap_or(0);
+                match bucket.as_str() {
+                    "ready" => stats.ready += n,
+                    "scheduled" => stats.scheduled += n,
+                    _ => {}
+                }
+                stats.by_type.entry(job_type).or_default().insert(bucket, n);
+            }
+            stats.oldest_queued = tx
+                .query_row(
+                    "SELECT min(created_at) FROM research_jobs
+                     WHERE tenant_id = ?1 AND status = 'queued'",
+                    [&t],
+                    |r| r.get(0),
+                )
+                .db("count jobs")?;
+            stats.next_retry = tx
+                .query_row(
+                    "SELECT min(retry_at) FROM research_jobs
+                     WHERE tenant_id = ?1 AND status = 'queued' AND retry_at > ?2",
+                    params![t, now],
+                    |r| r.get(0),
+                )
+                .db("count jobs")?;
+            Ok(stats)
+        })
+    }
+
+    /// Jobs per status over all tenants (for the pool's summary line).
+    pub fn counts_all(&mut self) -> Result<BTreeMap<JobStatus, u64>> {
+        self.read("count jobs", |tx| {
+            let mut stmt = tx
+                .prepare_cached("SELECT status, count(*) FROM research_jobs GROUP BY status")
+                .db("count jobs")?;
+            let rows = stmt
+                .query_map([], |r| Ok((status_col(r, 0)?, r.get::<_, i64>(1)?)))
+                .db("count jobs")?;
+            let mut out = BTreeMap::new();
+            for row in rows {
+                let (s, n) = row.db("count jobs")?;
+                out.insert(s, u64::try_from(n).unwrap_or(0));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The earliest time any queued job (of any tenant) becomes due, or
+    /// `None` when nothing is queued. Workers sleep until then.
+    pub fn next_due(&mut self, now: Timestamp) -> Result<Option<Timestamp>> {
+        self.read("find the next due job", |tx| {
+            let ready: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM research_jobs INDEXED BY research_jobs_ready
+                     WHERE status = 'queued' AND retry_at IS NULL)",
+                    [],
+                    |r| r.get(0),
+                )
+                .db("find the next due job")?;
+            if ready {
+                return Ok(Some(now));
+            }
+            tx.query_row(
+                "SELECT min(retry_at) FROM research_jobs INDEXED BY research_jobs_retry
+                 WHERE status = 'queued' AND retry_at IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .db("find the next due job")
+        })
+    }
+
+    /// The earliest `locked_at` of any running job: when it may need rescue.
+    pub fn oldest_lock(&mut self) -> Result<Option<Timestamp>> {
+        self.read("find the oldest lock", |tx| {
+            tx.query_row(
+                "SELECT min(locked_at) FROM research_jobs INDEXED BY research_jobs_running
+                 WHERE status = 'running'",
+                [],
+                |r| r.get(0),
+            )
+            .db("find the oldest lock")
+        })
+    }
+
+    /// Manual actions on a job of `tenant`, oldest first.
+    pub fn events(&mut self, tenant: Uuid, id: Uuid) -> Result<Vec<JobEvent>> {
+        self.read("read job events", |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT at, action, detail FROM job_events
+                     WHERE job_id = ?1 AND tenant_id = ?2 ORDER BY id",
+                )
+                .db("read job events")?;
+            let rows = stmt
+                .query_map(params![id.to_string(), tenant.to_string()], |r| {
+                    Ok(JobEvent {
+                        at: r.get(0)?,
+                        action: r.get(1)?,
+                        detail: r.get(2)?,
+                    })
+                })
+                .db("read job events")?;
+            rows.collect::<rusqlite::Result<_>>().db("read job events")
+        })
+    }
+}

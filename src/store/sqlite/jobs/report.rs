@@ -1,0 +1,488 @@
+//! Worker reports and the fence they pass: heartbeat, success, failure
+//! (retry or fail, by the state machine), release at shutdown. The fence
+//! is written once ([`fence`]) for single and batched reports.
+
+use rusqlite::{Transaction, params};
+use uuid::Uuid;
+
+use super::{close_attempt, truncate_error};
+use crate::error::Result;
+use crate::state::{
+    FailureDecision, JobStatus, Outcome, RELEASE_ALLOWANCE, ReleaseDecision, decide_failure,
+    decide_release,
+};
+use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::convert::{DbContext, uuid_text};
+use crate::store::sqlite::deferred::defer;
+use crate::store::sqlite::sources::replace_sources;
+use crate::store::{ClaimToken, Completion, QueuePolicy, Report, Transition, TransitionKind};
+use crate::timestamp::Timestamp;
+
+/// The fence every worker report passes, written once: the job is still
+/// running under this very claim (its worker, its attempt number, and its
+/// attempt row still open). The arguments are the SQL expressions holding
+/// the claim's job id, worker, attempt and attempt id: `?1`…`?4` for one
+/// report ([`fenced`]), a batch's columns for many.
+pub(super) fn fence(job: &str, worker: &str, attempt: &str, attempt_id: &str) -> String {
+    format!(
+        "research_jobs.id = {job} AND research_jobs.status = 'running'
+         AND research_jobs.locked_by = {worker} AND research_jobs.attempts = {attempt}
+         AND EXISTS (SELECT 1 FROM job_attempts AS fenced
+                     WHERE fenced.job_id = {job} AND fenced.id = {attempt_id}
+                       AND fenced.finished_at IS NULL)"
+    )
+}
+
+/// `update` applied to one job only if the claim whose token is bound to
+/// `?1`…`?4` (see [`fence_params`]) still holds it.
+pub(super) fn fenced(update: &str) -> String {
+    format!("{update} WHERE {}", fence("?1", "?2", "?3", "?4"))
+}
+
+pub(super) fn fence_params(t: &ClaimToken, now: Timestamp) -> [Box<dyn rusqlite::ToSql>; 5] {
+    [
+        Box::new(t.job_id.to_string()),
+        Box::new(t.worker.clone()),
+        Box::new(t.attempt),
+        Box::new(t.attempt_id.to_string()),
+        Box::new(now),
+    ]
+}
+
+/// Applies completions in order: plain successes in two statements for the
+/// whole batch, everything else one by one.
+pub(super) fn apply_completions(
+    tx: &Transaction<'_>,
+    policy: &QueuePolicy,
+    completions: &[Completion],
+    now: Timestamp,
+) -> Result<Vec<Report>> {
+    let plain = |c: &Completion| {
+        c.outcome == Outcome::Succeeded && c.sources.is_none() && c.output.is_none()
+    };
+    let successes: Vec<&ClaimToken> = completions
+        .iter()
+        .filter(|c| plain(c))
+        .map(|c| &c.token)
+        .collect();
+    let applied = succeed_batch(tx, &successes, now)?;
+    completions
+        .iter()
+        .map(|c| {
+            if !plain(c) {
+                apply_completion(tx, policy, c, now)
+            } else if applied.contains(&c.token.job_id) {
+                defer(Transition {
+                    job_id: c.token.job_id,
+                    kind: TransitionKind::Succeeded {
+                        attempt: c.token.attempt,
+                        max_attempts: c.token.max_attempts,
+                    },
+                });
+                Ok(Report::Applied(JobStatus::Succeeded))
+            } else {
+                log_stale(&c.token);
+                Ok(Report::Stale)
+            }
+        })
+        .collect()
+}
+
+/// Marks fenced claims succeeded and closes their attempt rows; returns
+/// the jobs whose claim still held.
+pub(super) fn succeed_batch(
+    tx: &Transaction<'_>,
+    tokens: &[&ClaimToken],
+    now: Timestamp,
+) -> Result<std::collections::HashSet<Uuid>> {
+    let mut applied = std::collections::HashSet::new();
+    if tokens.is_empty() {
+        return Ok(applied);
+    }
+    let rows: Vec<(String, &str, u32, String)> = tokens
+        .iter()
+        .map(|t| {
+            (
+                t.job_id.to_string(),
+                t.worker.as_str(),
+                t.attempt,
+                t.attempt_id.to_string(),
+            )
+        })
+        .collect();
+    let batch = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned());
+    let done: Vec<String> = {
+        let mut stmt = tx
+            .prepare_cached(&format!(
+                "UPDATE research_jobs
+                 SET status = 'succeeded', locked_at = NULL, locked_by = NULL, updated_at = ?1
+                 FROM (SELECT value ->> 0 AS j, value ->> 1 AS w, value ->> 2 AS a,
+                              value ->> 3 AS t
+                       FROM json_each(?2)) AS c
+                 WHERE {}
+                 RETURNING research_jobs.id",
+                fence("c.j", "c.w", "c.a", "c.t")
+            ))
+            .db("record successes")?;
+        let out = stmt
+            .query_map(params![now, batch], |r| r.get(0))
+            .db("record successes")?;
+        out.collect::<rusqlite::Result<_>>()
+            .db("record successes")?
+    };
+    for id in &done {
+        applied.insert(uuid_text(id, "record successes")?);
+    }
+    if applied.is_empty() {
+        return Ok(applied);
+    }
+    let close: Vec<(&str, &str)> = rows
+        .iter()
+        .zip(tokens)
+        .filter(|(_, t)| applied.contains(&t.job_id))
+        .map(|((j, _, _, a), _)| (j.as_str(), a.as_str()))
+        .collect();
+    let closed = serde_json::to_string(&close).unwrap_or_else(|_| "[]".to_owned());
+    tx.prepare_cached(
+        "UPDATE job_attempts SET finished_at = ?1, outcome = 'succeeded'
+         FROM (SELECT value ->> 0 AS j, value ->> 1 AS t FROM json_each(?2)) AS c
+         WHERE job_attempts.job_id = c.j AND job_attempts.id = c.t
+           AND job_attempts.finished_at IS NULL",
+    )
+    .and_then(|mut s| s.execute(params![now, closed]))
+    .db("record successes")?;
+    Ok(applied)
+}
+
+pub(super) fn log_stale(token: &ClaimToken) {
+    defer(Transition {
+        job_id: token.job_id,
+        kind: TransitionKind::Stale {
+            worker: token.worker.clone(),
+            attempt: token.attempt,
+        },
+    });
+}
+
+/// Gives back (or counts) one started claim at shutdown.
+pub(super) fn release_started(
+    tx: &Transaction<'_>,
+    t: &ClaimToken,
+    now: Timestamp,
+) -> Result<Report> {
+    let released_before: u32 = tx
+        .prepare_cached(
+            "SELECT count(*) FROM job_attempts WHERE job_id = ?1 AND outcome = 'released'",
+        )
+        .and_then(|mut s| s.query_row([t.job_id.to_string()], |r| r.get(0)))
+        .db("release a job")?;
+    let decision = decide_release(t.attempt, t.max_attempts, released_before);
+    let times = released_before + 1;
+    let (sql, status, note) = match decision {
+        ReleaseDecision::GiveBack => (
+            "UPDATE research_jobs SET status = 'queued', attempts = attempts - 1,
+                 retry_at = NULL, locked_at = NULL, locked_by = NULL, updated_at = ?5",
+            JobStatus::Queued,
+            format!(
+                "released at shutdown; the attempt is given back (interruption {times} of {RELEASE_ALLOWANCE} free ones)"
+            ),
+        ),
+        ReleaseDecision::Requeue => (
+            "UPDATE research_jobs SET status = 'queued', retry_at = NULL, locked_at = NULL,
+                 locked_by = NULL, updated_at = ?5, last_error = ?6",
+            JobStatus::Queued,
+            format!(
+                "released at shutdown; attempt {}/{} counts (interrupted {times} times)",
+                t.attempt, t.max_attempts
+            ),
+        ),
+        ReleaseDecision::Fail => (
+            "UPDATE research_jobs SET status = 'failed', retry_at = NULL, locked_at = NULL,
+                 locked_by = NULL, updated_at = ?5, last_error = ?6",
+            JobStatus::Failed,
+            format!(
+                "interrupted by a shutdown at its last attempt {}/{} (interrupted {times} times)",
+                t.attempt, t.max_attempts
+            ),
+        ),
+    };
+    let changed = tx
+        .prepare_cached(&fenced(sql))
+        .and_then(|mut s| {
+            let [a, b, c, d, e] = fence_params(t, now);
+            if decision == ReleaseDecision::GiveBack {
+                s.execute(params![a, b, c, d, e])
+            } else {
+                s.execute(params![a, b, c, d, e, note])
+            }
+        })
+        .db("release a job")?;
+    if changed == 0 {
+        return Ok(Report::Stale);
+    }
+    close_attempt(tx, t, "released", Some(&note), None, now)?;
+    defer(Transition {
+        job_id: t.job_id,
+        kind: if decision == ReleaseDecision::Fail {
+            TransitionKind::Failed {
+                attempts: t.attempt,
+                error: note,
+            }
+        } else {
+            TransitionKind::Released {
+                note,
+                counts: decision == ReleaseDecision::Requeue,
+            }
+        },
+    });
+    Ok(Report::Applied(status))
+}
+
+pub(super) fn apply_completion(
+    tx: &Transaction<'_>,
+    policy: &QueuePolicy,
+    c: &Completion,
+    now: Timestamp,
+) -> Result<Report> {
+    let report = apply_report(tx, policy, &c.token, &c.outcome, c.output.as_deref(), now)?;
+    if report == Report::Applied(JobStatus::Succeeded)
+        && let Some(sources) = &c.sources
+    {
+        replace_sources(tx, sources, now)?;
+    }
+    Ok(report)
+}
+
+pub(super) fn apply_report(
+    tx: &Transaction<'_>,
+    policy: &QueuePolicy,
+    token: &ClaimToken,
+    outcome: &Outcome,
+    output: Option<&str>,
+    now: Timestamp,
+) -> Result<Report> {
+    let id = token.job_id.to_string();
+    let (worker, attempt, attempt_id) =
+        (&token.worker, token.attempt, token.attempt_id.to_string());
+    let (changed, status, error) = match outcome {
+        Outcome::Succeeded => {
+            let n = tx
+                .prepare_cached(&fenced(
+                    "UPDATE research_jobs SET status = 'succeeded', locked_at = NULL,
+                         locked_by = NULL, updated_at = ?5",
+                ))
+                .and_then(|mut s| s.execute(params![id, worker, attempt, attempt_id, now]))
+                .db("record a success")?;
+            (n, JobStatus::Succeeded, None)
+        }
+        Outcome::Retry(message) | Outcome::Fail(message) => {
+            let message = truncate_error(message);
+            let permanent = matches!(outcome, Outcome::Fail(_));
+            let decision = decide_failure(
+                token.attempt,
+                token.max_attempts,
+                permanent,
+                &policy.backoff,
+                &id,
+                now,
+            );
+            match decision {
+                FailureDecision::Retry { delay, retry_at } => {
+                    let n = tx
+                        .prepare_cached(&fenced(
+                            "UPDATE research_jobs SET status = 'queued', retry_at = ?6,
+                                 locked_at = NULL, locked_by = NULL, last_error = ?7,
+                                 updated_at = ?5",
+                        ))
+                        .and_then(|mut s| {
+                            s.execute(params![
+                                id, worker, attempt, attempt_id, now, retry_at, message
+                            ])
+                        })
+                        .db("record a failure")?;
+                    if n == 1 {
+                        defer(Transition {
+                            job_id: token.job_id,
+                            kind: TransitionKind::WillRetry {
+                                attempt: token.attempt,
+                                max_attempts: token.max_attempts,
+                                delay,
+                                retry_at,
+                                error: message.to_owned(),
+                            },
+                        });
+                    }
+                    (n, JobStatus::Queued, Some(message))
+                }
+                FailureDecision::Fail => {
+                    let n = tx
+                        .prepare_cached(&fenced(
+                            "UPDATE research_jobs SET status = 'failed', retry_at = NULL,
+                                 locked_at = NULL, locked_by = NULL, last_error = ?6,
+                                 updated_at = ?5",
+                        ))
+                        .and_then(|mut s| {
+                            s.execute(params![id, worker, attempt, attempt_id, now, message])
+                        })
+                        .db("record a failure")?;
+                    if n == 1 {
+                        defer(Transition {
+                            job_id: token.job_id,
+                            kind: TransitionKind::Failed {
+                                attempts: token.attempt,
+                                error: message.to_owned(),
+                            },
+                        });
+                    }
+                    (n, JobStatus::Failed, Some(message))
+                }
+            }
+        }
+    };
+    if changed == 0 {
+        log_stale(token);
+        return Ok(Report::Stale);
+    }
+    let outcome_name = match (outcome, status) {
+        (Outcome::Succeeded, _) => "succeeded",
+        (_, JobStatus::Queued) => "retry",
+        _ => "failed",
+    };
+    close_attempt(
+        tx,
+        token,
+        outcome_name,
+        error,
+        output.map(truncate_error),
+        now,
+    )?;
+    if status == JobStatus::Succeeded {
+        defer(Transition {
+            job_id: token.job_id,
+            kind: TransitionKind::Succeeded {
+                attempt: token.attempt,
+                max_attempts: token.max_attempts,
+            },
+        });
+    }
+    Ok(Report::Applied(status))
+}
+
+impl SqliteStore {
+    /// Refreshes `locked_at` of the given claims so live jobs are not
+    /// rescued. Returns how many claims still hold. A clock that moved
+    /// backwards never makes a lock look older than it was.
+    pub fn heartbeat(&mut self, tokens: &[ClaimToken], now: Timestamp) -> Result<usize> {
+        if tokens.is_empty() {
+            return Ok(0);
+        }
+        self.write("heartbeat jobs", |tx| {
+            let mut stmt = tx
+                .prepare_cached(&fenced(
+                    "UPDATE research_jobs SET locked_at = max(locked_at, ?5)",
+                ))
+                .db("heartbeat jobs")?;
+            let mut held = 0;
+            for t in tokens {
+                held += stmt
+                    .execute(params![
+                        t.job_id.to_string(),
+                        t.worker,
+                        t.attempt,
+                        t.attempt_id.to_string(),
+                        now
+                    ])
+                    .db("heartbeat jobs")?;
+            }
+            Ok(held)
+        })
+    }
+
+    /// Records one attempt's outcome, fenced by its claim.
+    pub fn report(
+        &mut self,
+        token: &ClaimToken,
+        outcome: &Outcome,
+        now: Timestamp,
+    ) -> Result<Report> {
+        let reports = self.report_many(&[(token.clone(), outcome.clone())], now)?;
+        Ok(reports.into_iter().next().unwrap_or(Report::Stale))
+    }
+
+    /// Records many outcomes in one transaction (group commit). Each is fenced
+    /// on its own; the result says, per report, whether it was applied.
+    pub fn report_many(
+        &mut self,
+        reports: &[(ClaimToken, Outcome)],
+        now: Timestamp,
+    ) -> Result<Vec<Report>> {
+        let completions: Vec<Completion> = reports
+            .iter()
+            .map(|(t, o)| Completion::new(t.clone(), o.clone()))
+            .collect();
+        self.complete(&completions, now)
+    }
+
+    /// Records completions in one transaction (group commit), with the
+    /// sources of each successful one.
+    pub fn complete(&mut self, completions: &[Completion], now: Timestamp) -> Result<Vec<Report>> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let policy = self.options.policy.clone();
+        self.write("record job outcomes", |tx| {
+            apply_completions(tx, &policy, completions, now)
+        })
+    }
+
+    /// Gives claims back at shutdown: the jobs return to `queued`, due at
+    /// once. The interrupted attempt is given back (`attempts − 1`, history
+    /// row `released`) for the first [`RELEASE_ALLOWANCE`] interruptions of
+    /// a job; later ones count like any attempt, and at the last attempt
+    /// the job fails. So a handler starts at most `max_attempts +
+    /// RELEASE_ALLOWANCE` times however often serve is restarted.
+    pub fn release(&mut self, tokens: &[ClaimToken], now: Timestamp) -> Result<Vec<Report>> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write("release jobs", |tx| {
+            tokens.iter().map(|t| release_started(tx, t, now)).collect()
+        })
+    }
+
+    /// Gives back claims whose handler never started (prefetched at
+    /// shutdown): the attempt is given back and leaves no history row, as
+    /// if the claim had not been made. These never use up the allowance.
+    pub fn release_unstarted(
+        &mut self,
+        tokens: &[ClaimToken],
+        now: Timestamp,
+    ) -> Result<Vec<Report>> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write("release jobs", |tx| {
+            let mut out = Vec::with_capacity(tokens.len());
+            for t in tokens {
+                let changed = tx
+                    .prepare_cached(&fenced(
+                        "UPDATE research_jobs SET status = 'queued', attempts = attempts - 1,
+                             retry_at = NULL, locked_at = NULL, locked_by = NULL, updated_at = ?5",
+                    ))
+                    .and_then(|mut s| s.execute(fence_params(t, now)))
+                    .db("release a job")?;
+                if changed == 1 {
+                    tx.prepare_cached("DELETE FROM job_attempts WHERE job_id = ?1 AND id = ?2")
+                        .and_then(|mut s| {
+                            s.execute(params![t.job_id.to_string(), t.attempt_id.to_string()])
+                        })
+                        .db("release a job")?;
+                    out.push(Report::Applied(JobStatus::Queued));
+                } else {
+                    out.push(Report::Stale);
+                }
+            }
+            Ok(out)
+        })
+    }
+}
