@@ -50,7 +50,6 @@ impl Home {
     /// default configuration, the database 0600 with its schema and a
     /// default tenant. Running it on an existing home changes nothing.
     pub fn init(root: &Path) -> Result<(Home, InitReport)> {
-        let created = !root.join(DB_FILE).exists();
         let mut builder = DirBuilder::new();
         builder.recursive(true).mode(0o700);
         builder.create(root).io("create home folder", root)?;
@@ -76,6 +75,7 @@ impl Home {
             root: root.to_owned(),
             config,
         };
+        let created = !home.location().exists().unwrap_or(true);
         let mut store = Store::create(&home.location(), home.config.store_options())?;
         store.meta_init(DEFAULT_TENANT_KEY, &Uuid::now_v7().to_string())?;
         let default_tenant = home.default_tenant(&store)?;
