@@ -1,7 +1,8 @@
-//! The external command handler driven through the library: it starts no
-//! thread it does not join, it never hands a command `"bundle": null`, and
-//! a command's leftovers in its process group are killed. This file holds
-//! one test only, so the thread count of the process is the handler's.
+//! Threads and processes are joined, not left behind: the external command
+//! handler starts no thread, kills a command's leftovers in its process
+//! group, and never hands a command `"bundle": null`; the worker pool joins
+//! its threads before `run_pool` returns. This file holds one test only, so
+//! the thread count of the process is the code's under test.
 
 mod common;
 
@@ -99,4 +100,34 @@ fn the_handler_leaves_no_thread_and_no_process_behind_and_never_sends_a_null_bun
         other => panic!("{other:?}"),
     }
     assert!(!marker.exists(), "the command never ran");
+
+    // A pool of four workers: every one of its threads is gone when
+    // `run_pool` returns.
+    let mut store = home.store().unwrap();
+    let tenant = home.default_tenant(&store).unwrap();
+    for _ in 0..8 {
+        store
+            .enqueue(&common::job(tenant), Timestamp::now())
+            .unwrap();
+    }
+    let mut handlers = bundleq::handler::Handlers::new();
+    handlers.register("process_bundle", |_: &mut JobContext<'_>| {
+        std::thread::sleep(Duration::from_millis(20));
+        Outcome::Succeeded
+    });
+    let before = threads();
+    let stats = bundleq::worker::run_pool(
+        store.reopen().unwrap(),
+        handlers,
+        &bundleq::worker::PoolConfig {
+            once: true,
+            poll_interval: Duration::from_millis(50),
+            ..bundleq::worker::PoolConfig::from_config(&home.config().workers)
+        },
+        std::sync::Arc::new(bundleq::SystemClock),
+        &bundleq::worker::PoolControl::new(),
+    )
+    .unwrap();
+    assert_eq!(stats.succeeded, 8);
+    assert_eq!(threads(), before, "every worker thread was joined");
 }

@@ -41,6 +41,31 @@ fn fits_80(what: &str, text: &str) {
 // ---------------------------------------------------------------------
 // 1. Long work shows progress and streams results.
 
+/// Starts `submit` on `paths` and reads its first line of output.
+fn submit_streaming(
+    bin: &Bin,
+    paths: &[PathBuf],
+    stderr: Stdio,
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStdout>,
+    String,
+) {
+    let mut child = Command::new(exe())
+        .arg("--home")
+        .arg(&bin.home)
+        .arg("submit")
+        .args(paths)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    (child, out, first)
+}
+
 #[test]
 fn submit_streams_verdicts_as_batches_commit_and_ends_with_a_summary() {
     let (d, bin) = home("");
@@ -56,18 +81,7 @@ fn submit_streams_verdicts_as_batches_commit_and_ends_with_a_summary() {
     for p in &paths[..1000] {
         fs::write(p, bundle_text("process_bundle", 0)).unwrap();
     }
-    let mut child = Command::new(exe())
-        .arg("--home")
-        .arg(&bin.home)
-        .arg("submit")
-        .args(&paths)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
+    let (mut child, mut out, first) = submit_streaming(&bin, &paths, Stdio::null());
     assert!(first.starts_with("accepted"), "{first}");
     for (i, p) in paths.iter().enumerate().skip(1000) {
         fs::write(p, bundle_text("process_bundle", i)).unwrap();
@@ -89,18 +103,7 @@ fn submit_streams_verdicts_as_batches_commit_and_ends_with_a_summary() {
 fn ctrl_c_during_submit_stops_after_a_batch_and_says_what_was_committed() {
     let (d, bin) = home("");
     let paths = write_bundles(&d.path().join("b"), "b", "process_bundle", 6000);
-    let mut child = Command::new(exe())
-        .arg("--home")
-        .arg(&bin.home)
-        .arg("submit")
-        .args(&paths)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
+    let (mut child, mut out, first) = submit_streaming(&bin, &paths, Stdio::piped());
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
