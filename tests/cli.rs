@@ -91,7 +91,14 @@ fn init_then_db_current_prints_the_head_and_the_seed_columns_exist() {
     let v = bin.json(&["db", "current"]);
     assert_eq!(v["head"], true);
     let store = Home::open(&bin.home).unwrap().store().unwrap();
-    assert_eq!(store.table_columns("research_jobs").unwrap(), SEED_COLUMNS);
+    // The reference design's columns, in its order, then the claim the
+    // engine keeps on the row (it fences reports).
+    let columns = store.table_columns("research_jobs").unwrap();
+    assert_eq!(columns[..SEED_COLUMNS.len()], SEED_COLUMNS);
+    assert_eq!(
+        columns[SEED_COLUMNS.len()..],
+        ["claim_id", "claimed_at", "claimed_by"]
+    );
     // init again is harmless and keeps the tenant
     let t1 = bin.json(&["init"])["default_tenant"].clone();
     let t2 = bin.json(&["init"])["default_tenant"].clone();
@@ -278,19 +285,6 @@ fn every_command_run_with_another_tenant_finds_nothing() {
 }
 
 /// Copies a directory tree (the fixture home) into `to`.
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_home_made_by_an_earlier_release_opens_migrates_and_keeps_its_data() {
     // fixtures/homes/stop-8: made by the release before tenants, claims and
@@ -298,10 +292,7 @@ fn a_home_made_by_an_earlier_release_opens_migrates_and_keeps_its_data() {
     // fixtures and `serve --once`.
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    copy_tree(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/homes/stop-8"),
-        &home,
-    );
+    common::copy_tree(&common::fixture_home("stop-8"), &home);
     let bin = Bin::new(&home);
     assert_eq!(
         bin.ok(&["db", "current"]).trim(),

@@ -462,6 +462,67 @@ fn a_clock_moved_backwards_never_gets_a_job_claimed_twice(b: Backend) {
     );
 }
 
+fn every_attempt_is_in_the_history_once_whatever_path_the_job_took(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(60));
+    let tenant = Uuid::now_v7();
+    let outcomes = |store: &mut bundleq::Store, id| -> Vec<(u32, Option<String>, String)> {
+        store
+            .attempts(tenant, id)
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.attempt, a.outcome, a.worker))
+            .collect()
+    };
+    let id = store.enqueue(&job(tenant), t0()).unwrap();
+    // Running: shown, unfinished.
+    let c = store.claim(1, "w1", t0()).unwrap().remove(0);
+    assert_eq!(outcomes(&mut store, id), [(1, None, "w1".to_owned())]);
+    // A retry, then a permanent failure.
+    store
+        .report(&c.token, &Outcome::Retry("flaky".into()), t0())
+        .unwrap();
+    let c = store.claim(1, "w2", t0().plus(secs(30))).unwrap().remove(0);
+    store
+        .report(
+            &c.token,
+            &Outcome::Fail("broken".into()),
+            t0().plus(secs(31)),
+        )
+        .unwrap();
+    let failed = store.attempts(tenant, id).unwrap();
+    assert_eq!(failed.len(), 2);
+    assert_eq!(failed[1].outcome.as_deref(), Some("failed"));
+    assert_eq!(failed[1].error.as_deref(), Some("broken"));
+    assert_eq!(failed[1].finished_at, Some(t0().plus(secs(31))));
+    assert_eq!(failed[1].started_at, t0().plus(secs(30)));
+    // A user's retry keeps the failed attempt; the new one succeeds.
+    store.retry(tenant, id, t0().plus(secs(40))).unwrap();
+    let c = store.claim(1, "w3", t0().plus(secs(41))).unwrap().remove(0);
+    store
+        .report(&c.token, &Outcome::Succeeded, t0().plus(secs(42)))
+        .unwrap();
+    assert_eq!(
+        outcomes(&mut store, id),
+        [
+            (1, Some("retry".to_owned()), "w1".to_owned()),
+            (2, Some("failed".to_owned()), "w2".to_owned()),
+            (1, Some("succeeded".to_owned()), "w3".to_owned()),
+        ]
+    );
+    // A cancelled job keeps the attempt that failed it.
+    let other = store.enqueue(&job(tenant), t0()).unwrap();
+    let c = store.claim(1, "w4", t0()).unwrap().remove(0);
+    assert_eq!(c.job.id, other);
+    store
+        .report(&c.token, &Outcome::Fail("no".into()), t0())
+        .unwrap();
+    store.cancel(tenant, other, t0().plus(secs(1))).unwrap();
+    assert_eq!(
+        outcomes(&mut store, other),
+        [(1, Some("failed".to_owned()), "w4".to_owned())]
+    );
+}
+
 for_each_backend!(
     seed_retry_progression_queued_0_1_2_then_failed_3,
     regression_validation_error_is_never_retried,
@@ -477,4 +538,5 @@ for_each_backend!(
     two_threads_on_separate_connections_claim_each_of_10000_jobs_exactly_once,
     claim_is_oldest_first,
     a_clock_moved_backwards_never_gets_a_job_claimed_twice,
+    every_attempt_is_in_the_history_once_whatever_path_the_job_took,
 );

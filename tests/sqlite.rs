@@ -240,3 +240,73 @@ fn a_stored_value_that_does_not_parse_is_a_damaged_database() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_job_running_in_a_database_of_an_earlier_release_keeps_its_claim_after_migrating() {
+    // Before V5 a running attempt was an open attempt row; now the claim
+    // lives on the job row and attempt rows are written when they end.
+    let dir = tempfile::tempdir().unwrap();
+    let home_dir = dir.path().join("home");
+    common::copy_tree(&common::fixture_home("stop-8"), &home_dir);
+    let attempt_id = Uuid::now_v7();
+    let (job_id, tenant): (String, String) = {
+        let conn = rusqlite::Connection::open(home_dir.join("bundleq.db")).unwrap();
+        let (job_id, tenant): (String, String) = conn
+            .query_row(
+                "SELECT id, tenant_id FROM research_jobs WHERE status = 'succeeded' LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        conn.execute(
+            "UPDATE research_jobs SET status = 'running', attempts = 2, max_attempts = 3,
+                 locked_by = 'old-serve', locked_at = '2030-01-01T00:00:05.000000Z'
+             WHERE id = ?1",
+            [&job_id],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO job_attempts (job_id, id, tenant_id, attempt, worker, started_at)
+             VALUES (?1, ?2, ?3, 2, 'old-serve', '2030-01-01T00:00:00.000000Z')",
+            rusqlite::params![job_id, attempt_id.to_string(), tenant],
+        )
+        .unwrap();
+        (job_id, tenant)
+    };
+    let home = bundleq::Home::open(&home_dir).unwrap();
+    let mut store = home.store().unwrap();
+    let (job_id, tenant) = (
+        Uuid::parse_str(&job_id).unwrap(),
+        Uuid::parse_str(&tenant).unwrap(),
+    );
+    // The open attempt became the job's claim: shown as running, from its
+    // start, and the old worker's report is still the one that counts.
+    let history = store.attempts(tenant, job_id).unwrap();
+    let running = history.last().unwrap();
+    assert_eq!(
+        (running.id, running.worker.as_str(), running.finished_at),
+        (attempt_id, "old-serve", None)
+    );
+    assert_eq!(running.started_at.to_db(), "2030-01-01T00:00:00.000000Z");
+    let token = bundleq::store::ClaimToken {
+        job_id,
+        worker: "old-serve".into(),
+        attempt: 2,
+        max_attempts: 3,
+        attempt_id,
+    };
+    let now = bundleq::Timestamp::now();
+    assert_eq!(
+        store
+            .report(&token, &bundleq::Outcome::Succeeded, now)
+            .unwrap(),
+        bundleq::store::Report::Applied(bundleq::JobStatus::Succeeded)
+    );
+    let history = store.attempts(tenant, job_id).unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(
+        (last.id, last.outcome.as_deref(), last.finished_at),
+        (attempt_id, Some("succeeded"), Some(now))
+    );
+    assert_eq!(store.integrity_check().unwrap(), ["ok"]);
+}

@@ -120,7 +120,8 @@ pub struct ClaimToken {
     pub attempt: u32,
     /// `max_attempts` of the job.
     pub max_attempts: u32,
-    /// The attempt row this claim opened.
+    /// The claim's id, new at every claim: reports are fenced by it, and
+    /// it becomes the id of the attempt's history row.
     pub attempt_id: Uuid,
 }
 

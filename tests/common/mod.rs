@@ -473,3 +473,24 @@ pub fn age(path: &Path) {
     }
     fs::File::open(path).unwrap().set_modified(old).unwrap();
 }
+
+/// A home committed under `fixtures/homes/`, made by an earlier release.
+pub fn fixture_home(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/homes")
+        .join(name)
+}
+
+/// Copies a folder tree (to use a fixture without changing it).
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}

@@ -4,7 +4,7 @@
 use rusqlite::{Transaction, params};
 use uuid::Uuid;
 
-use super::{close_lost_attempt, get_job, record_event};
+use super::{NEW_CLAIM_ID, get_job, keep_last_attempt, record_event};
 use crate::error::{Error, Result};
 use crate::state::JobStatus;
 use crate::store::sqlite::SqliteStore;
@@ -47,6 +47,19 @@ impl SqliteStore {
         }
         let list = serde_json::to_string(workers).unwrap_or_else(|_| "[]".to_owned());
         self.write("rescue jobs of dead workers", |tx| {
+            // Their attempts, lost, written before the rows change.
+            tx.prepare_cached(&format!(
+                "INSERT INTO job_attempts (job_id, id, tenant_id, attempt, worker, started_at,
+                     finished_at, outcome, error)
+                 SELECT id, coalesce(claim_id, {NEW_CLAIM_ID}), tenant_id, attempts, locked_by,
+                     coalesce(claimed_at, locked_at), ?1, 'lost',
+                     'worker ' || locked_by || ' died during attempt ' || attempts || '/'
+                         || max_attempts || ' (its process is gone)'
+                 FROM research_jobs
+                 WHERE status = 'running' AND locked_by IN (SELECT value FROM json_each(?2))"
+            ))
+            .and_then(|mut s| s.execute(params![now, list]))
+            .db("rescue jobs of dead workers")?;
             let mut out = Vec::new();
             for (status, sql) in [
                 (
@@ -81,7 +94,6 @@ impl SqliteStore {
                         .db("rescue jobs of dead workers")?
                 };
                 for (id, attempts, max, error) in rows {
-                    close_lost_attempt(tx, &id, &error, now)?;
                     if status == JobStatus::Failed {
                         record(
                             &id,
@@ -156,6 +168,8 @@ impl SqliteStore {
                     status: job.status,
                 });
             }
+            // The attempt that ended the job leaves the row now: write it.
+            keep_last_attempt(tx, id)?;
             tx.execute(sql, params![id.to_string(), tenant.to_string(), now])
                 .db("change a job")?;
             record_event(

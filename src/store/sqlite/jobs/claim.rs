@@ -5,21 +5,27 @@
 use rusqlite::{Connection, Transaction, params};
 use uuid::Uuid;
 
+use std::collections::HashMap;
+
 use super::report::apply_completions;
-use super::{close_lost_attempt, job_from_row};
+use super::{JOB_COLUMNS, NEW_CLAIM_ID, job_from_row};
 use crate::error::Result;
 use crate::store::sqlite::SqliteStore;
-use crate::store::sqlite::convert::DbContext;
+use crate::store::sqlite::convert::{DbContext, uuid_col};
 use crate::store::sqlite::deferred::record;
 use crate::store::{Claim, ClaimToken, Completion, Job, QueuePolicy, Report, TransitionKind};
 use crate::timestamp::Timestamp;
 
 /// The claim: due queued jobs and expired running ones, oldest first. Each
-/// branch walks its own partial index and stops after `?3` rows.
-pub(super) const CLAIM_SQL: &str = "
+/// branch walks its own partial index and stops after `?3` rows. Each
+/// claimed row gets a new `claim_id`, which fences its reports.
+pub(super) static CLAIM_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "
 UPDATE research_jobs
 SET status = 'running', attempts = attempts + 1, locked_at = ?1, locked_by = ?4,
-    retry_at = NULL, updated_at = ?1
+    retry_at = NULL, updated_at = ?1, claim_id = {NEW_CLAIM_ID}, claimed_at = ?1,
+    claimed_by = ?4
 WHERE id IN (
     SELECT id FROM (
         SELECT id, created_at FROM (
@@ -38,11 +44,36 @@ WHERE id IN (
             ORDER BY locked_at LIMIT ?3)
     )
     ORDER BY created_at LIMIT ?3)
-RETURNING id, tenant_id, run_id, job_type, status, attempts, max_attempts,
-    retry_at, locked_at, locked_by, last_error, payload_json, created_at, updated_at";
+RETURNING {JOB_COLUMNS}, claim_id"
+    )
+});
+
+/// Running jobs whose lock expired: what the claim may rescue (the same
+/// index walk as its third branch), with their claim as it stands.
+const EXPIRED_SQL: &str = "
+SELECT id, claim_id, tenant_id, attempts, locked_by, coalesce(claimed_at, locked_at)
+FROM research_jobs INDEXED BY research_jobs_running
+WHERE status = 'running' AND locked_at < ?1
+ORDER BY locked_at LIMIT ?2";
+
+/// The lost attempts of running jobs whose lock expired at their last
+/// attempt, written before [`FAIL_LOST_SQL`] fails them.
+static FAIL_LOST_ATTEMPTS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "
+INSERT INTO job_attempts (job_id, id, tenant_id, attempt, worker, started_at, finished_at,
+    outcome, error)
+SELECT id, coalesce(claim_id, {NEW_CLAIM_ID}), tenant_id, attempts, locked_by,
+    coalesce(claimed_at, locked_at), ?1, 'lost',
+    'worker ' || locked_by || ' was lost during attempt ' || attempts || '/'
+        || max_attempts || ' (lock expired at ' || locked_at || ')'
+FROM research_jobs INDEXED BY research_jobs_running
+WHERE status = 'running' AND locked_at < ?2 AND attempts >= max_attempts"
+    )
+});
 
 /// A running job whose lock expired at its last attempt is not claimed
-/// again: it fails, and its open attempt row is closed as lost.
+/// again: it fails (its attempt was recorded lost just before).
 pub(super) const FAIL_LOST_SQL: &str = "
 UPDATE research_jobs
 SET status = 'failed', retry_at = NULL, locked_at = NULL, locked_by = NULL, updated_at = ?1,
@@ -52,6 +83,15 @@ WHERE id IN (
     SELECT id FROM research_jobs INDEXED BY research_jobs_running
     WHERE status = 'running' AND locked_at < ?2 AND attempts >= max_attempts)
 RETURNING id, attempts, last_error";
+
+/// A claim found expired, as it stood before it was rescued.
+struct Expired {
+    claim_id: Option<String>,
+    tenant_id: String,
+    attempt: u32,
+    worker: String,
+    started_at: Timestamp,
+}
 
 /// The claim, inside the caller's transaction.
 pub(super) fn claim_in(
@@ -63,6 +103,9 @@ pub(super) fn claim_in(
 ) -> Result<Vec<Claim>> {
     let expiry = now.minus(policy.lock_timeout);
     // Lost at the last attempt: fail, never run a fourth time.
+    tx.prepare_cached(&FAIL_LOST_ATTEMPTS_SQL)
+        .and_then(|mut s| s.execute(params![now, expiry]))
+        .db("fail lost jobs")?;
     let lost: Vec<(String, u32, String)> = {
         let mut stmt = tx.prepare_cached(FAIL_LOST_SQL).db("fail lost jobs")?;
         let rows = stmt
@@ -73,7 +116,6 @@ pub(super) fn claim_in(
         rows.collect::<rusqlite::Result<_>>().db("fail lost jobs")?
     };
     for (id, attempts, error) in &lost {
-        close_lost_attempt(tx, id, error, now)?;
         record(
             id,
             TransitionKind::Failed {
@@ -83,42 +125,62 @@ pub(super) fn claim_in(
         )?;
     }
 
-    let mut jobs: Vec<Job> = {
-        let mut stmt = tx.prepare_cached(CLAIM_SQL).db("claim jobs")?;
+    // What the claim may rescue, read before it overwrites the claims.
+    let expired: HashMap<String, Expired> = {
+        let mut stmt = tx.prepare_cached(EXPIRED_SQL).db("claim jobs")?;
         let rows = stmt
-            .query_map(params![now, expiry, n, worker], job_from_row)
+            .query_map(params![expiry, n], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Expired {
+                        claim_id: r.get(1)?,
+                        tenant_id: r.get(2)?,
+                        attempt: r.get(3)?,
+                        worker: r.get(4)?,
+                        started_at: r.get(5)?,
+                    },
+                ))
+            })
             .db("claim jobs")?;
         rows.collect::<rusqlite::Result<_>>().db("claim jobs")?
     };
-    jobs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+
+    let mut jobs: Vec<(Job, Uuid)> = {
+        let mut stmt = tx.prepare_cached(&CLAIM_SQL).db("claim jobs")?;
+        let rows = stmt
+            .query_map(params![now, expiry, n, worker], |r| {
+                Ok((job_from_row(r)?, uuid_col(r, 14)?))
+            })
+            .db("claim jobs")?;
+        rows.collect::<rusqlite::Result<_>>().db("claim jobs")?
+    };
+    jobs.sort_by(|(a, _), (b, _)| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
 
     let mut claims = Vec::with_capacity(jobs.len());
-    // One attempt row per claim, inserted by one statement for the batch.
-    let mut rows: Vec<(String, String, String, u32)> = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let id = job.id.to_string();
-        let rescued_from = if job.attempts > 1 {
-            close_lost_attempt(tx, &id, "lock expired; the job was rescued", now)?
-        } else {
-            None
-        };
-        if let Some(old) = &rescued_from {
+    // The lost attempts of the rescued jobs, inserted by one statement.
+    let mut lost_rows = Vec::new();
+    for (job, attempt_id) in jobs {
+        let old = expired.get(&job.id.to_string());
+        if let Some(old) = old {
             record(
-                &id,
+                &job.id.to_string(),
                 TransitionKind::Rescued {
-                    from: old.clone(),
+                    from: old.worker.clone(),
                     attempt: job.attempts,
                     max_attempts: job.max_attempts,
                 },
             )?;
+            lost_rows.push(serde_json::json!([
+                job.id.to_string(),
+                old.claim_id
+                    .clone()
+                    .unwrap_or_else(|| Uuid::now_v7().to_string()),
+                old.tenant_id,
+                old.attempt,
+                old.worker,
+                old.started_at.to_db(),
+            ]));
         }
-        let attempt_id = Uuid::now_v7();
-        rows.push((
-            id,
-            attempt_id.to_string(),
-            job.tenant_id.to_string(),
-            job.attempts,
-        ));
         claims.push(Claim {
             token: ClaimToken {
                 job_id: job.id,
@@ -128,25 +190,31 @@ pub(super) fn claim_in(
                 attempt_id,
             },
             job,
-            rescued_from,
+            rescued_from: old.map(|o| o.worker.clone()),
         });
     }
-    if !rows.is_empty() {
-        let batch = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned());
+    if !lost_rows.is_empty() {
         tx.prepare_cached(
-            "INSERT INTO job_attempts (job_id, id, tenant_id, attempt, worker, started_at)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?1, ?2
-             FROM json_each(?3)",
+            "INSERT INTO job_attempts (job_id, id, tenant_id, attempt, worker, started_at,
+                 finished_at, outcome, error)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
+                 value ->> 5, ?1, 'lost', 'lock expired; the job was rescued'
+             FROM json_each(?2)",
         )
-        .and_then(|mut s| s.execute(params![worker, now, batch]))
-        .db("record attempts")?;
+        .and_then(|mut s| {
+            s.execute(params![
+                now,
+                serde_json::Value::Array(lost_rows).to_string()
+            ])
+        })
+        .db("record lost attempts")?;
     }
     Ok(claims)
 }
 
 pub(in crate::store::sqlite) fn explain_claim(conn: &Connection) -> Result<Vec<String>> {
     let mut lines = Vec::new();
-    for sql in [CLAIM_SQL, FAIL_LOST_SQL] {
+    for sql in [CLAIM_SQL.as_str(), FAIL_LOST_SQL] {
         let mut stmt = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .db("explain the claim")?;

@@ -2,10 +2,14 @@
 //! release, cancel, retry, read and prune.
 //!
 //! Every worker report is fenced by its [`ClaimToken`]: it changes the row
-//! only while the job is still `running` under that very claim (same
-//! `locked_by`, same `attempts`, and its attempt row still open). A worker
+//! only while the job is still `running` under that very claim (the same
+//! `claim_id`, new at every claim, `locked_by` and `attempts`). A worker
 //! whose lock was rescued therefore changes nothing, even if it re-claimed
 //! the job itself under the same name.
+//!
+//! The job row holds its latest attempt (`claim_id`, `claimed_at`,
+//! `claimed_by`); an attempt row is written once, when an attempt ends that
+//! is not the job's last word (see [`LAST_ATTEMPT`] and migration V5).
 //!
 //! Files: `claim` (the claim and `cycle`), `report` (worker reports and
 //! their fence), `admin` (rescue, cancel, retry, prune), `queries`
@@ -77,22 +81,62 @@ fn truncate_error(message: &str) -> &str {
     &message[..end]
 }
 
-fn close_attempt(
+/// A new attempt id, made by SQLite for each claimed row: 122 random bits
+/// in the UUID text form (attempts are ordered by their start, not by id).
+pub(super) const NEW_CLAIM_ID: &str =
+    "lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4'
+    || substr(hex(randomblob(2)), 2) || '-' || substr('89ab', 1 + (random() & 3), 1)
+    || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)))";
+
+/// The attempt that ended a job, as its row holds it: succeeded or failed
+/// (with `last_error`), finished when the row was last updated.
+pub(super) const LAST_ATTEMPT: &str = "
+SELECT claim_id, id, attempts, claimed_by, claimed_at, updated_at,
+    CASE status WHEN 'succeeded' THEN 'succeeded' ELSE 'failed' END,
+    CASE status WHEN 'failed' THEN last_error END, NULL
+FROM research_jobs
+WHERE id = ?1 AND status IN ('succeeded', 'failed') AND claim_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM job_attempts AS a
+                  WHERE a.job_id = research_jobs.id AND a.id = research_jobs.claim_id)";
+
+/// Writes the attempt a job's row holds (if it ended the job and has no
+/// row yet), before something moves the job on and overwrites it.
+fn keep_last_attempt(tx: &Transaction<'_>, job_id: Uuid) -> Result<()> {
+    tx.prepare_cached(&format!(
+        "INSERT INTO job_attempts (id, job_id, attempt, worker, started_at, finished_at,
+             outcome, error, output, tenant_id)
+         SELECT last.*, jobs.tenant_id
+         FROM ({LAST_ATTEMPT}) AS last JOIN research_jobs AS jobs ON jobs.id = ?1"
+    ))
+    .and_then(|mut s| s.execute([job_id.to_string()]))
+    .db("keep an attempt")?;
+    Ok(())
+}
+
+/// Writes the row of an attempt that ended, once: the claim from `token`,
+/// its tenant and start as the report that ended it found them.
+fn write_attempt(
     tx: &Transaction<'_>,
     token: &ClaimToken,
+    (tenant_id, started_at): &report::Ended,
     outcome: &str,
     error: Option<&str>,
     output: Option<&str>,
     now: Timestamp,
 ) -> Result<()> {
     tx.prepare_cached(
-        "UPDATE job_attempts SET finished_at = ?3, outcome = ?4, error = ?5, output = ?6
-         WHERE job_id = ?1 AND id = ?2 AND finished_at IS NULL",
+        "INSERT INTO job_attempts (job_id, id, tenant_id, attempt, worker, started_at,
+             finished_at, outcome, error, output)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .and_then(|mut s| {
         s.execute(params![
             token.job_id.to_string(),
             token.attempt_id.to_string(),
+            tenant_id,
+            token.attempt,
+            token.worker,
+            started_at,
             now,
             outcome,
             error,
@@ -101,25 +145,6 @@ fn close_attempt(
     })
     .db("record an attempt")?;
     Ok(())
-}
-
-/// Closes whatever attempt of `job_id` is still open, as lost; returns the
-/// worker that held it.
-fn close_lost_attempt(
-    tx: &Transaction<'_>,
-    job_id: &str,
-    error: &str,
-    now: Timestamp,
-) -> Result<Option<String>> {
-    tx.prepare_cached(
-        "UPDATE job_attempts SET finished_at = ?2, outcome = 'lost', error = ?3
-         WHERE job_id = ?1 AND finished_at IS NULL RETURNING worker",
-    )
-    .and_then(|mut s| {
-        s.query_row(params![job_id, now, error], |r| r.get::<_, String>(0))
-            .optional()
-    })
-    .db("record a lost attempt")
 }
 
 fn insert_job(

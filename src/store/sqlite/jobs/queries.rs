@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rusqlite::params;
 use uuid::Uuid;
 
-use super::{JOB_COLUMNS, attempt_from_row, get_job, job_from_row};
+use super::{JOB_COLUMNS, LAST_ATTEMPT, attempt_from_row, get_job, job_from_row};
 use crate::error::{Error, Result};
 use crate::state::JobStatus;
 use crate::store::sqlite::SqliteStore;
@@ -24,16 +24,29 @@ impl SqliteStore {
             })
     }
 
-    /// A job's attempt history, oldest first.
+    /// A job's attempt history, oldest first, with the attempt running now
+    /// (unfinished) last.
     pub fn attempts(&mut self, tenant: Uuid, id: Uuid) -> Result<Vec<Attempt>> {
         self.read("read attempts", |tx| {
             let mut stmt = tx
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "SELECT id, job_id, attempt, worker, started_at, finished_at, outcome, error,
-                         output
+                         output, 0 AS running
                      FROM job_attempts WHERE job_id = ?1 AND tenant_id = ?2
-                     ORDER BY id",
-                )
+                     UNION ALL
+                     -- The attempt running now lives on the job row.
+                     SELECT claim_id, id, attempts, locked_by, claimed_at, NULL, NULL, NULL, NULL,
+                         1
+                     FROM research_jobs
+                     WHERE id = ?1 AND tenant_id = ?2 AND status = 'running'
+                       AND claim_id IS NOT NULL
+                     UNION ALL
+                     -- So does the attempt that ended the job.
+                     SELECT last.*, 0 FROM ({LAST_ATTEMPT}) AS last
+                     WHERE EXISTS (SELECT 1 FROM research_jobs
+                                   WHERE id = ?1 AND tenant_id = ?2)
+                     ORDER BY 5, 10, 6, 1"
+                ))
                 .db("read attempts")?;
             let rows = stmt
                 .query_map(

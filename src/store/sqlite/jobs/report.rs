@@ -2,10 +2,10 @@
 //! (retry or fail, by the state machine), release at shutdown. The fence
 //! is written once ([`fence`]) for single and batched reports.
 
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 use uuid::Uuid;
 
-use super::{close_attempt, truncate_error};
+use super::{truncate_error, write_attempt};
 use crate::error::Result;
 use crate::state::{
     FailureDecision, JobStatus, Outcome, RELEASE_ALLOWANCE, ReleaseDecision, decide_failure,
@@ -19,17 +19,16 @@ use crate::store::{ClaimToken, Completion, QueuePolicy, Report, Transition, Tran
 use crate::timestamp::Timestamp;
 
 /// The fence every worker report passes, written once: the job is still
-/// running under this very claim (its worker, its attempt number, and its
-/// attempt row still open). The arguments are the SQL expressions holding
-/// the claim's job id, worker, attempt and attempt id: `?1`…`?4` for one
-/// report ([`fenced`]), a batch's columns for many.
+/// running under this very claim (its claim id, worker and attempt number;
+/// all on the job row, so fencing costs no other lookup). The arguments are
+/// the SQL expressions holding the claim's job id, worker, attempt and
+/// attempt (claim) id: `?1`…`?4` for one report ([`fenced`]), a batch's
+/// columns for many.
 pub(super) fn fence(job: &str, worker: &str, attempt: &str, attempt_id: &str) -> String {
     format!(
         "research_jobs.id = {job} AND research_jobs.status = 'running'
-         AND research_jobs.locked_by = {worker} AND research_jobs.attempts = {attempt}
-         AND EXISTS (SELECT 1 FROM job_attempts AS fenced
-                     WHERE fenced.job_id = {job} AND fenced.id = {attempt_id}
-                       AND fenced.finished_at IS NULL)"
+         AND research_jobs.claim_id = {attempt_id} AND research_jobs.locked_by = {worker}
+         AND research_jobs.attempts = {attempt}"
     )
 }
 
@@ -37,6 +36,28 @@ pub(super) fn fence(job: &str, worker: &str, attempt: &str, attempt_id: &str) ->
 /// `?1`…`?4` (see [`fence_params`]) still holds it.
 pub(super) fn fenced(update: &str) -> String {
     format!("{update} WHERE {}", fence("?1", "?2", "?3", "?4"))
+}
+
+/// The claim's tenant and start, as a report that ended it found them.
+pub(super) type Ended = (String, Timestamp);
+
+/// Runs a fenced `update` that ends an attempt; what it ended, or `None`
+/// when the claim no longer held the job (a stale report).
+fn end_fenced(
+    tx: &Transaction<'_>,
+    update: &str,
+    params: impl rusqlite::Params,
+    action: &'static str,
+) -> Result<Option<Ended>> {
+    tx.prepare_cached(&format!(
+        "{} RETURNING tenant_id, claimed_at",
+        fenced(update)
+    ))
+    .and_then(|mut s| {
+        s.query_row(params, |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+    })
+    .db(action)
 }
 
 pub(super) fn fence_params(t: &ClaimToken, now: Timestamp) -> [Box<dyn rusqlite::ToSql>; 5] {
@@ -88,8 +109,8 @@ pub(super) fn apply_completions(
         .collect()
 }
 
-/// Marks fenced claims succeeded and closes their attempt rows; returns
-/// the jobs whose claim still held.
+/// Marks fenced claims succeeded (the job rows then hold those attempts);
+/// returns the jobs whose claim still held.
 pub(super) fn succeed_batch(
     tx: &Transaction<'_>,
     tokens: &[&ClaimToken],
@@ -130,27 +151,10 @@ pub(super) fn succeed_batch(
         out.collect::<rusqlite::Result<_>>()
             .db("record successes")?
     };
-    for id in &done {
-        applied.insert(uuid_text(id, "record successes")?);
+    for id in done {
+        applied.insert(uuid_text(&id, "record successes")?);
     }
-    if applied.is_empty() {
-        return Ok(applied);
-    }
-    let close: Vec<(&str, &str)> = rows
-        .iter()
-        .zip(tokens)
-        .filter(|(_, t)| applied.contains(&t.job_id))
-        .map(|((j, _, _, a), _)| (j.as_str(), a.as_str()))
-        .collect();
-    let closed = serde_json::to_string(&close).unwrap_or_else(|_| "[]".to_owned());
-    tx.prepare_cached(
-        "UPDATE job_attempts SET finished_at = ?1, outcome = 'succeeded'
-         FROM (SELECT value ->> 0 AS j, value ->> 1 AS t FROM json_each(?2)) AS c
-         WHERE job_attempts.job_id = c.j AND job_attempts.id = c.t
-           AND job_attempts.finished_at IS NULL",
-    )
-    .and_then(|mut s| s.execute(params![now, closed]))
-    .db("record successes")?;
+    // No attempt row: the job row holds its last attempt (see V5).
     Ok(applied)
 }
 
@@ -206,21 +210,16 @@ pub(super) fn release_started(
             ),
         ),
     };
-    let changed = tx
-        .prepare_cached(&fenced(sql))
-        .and_then(|mut s| {
-            let [a, b, c, d, e] = fence_params(t, now);
-            if decision == ReleaseDecision::GiveBack {
-                s.execute(params![a, b, c, d, e])
-            } else {
-                s.execute(params![a, b, c, d, e, note])
-            }
-        })
-        .db("release a job")?;
-    if changed == 0 {
+    let [a, b, c, d, e] = fence_params(t, now);
+    let ended = if decision == ReleaseDecision::GiveBack {
+        end_fenced(tx, sql, params![a, b, c, d, e], "release a job")?
+    } else {
+        end_fenced(tx, sql, params![a, b, c, d, e, note], "release a job")?
+    };
+    let Some(ended) = ended else {
         return Ok(Report::Stale);
-    }
-    close_attempt(tx, t, "released", Some(&note), None, now)?;
+    };
+    write_attempt(tx, t, &ended, "released", Some(&note), None, now)?;
     defer(Transition {
         job_id: t.job_id,
         kind: if decision == ReleaseDecision::Fail {
@@ -266,13 +265,13 @@ pub(super) fn apply_report(
         (&token.worker, token.attempt, token.attempt_id.to_string());
     let (changed, status, error) = match outcome {
         Outcome::Succeeded => {
-            let n = tx
-                .prepare_cached(&fenced(
-                    "UPDATE research_jobs SET status = 'succeeded', locked_at = NULL,
-                         locked_by = NULL, updated_at = ?5",
-                ))
-                .and_then(|mut s| s.execute(params![id, worker, attempt, attempt_id, now]))
-                .db("record a success")?;
+            let n = end_fenced(
+                tx,
+                "UPDATE research_jobs SET status = 'succeeded', locked_at = NULL,
+                     locked_by = NULL, updated_at = ?5",
+                params![id, worker, attempt, attempt_id, now],
+                "record a success",
+            )?;
             (n, JobStatus::Succeeded, None)
         }
         Outcome::Retry(message) | Outcome::Fail(message) => {
@@ -288,19 +287,15 @@ pub(super) fn apply_report(
             );
             match decision {
                 FailureDecision::Retry { delay, retry_at } => {
-                    let n = tx
-                        .prepare_cached(&fenced(
-                            "UPDATE research_jobs SET status = 'queued', retry_at = ?6,
-                                 locked_at = NULL, locked_by = NULL, last_error = ?7,
-                                 updated_at = ?5",
-                        ))
-                        .and_then(|mut s| {
-                            s.execute(params![
-                                id, worker, attempt, attempt_id, now, retry_at, message
-                            ])
-                        })
-                        .db("record a failure")?;
-                    if n == 1 {
+                    let n = end_fenced(
+                        tx,
+                        "UPDATE research_jobs SET status = 'queued', retry_at = ?6,
+                             locked_at = NULL, locked_by = NULL, last_error = ?7,
+                             updated_at = ?5",
+                        params![id, worker, attempt, attempt_id, now, retry_at, message],
+                        "record a failure",
+                    )?;
+                    if n.is_some() {
                         defer(Transition {
                             job_id: token.job_id,
                             kind: TransitionKind::WillRetry {
@@ -315,17 +310,15 @@ pub(super) fn apply_report(
                     (n, JobStatus::Queued, Some(message))
                 }
                 FailureDecision::Fail => {
-                    let n = tx
-                        .prepare_cached(&fenced(
-                            "UPDATE research_jobs SET status = 'failed', retry_at = NULL,
-                                 locked_at = NULL, locked_by = NULL, last_error = ?6,
-                                 updated_at = ?5",
-                        ))
-                        .and_then(|mut s| {
-                            s.execute(params![id, worker, attempt, attempt_id, now, message])
-                        })
-                        .db("record a failure")?;
-                    if n == 1 {
+                    let n = end_fenced(
+                        tx,
+                        "UPDATE research_jobs SET status = 'failed', retry_at = NULL,
+                             locked_at = NULL, locked_by = NULL, last_error = ?6,
+                             updated_at = ?5",
+                        params![id, worker, attempt, attempt_id, now, message],
+                        "record a failure",
+                    )?;
+                    if n.is_some() {
                         defer(Transition {
                             job_id: token.job_id,
                             kind: TransitionKind::Failed {
@@ -339,23 +332,28 @@ pub(super) fn apply_report(
             }
         }
     };
-    if changed == 0 {
+    let Some(ended) = changed else {
         log_stale(token);
         return Ok(Report::Stale);
-    }
+    };
     let outcome_name = match (outcome, status) {
         (Outcome::Succeeded, _) => "succeeded",
         (_, JobStatus::Queued) => "retry",
         _ => "failed",
     };
-    close_attempt(
-        tx,
-        token,
-        outcome_name,
-        error,
-        output.map(truncate_error),
-        now,
-    )?;
+    // The job row holds the attempt that ends the job; an attempt the job
+    // goes on from (a retry), or one with output to keep, gets its row.
+    if status == JobStatus::Queued || output.is_some() {
+        write_attempt(
+            tx,
+            token,
+            &ended,
+            outcome_name,
+            error,
+            output.map(truncate_error),
+            now,
+        )?;
+    }
     if status == JobStatus::Succeeded {
         defer(Transition {
             job_id: token.job_id,
@@ -471,12 +469,8 @@ impl SqliteStore {
                     ))
                     .and_then(|mut s| s.execute(fence_params(t, now)))
                     .db("release a job")?;
+                // No attempt row was written for it: it leaves no history.
                 if changed == 1 {
-                    tx.prepare_cached("DELETE FROM job_attempts WHERE job_id = ?1 AND id = ?2")
-                        .and_then(|mut s| {
-                            s.execute(params![t.job_id.to_string(), t.attempt_id.to_string()])
-                        })
-                        .db("release a job")?;
                     out.push(Report::Applied(JobStatus::Queued));
                 } else {
                     out.push(Report::Stale);
