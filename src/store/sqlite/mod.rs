@@ -516,6 +516,22 @@ impl SqliteStore {
             .map_err(|e| self.classify(e))
     }
 
+    /// The one number `sql` counts for `tenant` (bound to `?1`).
+    fn count_of_tenant(
+        &mut self,
+        action: &'static str,
+        sql: &str,
+        tenant: uuid::Uuid,
+    ) -> Result<u64> {
+        self.read(action, |tx| {
+            let n: i64 = tx
+                .prepare_cached(sql)
+                .and_then(|mut s| s.query_row([tenant.to_string()], |r| r.get(0)))
+                .db(action)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
     /// A metadata value that is a UUID (a damaged one is [`Error::Corrupt`]).
     pub fn meta_uuid(&self, key: &str) -> Result<Option<uuid::Uuid>> {
         self.meta(key)?

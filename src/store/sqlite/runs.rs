@@ -131,13 +131,11 @@ impl SqliteStore {
 
     /// How many runs `tenant` has.
     pub fn count_runs(&mut self, tenant: Uuid) -> Result<u64> {
-        self.read("count runs", |tx| {
-            let n: i64 = tx
-                .prepare_cached("SELECT count(*) FROM research_runs WHERE tenant_id = ?1")
-                .and_then(|mut s| s.query_row([tenant.to_string()], |r| r.get(0)))
-                .db("count runs")?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
+        self.count_of_tenant(
+            "count runs",
+            "SELECT count(*) FROM research_runs WHERE tenant_id = ?1",
+            tenant,
+        )
     }
 
     /// The bundle JSON of one run of `tenant`, as received.

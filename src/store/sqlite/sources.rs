@@ -103,13 +103,11 @@ pub(crate) fn fts_query(input: &str) -> std::result::Result<String, String> {
 impl SqliteStore {
     /// How many sources the handlers of `tenant`'s runs recorded.
     pub fn count_sources(&mut self, tenant: Uuid) -> Result<u64> {
-        self.read("count sources", |tx| {
-            let n: i64 = tx
-                .prepare_cached("SELECT count(*) FROM research_sources WHERE tenant_id = ?1")
-                .and_then(|mut s| s.query_row([tenant.to_string()], |r| r.get(0)))
-                .db("count sources")?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
+        self.count_of_tenant(
+            "count sources",
+            "SELECT count(*) FROM research_sources WHERE tenant_id = ?1",
+            tenant,
+        )
     }
 
     /// Sources of `tenant` that match `query` (see the README for its
