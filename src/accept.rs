@@ -15,10 +15,10 @@ use crate::bundle::{
     Bundle, Follow, Limits, ReadBundle, Sha256Hex, SourceBody, ValidationError, ValidationErrors,
     read_bundle,
 };
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::home::Home;
-use crate::objects::Objects;
-use crate::store::{NewRun, RunInsert, RunJob, Store};
+use crate::objects::{Objects, in_database};
+use crate::store::{NewObject, NewRun, RunInsert, RunJob, Store};
 use crate::timestamp::Timestamp;
 
 /// How many bundles share one transaction in [`accept_many`].
@@ -177,6 +177,8 @@ struct Ready {
     sha256: Sha256Hex,
     json: String,
     bundle: Bundle,
+    /// Its small source objects, stored with its run.
+    objects: Vec<NewObject>,
 }
 
 /// Accepts one bundle for `tenant` (a path a user gave).
@@ -267,9 +269,18 @@ pub fn accept_stream(
     for chunk in inputs.chunks(BATCH) {
         let mut results: Vec<Option<Result<AcceptReport>>> = Vec::with_capacity(chunk.len());
         let mut ready: Vec<(usize, Ready)> = Vec::new();
+        // One private folder stages the files of the batch's bundle folders.
+        let staging = objects.staging();
         for input in chunk {
             let index = results.len();
-            match prepare(input, &limits, &objects, options) {
+            let prepared = match &staging {
+                Ok(dir) => prepare(input, &limits, &objects, options, dir.path()),
+                Err(e) => Err(crate::Error::Record {
+                    path: input.shown.clone(),
+                    message: e.to_string(),
+                }),
+            };
+            match prepared {
                 Ok(Ok(r)) => {
                     results.push(None);
                     ready.push((index, r));
@@ -344,20 +355,21 @@ fn no_verdict() -> crate::Error {
     }
 }
 
-/// Reads, validates and stores the objects of one bundle.
+/// Reads and validates one bundle, stores its big objects as files (durable
+/// before this returns) and keeps its small ones for its run's transaction.
 fn prepare(
     input: &Input,
     limits: &Limits,
     objects: &Objects,
     options: &AcceptOptions,
+    staging: &Path,
 ) -> Result<std::result::Result<Ready, AcceptReport>> {
-    let staging = objects.staging()?;
     let ReadBundle {
         sha256,
         json,
         verdict,
         ..
-    } = read_bundle(&input.path, limits, Some(staging.path()), options.follow)?;
+    } = read_bundle(&input.path, limits, Some(staging), options.follow)?;
     let verdict = verdict.and_then(|b| match &options.known_types {
         Some(types) if !types.iter().any(|t| t == b.job_type()) => {
             Err(ValidationErrors::one(ValidationError::new(
@@ -384,18 +396,39 @@ fn prepare(
     };
     // A file named by several sources was staged once: store it once.
     let mut stored: std::collections::HashSet<&Sha256Hex> = std::collections::HashSet::new();
+    let mut small = Vec::new();
     for source in bundle.sources() {
         if !stored.insert(source.sha256()) {
             continue;
         }
+        let sha256 = source.sha256().clone();
         match source.body() {
             SourceBody::File(f) => {
                 if let Some(staged) = &f.staged {
-                    objects.commit_staged(staged, source.sha256())?;
+                    if in_database(f.size) {
+                        let bytes = std::fs::read(staged).io("read staged file", staged)?;
+                        std::fs::remove_file(staged).io("remove staged file", staged)?;
+                        small.push(NewObject {
+                            sha256,
+                            bytes,
+                            inline: false,
+                        });
+                    } else {
+                        objects.commit_staged(staged, &sha256)?;
+                    }
                 }
             }
             SourceBody::Inline(text) => {
-                objects.put(text.as_bytes(), source.sha256())?;
+                if in_database(text.len() as u64) {
+                    let bytes = text.as_bytes().to_vec();
+                    small.push(NewObject {
+                        sha256,
+                        bytes,
+                        inline: true,
+                    });
+                } else {
+                    objects.put(text.as_bytes(), &sha256)?;
+                }
             }
             SourceBody::Reference => {}
         }
@@ -409,6 +442,7 @@ fn prepare(
         sha256,
         json,
         bundle,
+        objects: small,
     }))
 }
 
@@ -450,6 +484,7 @@ fn record(
                     }),
                     max_attempts: None,
                 },
+                objects: r.objects.clone(),
             }
         })
         .collect();

@@ -1,5 +1,9 @@
-//! Content-addressed storage of source bytes under `<home>/objects/`:
-//! `objects/ab/cdef…` holds the bytes whose sha256 is `abcdef…`.
+//! Content-addressed storage of source bytes. Objects of at most
+//! [`IN_DATABASE_MAX`] bytes are kept in the database (stored by the store
+//! call that records their run, so one commit makes a whole batch durable);
+//! bigger ones are files under `<home>/objects/`: `objects/ab/cdef…` holds
+//! the bytes whose sha256 is `abcdef…`. Reads look in the database first,
+//! then for a file (objects of earlier releases are all files).
 //!
 //! Invariants: an object file is complete and fsynced before it gets its
 //! final name (write to a temp file, fsync, rename, fsync the folder), so a
@@ -12,7 +16,28 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::digest::Sha256Hex;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::store::Store;
+
+/// Objects of at most this many bytes are kept in the database: SQLite
+/// reads and writes blobs this small faster than the filesystem, a batch of
+/// them is made durable by one commit, and they waste no partly filled
+/// disk blocks.
+pub const IN_DATABASE_MAX: u64 = 128 * 1024;
+
+/// Whether an object of `size` bytes is kept in the database.
+pub fn in_database(size: u64) -> bool {
+    size <= IN_DATABASE_MAX
+}
+
+/// A stored object, opened.
+#[derive(Debug)]
+pub enum Body {
+    /// Kept in the database: its bytes.
+    Memory(Vec<u8>),
+    /// A file under `objects/`, opened (never through a symlink).
+    File(File),
+}
 
 /// The `objects/` folder of a home.
 #[derive(Clone, Debug)]
@@ -79,14 +104,50 @@ impl Objects {
         self.commit_staged(&tmp, sha)
     }
 
-    /// Reads an object, at most `limit` bytes.
-    pub fn read(&self, sha: &Sha256Hex, limit: u64) -> Result<Vec<u8>> {
+    /// Opens the object with this digest, from the database of `store` or
+    /// as a file; `None` when it is in neither.
+    pub fn open(&self, store: &mut Store, sha: &Sha256Hex) -> Result<Option<Body>> {
+        if let Some(bytes) = store.object(sha)? {
+            return Ok(Some(Body::Memory(bytes)));
+        }
         let path = self.path_of(sha);
-        let mut buf = Vec::new();
-        File::open(&path)
-            .and_then(|f| f.take(limit).read_to_end(&mut buf))
-            .io("read object", &path)?;
-        Ok(buf)
+        match rustix::fs::open(
+            &path,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) {
+            Ok(fd) => Ok(Some(Body::File(File::from(fd)))),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::Io {
+                action: "open object",
+                path,
+                source: std::io::Error::from_raw_os_error(e.raw_os_error()),
+            }),
+        }
+    }
+
+    /// Reads an object, at most `limit` bytes; an object that is stored
+    /// nowhere is an I/O error (`NotFound`).
+    pub fn read(&self, store: &mut Store, sha: &Sha256Hex, limit: u64) -> Result<Vec<u8>> {
+        let path = self.path_of(sha);
+        match self.open(store, sha)? {
+            Some(Body::Memory(mut bytes)) => {
+                bytes.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                Ok(bytes)
+            }
+            Some(Body::File(f)) => {
+                let mut buf = Vec::new();
+                f.take(limit)
+                    .read_to_end(&mut buf)
+                    .io("read object", &path)?;
+                Ok(buf)
+            }
+            None => Err(Error::Io {
+                action: "read object",
+                path,
+                source: std::io::ErrorKind::NotFound.into(),
+            }),
+        }
     }
 }
 

@@ -3,8 +3,10 @@
 
 mod common;
 
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
+use bundleq::digest::Sha256Hex;
 use bundleq::store::{NewRun, RunInsert, RunJob};
 use bundleq::{Home, Timestamp};
 use common::Bin;
@@ -57,6 +59,7 @@ fn seed_job(bin: &Bin) -> (Uuid, Uuid) {
                     payload: serde_json::json!({"run_id": run_id}),
                     max_attempts: None,
                 },
+                objects: Vec::new(),
             }],
             now,
         )
@@ -303,6 +306,34 @@ fn a_home_made_by_an_earlier_release_opens_migrates_and_keeps_its_data() {
     assert_eq!(bin.json(&["runs"]).as_array().unwrap().len(), 5);
     assert_eq!(bin.json(&["tenants"])[0]["name"], "default");
     assert_eq!(bin.json(&["search", "glacier"])["total"], 1);
+    // Its objects are files, read from there; its bundles were stored
+    // whole and read back as accepted.
+    let objects = bundleq::objects::Objects::new(home.join("objects"));
+    let mut store = bin.store();
+    let mut files = 0;
+    for shard in fs::read_dir(home.join("objects")).unwrap() {
+        let shard = shard.unwrap().path();
+        for f in fs::read_dir(&shard).unwrap() {
+            let name = format!(
+                "{}{}",
+                shard.file_name().unwrap().to_str().unwrap(),
+                f.unwrap().file_name().to_str().unwrap()
+            );
+            let Some(sha) = Sha256Hex::parse(&name) else {
+                continue;
+            };
+            let bytes = objects.read(&mut store, &sha, u64::MAX).unwrap();
+            assert_eq!(Sha256Hex::of(&bytes), sha);
+            files += 1;
+        }
+    }
+    assert_eq!(files, 5);
+    let tenant = bin.tenant();
+    for r in bin.json(&["runs"]).as_array().unwrap() {
+        let id: Uuid = r["id"].as_str().unwrap().parse().unwrap();
+        let json = store.run_bundle_json(tenant, id).unwrap();
+        assert_eq!(Sha256Hex::of(json.as_bytes()).as_str(), r["bundle_sha256"]);
+    }
     let failed: Vec<&serde_json::Value> = jobs
         .as_array()
         .unwrap()

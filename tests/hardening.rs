@@ -265,9 +265,9 @@ fn an_inbox_that_was_not_meant_is_refused_before_anything_moves() {
 
 #[test]
 fn a_stored_object_that_cannot_be_read_is_retried_not_failed() {
-    let (_d, bin) = Bin::init_with("");
-    let folder =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bundles/valid/glacier-survey.bundle");
+    let (d, bin) = Bin::init_with("");
+    // Bigger than what the database keeps: its object is a file.
+    let folder = common::file_bundle(d.path(), "big", 200 * 1024);
     bin.ok(&["submit", folder.to_str().unwrap()]);
     // The object store loses its files (a disk problem, an operator).
     let objects = bin.home.join("objects");
@@ -1164,8 +1164,7 @@ fn init_makes_every_folder_private_and_objects_0600() {
     assert_eq!(mode(&home.join("bundleq.toml")), 0o600);
     let inline =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bundles/valid/inline-content.json");
-    let folder =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bundles/valid/glacier-survey.bundle");
+    let folder = common::file_bundle(dir.path(), "big", 200 * 1024);
     bin.ok(&["submit", inline.to_str().unwrap(), folder.to_str().unwrap()]);
     let objects = walk(&home.join("objects"));
     assert!(!objects.is_empty());

@@ -773,20 +773,28 @@ fn two_serves_on_one_home_log_no_errors_for_files_the_other_took() {
 fn handlers_get_the_home_and_stored_source_files_and_their_stdout_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let seen = dir.path().join("payload.json");
+    let sums = dir.path().join("sums");
+    // The command hashes every file it is given while it runs.
     let script = format!(
-        "cat > {}; echo \"home=$BUNDLEQ_HOME\"; echo done",
-        seen.display()
+        "cat > {p}; grep -o '\"file\":\"[^\"]*\"' {p} | cut -d'\"' -f4 | while read f; do sha256sum \"$f\"; done > {s}; echo \"home=$BUNDLEQ_HOME\"; echo done",
+        p = seen.display(),
+        s = sums.display()
     );
     let (_d, bin) = home(&format!(
         "[handlers.reader]\ncommand = [\"sh\", \"-c\", {script:?}]\n"
     ));
+    // Small files (kept in the database) and a big one (a file object).
+    let copy = common::file_bundle(dir.path(), "r", 200 * 1024);
     let folder =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bundles/valid/glacier-survey.bundle");
-    let mut b: serde_json::Value =
+    let original: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(folder.join("bundle.json")).unwrap()).unwrap();
+    let mut b: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(copy.join("bundle.json")).unwrap()).unwrap();
     b["job_type"] = "reader".into();
-    let copy = dir.path().join("r.bundle");
-    fs::create_dir(&copy).unwrap();
+    for s in original["sources"].as_array().unwrap() {
+        b["sources"].as_array_mut().unwrap().push(s.clone());
+    }
     fs::write(copy.join("bundle.json"), b.to_string()).unwrap();
     fs::copy(folder.join("report.txt"), copy.join("report.txt")).unwrap();
     fs::create_dir(copy.join("data")).unwrap();
@@ -800,15 +808,19 @@ fn handlers_get_the_home_and_stored_source_files_and_their_stdout_is_kept() {
         serde_json::from_str(&fs::read_to_string(&seen).unwrap()).unwrap();
     assert_eq!(payload["home"], bin.home.display().to_string());
     let sources = payload["sources"].as_array().unwrap();
-    assert!(!sources.is_empty());
-    for s in sources.iter().filter(|s| !s["file"].is_null()) {
-        let bytes = fs::read(s["file"].as_str().unwrap()).unwrap();
-        use sha2::Digest;
-        let digest: String = sha2::Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(s["sha256"], digest);
+    assert_eq!(sources.len(), 3);
+    let sums = fs::read_to_string(&sums).unwrap();
+    for s in sources {
+        let file = s["file"].as_str().unwrap();
+        let sha = s["sha256"].as_str().unwrap();
+        assert!(
+            sums.contains(&format!("{sha}  {file}")),
+            "{file} held the bytes of {sha} while the command ran: {sums}"
+        );
+        // The big object is the home's own file; copies of objects kept in
+        // the database are gone with the command.
+        let own = Path::new(file).starts_with(bin.home.join("objects")) && Path::new(file).exists();
+        assert_eq!(own, s["uri"] == "file:big.txt", "{s}");
     }
     let id = bin.json(&["jobs"])[0]["id"].as_str().unwrap().to_owned();
     let output = bin.json(&["job", "show", &id])["attempt_history"][0]["output"].clone();

@@ -34,7 +34,8 @@ use super::{
     too_large,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::objects::Objects;
+use crate::objects::{Body, Objects};
+use crate::store::Store;
 
 /// The file a directory bundle holds its JSON in.
 pub const BUNDLE_JSON: &str = "bundle.json";
@@ -81,6 +82,7 @@ pub(crate) struct BundleDir<'a> {
 /// Stored bundles: file sources are read back from the object store.
 pub(crate) struct StoredFiles<'a> {
     objects: &'a Objects,
+    store: RefCell<&'a mut Store>,
     limits: &'a Limits,
     /// Each object is hashed once.
     seen: RefCell<HashMap<Sha256Hex, std::result::Result<SourceFile, String>>>,
@@ -91,9 +93,10 @@ pub(crate) struct StoredFiles<'a> {
 }
 
 impl<'a> StoredFiles<'a> {
-    pub(crate) fn new(objects: &'a Objects, limits: &'a Limits) -> Self {
+    pub(crate) fn new(objects: &'a Objects, store: &'a mut Store, limits: &'a Limits) -> Self {
         StoredFiles {
             objects,
+            store: RefCell::new(store),
             limits,
             seen: RefCell::new(HashMap::new()),
             total: Cell::new(0),
@@ -365,7 +368,13 @@ pub(crate) fn open_source(
     }
     let result = check_rel_path(rel)
         .and_then(|parts| open_beneath(dir.dir, &parts))
-        .and_then(|file| hash_file(file, rel, dir.limits, &dir.total, dir.stage));
+        .and_then(|file| {
+            let declared = file
+                .metadata()
+                .map_err(|e| format!("cannot inspect the file: {e}"))?
+                .len();
+            hash_bytes(file, declared, rel, dir.limits, &dir.total, dir.stage)
+        });
     dir.seen.borrow_mut().insert(rel.to_owned(), result.clone());
     result
 }
@@ -387,32 +396,34 @@ pub(crate) fn open_stored(
         });
     }
     let path = stored.objects.path_of(sha);
-    let file = match rustix::fs::open(
-        &path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => File::from(fd),
-        Err(e) => {
-            let message = format!(
-                "the stored bytes of this file cannot be read: {}",
-                errno_io(e)
-            );
-            stored.io_error.borrow_mut().get_or_insert(Error::Io {
-                action: "read stored object",
-                path,
-                source: errno_io(e),
-            });
-            return Err(message);
-        }
+    let cannot_read = |source: io::Error| {
+        let message = format!("the stored bytes of this file cannot be read: {source}");
+        stored.io_error.borrow_mut().get_or_insert(Error::Io {
+            action: "read stored object",
+            path: path.clone(),
+            source,
+        });
+        Err(message)
     };
-    let result = hash_file(file, rel, stored.limits, &stored.total, None);
+    let opened = stored.objects.open(&mut stored.store.borrow_mut(), sha);
+    let result = match opened {
+        Ok(Some(Body::File(file))) => match file.metadata() {
+            Ok(meta) => hash_bytes(file, meta.len(), rel, stored.limits, &stored.total, None),
+            Err(e) => return cannot_read(e),
+        },
+        Ok(Some(Body::Memory(bytes))) => {
+            let len = bytes.len() as u64;
+            hash_bytes(&bytes[..], len, rel, stored.limits, &stored.total, None)
+        }
+        Ok(None) => return cannot_read(io::ErrorKind::NotFound.into()),
+        Err(e) => return cannot_read(io::Error::other(e.to_string())),
+    };
     if let Err(message) = &result
         && message.starts_with("cannot read")
     {
         stored.io_error.borrow_mut().get_or_insert(Error::Io {
             action: "read stored object",
-            path: stored.objects.path_of(sha),
+            path,
             source: io::Error::other(message.clone()),
         });
     }
@@ -444,8 +455,11 @@ fn check_rel_path(rel: &str) -> std::result::Result<Vec<&str>, String> {
     Ok(parts)
 }
 
-fn hash_file(
-    file: File,
+/// Hashes (and stages, when asked) the bytes of `reader`, which says it
+/// holds `declared` bytes, within the bundle's limits.
+fn hash_bytes(
+    reader: impl Read,
+    declared: u64,
     rel: &str,
     limits: &Limits,
     total: &Cell<u64>,
@@ -457,10 +471,6 @@ fn hash_file(
             limits.max_total_source_bytes
         )
     };
-    let declared = file
-        .metadata()
-        .map_err(|e| format!("cannot inspect the file: {e}"))?
-        .len();
     if declared > limits.max_source_file_bytes {
         return Err(format!(
             "file is larger than the limit of {} bytes",
@@ -479,7 +489,7 @@ fn hash_file(
         ),
         None => None,
     };
-    let mut reader = file.take(limits.max_source_file_bytes + 1);
+    let mut reader = reader.take(limits.max_source_file_bytes + 1);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;

@@ -329,12 +329,13 @@ pub fn validate_stored(
     bytes: &[u8],
     limits: &Limits,
     objects: &Objects,
+    store: &mut crate::store::Store,
 ) -> crate::Result<Result<Bundle, ValidationErrors>> {
     let value = match parse::parse(bytes, limits) {
         Ok(v) => v,
         Err(e) => return Ok(Err(ValidationErrors::one(e))),
     };
-    let stored = files::StoredFiles::new(objects, limits);
+    let stored = files::StoredFiles::new(objects, store, limits);
     let verdict = rules::validate(value, limits, &Files::Stored(&stored));
     match stored.take_io_error() {
         Some(e) => Err(e),

@@ -33,6 +33,7 @@ use super::child::ChildIo;
 use super::guard::GuardProgram;
 use super::{Handler, JobContext};
 pub use crate::config::ExternalConfig;
+use crate::error::IoContext;
 use crate::state::Outcome;
 use crate::store::Readers;
 
@@ -133,34 +134,57 @@ enum Ended {
 /// For each source of the bundle: its index, uri, sha256, media type and
 /// the path of its stored bytes (`null` when the bundle carries none), so a
 /// handler can read `path` and `content` sources without knowing the
-/// object store's layout.
-fn stored_sources(home: &crate::home::Home, bundle: &serde_json::Value) -> serde_json::Value {
+/// object store's layout. An object kept in the database is copied into
+/// `scratch` (a private folder removed when the command has ended).
+fn stored_sources(
+    home: &crate::home::Home,
+    store: &mut crate::store::Store,
+    bundle: &serde_json::Value,
+    scratch: &Path,
+) -> crate::Result<serde_json::Value> {
     let objects = crate::objects::Objects::new(home.objects());
-    let list = bundle["sources"]
+    let empty = Vec::new();
+    let mut list = Vec::new();
+    for (idx, s) in bundle["sources"]
         .as_array()
-        .map_or_else(Vec::new, |sources| {
-            sources
-                .iter()
-                .enumerate()
-                .map(|(idx, s)| {
-                    let sha = s["sha256"]
-                        .as_str()
-                        .and_then(crate::bundle::Sha256Hex::parse);
-                    let file = sha
-                        .map(|h| objects.path_of(&h))
-                        .filter(|p| p.is_file())
-                        .map(|p| p.display().to_string());
-                    serde_json::json!({
-                        "idx": idx,
-                        "uri": s["uri"],
-                        "sha256": s["sha256"],
-                        "media_type": s["media_type"],
-                        "file": file,
-                    })
-                })
-                .collect()
-        });
-    serde_json::Value::Array(list)
+        .unwrap_or(&empty)
+        .iter()
+        .enumerate()
+    {
+        let sha = s["sha256"]
+            .as_str()
+            .and_then(crate::bundle::Sha256Hex::parse);
+        let file = match &sha {
+            Some(h) => match objects.open(store, h)? {
+                Some(crate::objects::Body::File(_)) => Some(objects.path_of(h)),
+                Some(crate::objects::Body::Memory(bytes)) => {
+                    let copy = scratch.join(h.as_str());
+                    if !copy.exists() {
+                        use std::io::Write;
+                        use std::os::unix::fs::OpenOptionsExt;
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o600)
+                            .open(&copy)
+                            .and_then(|mut f| f.write_all(&bytes))
+                            .io("copy an object to", &copy)?;
+                    }
+                    Some(copy)
+                }
+                None => None,
+            },
+            None => None,
+        };
+        list.push(serde_json::json!({
+            "idx": idx,
+            "uri": s["uri"],
+            "sha256": s["sha256"],
+            "media_type": s["media_type"],
+            "file": file.map(|p| p.display().to_string()),
+        }));
+    }
+    Ok(serde_json::Value::Array(list))
 }
 
 fn pid_of(id: u32) -> Option<rustix::process::Pid> {
@@ -208,7 +232,20 @@ impl Handler for ExternalCommand {
             // The database could not be read now: that may pass.
             Err(e) => return Outcome::Retry(e.to_string()),
         };
-        let sources = stored_sources(&self.home, &bundle);
+        // Objects kept in the database are copied here for the command to
+        // read; the folder goes when this returns.
+        let objects = crate::objects::Objects::new(self.home.objects());
+        let scratch = match objects.staging() {
+            Ok(dir) => dir,
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        let sources = match self
+            .reads
+            .with(|s| stored_sources(&self.home, s, &bundle, scratch.path()))
+        {
+            Ok(list) => list,
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
         let mut input = job.payload_json.clone();
         if let serde_json::Value::Object(map) = &mut input {
             map.insert("bundle".to_owned(), bundle);

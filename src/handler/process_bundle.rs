@@ -1,14 +1,16 @@
 //! The built-in `process_bundle` handler: re-check the stored bundle,
-//! verify every source's bytes against its sha256, keep the bytes under
-//! `objects/`, and hand the sources (with their text) to the pool, which
-//! records and indexes them in the transaction that marks the job done.
+//! verify every source's stored bytes against its sha256 (they were stored
+//! when the bundle was accepted), and hand the sources (with their text) to
+//! the pool, which records and indexes them in the transaction that marks
+//! the job done.
 
 use super::{Handler, JobContext};
 use crate::bundle::{self, Sha256Hex, SourceBody};
 use crate::home::Home;
 use crate::objects::Objects;
 use crate::state::Outcome;
-use crate::store::{NewSource, Readers, RunSources};
+use crate::store::{NewSource, Readers, RunSources, Store};
+use uuid::Uuid;
 
 /// Text beyond this many bytes of a source is not indexed.
 const MAX_INDEXED_BYTES: u64 = 8 * 1024 * 1024;
@@ -31,40 +33,69 @@ impl Handler for ProcessBundle {
     fn handle(&self, ctx: &mut JobContext<'_>) -> Outcome {
         let job = ctx.job;
         let (tenant, run_id) = (job.tenant_id, job.run_id);
-        let json = match self.reads.with(|s| s.run_bundle_json(tenant, run_id)) {
+        // One read connection for the whole job: the stored bundle and the
+        // objects kept in the database are read through it.
+        let processed = self
+            .reads
+            .with(|store| Ok(self.sources_of(store, tenant, run_id)));
+        let sources = match processed {
+            Ok(Ok(sources)) => sources,
+            Ok(Err(outcome)) => return outcome,
+            // No read connection: the database may be busy or briefly
+            // unreachable, which may pass.
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        let count = sources.len();
+        ctx.record_sources(RunSources {
+            tenant_id: tenant,
+            run_id,
+            sources,
+        });
+        log::debug!("Job {}: run {run_id} processed, {count} sources", job.id);
+        Outcome::Succeeded
+    }
+}
+
+impl ProcessBundle {
+    /// The run's sources, verified, with their text; or the outcome that
+    /// ends the job without them.
+    fn sources_of(
+        &self,
+        store: &mut Store,
+        tenant: Uuid,
+        run_id: Uuid,
+    ) -> Result<Vec<NewSource>, Outcome> {
+        let json = match store.run_bundle_json(tenant, run_id) {
             Ok(j) => j,
             // The run row is missing or the database is unreadable: the
             // latter may pass, so retry.
             Err(crate::Error::RunNotFound { .. }) => {
-                return Outcome::Fail(format!("run {run_id} of tenant {tenant} does not exist"));
+                return Err(Outcome::Fail(format!(
+                    "run {run_id} of tenant {tenant} does not exist"
+                )));
             }
-            Err(e) => return Outcome::Retry(e.to_string()),
+            Err(e) => return Err(Outcome::Retry(e.to_string())),
         };
         let objects = Objects::new(self.home.objects());
         let limits = &self.home.config().limits;
-        let bundle = match bundle::validate_stored(json.as_bytes(), limits, &objects) {
+        let bundle = match bundle::validate_stored(json.as_bytes(), limits, &objects, store) {
             Ok(Ok(b)) => b,
             // The stored bundle passed at upload; failing now means its
             // stored bytes are damaged, which retrying will not mend.
-            Ok(Err(errors)) => return Outcome::Fail(errors.to_string()),
+            Ok(Err(errors)) => return Err(Outcome::Fail(errors.to_string())),
             // A stored object could not be read (a missing or unreadable
             // file, a disk error): this machine's problem, which may pass.
-            Err(e) => return Outcome::Retry(e.to_string()),
+            Err(e) => return Err(Outcome::Retry(e.to_string())),
         };
         let mut sources = Vec::with_capacity(bundle.sources().len());
         for (idx, s) in bundle.sources().iter().enumerate() {
             let (size, text) = match s.body() {
                 SourceBody::Reference => (None, None),
-                SourceBody::Inline(text) => {
-                    if let Err(e) = objects.put(text.as_bytes(), s.sha256()) {
-                        return Outcome::Retry(e.to_string());
-                    }
-                    (Some(text.len() as u64), Some(text.clone()))
-                }
-                SourceBody::File(f) => match text_of(&objects, s.sha256(), s.media_type()) {
+                SourceBody::Inline(text) => (Some(text.len() as u64), Some(text.clone())),
+                SourceBody::File(f) => match text_of(&objects, store, s.sha256(), s.media_type()) {
                     Ok(text) => (Some(f.size), text),
                     // Read a moment ago to check its hash: an I/O failure.
-                    Err(e) => return Outcome::Retry(e.to_string()),
+                    Err(e) => return Err(Outcome::Retry(e.to_string())),
                 },
             };
             sources.push(NewSource {
@@ -78,14 +109,7 @@ impl Handler for ProcessBundle {
                 text,
             });
         }
-        let count = sources.len();
-        ctx.record_sources(RunSources {
-            tenant_id: tenant,
-            run_id,
-            sources,
-        });
-        log::debug!("Job {}: run {run_id} processed, {count} sources", job.id);
-        Outcome::Succeeded
+        Ok(sources)
     }
 }
 
@@ -93,6 +117,7 @@ impl Handler for ProcessBundle {
 /// types and bytes that are not UTF-8).
 fn text_of(
     objects: &Objects,
+    store: &mut Store,
     sha: &Sha256Hex,
     media_type: Option<&str>,
 ) -> crate::Result<Option<String>> {
@@ -102,6 +127,6 @@ fn text_of(
     if !textual {
         return Ok(None);
     }
-    let bytes = objects.read(sha, MAX_INDEXED_BYTES)?;
+    let bytes = objects.read(store, sha, MAX_INDEXED_BYTES)?;
     Ok(String::from_utf8(bytes).ok())
 }

@@ -24,6 +24,7 @@
 //!   [`crate::Error::Corrupt`]: a database's own wording never reaches a
 //!   user.
 
+mod compact;
 mod model;
 mod readers;
 pub mod search;
@@ -36,12 +37,14 @@ use uuid::Uuid;
 
 pub use model::{
     Attempt, BaselineFigures, Claim, ClaimToken, Completion, IdKind, Job, JobEvent, JobFilter,
-    MIN_PREFIX, MIN_SHORT, NewJob, NewRun, NewSource, PruneFilter, Pruned, QueuePolicy, Report,
-    Run, RunInsert, RunJob, RunSources, RunSummary, SchemaVersion, SearchHit, ServeRow, Stats,
-    StoreOptions, Synchronous, Tenant, Transition, TransitionKind, new_job_id, valid_tenant_name,
+    MIN_PREFIX, MIN_SHORT, NewJob, NewObject, NewRun, NewSource, PruneFilter, Pruned, QueuePolicy,
+    Report, Run, RunInsert, RunJob, RunSources, RunSummary, SchemaVersion, SearchHit, ServeRow,
+    Stats, StoreOptions, Synchronous, Tenant, Transition, TransitionKind, new_job_id,
+    valid_tenant_name,
 };
 pub use readers::Readers;
 
+use crate::digest::Sha256Hex;
 use crate::error::Result;
 use crate::state::JobStatus;
 use crate::timestamp::Timestamp;
@@ -472,6 +475,12 @@ impl Store {
     /// id already taken is a conflict; an unknown tenant is an error.
     pub fn insert_runs(&mut self, runs: &[NewRun], now: Timestamp) -> Result<Vec<RunInsert>> {
         on_backend!(self, b => b.insert_runs(runs, now))
+    }
+
+    /// The bytes of an object kept in the database, if it is there (bigger
+    /// objects, and those of earlier releases, are files: see `objects`).
+    pub fn object(&mut self, sha256: &Sha256Hex) -> Result<Option<Vec<u8>>> {
+        on_backend!(self, b => b.object(sha256))
     }
 
     /// Runs of `tenant`, newest first.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::digest::Sha256Hex;
 use crate::state::{Backoff, JobStatus, Outcome};
 use crate::timestamp::Timestamp;
 
@@ -233,6 +234,21 @@ pub struct NewRun {
     pub inbox_claim: Option<String>,
     /// The job enqueued with it (its type, payload and attempts).
     pub job: RunJob,
+    /// Source bytes kept in the database, stored in the same transaction
+    /// when the run is new (never for a duplicate or a conflict).
+    pub objects: Vec<NewObject>,
+}
+
+/// Source bytes to keep in the database, under their digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewObject {
+    /// sha256 of `bytes`.
+    pub sha256: Sha256Hex,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// They are the text of an inline source (`content`) of the run's
+    /// bundle, which the store may then keep once.
+    pub inline: bool,
 }
 
 /// The job a new run is recorded with.

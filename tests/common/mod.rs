@@ -195,6 +195,30 @@ pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Writes `NAME.bundle/` under `dir` with one text file of `size` bytes
+/// (bigger than `bundleq::objects::IN_DATABASE_MAX` makes it a file
+/// object) and returns the folder.
+pub fn file_bundle(dir: &Path, name: &str, size: usize) -> PathBuf {
+    let folder = dir.join(format!("{name}.bundle"));
+    fs::create_dir_all(&folder).unwrap();
+    let text: String = (0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    fs::write(folder.join("big.txt"), &text).unwrap();
+    let bundle = serde_json::json!({
+        "bundle_version": 1,
+        "run_id": Uuid::now_v7(),
+        "title": format!("File bundle {name}"),
+        "created_at": "2026-11-28T10:00:00Z",
+        "sources": [{
+            "uri": "file:big.txt",
+            "path": "big.txt",
+            "sha256": bundleq::digest::Sha256Hex::of(text.as_bytes()).as_str(),
+            "media_type": "text/plain"
+        }]
+    });
+    fs::write(folder.join("bundle.json"), bundle.to_string()).unwrap();
+    folder
+}
+
 /// A small valid bundle of this job type, distinct for each call.
 pub fn bundle_text(job_type: &str, i: usize) -> String {
     serde_json::json!({

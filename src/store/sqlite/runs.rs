@@ -6,7 +6,9 @@ use uuid::Uuid;
 
 use super::convert::{DbContext, uuid_col, uuid_text};
 use super::{SqliteStore, WriteTx};
+use crate::digest::Sha256Hex;
 use crate::error::{Error, Result};
+use crate::store::compact;
 use crate::store::{NewJob, NewRun, Run, RunInsert, RunSummary};
 use crate::timestamp::Timestamp;
 
@@ -75,11 +77,22 @@ impl WriteTx<'_> {
         if let Some(existing_sha256) = taken {
             return Ok(RunInsert::Conflict { existing_sha256 });
         }
+        // Inline texts kept as objects are kept once (see `compact`).
+        let texts: Vec<(&Sha256Hex, &str)> = run
+            .objects
+            .iter()
+            .filter(|o| o.inline)
+            .filter_map(|o| Some((&o.sha256, std::str::from_utf8(&o.bytes).ok()?)))
+            .collect();
+        let (json, holes) = match compact::cut(&run.bundle_json, &texts) {
+            Some((json, holes)) => (std::borrow::Cow::Owned(json), Some(holes)),
+            None => (std::borrow::Cow::Borrowed(run.bundle_json.as_str()), None),
+        };
         self.tx
             .prepare_cached(
                 "INSERT INTO research_runs (tenant_id, id, title, bundle_sha256, bundle_json,
-                     origin, origin_name, created_at, updated_at, inbox_claim)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
+                     origin, origin_name, created_at, updated_at, inbox_claim, bundle_holes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -87,11 +100,12 @@ impl WriteTx<'_> {
                     run.id.to_string(),
                     run.title,
                     run.bundle_sha256,
-                    run.bundle_json,
+                    json,
                     run.origin,
                     run.origin_name,
                     now,
-                    run.inbox_claim
+                    run.inbox_claim,
+                    holes
                 ])
             })
             .db("record a run")?;
@@ -105,6 +119,14 @@ impl WriteTx<'_> {
             },
             now,
         )?;
+        let mut put = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO objects (sha256, bytes) VALUES (?1, ?2)")
+            .db("store an object")?;
+        for o in &run.objects {
+            put.execute(params![o.sha256.as_str(), o.bytes])
+                .db("store an object")?;
+        }
         Ok(RunInsert::Inserted { job_id })
     }
 }
@@ -138,43 +160,23 @@ impl SqliteStore {
         )
     }
 
+    /// The bytes of an object kept in the database, if it is there.
+    pub fn object(&mut self, sha256: &Sha256Hex) -> Result<Option<Vec<u8>>> {
+        self.read("read an object", |tx| {
+            tx.prepare_cached("SELECT bytes FROM objects WHERE sha256 = ?1")
+                .and_then(|mut s| s.query_row([sha256.as_str()], |r| r.get(0)).optional())
+                .db("read an object")
+        })
+    }
+
     /// The bundle JSON of one run of `tenant`, as received.
     pub fn run_bundle_json(&mut self, tenant: Uuid, id: Uuid) -> Result<String> {
-        self.read("read a run", |tx| {
-            tx.prepare_cached(
-                "SELECT bundle_json FROM research_runs WHERE tenant_id = ?1 AND id = ?2",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![tenant.to_string(), id.to_string()], |r| r.get(0))
-                    .optional()
-            })
-            .db("read a run")
-        })?
-        .ok_or_else(|| Error::RunNotFound {
-            id: id.to_string(),
-            tenant: tenant.to_string(),
-        })
+        self.stored_run(tenant, id).map(|(_, json)| json)
     }
 
     /// One run of `tenant`, with its bundle.
     pub fn run(&mut self, tenant: Uuid, id: Uuid) -> Result<Run> {
-        let found = self.read("read a run", |tx| {
-            tx.prepare_cached(&format!(
-                "SELECT {SUMMARY_COLUMNS}, bundle_json FROM research_runs
-                 WHERE tenant_id = ?1 AND id = ?2"
-            ))
-            .and_then(|mut s| {
-                s.query_row(params![tenant.to_string(), id.to_string()], |r| {
-                    Ok((summary_from_row(r)?, r.get::<_, String>(8)?))
-                })
-                .optional()
-            })
-            .db("read a run")
-        })?;
-        let (summary, json) = found.ok_or_else(|| Error::RunNotFound {
-            id: id.to_string(),
-            tenant: tenant.to_string(),
-        })?;
+        let (summary, json) = self.stored_run(tenant, id)?;
         let bundle_json = serde_json::from_str(&json).map_err(|e| Error::Corrupt {
             path: self.path.clone(),
             detail: format!("the stored bundle of run {id} does not parse: {e}"),
@@ -182,6 +184,51 @@ impl SqliteStore {
         Ok(Run {
             summary,
             bundle_json,
+        })
+    }
+
+    /// A run's summary and its bundle JSON as received (its holes filled
+    /// with their objects' texts, in the same read transaction).
+    fn stored_run(&mut self, tenant: Uuid, id: Uuid) -> Result<(RunSummary, String)> {
+        let path = self.path.clone();
+        let found = self.read("read a run", |tx| {
+            let row = tx
+                .prepare_cached(&format!(
+                    "SELECT {SUMMARY_COLUMNS}, bundle_json, bundle_holes FROM research_runs
+                     WHERE tenant_id = ?1 AND id = ?2"
+                ))
+                .and_then(|mut s| {
+                    s.query_row(params![tenant.to_string(), id.to_string()], |r| {
+                        Ok((
+                            summary_from_row(r)?,
+                            r.get::<_, String>(8)?,
+                            r.get::<_, Option<String>>(9)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .db("read a run")?;
+            let Some((summary, json, Some(holes))) = row else {
+                return Ok(row.map(|(summary, json, _)| (summary, json)));
+            };
+            let mut object = tx
+                .prepare_cached("SELECT bytes FROM objects WHERE sha256 = ?1")
+                .db("read an object")?;
+            let filled = compact::fill(&json, &holes, &mut |sha| {
+                object
+                    .query_row([sha.as_str()], |r| r.get(0))
+                    .optional()
+                    .db("read an object")
+            })
+            .map_err(|why| Error::Corrupt {
+                path: path.clone(),
+                detail: format!("the stored bundle of run {id} cannot be put back together: {why}"),
+            })?;
+            Ok(Some((summary, filled)))
+        })?;
+        found.ok_or_else(|| Error::RunNotFound {
+            id: id.to_string(),
+            tenant: tenant.to_string(),
         })
     }
 }

@@ -1,0 +1,16 @@
+-- Small source objects live in the database: a batch of accepted bundles
+-- is made durable by one commit instead of one fsync per file, and a few
+-- kilobytes of text no longer occupy a 4 KiB block of their own. Bigger
+-- objects stay files under objects/ (the application decides which, by
+-- size); objects stored as files by earlier releases stay where they are
+-- and are read from there.
+CREATE TABLE objects (
+    sha256 TEXT PRIMARY KEY CHECK (length(sha256) = 64),
+    bytes  BLOB NOT NULL
+);
+
+-- The text of an inline source is kept once, as its object: the stored
+-- bundle JSON holds `null` in its place and `bundle_holes` lists where
+-- (`[[byte offset, "sha256"], …]`, NULL when nothing was cut). Filling the
+-- holes gives back the bytes received, exactly.
+ALTER TABLE research_runs ADD COLUMN bundle_holes TEXT;

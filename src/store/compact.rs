@@ -1,0 +1,174 @@
+//! Bundle JSON stored compactly: the text of an inline source is kept once,
+//! as its object, and the stored JSON holds `null` where the text's JSON
+//! string was, plus a list of holes (`[[byte offset, "sha256"], …]`).
+//! Filling the holes gives back the bytes received, exactly: a text is cut
+//! only where its JSON string as serde_json writes it appears verbatim, and
+//! a cut is kept only if filling it back reproduces the original (otherwise
+//! the JSON is stored whole). The stored JSON stays valid JSON.
+//!
+//! Backend-neutral: a backend stores the compact text and the holes next to
+//! each other and fills them when the bundle is read.
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Sha256Hex;
+
+/// What stands in a hole of the stored JSON.
+const PLACEHOLDER: &str = "null";
+/// A text shorter than this (as a JSON string) is not worth a hole.
+const MIN_CUT: usize = 64;
+
+/// Where an inline text was cut out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Hole(usize, String);
+
+/// The JSON string of `text` as serde_json writes it.
+fn quoted(text: &str) -> String {
+    serde_json::Value::String(text.to_owned()).to_string()
+}
+
+/// Cuts the JSON strings of `texts` (inline source texts with their
+/// digests, in document order) out of `json`. `None` when nothing was worth
+/// cutting; otherwise the compact JSON and its holes (as JSON text).
+pub(crate) fn cut(json: &str, texts: &[(&Sha256Hex, &str)]) -> Option<(String, String)> {
+    let mut out = String::with_capacity(json.len() / 2);
+    let mut holes = Vec::new();
+    let mut from = 0;
+    for (sha, text) in texts {
+        let q = quoted(text);
+        if q.len() < MIN_CUT {
+            continue;
+        }
+        let Some(found) = json.get(from..).and_then(|rest| rest.find(&q)) else {
+            continue;
+        };
+        let at = from + found;
+        out.push_str(json.get(from..at)?);
+        holes.push(Hole(out.len(), sha.as_str().to_owned()));
+        out.push_str(PLACEHOLDER);
+        from = at + q.len();
+    }
+    if holes.is_empty() {
+        return None;
+    }
+    out.push_str(json.get(from..)?);
+    let holes = serde_json::to_string(&holes).ok()?;
+    // Kept only if it gives the original back.
+    let texts_of = |sha: &Sha256Hex| {
+        texts
+            .iter()
+            .find(|(s, _)| *s == sha)
+            .map(|(_, t)| t.as_bytes().to_vec())
+    };
+    match fill(&out, &holes, &mut |sha| Ok(texts_of(sha))) {
+        Ok(back) if back == json => Some((out, holes)),
+        _ => None,
+    }
+}
+
+/// Fills the holes of a compact JSON text with the texts `fetch` gives for
+/// their digests. An error is a message saying what is missing or damaged.
+pub(crate) fn fill(
+    compact: &str,
+    holes: &str,
+    fetch: &mut dyn FnMut(&Sha256Hex) -> crate::Result<Option<Vec<u8>>>,
+) -> Result<String, String> {
+    let holes: Vec<Hole> = serde_json::from_str(holes)
+        .map_err(|e| format!("its list of holes does not parse: {e}"))?;
+    let mut out = String::with_capacity(compact.len() * 2);
+    let mut from = 0;
+    for Hole(at, sha) in holes {
+        let placeholder = at
+            .checked_add(PLACEHOLDER.len())
+            .and_then(|end| compact.get(at..end));
+        if at < from || placeholder != Some(PLACEHOLDER) {
+            return Err(format!("its hole at byte {at} is not where the text says"));
+        }
+        let digest =
+            Sha256Hex::parse(&sha).ok_or_else(|| format!("its hole names no sha256: {sha:?}"))?;
+        let bytes = fetch(&digest)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("the object {sha} of an inline source is missing"))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| format!("the object {sha} is not UTF-8 text"))?;
+        out.push_str(compact.get(from..at).unwrap_or_default());
+        out.push_str(&quoted(&text));
+        from = at + PLACEHOLDER.len();
+    }
+    out.push_str(compact.get(from..).unwrap_or_default());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(text: &str) -> Sha256Hex {
+        Sha256Hex::of(text.as_bytes())
+    }
+
+    fn round_trip(json: &str, texts: &[&str]) -> Option<(String, String)> {
+        let shas: Vec<Sha256Hex> = texts.iter().map(|t| sha(t)).collect();
+        let pairs: Vec<(&Sha256Hex, &str)> = shas.iter().zip(texts.iter().copied()).collect();
+        let cut = cut(json, &pairs)?;
+        let back = fill(&cut.0, &cut.1, &mut |s| {
+            Ok(pairs
+                .iter()
+                .find(|(x, _)| *x == s)
+                .map(|(_, t)| t.as_bytes().to_vec()))
+        })
+        .unwrap();
+        assert_eq!(back, json);
+        serde_json::from_str::<serde_json::Value>(&cut.0).expect("the compact text is JSON");
+        Some(cut)
+    }
+
+    #[test]
+    fn inline_texts_are_cut_and_filled_back_exactly() {
+        let a = "alpha ".repeat(30);
+        let b = "line one\nline \"two\" é \u{1F600}".repeat(5);
+        let json = serde_json::json!({"sources": [
+            {"uri": "u1", "content": a},
+            {"uri": "u2", "content": b},
+        ]})
+        .to_string();
+        let (compact, holes) = round_trip(&json, &[&a, &b]).unwrap();
+        assert!(compact.len() < 100, "{compact}");
+        assert_eq!(holes.matches('[').count(), 3);
+    }
+
+    #[test]
+    fn a_text_written_with_other_escapes_stays_in_the_json() {
+        // `\u00e9` for é and `\/` are valid JSON that serde_json would not
+        // write: the text is not found, nothing is cut.
+        let text = format!("caf\u{e9} {}", "x".repeat(80));
+        let json = format!(
+            "{{\"content\": \"caf\\u00e9 {}\", \"p\": \"a\\/b\"}}",
+            "x".repeat(80)
+        );
+        assert!(round_trip(&json, &[&text]).is_none());
+    }
+
+    #[test]
+    fn a_repeated_text_short_texts_and_odd_layouts_round_trip() {
+        let t = "the same text, twice over, long enough to be cut out".repeat(2);
+        let json = format!(
+            "{{ \"sources\" : [ {{\"content\"  :\n{q} }}, {{\"content\":{q}}} ] , \"title\": {q} }}",
+            q = quoted(&t)
+        );
+        let (compact, _) = round_trip(&json, &[&t, &t]).unwrap();
+        // Two cut (one per source), the title's copy kept.
+        assert_eq!(compact.matches("null").count(), 2);
+        assert!(round_trip(r#"{"content": "short"}"#, &["short"]).is_none());
+    }
+
+    #[test]
+    fn damaged_holes_are_errors_not_panics() {
+        let nothing = &mut |_: &Sha256Hex| Ok(None);
+        for holes in ["", "[[99, \"x\"]]", "[[0, \"zz\"]]", "[[1, \"a\"]]", "{}"] {
+            assert!(fill("null", holes, nothing).is_err(), "{holes}");
+        }
+        let h = format!("[[0, \"{}\"]]", "a".repeat(64));
+        assert!(fill("null", &h, nothing).unwrap_err().contains("missing"));
+    }
+}
