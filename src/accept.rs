@@ -6,7 +6,9 @@
 //! after its source objects are durable; the same bytes for the same tenant
 //! are recognised (by sha256) and enqueue nothing.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -22,7 +24,7 @@ use crate::store::{NewObject, NewRun, RunInsert, RunJob, Store};
 use crate::timestamp::Timestamp;
 
 /// How many bundles share one transaction in [`accept_many`].
-const BATCH: usize = 256;
+pub const BATCH: usize = 256;
 
 /// What happened to one bundle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -256,6 +258,12 @@ pub fn accept_inputs(
 /// `on_batch` returns false to stop there (what was committed stays).
 /// Returns how many inputs were handled, or the fatal error that stopped
 /// the stream after its batch was handed on.
+///
+/// Reading, hashing and validating (and storing big objects as files) run
+/// on up to [`PREPARERS`] threads, batches ahead of the one being recorded
+/// (at most one waiting per thread); batches are recorded and handed on in
+/// input order by the calling thread, the only one that writes the
+/// database.
 pub fn accept_stream(
     store: &mut Store,
     home: &Home,
@@ -265,68 +273,140 @@ pub fn accept_stream(
 ) -> Result<usize> {
     let objects = Objects::new(home.objects());
     let limits = home.config().limits.clone();
-    let mut handled = 0;
-    for chunk in inputs.chunks(BATCH) {
-        let mut results: Vec<Option<Result<AcceptReport>>> = Vec::with_capacity(chunk.len());
-        let mut ready: Vec<(usize, Ready)> = Vec::new();
-        // One private folder stages the files of the batch's bundle folders.
-        let staging = objects.staging();
-        for input in chunk {
-            let index = results.len();
-            let prepared = match &staging {
-                Ok(dir) => prepare(input, &limits, &objects, options, dir.path()),
-                Err(e) => Err(crate::Error::Record {
-                    path: input.shown.clone(),
-                    message: e.to_string(),
-                }),
-            };
-            match prepared {
-                Ok(Ok(r)) => {
-                    results.push(None);
-                    ready.push((index, r));
+    let chunks: Vec<&[Input]> = inputs.chunks(BATCH).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(1, PREPARERS)
+        .min(chunks.len().max(1));
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (prepared_tx, prepared) = crossbeam_channel::bounded::<(usize, Prepared)>(threads);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let prepared_tx = prepared_tx.clone();
+            let (chunks, next, stop) = (&chunks, &next, &stop);
+            let (limits, objects) = (&limits, &objects);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(chunk) = chunks.get(k) else { break };
+                    let batch = prepare_batch(chunk, limits, objects, options);
+                    if prepared_tx.send((k, batch)).is_err() {
+                        break;
+                    }
                 }
-                Ok(Err(report)) => results.push(Some(Ok(report))),
-                Err(e) => results.push(Some(Err(e))),
-            }
+            });
         }
-        let recorded = record(store, &ready, options);
-        let fatal = match recorded {
-            Ok(verdicts) => {
-                for ((index, r), verdict) in ready.into_iter().zip(verdicts) {
-                    results[index] = Some(Ok(AcceptReport {
-                        path: r.input.shown,
-                        sha256: Some(r.sha256),
-                        verdict,
-                    }));
-                }
-                None
+        drop(prepared_tx);
+        let mut early: BTreeMap<usize, Prepared> = BTreeMap::new();
+        let (mut handled, mut k) = (0, 0);
+        let outcome = loop {
+            let batch = match early.remove(&k) {
+                Some(b) => b,
+                None => match prepared.recv() {
+                    Ok((j, b)) => {
+                        early.insert(j, b);
+                        continue;
+                    }
+                    Err(_) => break Ok(handled),
+                },
+            };
+            let (results, fatal) = record_batch(store, batch, options);
+            handled += results.len();
+            k += 1;
+            let go_on = on_batch(results);
+            if let Some(e) = fatal {
+                break Err(e);
             }
-            Err(e) => {
-                let text = e.to_string();
-                for (index, r) in ready {
-                    results[index] = Some(Err(crate::Error::Record {
-                        path: r.input.shown,
-                        message: text.clone(),
-                    }));
-                }
-                e.is_fatal().then_some(e)
+            if !go_on {
+                break Ok(handled);
             }
         };
-        handled += chunk.len();
-        let go_on = on_batch(
-            results
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|| Err(no_verdict())))
-                .collect(),
-        );
-        if let Some(e) = fatal {
-            return Err(e);
-        }
-        if !go_on {
-            break;
+        // Preparers stop at their next batch; one blocked on a full channel
+        // is freed by dropping it.
+        stop.store(true, Ordering::Relaxed);
+        drop(prepared);
+        outcome
+    })
+}
+
+/// Up to this many threads read and validate bundles ahead of the writer.
+pub const PREPARERS: usize = 4;
+
+/// A batch read and validated: each input's report, or its bundle ready to
+/// record.
+struct Prepared {
+    results: Vec<Option<Result<AcceptReport>>>,
+    ready: Vec<(usize, Ready)>,
+}
+
+fn prepare_batch(
+    chunk: &[Input],
+    limits: &Limits,
+    objects: &Objects,
+    options: &AcceptOptions,
+) -> Prepared {
+    let mut results: Vec<Option<Result<AcceptReport>>> = Vec::with_capacity(chunk.len());
+    let mut ready: Vec<(usize, Ready)> = Vec::new();
+    // One private folder stages the files of the batch's bundle folders;
+    // everything staged has been moved or read by the end.
+    let staging = objects.staging();
+    for input in chunk {
+        let index = results.len();
+        let prepared = match &staging {
+            Ok(dir) => prepare(input, limits, objects, options, dir.path()),
+            Err(e) => Err(crate::Error::Record {
+                path: input.shown.clone(),
+                message: e.to_string(),
+            }),
+        };
+        match prepared {
+            Ok(Ok(r)) => {
+                results.push(None);
+                ready.push((index, r));
+            }
+            Ok(Err(report)) => results.push(Some(Ok(report))),
+            Err(e) => results.push(Some(Err(e))),
         }
     }
-    Ok(handled)
+    Prepared { results, ready }
+}
+
+/// Records a prepared batch in one transaction: every input's result, in
+/// input order, and the fatal error that must stop the stream, if any.
+fn record_batch(
+    store: &mut Store,
+    batch: Prepared,
+    options: &AcceptOptions,
+) -> (Vec<Result<AcceptReport>>, Option<crate::Error>) {
+    let Prepared { mut results, ready } = batch;
+    let fatal = match record(store, &ready, options) {
+        Ok(verdicts) => {
+            for ((index, r), verdict) in ready.into_iter().zip(verdicts) {
+                results[index] = Some(Ok(AcceptReport {
+                    path: r.input.shown,
+                    sha256: Some(r.sha256),
+                    verdict,
+                }));
+            }
+            None
+        }
+        Err(e) => {
+            let text = e.to_string();
+            for (index, r) in ready {
+                results[index] = Some(Err(crate::Error::Record {
+                    path: r.input.shown,
+                    message: text.clone(),
+                }));
+            }
+            e.is_fatal().then_some(e)
+        }
+    };
+    let results = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(no_verdict())))
+        .collect();
+    (results, fatal)
 }
 
 /// Checks bundle JSON held in memory (e.g. read from standard input)

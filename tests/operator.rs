@@ -69,21 +69,23 @@ fn submit_streaming(
 #[test]
 fn submit_streams_verdicts_as_batches_commit_and_ends_with_a_summary() {
     let (d, bin) = home("");
-    // Paths 0..1000 exist; the rest are written only after the first verdict
-    // was read. bundleq blocks writing verdicts once the pipe is full (a few
-    // hundred lines), so it can only accept the rest if it reads bundles
-    // after printing verdicts.
+    // The first paths exist; the rest are written only after the first
+    // verdict was read. bundleq blocks writing verdicts once the pipe is
+    // full (a few hundred lines), and reads at most two batches per
+    // preparing thread ahead of the batch it records, so it can only
+    // accept the rest if it reads bundles after printing verdicts.
+    let ahead = (2 * bundleq::accept::PREPARERS + 4) * bundleq::accept::BATCH;
     let dir = d.path().join("many");
     fs::create_dir(&dir).unwrap();
-    let paths: Vec<PathBuf> = (0..10_000)
+    let paths: Vec<PathBuf> = (0..ahead + 6000)
         .map(|i| dir.join(format!("b{i:05}.json")))
         .collect();
-    for p in &paths[..1000] {
+    for p in &paths[..ahead] {
         fs::write(p, bundle_text("process_bundle", 0)).unwrap();
     }
     let (mut child, mut out, first) = submit_streaming(&bin, &paths, Stdio::null());
     assert!(first.starts_with("accepted"), "{first}");
-    for (i, p) in paths.iter().enumerate().skip(1000) {
+    for (i, p) in paths.iter().enumerate().skip(ahead) {
         fs::write(p, bundle_text("process_bundle", i)).unwrap();
     }
     let mut rest = String::new();
@@ -92,11 +94,11 @@ fn submit_streams_verdicts_as_batches_commit_and_ends_with_a_summary() {
     let lines: Vec<&str> = rest.lines().collect();
     assert_eq!(
         lines.last().copied(),
-        Some("10000 accepted, 0 duplicates, 0 invalid"),
+        Some(format!("{} accepted, 0 duplicates, 0 invalid", paths.len()).as_str()),
         "{}",
         &rest[rest.len().saturating_sub(500)..]
     );
-    assert_eq!(bin.jobs_total(), 10_000);
+    assert_eq!(bin.jobs_total(), paths.len() as u64);
 }
 
 #[test]

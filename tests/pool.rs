@@ -250,9 +250,10 @@ fn a_wake_up_claims_at_once_without_waiting_for_the_poll(b: Backend) {
 }
 
 fn heartbeats_keep_a_live_long_job_from_being_rescued(b: Backend) {
-    // Heartbeats come every lock_timeout / 4: a stall of up to 2.25 s of a
-    // loaded test machine still leaves the lock fresh.
-    let (_dir, mut store) = store_with(b, Duration::from_secs(3));
+    // Heartbeats come every lock_timeout / 4: a stall of up to 4.5 s of a
+    // loaded test machine (an fsync behind other tests' writes) still
+    // leaves the lock fresh.
+    let (_dir, mut store) = store_with(b, Duration::from_secs(6));
     let tenant = Uuid::now_v7();
     let id = store
         .enqueue(&job(tenant), bundleq::Timestamp::now())
@@ -260,7 +261,7 @@ fn heartbeats_keep_a_live_long_job_from_being_rescued(b: Backend) {
     let mut handlers = Handlers::new();
     // The job itself takes more than two lock timeouts.
     handlers.register("process_bundle", |_: &mut JobContext<'_>| {
-        thread::sleep(Duration::from_secs(7));
+        thread::sleep(Duration::from_secs(13));
         Outcome::Succeeded
     });
     let pool = start(store.reopen().unwrap(), handlers, config(1));
@@ -268,7 +269,7 @@ fn heartbeats_keep_a_live_long_job_from_being_rescued(b: Backend) {
     let mut rival = store.reopen().unwrap();
     let rival_thread = thread::spawn(move || {
         let mut rescued = 0;
-        for _ in 0..70 {
+        for _ in 0..130 {
             rescued += rival
                 .claim(1, "rival", bundleq::Timestamp::now())
                 .unwrap()

@@ -310,3 +310,63 @@ fn a_job_running_in_a_database_of_an_earlier_release_keeps_its_claim_after_migra
     );
     assert_eq!(store.integrity_check().unwrap(), ["ok"]);
 }
+
+#[test]
+fn inline_texts_are_stored_once_and_a_new_database_packs_small_objects_in_8_kib_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::new(&dir.path().join("home"));
+    bin.ok(&["init"]);
+    let text = "Ice thickness was measured at forty stations along the transect. ".repeat(30);
+    let bundle = serde_json::json!({
+        "bundle_version": 1,
+        "run_id": Uuid::now_v7(),
+        "title": "Stored once",
+        "created_at": "2026-11-28T10:00:00Z",
+        "sources": [{
+            "uri": "https://example.org/a",
+            "sha256": bundleq::digest::Sha256Hex::of(text.as_bytes()).as_str(),
+            "content": text,
+        }]
+    })
+    .to_string();
+    let path = dir.path().join("b.json");
+    fs::write(&path, &bundle).unwrap();
+    let run_id = bin.json_lines(&["submit", path.to_str().unwrap()])[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
+    let page: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(page, 8192);
+    let (stored, holes): (String, Option<String>) = conn
+        .query_row(
+            "SELECT bundle_json, bundle_holes FROM research_runs WHERE id = ?1",
+            [&run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(holes.is_some());
+    assert!(!stored.contains("forty stations"), "{stored}");
+    assert!(stored.len() < 400, "{stored}");
+    let object: Vec<u8> = conn
+        .query_row("SELECT bytes FROM objects", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(object, text.as_bytes());
+    // Read back: the very bytes submitted.
+    let mut store = bin.store();
+    let json = store
+        .run_bundle_json(bin.tenant(), run_id.parse().unwrap())
+        .unwrap();
+    assert_eq!(json, bundle);
+
+    // An object a stored bundle needs that has gone is a damaged database.
+    conn.execute("DELETE FROM objects", []).unwrap();
+    match store.run_bundle_json(bin.tenant(), run_id.parse().unwrap()) {
+        Err(e @ bundleq::Error::Corrupt { .. }) => {
+            assert!(e.to_string().contains("missing"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -2,9 +2,13 @@
 //! as its object, and the stored JSON holds `null` where the text's JSON
 //! string was, plus a list of holes (`[[byte offset, "sha256"], …]`).
 //! Filling the holes gives back the bytes received, exactly: a text is cut
-//! only where its JSON string as serde_json writes it appears verbatim, and
-//! a cut is kept only if filling it back reproduces the original (otherwise
-//! the JSON is stored whole). The stored JSON stays valid JSON.
+//! only where its JSON string, written by [`quoted`] (the shortest escapes,
+//! as JSON writers commonly produce), appears verbatim, and the same
+//! function writes it back. `quoted` is ours, not a library's, so that a
+//! dependency update can never change how stored bundles are rebuilt. A
+//! text written with other escapes (`\u00e9`, `\/`) is not found and stays
+//! in the JSON. The stored JSON stays valid JSON; the backend checks a
+//! rebuilt bundle against its sha256.
 //!
 //! Backend-neutral: a backend stores the compact text and the holes next to
 //! each other and fills them when the bundle is read.
@@ -22,9 +26,40 @@ const MIN_CUT: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Hole(usize, String);
 
-/// The JSON string of `text` as serde_json writes it.
+/// `text` as a JSON string with the shortest escapes: `\"`, `\\`, `\b`,
+/// `\f`, `\n`, `\r`, `\t`, other control characters as `\u00XX`,
+/// everything else as itself. This must never change: stored bundles are
+/// rebuilt with it.
 fn quoted(text: &str) -> String {
-    serde_json::Value::String(text.to_owned()).to_string()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    let mut plain = 0;
+    for (i, b) in text.bytes().enumerate() {
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[plain..i]);
+        plain = i + 1;
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+    }
+    out.push_str(&text[plain..]);
+    out.push('"');
+    out
 }
 
 /// Cuts the JSON strings of `texts` (inline source texts with their
@@ -39,7 +74,10 @@ pub(crate) fn cut(json: &str, texts: &[(&Sha256Hex, &str)]) -> Option<(String, S
         if q.len() < MIN_CUT {
             continue;
         }
-        let Some(found) = json.get(from..).and_then(|rest| rest.find(&q)) else {
+        let Some(found) = json
+            .get(from..)
+            .and_then(|rest| memchr::memmem::find(rest.as_bytes(), q.as_bytes()))
+        else {
             continue;
         };
         let at = from + found;
@@ -53,17 +91,7 @@ pub(crate) fn cut(json: &str, texts: &[(&Sha256Hex, &str)]) -> Option<(String, S
     }
     out.push_str(json.get(from..)?);
     let holes = serde_json::to_string(&holes).ok()?;
-    // Kept only if it gives the original back.
-    let texts_of = |sha: &Sha256Hex| {
-        texts
-            .iter()
-            .find(|(s, _)| *s == sha)
-            .map(|(_, t)| t.as_bytes().to_vec())
-    };
-    match fill(&out, &holes, &mut |sha| Ok(texts_of(sha))) {
-        Ok(back) if back == json => Some((out, holes)),
-        _ => None,
-    }
+    Some((out, holes))
 }
 
 /// Fills the holes of a compact JSON text with the texts `fetch` gives for
@@ -121,6 +149,14 @@ mod tests {
         assert_eq!(back, json);
         serde_json::from_str::<serde_json::Value>(&cut.0).expect("the compact text is JSON");
         Some(cut)
+    }
+
+    #[test]
+    fn quoted_writes_what_serde_json_writes() {
+        let all: String = (0u32..0x300).filter_map(char::from_u32).collect();
+        for text in [all.as_str(), "", "plain", "\u{1F600}\u{2028}\"\\/"] {
+            assert_eq!(quoted(text), serde_json::Value::from(text).to_string());
+        }
     }
 
     #[test]

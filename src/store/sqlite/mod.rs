@@ -53,6 +53,13 @@ use crate::store::{QueuePolicy, SchemaVersion, StoreOptions, Synchronous, Transi
 /// automatic checkpoints keep it near 4 MiB while no reader blocks them).
 const WAL_SHRINK_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Page size of a new database. Larger than SQLite's 4 KiB default so that
+/// source objects of a few KiB share pages instead of leaving half of one
+/// empty each (10,000 bundles with 3 inline texts of 2 KiB: 139 MB on disk
+/// with 4 KiB pages, 99 MB with 8 KiB), with little effect on a claim's
+/// commit (16 KiB pages packed a little better but cost claim latency).
+const PAGE_SIZE: u32 = 8192;
+
 fn pragma(s: Synchronous) -> &'static str {
     match s {
         Synchronous::Full => "FULL",
@@ -268,6 +275,10 @@ impl SqliteStore {
         }
         // journal_mode answers with a row; WAL lets readers run beside the
         // single writer.
+        // Takes effect only while the file is still empty (a new
+        // database); an existing one keeps its page size.
+        c.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE}"))
+            .db("set the page size")?;
         let mode: String = c
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .db("enable WAL")?;

@@ -220,6 +220,14 @@ impl SqliteStore {
                     .optional()
                     .db("read an object")
             })
+            .and_then(|json| {
+                // Rebuilt: it must be the very bytes accepted.
+                if Sha256Hex::of(json.as_bytes()).as_str() == summary.bundle_sha256 {
+                    Ok(json)
+                } else {
+                    Err("rebuilt, it does not match its sha256".to_owned())
+                }
+            })
             .map_err(|why| Error::Corrupt {
                 path: path.clone(),
                 detail: format!("the stored bundle of run {id} cannot be put back together: {why}"),
