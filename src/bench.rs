@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::accept::{AcceptReport, Origin, Verdict, accept_many};
 use crate::error::{IoContext, Result};
 use crate::handler::{Handlers, JobContext};
 use crate::home::Home;
@@ -41,6 +42,11 @@ pub struct BenchOptions {
     pub drop_files: usize,
     /// Samples of each latency measurement.
     pub samples: usize,
+    /// Bundles (3 inline sources of 2 KiB each) of the submit figure.
+    pub submit_bundles: usize,
+    /// Bundles (10 inline sources of 1,100 bytes each) submitted,
+    /// processed and indexed for the footprint figure.
+    pub footprint_bundles: usize,
 }
 
 impl Default for BenchOptions {
@@ -52,6 +58,24 @@ impl Default for BenchOptions {
             big_queue: 1_000_000,
             drop_files: 10_000,
             samples: 1000,
+            submit_bundles: 10_000,
+            footprint_bundles: 10_000,
+        }
+    }
+}
+
+impl BenchOptions {
+    /// Sizes for a smoke run of about ten seconds: every figure, none of
+    /// them meaningful.
+    pub fn quick() -> BenchOptions {
+        BenchOptions {
+            jobs: 5_000,
+            big_queue: 20_000,
+            drop_files: 300,
+            samples: 100,
+            submit_bundles: 500,
+            footprint_bundles: 200,
+            ..BenchOptions::default()
         }
     }
 }
@@ -109,6 +133,12 @@ pub struct BenchReport {
     pub drain_ratio: f64,
     /// `Store::claim(1)` with 10,000 jobs queued.
     pub claim_latency: Latency,
+    /// `claim_latency.p50_us` minus the same-run commit floor
+    /// (`baseline.commit_p50_us`): what the engine adds to a commit.
+    pub claim_overhead_us: f64,
+    /// `Store::claim(1)` with 10,000 jobs queued under `synchronous =
+    /// normal`, whatever the run's setting.
+    pub claim_latency_normal: Latency,
     /// Median `claim(1)` with 1,000 jobs queued, microseconds.
     pub claim_cost_small_us: f64,
     /// Median `claim(1)` with `big_queue` jobs queued, microseconds.
@@ -123,6 +153,25 @@ pub struct BenchReport {
     pub drop_files: usize,
     /// Rename into a watched inbox until the job is committed.
     pub drop_latency: Latency,
+    /// Bundles of the submit figure.
+    pub submit_bundles: usize,
+    /// Their files read and hashed (sha256) per second on one thread: the
+    /// input's own cost, measured in this run.
+    pub submit_read_hash_per_s: f64,
+    /// Bundles accepted per second by the accept path `submit` uses, each
+    /// durable (run, job and source bytes committed) when counted.
+    pub submit_per_s: f64,
+    /// Bundles of the footprint figure.
+    pub footprint_bundles: usize,
+    /// Their sources' bytes.
+    pub footprint_source_bytes: u64,
+    /// Disk space of the home after submitting, processing and indexing
+    /// them (blocks allocated, WAL checkpointed).
+    pub footprint_disk_bytes: u64,
+    /// `footprint_disk_bytes / footprint_source_bytes`.
+    pub footprint_ratio: f64,
+    /// Their `process_bundle` jobs per second (verify, record, index).
+    pub process_per_s: f64,
 }
 
 fn per_s(n: usize, d: Duration) -> f64 {
@@ -219,7 +268,12 @@ pub fn big_queue_home(dir: &Path, synchronous: Synchronous, n: usize) -> Result<
 pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchReport> {
     let sync = opts.synchronous;
     progress("baseline: plain statements");
-    let baseline = run_baseline(&Location::Sqlite(dir.join("baseline.db")), sync, opts.jobs)?;
+    let baseline = run_baseline(
+        &Location::Sqlite(dir.join("baseline.db")),
+        sync,
+        opts.jobs,
+        opts.samples,
+    )?;
 
     progress("enqueue: one job per transaction");
     let single_n = opts.jobs.clamp(1, 2000);
@@ -260,6 +314,14 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     lat.checkpoint()?;
     let (_, samples) = claim_cost(&mut lat, opts.samples.min(9_000))?;
     let claim_latency = Latency::of(samples);
+    drop(lat);
+
+    progress("claim latency with 10,000 queued, synchronous = normal");
+    let mut lat = store_at(&dir.join("latency-normal.db"), Synchronous::Normal)?;
+    enqueue_batched(&mut lat, 10_000, 1000)?;
+    lat.checkpoint()?;
+    let (_, samples) = claim_cost(&mut lat, opts.samples.min(9_000))?;
+    let claim_latency_normal = Latency::of(samples);
     drop(lat);
 
     progress("claim cost with 1,000 queued");
@@ -306,6 +368,12 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     progress("drop-to-enqueued latency");
     let drop_latency = drop_latency(&home, store, tenant, opts.samples.min(200))?;
 
+    progress("submit: bundles with 3 inline sources of 2 KiB");
+    let submit = submit_figures(dir, sync, opts.submit_bundles)?;
+    progress("footprint: bundles with 10 inline sources, submitted, processed, indexed");
+    let footprint = footprint_figures(dir, sync, opts)?;
+
+    let claim_overhead_us = claim_latency.p50_us - baseline.commit_p50_us;
     Ok(BenchReport {
         jobs: opts.jobs,
         workers: opts.workers,
@@ -318,7 +386,9 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
         enqueue_batch_per_s: per_s(opts.jobs, enqueue),
         drain_per_s,
         lifecycle_per_s,
+        claim_overhead_us,
         claim_latency,
+        claim_latency_normal,
         claim_cost_small_us,
         claim_cost_big_us,
         claim_cost_ratio: claim_cost_big_us / claim_cost_small_us.max(1e-9),
@@ -326,7 +396,195 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
         ingest_files_per_s,
         drop_files: opts.drop_files,
         drop_latency,
+        submit_bundles: opts.submit_bundles,
+        submit_read_hash_per_s: submit.read_hash_per_s,
+        submit_per_s: submit.per_s,
+        footprint_bundles: opts.footprint_bundles,
+        footprint_source_bytes: footprint.source_bytes,
+        footprint_disk_bytes: footprint.disk_bytes,
+        footprint_ratio: footprint.disk_bytes as f64 / footprint.source_bytes.max(1) as f64,
+        process_per_s: footprint.process_per_s,
     })
+}
+
+/// Made-up prose of exactly `len` bytes (ASCII): words of a fixed
+/// vocabulary of 20,000, common ones more often (like text), so the search
+/// index is sized as for real text. Deterministic in `seed`.
+fn prose(seed: u64, len: usize) -> String {
+    const SYLLABLES: [&str; 16] = [
+        "ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "ve", "da", "gu", "shi", "ar", "en", "ol",
+        "th",
+    ];
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) as f64 / (1u64 << 31) as f64
+    };
+    let mut out = String::with_capacity(len + 16);
+    while out.len() < len {
+        let r = next();
+        let mut word = (r * r * 20_000.0) as usize;
+        loop {
+            out.push_str(SYLLABLES[word % 16]);
+            word /= 16;
+            if word == 0 {
+                break;
+            }
+        }
+        out.push(if next() < 0.1 { '\n' } else { ' ' });
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes `n` bundle files with `sources` inline sources of `bytes` bytes
+/// each into `folder`; returns their paths and the sources' total bytes.
+fn write_corpus(
+    folder: &Path,
+    n: usize,
+    sources: usize,
+    bytes: usize,
+) -> Result<(Vec<PathBuf>, u64)> {
+    fs::create_dir_all(folder).io("create folder", folder)?;
+    let mut paths = Vec::with_capacity(n);
+    let mut total = 0u64;
+    for i in 0..n {
+        let list: Vec<serde_json::Value> = (0..sources)
+            .map(|k| {
+                let text = prose((i * sources + k) as u64, bytes);
+                total += text.len() as u64;
+                serde_json::json!({
+                    "uri": format!("https://example.org/{i}/{k}"),
+                    "sha256": crate::digest::Sha256Hex::of(text.as_bytes()),
+                    "content": text,
+                })
+            })
+            .collect();
+        let bundle = serde_json::json!({
+            "bundle_version": 1,
+            "run_id": Uuid::now_v7(),
+            "title": format!("Bench run {i}"),
+            "created_at": "2026-11-28T10:00:00Z",
+            "sources": list,
+        });
+        let p = folder.join(format!("b{i:05}.json"));
+        fs::write(&p, bundle.to_string()).io("write", &p)?;
+        paths.push(p);
+    }
+    Ok((paths, total))
+}
+
+struct SubmitFigures {
+    read_hash_per_s: f64,
+    per_s: f64,
+}
+
+/// The submit figure, next to reading and hashing the same files.
+fn submit_figures(dir: &Path, sync: Synchronous, n: usize) -> Result<SubmitFigures> {
+    let (paths, _) = write_corpus(&dir.join("submit-in"), n, 3, 2048)?;
+    let start = Instant::now();
+    for p in &paths {
+        let bytes = fs::read(p).io("read", p)?;
+        std::hint::black_box(crate::digest::Sha256Hex::of(&bytes));
+    }
+    let read_hash_per_s = per_s(n, start.elapsed());
+    let home = bench_home(&dir.join("submit"), sync)?;
+    let mut store = home.store()?;
+    let tenant = home.default_tenant(&store)?;
+    let start = Instant::now();
+    let results = accept_many(
+        &mut store,
+        &home,
+        &paths,
+        tenant,
+        Origin::Submit,
+        Timestamp::now(),
+    );
+    let spent = start.elapsed();
+    let accepted = results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Ok(AcceptReport {
+                    verdict: Verdict::Accepted { .. },
+                    ..
+                })
+            )
+        })
+        .count();
+    Ok(SubmitFigures {
+        read_hash_per_s,
+        per_s: per_s(accepted, spent),
+    })
+}
+
+struct FootprintFigures {
+    source_bytes: u64,
+    disk_bytes: u64,
+    process_per_s: f64,
+}
+
+/// Submits, processes and indexes the footprint corpus, then measures the
+/// home's disk space.
+fn footprint_figures(
+    dir: &Path,
+    sync: Synchronous,
+    opts: &BenchOptions,
+) -> Result<FootprintFigures> {
+    let n = opts.footprint_bundles;
+    let (paths, source_bytes) = write_corpus(&dir.join("footprint-in"), n, 10, 1100)?;
+    let home = bench_home(&dir.join("footprint"), sync)?;
+    let mut store = home.store()?;
+    let tenant = home.default_tenant(&store)?;
+    accept_many(
+        &mut store,
+        &home,
+        &paths,
+        tenant,
+        Origin::Submit,
+        Timestamp::now(),
+    );
+    let mut config = PoolConfig::from_config(&home.config().workers);
+    config.workers = opts.workers;
+    config.once = true;
+    let start = Instant::now();
+    let stats = run_pool(
+        store.reopen()?,
+        Handlers::for_home(&home, None),
+        &config,
+        Arc::new(SystemClock),
+        &PoolControl::new(),
+    )?;
+    let process_per_s = per_s(
+        usize::try_from(stats.succeeded).unwrap_or(0),
+        start.elapsed(),
+    );
+    store.checkpoint()?;
+    drop(store);
+    Ok(FootprintFigures {
+        source_bytes,
+        disk_bytes: disk_usage(home.root())?,
+        process_per_s,
+    })
+}
+
+/// Bytes of disk blocks allocated to the files under `root`.
+fn disk_usage(root: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in fs::read_dir(root).io("list", root)? {
+        let entry = entry.io("list", root)?;
+        let meta = entry.metadata().io("inspect", entry.path())?;
+        total += if meta.is_dir() {
+            disk_usage(&entry.path())?
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    Ok(total)
 }
 
 /// Renames bundles one at a time into a watched inbox and times each until

@@ -370,3 +370,85 @@ fn inline_texts_are_stored_once_and_a_new_database_packs_small_objects_in_8_kib_
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_search_index_keeps_no_copy_of_text_and_forgets_replaced_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::new(&dir.path().join("home"));
+    bin.ok(&["init"]);
+    // An inline source (its object in the database) and a big file (a file
+    // object, whose text is kept beside the source).
+    let inline =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bundles/valid/inline-content.json");
+    let big = common::file_bundle(dir.path(), "big", 200 * 1024);
+    bin.ok(&["submit", inline.to_str().unwrap(), big.to_str().unwrap()]);
+    bin.ok(&["serve", "--once", "--no-inbox"]);
+    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT count(*) FROM research_source_texts"), 1);
+    assert_eq!(
+        count("SELECT count(*) FROM sqlite_master WHERE name = 'research_sources_fts_content'"),
+        0,
+        "the index has no content table of its own"
+    );
+    for word in [
+        "zymurgy",
+        "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz*",
+    ] {
+        let found = bin.json(&["search", word]);
+        assert_eq!(found["total"], 1, "{word}: {found:#}");
+        assert!(
+            found["hits"][0]["snippet"].as_str().unwrap().contains('['),
+            "{found:#}"
+        );
+    }
+
+    // The run is processed again with other text: the old words are gone
+    // from the index, the new ones found.
+    let mut store = bin.store();
+    let tenant = bin.tenant();
+    let run_id: Uuid = "0192c3c0-7a1e-7cc2-9a31-5b1f0f9e0a13".parse().unwrap();
+    let mut job = common::job(tenant);
+    job.run_id = run_id;
+    store.enqueue(&job, bundleq::Timestamp::now()).unwrap();
+    let claim = store
+        .claim(1, "w", bundleq::Timestamp::now())
+        .unwrap()
+        .pop()
+        .unwrap();
+    let text = "quillwort everywhere".to_owned();
+    let source = bundleq::store::NewSource {
+        idx: 0,
+        uri: "https://example.org/q".into(),
+        title: None,
+        sha256: bundleq::digest::Sha256Hex::of(text.as_bytes()).to_string(),
+        media_type: None,
+        retrieved_at: None,
+        size: Some(text.len() as u64),
+        text: Some(text),
+    };
+    store
+        .complete(
+            &[bundleq::store::Completion {
+                token: claim.token,
+                outcome: bundleq::Outcome::Succeeded,
+                sources: Some(bundleq::store::RunSources {
+                    tenant_id: tenant,
+                    run_id,
+                    sources: vec![source],
+                }),
+                output: None,
+            }],
+            bundleq::Timestamp::now(),
+        )
+        .unwrap();
+    assert_eq!(bin.json(&["search", "zymurgy"])["total"], 0);
+    assert_eq!(bin.json(&["search", "quillwort"])["total"], 1);
+    assert_eq!(count("SELECT count(*) FROM research_source_texts"), 2);
+    assert!(bin.ok(&["db", "check"]).starts_with("ok"));
+    conn.execute(
+        "INSERT INTO research_sources_fts (research_sources_fts) VALUES ('integrity-check')",
+        [],
+    )
+    .unwrap();
+}

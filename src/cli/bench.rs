@@ -47,49 +47,68 @@ struct Goal {
 const BASELINE_IS: &str = "the same schema driven by plain SQLite statements in batches (enqueue 1,000 per transaction, claim and complete 100 per transaction), with no engine around them, measured in this run";
 
 fn goals(r: &BenchReport, idle_cpu: f64, rss: f64) -> Vec<Goal> {
+    let goal = |measure, goal, value: f64, met: bool| Goal {
+        measure,
+        goal,
+        value,
+        met,
+    };
     vec![
-        Goal {
-            measure: "engine life cycle vs baseline",
-            goal: ">= 0.8x baseline and >= 30,000 jobs/s",
-            value: r.lifecycle_ratio,
-            met: r.lifecycle_ratio >= 0.8 && r.lifecycle_per_s >= 30_000.0,
-        },
-        Goal {
-            measure: "claim latency p50 (µs)",
-            goal: "<= 100 µs",
-            value: r.claim_latency.p50_us,
-            met: r.claim_latency.p50_us <= 100.0,
-        },
-        Goal {
-            measure: "claim cost, large vs small queue",
-            goal: "<= 1.5x",
-            value: r.claim_cost_ratio,
-            met: r.claim_cost_ratio <= 1.5,
-        },
-        Goal {
-            measure: "drop-folder ingest (files/s)",
-            goal: ">= 2,000 files/s",
-            value: r.ingest_files_per_s,
-            met: r.ingest_files_per_s >= 2000.0,
-        },
-        Goal {
-            measure: "drop to enqueued p50 (ms)",
-            goal: "<= 20 ms",
-            value: r.drop_latency.p50_us / 1000.0,
-            met: r.drop_latency.p50_us <= 20_000.0,
-        },
-        Goal {
-            measure: "idle serve CPU (%)",
-            goal: "<= 0.5 %",
-            value: idle_cpu,
-            met: idle_cpu <= 0.5,
-        },
-        Goal {
-            measure: "serve RSS with the large queue (MiB)",
-            goal: "<= 64 MiB",
-            value: rss,
-            met: rss <= 64.0,
-        },
+        goal(
+            "engine life cycle vs baseline",
+            ">= 0.8x baseline and >= 30,000 jobs/s",
+            r.lifecycle_ratio,
+            r.lifecycle_ratio >= 0.8 && r.lifecycle_per_s >= 30_000.0,
+        ),
+        goal(
+            "claim p50 over the commit floor (µs)",
+            "<= 50 µs",
+            r.claim_overhead_us,
+            r.claim_overhead_us <= 50.0,
+        ),
+        goal(
+            "claim p50 under synchronous = normal (µs)",
+            "<= 100 µs",
+            r.claim_latency_normal.p50_us,
+            r.claim_latency_normal.p50_us <= 100.0,
+        ),
+        goal(
+            "claim cost, large vs small queue",
+            "<= 1.5x",
+            r.claim_cost_ratio,
+            r.claim_cost_ratio <= 1.5,
+        ),
+        goal(
+            "submit, 3 inline sources of 2 KiB (bundles/s)",
+            ">= 5,000 bundles/s",
+            r.submit_per_s,
+            r.submit_per_s >= 5000.0,
+        ),
+        goal(
+            "drop-folder ingest (files/s)",
+            ">= 5,000 files/s",
+            r.ingest_files_per_s,
+            r.ingest_files_per_s >= 5000.0,
+        ),
+        goal(
+            "drop to enqueued p50 (ms)",
+            "<= 20 ms",
+            r.drop_latency.p50_us / 1000.0,
+            r.drop_latency.p50_us <= 20_000.0,
+        ),
+        goal(
+            "disk per source byte, processed and indexed",
+            "<= 2.5x",
+            r.footprint_ratio,
+            r.footprint_ratio <= 2.5,
+        ),
+        goal("idle serve CPU (%)", "<= 0.5 %", idle_cpu, idle_cpu <= 0.5),
+        goal(
+            "serve RSS with the large queue (MiB)",
+            "<= 64 MiB",
+            rss,
+            rss <= 64.0,
+        ),
     ]
 }
 
@@ -162,17 +181,31 @@ fn rss_mib(pid: u32) -> Option<f64> {
 }
 
 pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
+    let base = if args.quick {
+        BenchOptions::quick()
+    } else {
+        BenchOptions::default()
+    };
     let opts = BenchOptions {
-        jobs: args.jobs.max(1),
+        jobs: args.jobs.unwrap_or(base.jobs).max(1),
         workers: args.workers.clamp(1, 1024),
         synchronous: match args.sync {
             SyncArg::Full => Synchronous::Full,
             SyncArg::Normal => Synchronous::Normal,
         },
-        big_queue: args.big_queue.max(1000),
-        drop_files: args.drop_files.max(1),
-        samples: args.samples.max(10),
+        big_queue: args.big_queue.unwrap_or(base.big_queue).max(1000),
+        drop_files: args.drop_files.unwrap_or(base.drop_files).max(1),
+        samples: args.samples.unwrap_or(base.samples).max(10),
+        submit_bundles: args.submit_bundles.unwrap_or(base.submit_bundles).max(1),
+        footprint_bundles: args
+            .footprint_bundles
+            .unwrap_or(base.footprint_bundles)
+            .max(1),
     };
+    let idle_seconds = args
+        .idle_seconds
+        .unwrap_or(if args.quick { 1 } else { 10 })
+        .max(1);
     let tmp = match &args.dir {
         Some(d) => tempfile::tempdir_in(d),
         None => tempfile::tempdir(),
@@ -201,21 +234,19 @@ pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
     let child = spawn_serve(&idle, &[])?;
     std::thread::sleep(Duration::from_secs(1));
     let before = cpu_ticks(child.id());
-    std::thread::sleep(Duration::from_secs(args.idle_seconds));
+    std::thread::sleep(Duration::from_secs(idle_seconds));
     let after = cpu_ticks(child.id());
     stop(child);
     let hz = rustix::param::clock_ticks_per_second() as f64;
     let idle_serve_cpu_percent = match (before, after) {
-        (Some(a), Some(b)) => {
-            (b.saturating_sub(a)) as f64 / hz / args.idle_seconds.max(1) as f64 * 100.0
-        }
+        (Some(a), Some(b)) => (b.saturating_sub(a)) as f64 / hz / idle_seconds as f64 * 100.0,
         _ => f64::NAN,
     };
 
     let full = Full {
         report: &report,
         idle_serve_cpu_percent,
-        idle_seconds: args.idle_seconds,
+        idle_seconds,
         serve_rss_big_queue_mib,
         baseline_is: BASELINE_IS,
         goals: goals(&report, idle_serve_cpu_percent, serve_rss_big_queue_mib),
@@ -291,11 +322,27 @@ fn print_table(f: &Full<'_>) {
             format!("{:.2}x baseline life cycle", r.lifecycle_ratio),
         ),
         row(
+            "commit floor p50 (one-row update)".into(),
+            k(r.baseline.commit_p50_us),
+            "µs",
+            String::new(),
+        ),
+        row(
             "claim latency p50 / p99".into(),
             format!(
                 "{} / {}",
                 k(r.claim_latency.p50_us),
                 k(r.claim_latency.p99_us)
+            ),
+            "µs",
+            format!("floor + {:.0} µs", r.claim_overhead_us),
+        ),
+        row(
+            "claim latency p50 / p99, normal".into(),
+            format!(
+                "{} / {}",
+                k(r.claim_latency_normal.p50_us),
+                k(r.claim_latency_normal.p99_us)
             ),
             "µs",
             String::new(),
@@ -324,6 +371,37 @@ fn print_table(f: &Full<'_>) {
             ),
             "ms",
             String::new(),
+        ),
+        row(
+            format!(
+                "submit, {} bundles (3 x 2 KiB inline)",
+                k(r.submit_bundles as f64)
+            ),
+            k(r.submit_per_s),
+            "bundles/s",
+            format!(
+                "{:.2}x reading + hashing them",
+                r.submit_per_s / r.submit_read_hash_per_s.max(1e-9)
+            ),
+        ),
+        row(
+            format!(
+                "process_bundle, {} bundles (10 x 1.1 KB)",
+                k(r.footprint_bundles as f64)
+            ),
+            k(r.process_per_s),
+            "jobs/s",
+            String::new(),
+        ),
+        row(
+            "home on disk, processed and indexed".into(),
+            format!("{:.1}", r.footprint_disk_bytes as f64 / 1e6),
+            "MB",
+            format!(
+                "{:.2}x the {:.1} MB of sources",
+                r.footprint_ratio,
+                r.footprint_source_bytes as f64 / 1e6
+            ),
         ),
         row(
             format!("idle serve CPU over {} s", f.idle_seconds),

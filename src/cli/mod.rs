@@ -330,27 +330,38 @@ impl Command {
 /// Options of `bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Jobs for the baseline and the engine life cycle
-    #[arg(long, default_value_t = 100_000, value_name = "N")]
-    pub jobs: usize,
+    /// A smoke run of about ten seconds: small sizes for every figure
+    /// (each size flag still overrides); the figures mean nothing
+    #[arg(long)]
+    pub quick: bool,
+    /// Jobs for the baseline and the engine life cycle [default: 100,000; --quick: 5,000]
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
     /// Worker threads of the pool
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub workers: usize,
     /// Durability of every database in the run
     #[arg(long, value_enum, default_value_t = SyncArg::Full)]
     pub sync: SyncArg,
-    /// Jobs queued for the large-queue claim cost and memory figures
-    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
-    pub big_queue: usize,
-    /// Files dropped at once for the ingest figure
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
-    pub drop_files: usize,
-    /// Samples per latency figure
-    #[arg(long, default_value_t = 1000, value_name = "N")]
-    pub samples: usize,
-    /// How long to watch an idle serve's CPU use, in seconds
-    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
-    pub idle_seconds: u64,
+    /// Jobs queued for the large-queue claim cost and memory figures [default: 1,000,000; --quick: 20,000]
+    #[arg(long, value_name = "N")]
+    pub big_queue: Option<usize>,
+    /// Files dropped at once for the ingest figure [default: 10,000; --quick: 300]
+    #[arg(long, value_name = "N")]
+    pub drop_files: Option<usize>,
+    /// Samples per latency figure [default: 1,000; --quick: 100]
+    #[arg(long, value_name = "N")]
+    pub samples: Option<usize>,
+    /// Bundles of the submit figure (3 inline sources of 2 KiB each) [default: 10,000; --quick: 500]
+    #[arg(long, value_name = "N")]
+    pub submit_bundles: Option<usize>,
+    /// Bundles of the footprint figure (10 inline sources of 1,100 bytes each, processed and
+    /// indexed) [default: 10,000; --quick: 200]
+    #[arg(long, value_name = "N")]
+    pub footprint_bundles: Option<usize>,
+    /// How long to watch an idle serve's CPU use, in seconds [default: 10; --quick: 1]
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_seconds: Option<u64>,
     /// Where to put the temp homes [default: the system temp folder]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,

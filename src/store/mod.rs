@@ -577,13 +577,15 @@ impl Store {
 }
 
 /// The benchmark's plain-statement baseline, run by the backend of
-/// `location` in a new database there.
+/// `location` in a new database there: `n` jobs, and `samples` minimal
+/// commits.
 pub fn run_baseline(
     location: &Location,
     synchronous: Synchronous,
     n: usize,
+    samples: usize,
 ) -> Result<BaselineFigures> {
     match location {
-        Location::Sqlite(p) => sqlite::run_baseline(p, synchronous, n),
+        Location::Sqlite(p) => sqlite::run_baseline(p, synchronous, n, samples),
     }
 }

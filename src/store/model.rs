@@ -535,6 +535,10 @@ pub struct BaselineFigures {
     pub claim_complete_per_s: f64,
     /// N divided by the whole time.
     pub lifecycle_per_s: f64,
+    /// Median time of the cheapest durable write: a transaction updating
+    /// one row of a one-row table, committed (the floor under any claim,
+    /// which is a committed transaction too), microseconds.
+    pub commit_p50_us: f64,
 }
 
 /// A state change a store made and committed, for the caller to report

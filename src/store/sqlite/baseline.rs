@@ -20,8 +20,14 @@ const ENQUEUE_BATCH: usize = 1000;
 /// Jobs per claim and per completion transaction.
 const CLAIM_BATCH: usize = 100;
 
-/// Runs the baseline for `n` jobs in a new database at `path`.
-pub fn run_baseline(path: &Path, synchronous: Synchronous, n: usize) -> Result<BaselineFigures> {
+/// Runs the baseline for `n` jobs in a new database at `path`, and times
+/// `samples` minimal commits.
+pub fn run_baseline(
+    path: &Path,
+    synchronous: Synchronous,
+    n: usize,
+    samples: usize,
+) -> Result<BaselineFigures> {
     let options = StoreOptions {
         synchronous,
         ..StoreOptions::default()
@@ -73,7 +79,7 @@ pub fn run_baseline(path: &Path, synchronous: Synchronous, n: usize) -> Result<B
                          locked_at = ?1, locked_by = 'baseline', updated_at = ?1
                      WHERE id IN (SELECT id FROM research_jobs
                                   WHERE status = 'queued' AND retry_at IS NULL
-                                  ORDER BY created_at LIMIT ?2)
+                                  ORDER BY created_at LIMIT +?2)
                      RETURNING id",
                 )
                 .db("baseline claim")?;
@@ -110,5 +116,30 @@ pub fn run_baseline(path: &Path, synchronous: Synchronous, n: usize) -> Result<B
         enqueue_per_s: per_s(n, enqueue),
         claim_complete_per_s: per_s(done, drain),
         lifecycle_per_s: per_s(done, enqueue + drain),
+        commit_p50_us: commit_floor(conn, samples)?,
     })
+}
+
+/// Median time of `BEGIN IMMEDIATE; UPDATE` of a one-row table`; COMMIT`
+/// over `samples` rounds, microseconds.
+fn commit_floor(conn: &mut rusqlite::Connection, samples: usize) -> Result<f64> {
+    conn.execute_batch(
+        "CREATE TABLE bench_floor (x INTEGER NOT NULL); INSERT INTO bench_floor VALUES (0);",
+    )
+    .db("baseline commit")?;
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples.max(1) {
+        let start = Instant::now();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .db("baseline commit")?;
+        tx.execute("UPDATE bench_floor SET x = x + 1", [])
+            .db("baseline commit")?;
+        tx.commit().db("baseline commit")?;
+        times.push(start.elapsed());
+    }
+    times.sort_unstable();
+    Ok(times
+        .get(times.len() / 2)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e6))
 }

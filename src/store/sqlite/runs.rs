@@ -138,7 +138,7 @@ impl SqliteStore {
             let mut stmt = tx
                 .prepare_cached(&format!(
                     "SELECT {SUMMARY_COLUMNS} FROM research_runs WHERE tenant_id = ?1
-                     ORDER BY created_at DESC, id DESC LIMIT ?2"
+                     ORDER BY created_at DESC, id DESC LIMIT +?2"
                 ))
                 .db("list runs")?;
             let rows = stmt

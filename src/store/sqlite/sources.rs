@@ -17,15 +17,19 @@ pub(super) fn replace_sources(
     now: Timestamp,
 ) -> Result<()> {
     let (tenant, run_id) = (run.tenant_id.to_string(), run.run_id.to_string());
-    tx.prepare_cached(
+    // The index reads what it removes from its content, so rows leave the
+    // index before their text and their source row.
+    for sql in [
         "DELETE FROM research_sources_fts WHERE rowid IN
              (SELECT rowid FROM research_sources WHERE tenant_id = ?1 AND run_id = ?2)",
-    )
-    .and_then(|mut s| s.execute(params![tenant, run_id]))
-    .db("replace sources")?;
-    tx.prepare_cached("DELETE FROM research_sources WHERE tenant_id = ?1 AND run_id = ?2")
-        .and_then(|mut s| s.execute(params![tenant, run_id]))
-        .db("replace sources")?;
+        "DELETE FROM research_source_texts WHERE source_rowid IN
+             (SELECT rowid FROM research_sources WHERE tenant_id = ?1 AND run_id = ?2)",
+        "DELETE FROM research_sources WHERE tenant_id = ?1 AND run_id = ?2",
+    ] {
+        tx.prepare_cached(sql)
+            .and_then(|mut s| s.execute(params![tenant, run_id]))
+            .db("replace sources")?;
+    }
     for s in &run.sources {
         let size = s
             .size
@@ -57,19 +61,34 @@ pub(super) fn replace_sources(
         })
         .db("record a source")?;
         let rowid = tx.last_insert_rowid();
+        // The text is kept once: when it is the whole of the source's object
+        // in the database (same digest, same length), the index reads it
+        // from there; otherwise (a file object, a text cut at the indexing
+        // limit) it is kept beside the source.
+        if let Some(text) = &s.text {
+            let whole_object: bool = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM objects WHERE sha256 = ?1 AND length(bytes) = ?2)",
+                )
+                .and_then(|mut st| st.query_row(params![s.sha256, i64::try_from(text.len()).unwrap_or(i64::MAX)], |r| r.get(0)))
+                .db("index a source")?;
+            if !whole_object {
+                tx.prepare_cached(
+                    "INSERT INTO research_source_texts (source_rowid, body) VALUES (?1, ?2)",
+                )
+                .and_then(|mut st| st.execute(params![rowid, text]))
+                .db("index a source")?;
+            }
+        }
         tx.prepare_cached(
-            "INSERT INTO research_sources_fts (rowid, title, uri, body, tenant_id, run_id, idx)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO research_sources_fts (rowid, title, uri, body) VALUES (?1, ?2, ?3, ?4)",
         )
         .and_then(|mut st| {
             st.execute(params![
                 rowid,
                 s.title.as_deref().unwrap_or(""),
                 s.uri,
-                s.text.as_deref().unwrap_or(""),
-                tenant,
-                run_id,
-                s.idx
+                s.text.as_deref().unwrap_or("")
             ])
         })
         .db("index a source")?;
@@ -127,8 +146,9 @@ impl SqliteStore {
             let total: i64 = tx
                 .prepare_cached(
                     "SELECT count(*) FROM research_sources_fts AS f
-                     WHERE research_sources_fts MATCH ?1 AND f.tenant_id = ?2
-                       AND (?3 IS NULL OR f.run_id = ?3)",
+                     JOIN research_sources AS s ON s.rowid = f.rowid
+                     WHERE research_sources_fts MATCH ?1 AND s.tenant_id = ?2
+                       AND (?3 IS NULL OR s.run_id = ?3)",
                 )
                 .and_then(|mut s| {
                     s.query_row(
@@ -139,15 +159,24 @@ impl SqliteStore {
                 .db("search sources")?;
             let mut stmt = tx
                 .prepare_cached(
-                    "SELECT f.run_id, f.idx, s.uri, s.title,
-                            snippet(research_sources_fts, 2, '[', ']', '…', 12), f.rank,
+                    // The best rows first; only they get a snippet, which
+                    // reads their text.
+                    "WITH top AS (
+                         SELECT f.rowid AS id, f.rank AS rank
+                         FROM research_sources_fts AS f
+                         JOIN research_sources AS s ON s.rowid = f.rowid
+                         WHERE research_sources_fts MATCH ?1 AND s.tenant_id = ?2
+                           AND (?3 IS NULL OR s.run_id = ?3)
+                         ORDER BY f.rank LIMIT +?4)
+                     SELECT s.run_id, s.idx, s.uri, s.title,
+                            snippet(research_sources_fts, 2, '[', ']', '…', 12), top.rank,
                             r.title
-                     FROM research_sources_fts AS f
-                     JOIN research_sources AS s ON s.rowid = f.rowid
+                     FROM top
+                     JOIN research_sources_fts AS f ON f.rowid = top.id
+                     JOIN research_sources AS s ON s.rowid = top.id
                      JOIN research_runs AS r ON r.tenant_id = s.tenant_id AND r.id = s.run_id
-                     WHERE research_sources_fts MATCH ?1 AND f.tenant_id = ?2
-                       AND (?3 IS NULL OR f.run_id = ?3)
-                     ORDER BY f.rank LIMIT ?4",
+                     WHERE research_sources_fts MATCH ?1
+                     ORDER BY top.rank",
                 )
                 .db("search sources")?;
             let rows = stmt

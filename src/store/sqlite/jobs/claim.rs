@@ -19,6 +19,12 @@ use crate::timestamp::Timestamp;
 /// The claim: due queued jobs and expired running ones, oldest first. Each
 /// branch walks its own partial index and stops after `?3` rows. Each
 /// claimed row gets a new `claim_id`, which fences its reports.
+///
+/// Every bound LIMIT in the backend is written `LIMIT +?N`: SQLite's
+/// planner reads the value of a bare `LIMIT ?N`, which marks the statement
+/// to be compiled again whenever the parameter is bound, that is on every
+/// run (a third of a claim's time). The unary plus hides the value from the
+/// planner and changes nothing else.
 pub(super) static CLAIM_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "
@@ -31,19 +37,19 @@ WHERE id IN (
         SELECT id, created_at FROM (
             SELECT id, created_at FROM research_jobs INDEXED BY research_jobs_ready
             WHERE status = 'queued' AND retry_at IS NULL
-            ORDER BY created_at LIMIT ?3)
+            ORDER BY created_at LIMIT +?3)
         UNION ALL
         SELECT id, created_at FROM (
             SELECT id, created_at FROM research_jobs INDEXED BY research_jobs_retry
             WHERE status = 'queued' AND retry_at IS NOT NULL AND retry_at <= ?1
-            ORDER BY retry_at LIMIT ?3)
+            ORDER BY retry_at LIMIT +?3)
         UNION ALL
         SELECT id, created_at FROM (
             SELECT id, created_at FROM research_jobs INDEXED BY research_jobs_running
             WHERE status = 'running' AND locked_at < ?2
-            ORDER BY locked_at LIMIT ?3)
+            ORDER BY locked_at LIMIT +?3)
     )
-    ORDER BY created_at LIMIT ?3)
+    ORDER BY created_at LIMIT +?3)
 RETURNING {JOB_COLUMNS}, claim_id"
     )
 });
@@ -54,7 +60,7 @@ const EXPIRED_SQL: &str = "
 SELECT id, claim_id, tenant_id, attempts, locked_by, coalesce(claimed_at, locked_at)
 FROM research_jobs INDEXED BY research_jobs_running
 WHERE status = 'running' AND locked_at < ?1
-ORDER BY locked_at LIMIT ?2";
+ORDER BY locked_at LIMIT +?2";
 
 /// The lost attempts of running jobs whose lock expired at their last
 /// attempt, written before [`FAIL_LOST_SQL`] fails them.
@@ -260,5 +266,43 @@ impl SqliteStore {
             let claims = claim_in(tx, &policy, n, worker, now)?;
             Ok((reports, claims))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::{CLAIM_SQL, EXPIRED_SQL};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{StoreOptions, Synchronous};
+    use crate::timestamp::Timestamp;
+
+    #[test]
+    fn the_claim_statements_are_compiled_once_not_at_every_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::create(
+            &dir.path().join("bundleq.db"),
+            StoreOptions {
+                synchronous: Synchronous::Normal,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let now = Timestamp::now();
+        for (sql, params) in [(CLAIM_SQL.as_str(), 4), (EXPIRED_SQL, 2)] {
+            let mut stmt = store.conn.prepare(sql).unwrap();
+            for n in 1..=5i64 {
+                let values: [&dyn rusqlite::ToSql; 4] = [&now, &now, &n, &"w"];
+                let bound: Vec<&dyn rusqlite::ToSql> = if params == 2 {
+                    vec![&now, &n]
+                } else {
+                    values.to_vec()
+                };
+                let mut rows = stmt.query(bound.as_slice()).unwrap();
+                while rows.next().unwrap().is_some() {}
+            }
+            assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{sql}");
+        }
     }
 }

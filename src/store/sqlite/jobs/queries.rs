@@ -96,7 +96,7 @@ impl SqliteStore {
                        AND (?3 IS NULL OR job_type = ?3)
                        AND (?4 IS NULL OR run_id = ?4)
                      ORDER BY created_at DESC, id DESC
-                     LIMIT ?5"
+                     LIMIT +?5"
                 ))
                 .db("list jobs")?;
             let rows = stmt
