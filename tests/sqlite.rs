@@ -403,21 +403,13 @@ fn the_search_index_keeps_no_copy_of_text_and_forgets_replaced_sources() {
         );
     }
 
-    // The run is processed again with other text: the old words are gone
-    // from the index, the new ones found.
+    // The run is processed again, twice in one transaction, with other
+    // text each time: the old words are gone from the index, only the last
+    // ones are found.
     let mut store = bin.store();
     let tenant = bin.tenant();
     let run_id: Uuid = "0192c3c0-7a1e-7cc2-9a31-5b1f0f9e0a13".parse().unwrap();
-    let mut job = common::job(tenant);
-    job.run_id = run_id;
-    store.enqueue(&job, bundleq::Timestamp::now()).unwrap();
-    let claim = store
-        .claim(1, "w", bundleq::Timestamp::now())
-        .unwrap()
-        .pop()
-        .unwrap();
-    let text = "quillwort everywhere".to_owned();
-    let source = bundleq::store::NewSource {
+    let source = |text: &str| bundleq::store::NewSource {
         idx: 0,
         uri: "https://example.org/q".into(),
         title: None,
@@ -425,23 +417,33 @@ fn the_search_index_keeps_no_copy_of_text_and_forgets_replaced_sources() {
         media_type: None,
         retrieved_at: None,
         size: Some(text.len() as u64),
-        text: Some(text),
+        text: Some(text.to_owned()),
     };
+    let mut completions = Vec::new();
+    for text in ["bladderwrack only once", "quillwort everywhere"] {
+        let mut job = common::job(tenant);
+        job.run_id = run_id;
+        store.enqueue(&job, bundleq::Timestamp::now()).unwrap();
+        let claim = store
+            .claim(1, "w", bundleq::Timestamp::now())
+            .unwrap()
+            .pop()
+            .unwrap();
+        completions.push(bundleq::store::Completion {
+            token: claim.token,
+            outcome: bundleq::Outcome::Succeeded,
+            sources: Some(bundleq::store::RunSources {
+                tenant_id: tenant,
+                run_id,
+                sources: vec![source(text)],
+            }),
+            output: None,
+        });
+    }
     store
-        .complete(
-            &[bundleq::store::Completion {
-                token: claim.token,
-                outcome: bundleq::Outcome::Succeeded,
-                sources: Some(bundleq::store::RunSources {
-                    tenant_id: tenant,
-                    run_id,
-                    sources: vec![source],
-                }),
-                output: None,
-            }],
-            bundleq::Timestamp::now(),
-        )
+        .complete(&completions, bundleq::Timestamp::now())
         .unwrap();
+    assert_eq!(bin.json(&["search", "bladderwrack"])["total"], 0);
     assert_eq!(bin.json(&["search", "zymurgy"])["total"], 0);
     assert_eq!(bin.json(&["search", "quillwort"])["total"], 1);
     assert_eq!(count("SELECT count(*) FROM research_source_texts"), 2);

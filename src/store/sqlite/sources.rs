@@ -11,17 +11,95 @@ use crate::store::search::Token;
 use crate::store::{RunSources, SearchHit};
 use crate::timestamp::Timestamp;
 
+/// Rows for the search index, written when the transaction's other
+/// statements are done. FTS5 writes its pending terms to disk as a new
+/// segment whenever a later statement of the transaction opens a statement
+/// savepoint (most multi-row writes do), and merges those segments as they
+/// pile up: indexing each source as its job's outcome is recorded cost half
+/// of the writer's time. Written last, a batch's rows become one segment.
+#[derive(Debug, Default)]
+pub(super) struct PendingIndex {
+    rows: Vec<PendingRow>,
+}
+
+#[derive(Debug)]
+struct PendingRow {
+    rowid: i64,
+    tenant_id: String,
+    run_id: String,
+    title: String,
+    uri: String,
+    body: String,
+}
+
+impl PendingIndex {
+    /// Forgets the rows of one run (its sources are being replaced) and
+    /// returns their rowids: they are not in the index yet.
+    fn take_run(&mut self, tenant: &str, run_id: &str) -> Vec<i64> {
+        let mut taken = Vec::new();
+        self.rows.retain(|r| {
+            let of_run = r.tenant_id == tenant && r.run_id == run_id;
+            if of_run {
+                taken.push(r.rowid);
+            }
+            !of_run
+        });
+        taken
+    }
+
+    /// Indexes the rows; call after every other write of the transaction.
+    pub(super) fn write(self, tx: &Transaction<'_>) -> Result<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO research_sources_fts (rowid, title, uri, body) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .db("index sources")?;
+        for r in &self.rows {
+            insert
+                .execute(params![r.rowid, r.title, r.uri, r.body])
+                .db("index sources")?;
+        }
+        Ok(())
+    }
+}
+
+/// Records a run's sources in place of those it had; their index rows are
+/// added to `index`, for the end of the transaction.
 pub(super) fn replace_sources(
     tx: &Transaction<'_>,
     run: &RunSources,
     now: Timestamp,
+    index: &mut PendingIndex,
 ) -> Result<()> {
     let (tenant, run_id) = (run.tenant_id.to_string(), run.run_id.to_string());
-    // The index reads what it removes from its content, so rows leave the
-    // index before their text and their source row.
+    // Sources recorded earlier in this transaction are not indexed yet:
+    // only the others leave the index. The index reads what it removes from
+    // its content, so rows leave it before their text and source row.
+    let unindexed = index.take_run(&tenant, &run_id);
+    let indexed: Vec<i64> = {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT rowid FROM research_sources WHERE tenant_id = ?1 AND run_id = ?2",
+            )
+            .db("replace sources")?;
+        let rows = stmt
+            .query_map(params![tenant, run_id], |r| r.get(0))
+            .db("replace sources")?;
+        rows.collect::<rusqlite::Result<Vec<i64>>>()
+            .db("replace sources")?
+            .into_iter()
+            .filter(|rowid| !unindexed.contains(rowid))
+            .collect()
+    };
+    for rowid in indexed {
+        tx.prepare_cached("DELETE FROM research_sources_fts WHERE rowid = ?1")
+            .and_then(|mut s| s.execute([rowid]))
+            .db("replace sources")?;
+    }
     for sql in [
-        "DELETE FROM research_sources_fts WHERE rowid IN
-             (SELECT rowid FROM research_sources WHERE tenant_id = ?1 AND run_id = ?2)",
         "DELETE FROM research_source_texts WHERE source_rowid IN
              (SELECT rowid FROM research_sources WHERE tenant_id = ?1 AND run_id = ?2)",
         "DELETE FROM research_sources WHERE tenant_id = ?1 AND run_id = ?2",
@@ -70,7 +148,12 @@ pub(super) fn replace_sources(
                 .prepare_cached(
                     "SELECT EXISTS (SELECT 1 FROM objects WHERE sha256 = ?1 AND length(bytes) = ?2)",
                 )
-                .and_then(|mut st| st.query_row(params![s.sha256, i64::try_from(text.len()).unwrap_or(i64::MAX)], |r| r.get(0)))
+                .and_then(|mut st| {
+                    st.query_row(
+                        params![s.sha256, i64::try_from(text.len()).unwrap_or(i64::MAX)],
+                        |r| r.get(0),
+                    )
+                })
                 .db("index a source")?;
             if !whole_object {
                 tx.prepare_cached(
@@ -80,18 +163,14 @@ pub(super) fn replace_sources(
                 .db("index a source")?;
             }
         }
-        tx.prepare_cached(
-            "INSERT INTO research_sources_fts (rowid, title, uri, body) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                rowid,
-                s.title.as_deref().unwrap_or(""),
-                s.uri,
-                s.text.as_deref().unwrap_or("")
-            ])
-        })
-        .db("index a source")?;
+        index.rows.push(PendingRow {
+            rowid,
+            tenant_id: tenant.clone(),
+            run_id: run_id.clone(),
+            title: s.title.clone().unwrap_or_default(),
+            uri: s.uri.clone(),
+            body: s.text.clone().unwrap_or_default(),
+        });
     }
     Ok(())
 }

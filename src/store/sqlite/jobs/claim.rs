@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::convert::{DbContext, uuid_col};
 use crate::store::sqlite::deferred::record;
+use crate::store::sqlite::sources::PendingIndex;
 use crate::store::{Claim, ClaimToken, Completion, Job, QueuePolicy, Report, TransitionKind};
 use crate::timestamp::Timestamp;
 
@@ -262,8 +263,10 @@ impl SqliteStore {
         }
         let policy = self.options.policy.clone();
         self.write("record outcomes and claim jobs", |tx| {
-            let reports = apply_completions(tx, &policy, completions, now)?;
+            let mut index = PendingIndex::default();
+            let reports = apply_completions(tx, &policy, completions, now, &mut index)?;
             let claims = claim_in(tx, &policy, n, worker, now)?;
+            index.write(tx)?;
             Ok((reports, claims))
         })
     }

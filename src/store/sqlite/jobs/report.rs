@@ -14,7 +14,7 @@ use crate::state::{
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::convert::{DbContext, uuid_text};
 use crate::store::sqlite::deferred::defer;
-use crate::store::sqlite::sources::replace_sources;
+use crate::store::sqlite::sources::{PendingIndex, replace_sources};
 use crate::store::{ClaimToken, Completion, QueuePolicy, Report, Transition, TransitionKind};
 use crate::timestamp::Timestamp;
 
@@ -72,11 +72,14 @@ pub(super) fn fence_params(t: &ClaimToken, now: Timestamp) -> [Box<dyn rusqlite:
 
 /// Applies completions in order: plain successes in two statements for the
 /// whole batch, everything else one by one.
+/// Records completions; the index rows of the sources they record are
+/// added to `index`, which the caller writes after its last other write.
 pub(super) fn apply_completions(
     tx: &Transaction<'_>,
     policy: &QueuePolicy,
     completions: &[Completion],
     now: Timestamp,
+    index: &mut PendingIndex,
 ) -> Result<Vec<Report>> {
     let plain = |c: &Completion| {
         c.outcome == Outcome::Succeeded && c.sources.is_none() && c.output.is_none()
@@ -91,7 +94,7 @@ pub(super) fn apply_completions(
         .iter()
         .map(|c| {
             if !plain(c) {
-                apply_completion(tx, policy, c, now)
+                apply_completion(tx, policy, c, now, index)
             } else if applied.contains(&c.token.job_id) {
                 defer(Transition {
                     job_id: c.token.job_id,
@@ -242,12 +245,13 @@ pub(super) fn apply_completion(
     policy: &QueuePolicy,
     c: &Completion,
     now: Timestamp,
+    index: &mut PendingIndex,
 ) -> Result<Report> {
     let report = apply_report(tx, policy, &c.token, &c.outcome, c.output.as_deref(), now)?;
     if report == Report::Applied(JobStatus::Succeeded)
         && let Some(sources) = &c.sources
     {
-        replace_sources(tx, sources, now)?;
+        replace_sources(tx, sources, now, index)?;
     }
     Ok(report)
 }
@@ -429,7 +433,10 @@ impl SqliteStore {
         }
         let policy = self.options.policy.clone();
         self.write("record job outcomes", |tx| {
-            apply_completions(tx, &policy, completions, now)
+            let mut index = PendingIndex::default();
+            let reports = apply_completions(tx, &policy, completions, now, &mut index)?;
+            index.write(tx)?;
+            Ok(reports)
         })
     }
 
