@@ -36,7 +36,8 @@ pub struct BenchOptions {
     pub workers: usize,
     /// Durability setting for every database of the run.
     pub synchronous: Synchronous,
-    /// Queue size of the "large queue" claim-cost measurement.
+    /// Due jobs of the "large queue" claim-cost measurement, queued behind
+    /// as many jobs parked on a future `retry_at`.
     pub big_queue: usize,
     /// Files of the drop-folder ingest measurement.
     pub drop_files: usize,
@@ -145,7 +146,8 @@ pub struct BenchReport {
     pub claim_cost_big_us: f64,
     /// `claim_cost_big_us / claim_cost_small_us`.
     pub claim_cost_ratio: f64,
-    /// Jobs queued for `claim_cost_big_us`.
+    /// Due jobs queued for `claim_cost_big_us`, behind as many parked on a
+    /// future `retry_at`.
     pub big_queue: usize,
     /// Drop-folder files ingested per second by one scan.
     pub ingest_files_per_s: f64,
@@ -188,7 +190,7 @@ fn store_at(path: &Path, synchronous: Synchronous) -> Result<Store> {
     )
 }
 
-fn jobs(n: usize, tenant: Uuid) -> Vec<NewJob> {
+fn jobs(n: usize, tenant: Uuid, not_before: Option<Timestamp>) -> Vec<NewJob> {
     (0..n)
         .map(|_| NewJob {
             tenant_id: tenant,
@@ -196,17 +198,28 @@ fn jobs(n: usize, tenant: Uuid) -> Vec<NewJob> {
             job_type: "bench".to_owned(),
             payload: serde_json::json!({}),
             max_attempts: None,
+            not_before,
         })
         .collect()
 }
 
 fn enqueue_batched(store: &mut Store, n: usize, batch: usize) -> Result<Duration> {
+    enqueue_parked(store, n, batch, None)
+}
+
+/// Enqueues `n` jobs in batches, not due before `not_before` when given.
+fn enqueue_parked(
+    store: &mut Store,
+    n: usize,
+    batch: usize,
+    not_before: Option<Timestamp>,
+) -> Result<Duration> {
     let tenant = Uuid::now_v7();
     let mut spent = Duration::ZERO;
     let mut left = n;
     while left > 0 {
         let k = left.min(batch);
-        let js = jobs(k, tenant);
+        let js = jobs(k, tenant, not_before);
         let start = Instant::now();
         store.enqueue_many(&js, Timestamp::now())?;
         spent += start.elapsed();
@@ -253,12 +266,15 @@ fn bench_home(dir: &Path, synchronous: Synchronous) -> Result<Home> {
     Ok(home)
 }
 
-/// Builds a home with `n` queued jobs (for the claim-cost and memory
-/// figures) and returns its folder.
+/// Builds a home with `n` jobs parked until tomorrow (older, so ahead of
+/// the due ones in creation order) and `n` due jobs, for the claim-cost and
+/// memory figures, and returns its folder.
 pub fn big_queue_home(dir: &Path, synchronous: Synchronous, n: usize) -> Result<(PathBuf, Store)> {
     let root = dir.join("big");
     let home = bench_home(&root, synchronous)?;
     let mut store = home.store()?;
+    let tomorrow = Timestamp::now().plus(Duration::from_secs(86_400));
+    enqueue_parked(&mut store, n, 10_000, Some(tomorrow))?;
     enqueue_batched(&mut store, n, 10_000)?;
     Ok((root, store))
 }
@@ -279,7 +295,7 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     let single_n = opts.jobs.clamp(1, 2000);
     let mut single = store_at(&dir.join("single.db"), sync)?;
     let tenant = Uuid::now_v7();
-    let js = jobs(single_n, tenant);
+    let js = jobs(single_n, tenant, None);
     let start = Instant::now();
     for j in &js {
         single.enqueue(j, Timestamp::now())?;

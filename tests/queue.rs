@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use bundleq::store::{JobFilter, PruneFilter, Report};
+use bundleq::store::{JobFilter, NewJob, PruneFilter, Report};
 use bundleq::{Error, JobStatus, Outcome};
 use common::{Backend, job, secs, t0};
 use uuid::Uuid;
@@ -539,4 +539,35 @@ for_each_backend!(
     claim_is_oldest_first,
     a_clock_moved_backwards_never_gets_a_job_claimed_twice,
     every_attempt_is_in_the_history_once_whatever_path_the_job_took,
+    a_job_enqueued_not_before_a_time_is_claimed_then_and_not_earlier,
 );
+
+fn a_job_enqueued_not_before_a_time_is_claimed_then_and_not_earlier(b: Backend) {
+    let (_dir, mut store) = b.temp_store(secs(600));
+    let tenant = Uuid::now_v7();
+    let later = NewJob {
+        not_before: Some(t0().plus(secs(3600))),
+        ..job(tenant)
+    };
+    let parked = store.enqueue(&later, t0()).unwrap();
+    // Younger than the parked one, but due: claimed first.
+    let due = store.enqueue(&job(tenant), t0().plus(secs(1))).unwrap();
+    let j = store.job(tenant, parked).unwrap();
+    assert_eq!((j.status, j.attempts), (JobStatus::Queued, 0));
+    assert_eq!(j.retry_at, Some(t0().plus(secs(3600))));
+    let first = store.claim(10, "w", t0().plus(secs(2))).unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].job.id, due);
+    store
+        .report(&first[0].token, &Outcome::Succeeded, t0().plus(secs(3)))
+        .unwrap();
+    assert!(
+        store
+            .claim(10, "w", t0().plus(secs(3599)))
+            .unwrap()
+            .is_empty()
+    );
+    let at = store.claim(10, "w", t0().plus(secs(3600))).unwrap();
+    assert_eq!(at.len(), 1);
+    assert_eq!((at[0].job.id, at[0].job.attempts), (parked, 1));
+}

@@ -348,7 +348,11 @@ fn print_table(f: &Full<'_>) {
             String::new(),
         ),
         row(
-            format!("claim cost, 1,000 vs {} queued", k(r.big_queue as f64)),
+            format!(
+                "claim cost, 1,000 vs {} due + {} parked",
+                k(r.big_queue as f64),
+                k(r.big_queue as f64)
+            ),
             format!("{} / {}", k(r.claim_cost_small_us), k(r.claim_cost_big_us)),
             "µs",
             format!("{:.2}x", r.claim_cost_ratio),

@@ -343,7 +343,8 @@ pub struct BenchArgs {
     /// Durability of every database in the run
     #[arg(long, value_enum, default_value_t = SyncArg::Full)]
     pub sync: SyncArg,
-    /// Jobs queued for the large-queue claim cost and memory figures [default: 1,000,000; --quick: 20,000]
+    /// Due jobs of the large queue (claim cost and memory figures), behind as many parked on a
+    /// future retry time [default: 1,000,000; --quick: 20,000]
     #[arg(long, value_name = "N")]
     pub big_queue: Option<usize>,
     /// Files dropped at once for the ingest figure [default: 10,000; --quick: 300]

@@ -21,6 +21,8 @@ use crate::digest::Sha256Hex;
 const PLACEHOLDER: &str = "null";
 /// A text shorter than this (as a JSON string) is not worth a hole.
 const MIN_CUT: usize = 64;
+/// Bytes of a text's JSON string searched for before comparing it whole.
+const PREFIX: usize = 48;
 
 /// Where an inline text was cut out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,9 +76,12 @@ pub(crate) fn cut(json: &str, texts: &[(&Sha256Hex, &str)]) -> Option<(String, S
         if q.len() < MIN_CUT {
             continue;
         }
-        let Some(found) = json
-            .get(from..)
-            .and_then(|rest| memchr::memmem::find(rest.as_bytes(), q.as_bytes()))
+        // Found by a short prefix, then compared whole: building a searcher
+        // for a long needle costs more than the search.
+        let rest = json.get(from..)?.as_bytes();
+        let prefix = &q.as_bytes()[..q.len().min(PREFIX)];
+        let Some(found) = memchr::memmem::find_iter(rest, prefix)
+            .find(|&i| rest.get(i..i + q.len()) == Some(q.as_bytes()))
         else {
             continue;
         };

@@ -28,6 +28,9 @@ pub struct NewJob {
     pub payload: serde_json::Value,
     /// Attempts allowed; the store's default when `None`.
     pub max_attempts: Option<u32>,
+    /// Not due before this time (queued with `retry_at` set and no
+    /// attempt made); due at once when `None`.
+    pub not_before: Option<Timestamp>,
 }
 
 /// One `research_jobs` row. Serialises with the column names as keys.

@@ -182,6 +182,7 @@ pub fn job(tenant: Uuid) -> NewJob {
         job_type: "process_bundle".to_owned(),
         payload: serde_json::json!({ "hello": "world" }),
         max_attempts: None,
+        not_before: None,
     }
 }
 

@@ -116,6 +116,7 @@ impl WriteTx<'_> {
                 job_type: run.job.job_type.clone(),
                 payload: run.job.payload.clone(),
                 max_attempts: run.job.max_attempts,
+                not_before: None,
             },
             now,
         )?;

@@ -163,8 +163,8 @@ fn insert_job(
     let id = crate::store::new_job_id();
     tx.prepare_cached(
         "INSERT INTO research_jobs (id, tenant_id, run_id, job_type, status, attempts,
-             max_attempts, payload_json, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, 'queued', 0, ?5, ?6, ?7, ?7)",
+             max_attempts, payload_json, created_at, updated_at, retry_at)
+         VALUES (?1, ?2, ?3, ?4, 'queued', 0, ?5, ?6, ?7, ?7, ?8)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -174,7 +174,8 @@ fn insert_job(
             job.job_type,
             max_attempts,
             job.payload.to_string(),
-            now
+            now,
+            job.not_before
         ])
     })
     .db("enqueue a job")?;
