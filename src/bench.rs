@@ -22,7 +22,8 @@ use crate::inbox::{Inbox, ScanSummary};
 use crate::presence::Presence;
 use crate::state::Outcome;
 use crate::store::{
-    BaselineFigures, Location, NewJob, Store, StoreOptions, Synchronous, run_baseline,
+    BaselineFigures, Completion, Location, NewJob, NewRun, NewSource, RunJob, RunSources, Store,
+    StoreOptions, Synchronous, run_baseline,
 };
 use crate::timestamp::{SystemClock, Timestamp};
 use crate::worker::{PoolConfig, PoolControl, run_pool};
@@ -48,6 +49,12 @@ pub struct BenchOptions {
     /// Bundles (10 inline sources of 1,100 bytes each) submitted,
     /// processed and indexed for the footprint figure.
     pub footprint_bundles: usize,
+    /// Bundles (one 1 MiB text file each) processed by one and by two
+    /// workers for the scaling figure.
+    pub scaling_bundles: usize,
+    /// Sources (about 150 bytes of text each) indexed in the home that
+    /// `search` is timed on (`dir/search`).
+    pub search_sources: usize,
 }
 
 impl Default for BenchOptions {
@@ -61,6 +68,8 @@ impl Default for BenchOptions {
             samples: 1000,
             submit_bundles: 10_000,
             footprint_bundles: 10_000,
+            scaling_bundles: 48,
+            search_sources: 1_000_000,
         }
     }
 }
@@ -76,6 +85,8 @@ impl BenchOptions {
             samples: 100,
             submit_bundles: 500,
             footprint_bundles: 200,
+            scaling_bundles: 4,
+            search_sources: 10_000,
             ..BenchOptions::default()
         }
     }
@@ -93,7 +104,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(mut samples: Vec<Duration>) -> Latency {
+    /// The distribution of `samples`.
+    pub fn of(mut samples: Vec<Duration>) -> Latency {
         samples.sort_unstable();
         let at = |q: f64| {
             let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
@@ -174,6 +186,18 @@ pub struct BenchReport {
     pub footprint_ratio: f64,
     /// Their `process_bundle` jobs per second (verify, record, index).
     pub process_per_s: f64,
+    /// Bundles of the scaling figure.
+    pub scaling_bundles: usize,
+    /// sha256 of one core in this run, MiB/s.
+    pub sha256_one_core_mib_s: f64,
+    /// `process_bundle` of 1 MiB text sources with one worker, MiB/s.
+    pub process_one_worker_mib_s: f64,
+    /// The same with two workers, MiB/s.
+    pub process_two_workers_mib_s: f64,
+    /// `process_two_workers_mib_s / process_one_worker_mib_s`.
+    pub process_scaling: f64,
+    /// Sources indexed in the search home.
+    pub search_sources: usize,
 }
 
 fn per_s(n: usize, d: Duration) -> f64 {
@@ -388,6 +412,10 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     let submit = submit_figures(dir, sync, opts.submit_bundles)?;
     progress("footprint: bundles with 10 inline sources, submitted, processed, indexed");
     let footprint = footprint_figures(dir, sync, opts)?;
+    progress("process_bundle of 1 MiB text sources, one worker, then two");
+    let scaling = scaling_figures(dir, sync, opts.scaling_bundles)?;
+    progress("search home: indexing the sources");
+    search_home(&dir.join("search"), sync, opts.search_sources)?;
 
     let claim_overhead_us = claim_latency.p50_us - baseline.commit_p50_us;
     Ok(BenchReport {
@@ -420,17 +448,197 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
         footprint_disk_bytes: footprint.disk_bytes,
         footprint_ratio: footprint.disk_bytes as f64 / footprint.source_bytes.max(1) as f64,
         process_per_s: footprint.process_per_s,
+        scaling_bundles: opts.scaling_bundles,
+        sha256_one_core_mib_s: scaling.sha256_mib_s,
+        process_one_worker_mib_s: scaling.one,
+        process_two_workers_mib_s: scaling.two,
+        process_scaling: scaling.two / scaling.one.max(1e-9),
+        search_sources: opts.search_sources,
     })
+}
+
+struct ScalingFigures {
+    sha256_mib_s: f64,
+    one: f64,
+    two: f64,
+}
+
+const MIB: usize = 1024 * 1024;
+
+/// `process_bundle` of `n` bundles with one 1 MiB text file each, by one
+/// worker and by two, next to sha256 on one core.
+fn scaling_figures(dir: &Path, sync: Synchronous, n: usize) -> Result<ScalingFigures> {
+    let corpus = dir.join("scaling-in");
+    let mut paths = Vec::with_capacity(n);
+    for i in 0..n {
+        let folder = corpus.join(format!("b{i:03}.bundle"));
+        fs::create_dir_all(&folder).io("create folder", &folder)?;
+        let text = prose(1_000_000 + i as u64, MIB);
+        let file = folder.join("text.txt");
+        fs::write(&file, &text).io("write", &file)?;
+        let bundle = serde_json::json!({
+            "bundle_version": 1,
+            "run_id": Uuid::now_v7(),
+            "title": format!("Scaling run {i}"),
+            "created_at": "2026-11-28T10:00:00Z",
+            "sources": [{
+                "uri": "file:text.txt",
+                "path": "text.txt",
+                "sha256": crate::digest::Sha256Hex::of(text.as_bytes()),
+                "media_type": "text/plain",
+            }],
+        });
+        let json = folder.join("bundle.json");
+        fs::write(&json, bundle.to_string()).io("write", &json)?;
+        paths.push(folder);
+    }
+    let block = prose(7, 64 * MIB);
+    let start = Instant::now();
+    std::hint::black_box(crate::digest::Sha256Hex::of(block.as_bytes()));
+    let sha256_mib_s = 64.0 / start.elapsed().as_secs_f64().max(1e-9);
+    let mut rates = [0.0; 2];
+    for (workers, rate) in [1, 2].into_iter().zip(rates.iter_mut()) {
+        let home = bench_home(&dir.join(format!("scaling-{workers}")), sync)?;
+        let mut store = home.store()?;
+        let tenant = home.default_tenant(&store)?;
+        accept_many(
+            &mut store,
+            &home,
+            &paths,
+            tenant,
+            Origin::Submit,
+            Timestamp::now(),
+        );
+        let mut config = PoolConfig::from_config(&home.config().workers);
+        config.workers = workers;
+        config.once = true;
+        let start = Instant::now();
+        let stats = run_pool(
+            store.reopen()?,
+            Handlers::for_home(&home, None),
+            &config,
+            Arc::new(SystemClock),
+            &PoolControl::new(),
+        )?;
+        *rate = stats.succeeded as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    }
+    Ok(ScalingFigures {
+        sha256_mib_s,
+        one: rates[0],
+        two: rates[1],
+    })
+}
+
+/// Builds a home at `root` whose runs hold `n` processed and indexed
+/// sources of about 150 bytes of text each (10 per run), recorded the way
+/// `process_bundle` records them.
+pub fn search_home(root: &Path, sync: Synchronous, n: usize) -> Result<()> {
+    let home = bench_home(root, sync)?;
+    let mut store = home.store()?;
+    let tenant = home.default_tenant(&store)?;
+    let runs = n.div_ceil(10);
+    let mut done = 0;
+    while done < runs {
+        let k = (runs - done).min(1000);
+        let batch: Vec<NewRun> = (done..done + k)
+            .map(|i| {
+                let json = serde_json::json!({"bench": i}).to_string();
+                NewRun {
+                    tenant_id: tenant,
+                    id: Uuid::now_v7(),
+                    title: format!("Search run {i}"),
+                    bundle_sha256: crate::digest::Sha256Hex::of(json.as_bytes()).to_string(),
+                    bundle_json: json,
+                    origin: "api",
+                    origin_name: None,
+                    inbox_claim: None,
+                    job: RunJob {
+                        job_type: "process_bundle".to_owned(),
+                        payload: serde_json::json!({}),
+                        max_attempts: None,
+                    },
+                    objects: Vec::new(),
+                }
+            })
+            .collect();
+        let now = Timestamp::now();
+        store.insert_runs(&batch, now)?;
+        let claims = store.claim(u32::try_from(k).unwrap_or(u32::MAX), "bench", now)?;
+        let completions: Vec<Completion> = claims
+            .into_iter()
+            .enumerate()
+            .map(|(j, c)| {
+                let run = done + j;
+                let sources = (0..10)
+                    .map(|idx| {
+                        let text = prose((run * 10 + idx) as u64, 150);
+                        NewSource {
+                            idx: idx as u32,
+                            uri: format!("https://example.org/{run}/{idx}"),
+                            title: None,
+                            sha256: crate::digest::Sha256Hex::of(text.as_bytes()).to_string(),
+                            media_type: None,
+                            retrieved_at: None,
+                            size: Some(text.len() as u64),
+                            text: Some(text),
+                        }
+                    })
+                    .collect();
+                Completion {
+                    sources: Some(RunSources {
+                        tenant_id: tenant,
+                        run_id: c.job.run_id,
+                        sources,
+                    }),
+                    ..Completion::new(c.token, Outcome::Succeeded)
+                }
+            })
+            .collect();
+        store.complete(&completions, now)?;
+        done += k;
+    }
+    store.checkpoint()?;
+    Ok(())
+}
+
+/// Word `i` of the made-up vocabulary (its syllables are the digits of
+/// `i` in base 16), appended to `out`.
+fn push_word(out: &mut String, mut i: usize) {
+    const SYLLABLES: [&str; 16] = [
+        "ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "ve", "da", "gu", "shi", "ar", "en", "ol",
+        "th",
+    ];
+    loop {
+        out.push_str(SYLLABLES[i % 16]);
+        i /= 16;
+        if i == 0 {
+            break;
+        }
+    }
+}
+
+fn word(i: usize) -> String {
+    let mut w = String::new();
+    push_word(&mut w, i);
+    w
+}
+
+/// The searches of the search figure: one word found in about one source
+/// of 200, two words each in about one of 70, and a prefix of several
+/// words.
+pub fn search_queries() -> Vec<String> {
+    let prefix: String = word(700).chars().take(5).collect();
+    vec![
+        word(300),
+        format!("{} {}", word(40), word(41)),
+        format!("{prefix}*"),
+    ]
 }
 
 /// Made-up prose of exactly `len` bytes (ASCII): words of a fixed
 /// vocabulary of 20,000, common ones more often (like text), so the search
 /// index is sized as for real text. Deterministic in `seed`.
 fn prose(seed: u64, len: usize) -> String {
-    const SYLLABLES: [&str; 16] = [
-        "ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "ve", "da", "gu", "shi", "ar", "en", "ol",
-        "th",
-    ];
     let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
     let mut next = move || {
         state = state
@@ -441,14 +649,7 @@ fn prose(seed: u64, len: usize) -> String {
     let mut out = String::with_capacity(len + 16);
     while out.len() < len {
         let r = next();
-        let mut word = (r * r * 20_000.0) as usize;
-        loop {
-            out.push_str(SYLLABLES[word % 16]);
-            word /= 16;
-            if word == 0 {
-                break;
-            }
-        }
+        push_word(&mut out, (r * r * 20_000.0) as usize);
         out.push(if next() < 0.1 { '\n' } else { ' ' });
     }
     out.truncate(len);

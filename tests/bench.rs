@@ -36,6 +36,10 @@ fn bench_quick_reports_every_figure_and_goal_as_json() {
         "footprint_disk_bytes",
         "footprint_ratio",
         "process_per_s",
+        "sha256_one_core_mib_s",
+        "process_one_worker_mib_s",
+        "process_two_workers_mib_s",
+        "process_scaling",
     ] {
         assert!(positive(&r[key]), "{key}: {r:#}");
     }
@@ -64,10 +68,24 @@ fn bench_quick_reports_every_figure_and_goal_as_json() {
     assert_eq!(r["footprint_bundles"], 200);
     assert_eq!(r["footprint_source_bytes"], 200 * 10 * 1100);
     assert_eq!(r["idle_seconds"], 1);
+    assert_eq!(r["scaling_bundles"], 4);
+    assert_eq!(r["search_sources"], 10_000);
+    // Three searches, each timed as its own process, each finding something
+    // in the search home (two words together may find nothing).
+    let search = r["search"].as_array().unwrap();
+    assert_eq!(search.len(), 3, "{r:#}");
+    for (i, s) in search.iter().enumerate() {
+        assert!(s["query"].is_string(), "{s}");
+        assert_eq!(s["latency"]["samples"], 20, "{s}");
+        assert!(positive(&s["latency"]["p50_us"]), "{s}");
+        if i != 1 {
+            assert!(positive(&s["total"]), "{s}");
+        }
+    }
     assert_eq!(r["synchronous"], "full");
     // Every goal says whether this run met it; the baseline says what it is.
     let goals = r["goals"].as_array().unwrap();
-    assert_eq!(goals.len(), 10, "{r:#}");
+    assert_eq!(goals.len(), 12, "{r:#}");
     for g in goals {
         assert!(
             g["met"].is_boolean() && g["goal"].is_string() && g["measure"].is_string(),

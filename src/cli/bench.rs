@@ -25,10 +25,23 @@ struct Full<'a> {
     idle_seconds: u64,
     /// Resident memory of serve working the large queue, MiB.
     serve_rss_big_queue_mib: f64,
+    /// `search` run as its own process (start included) on the search home.
+    search: Vec<SearchFigure>,
     /// What the baseline is.
     baseline_is: &'static str,
     /// Every goal, its figure and whether this run met it.
     goals: Vec<Goal>,
+}
+
+/// One query of the search figure.
+#[derive(Debug, Serialize)]
+struct SearchFigure {
+    /// The query.
+    query: String,
+    /// Sources it matches.
+    total: u64,
+    /// Wall time of `bundleq search`, process start to exit.
+    latency: bench::Latency,
 }
 
 /// One goal of the engine and whether this run met it.
@@ -46,7 +59,11 @@ struct Goal {
 
 const BASELINE_IS: &str = "the same schema driven by plain SQLite statements in batches (enqueue 1,000 per transaction, claim and complete 100 per transaction), with no engine around them, measured in this run";
 
-fn goals(r: &BenchReport, idle_cpu: f64, rss: f64) -> Vec<Goal> {
+fn goals(r: &BenchReport, idle_cpu: f64, rss: f64, search: &[SearchFigure]) -> Vec<Goal> {
+    let worst = |f: fn(&bench::Latency) -> f64| {
+        search.iter().map(|s| f(&s.latency)).fold(0.0_f64, f64::max)
+    };
+    let (p50, p99) = (worst(|l| l.p50_us) / 1000.0, worst(|l| l.p99_us) / 1000.0);
     let goal = |measure, goal, value: f64, met: bool| Goal {
         measure,
         goal,
@@ -102,6 +119,18 @@ fn goals(r: &BenchReport, idle_cpu: f64, rss: f64) -> Vec<Goal> {
             r.footprint_ratio,
             r.footprint_ratio <= 2.5,
         ),
+        goal(
+            "process_bundle of 1 MiB texts, 2 workers vs 1",
+            ">= 1.6x",
+            r.process_scaling,
+            r.process_scaling >= 1.6,
+        ),
+        goal(
+            "search p50, worst of 3 queries (ms; p99 <= 50 ms too)",
+            "<= 10 ms",
+            p50,
+            !search.is_empty() && p50 <= 10.0 && p99 <= 50.0,
+        ),
         goal("idle serve CPU (%)", "<= 0.5 %", idle_cpu, idle_cpu <= 0.5),
         goal(
             "serve RSS with the large queue (MiB)",
@@ -154,6 +183,54 @@ fn spawn_serve(home: &Path, extra: &[&str]) -> Result<Child> {
         })
 }
 
+/// Times `bundleq search` on the home at `home`, each run its own
+/// process, `samples` times per query.
+fn search_figures(home: &Path, samples: usize) -> Result<Vec<SearchFigure>> {
+    let exe = std::env::current_exe().map_err(|source| Error::Io {
+        action: "find the bundleq binary",
+        path: "current_exe".into(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for query in bench::search_queries() {
+        let mut times = Vec::with_capacity(samples);
+        let mut total = 0;
+        for _ in 0..samples.max(1) {
+            let start = std::time::Instant::now();
+            let ran = Command::new(&exe)
+                .arg("--home")
+                .arg(home)
+                .args(["--json", "search"])
+                .args(query.split_whitespace())
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .map_err(|source| Error::Io {
+                    action: "run",
+                    path: exe.clone(),
+                    source,
+                })?;
+            times.push(start.elapsed());
+            if !ran.status.success() {
+                return Err(Error::InvalidArgument {
+                    what: "bench",
+                    message: format!("`bundleq search {query}` failed on the search home"),
+                });
+            }
+            total = serde_json::from_slice::<serde_json::Value>(&ran.stdout)
+                .ok()
+                .and_then(|v| v["total"].as_u64())
+                .unwrap_or(0);
+        }
+        out.push(SearchFigure {
+            query,
+            total,
+            latency: bench::Latency::of(times),
+        });
+    }
+    Ok(out)
+}
+
 fn stop(mut child: Child) {
     if let Some(pid) = i32::try_from(child.id())
         .ok()
@@ -201,6 +278,8 @@ pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
             .footprint_bundles
             .unwrap_or(base.footprint_bundles)
             .max(1),
+        scaling_bundles: args.scaling_bundles.unwrap_or(base.scaling_bundles).max(1),
+        search_sources: args.search_sources.unwrap_or(base.search_sources).max(10),
     };
     let idle_seconds = args
         .idle_seconds
@@ -243,13 +322,25 @@ pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
         _ => f64::NAN,
     };
 
+    progress("search: each query as its own process");
+    let search = search_figures(
+        &tmp.path().join("search"),
+        opts.samples.min(if args.quick { 20 } else { 200 }),
+    )?;
+
     let full = Full {
         report: &report,
         idle_serve_cpu_percent,
         idle_seconds,
         serve_rss_big_queue_mib,
         baseline_is: BASELINE_IS,
-        goals: goals(&report, idle_serve_cpu_percent, serve_rss_big_queue_mib),
+        goals: goals(
+            &report,
+            idle_serve_cpu_percent,
+            serve_rss_big_queue_mib,
+            &search,
+        ),
+        search,
     };
     if json {
         output::json(&full);
@@ -408,6 +499,41 @@ fn print_table(f: &Full<'_>) {
             ),
         ),
         row(
+            format!(
+                "process_bundle, {} x 1 MiB text, 1 / 2 workers",
+                r.scaling_bundles
+            ),
+            format!(
+                "{:.1} / {:.1}",
+                r.process_one_worker_mib_s, r.process_two_workers_mib_s
+            ),
+            "MiB/s",
+            format!(
+                "{:.2}x; sha256 on one core {:.0} MiB/s",
+                r.process_scaling, r.sha256_one_core_mib_s
+            ),
+        ),
+    ];
+    let mut rows = rows;
+    for s in &f.search {
+        rows.push(row(
+            format!(
+                "search {:?} ({} of {} sources)",
+                s.query,
+                k(s.total as f64),
+                k(r.search_sources as f64)
+            ),
+            format!(
+                "{:.1} / {:.1}",
+                s.latency.p50_us / 1000.0,
+                s.latency.p99_us / 1000.0
+            ),
+            "ms p50/p99",
+            "whole process".to_owned(),
+        ));
+    }
+    rows.extend([
+        row(
             format!("idle serve CPU over {} s", f.idle_seconds),
             format!("{:.2}", f.idle_serve_cpu_percent),
             "%",
@@ -419,7 +545,7 @@ fn print_table(f: &Full<'_>) {
             "MiB",
             String::new(),
         ),
-    ];
+    ]);
     output::table(&["MEASURE", "VALUE", "UNIT", "COMPARED"], &rows, None);
     output::line("");
     let goal_rows: Vec<Vec<String>> = f

@@ -360,6 +360,14 @@ pub struct BenchArgs {
     /// indexed) [default: 10,000; --quick: 200]
     #[arg(long, value_name = "N")]
     pub footprint_bundles: Option<usize>,
+    /// Bundles of one 1 MiB text file each, processed by one worker and by two [default: 48;
+    /// --quick: 4]
+    #[arg(long, value_name = "N")]
+    pub scaling_bundles: Option<usize>,
+    /// Sources indexed in the home that `search` is timed on [default: 1,000,000; --quick:
+    /// 10,000]
+    #[arg(long, value_name = "N")]
+    pub search_sources: Option<usize>,
     /// How long to watch an idle serve's CPU use, in seconds [default: 10; --quick: 1]
     #[arg(long, value_name = "SECONDS")]
     pub idle_seconds: Option<u64>,
