@@ -335,3 +335,61 @@ fn regression_an_idle_serve_does_not_spin_on_its_own_inbox_scans() {
         after - before
     );
 }
+
+#[test]
+fn search_finds_only_the_tenants_own_sources_whoever_else_shares_the_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::new(&dir.path().join("home"));
+    bin.ok(&["init"]);
+    // One tenant alone (the index is asked alone), then two with the same
+    // word (a join on the tenant), and a run of each (its few sources).
+    let write = |name: &str, words: &str| {
+        let text = format!("{words} in the moraine survey");
+        let path = dir.path().join(format!("{name}.json"));
+        let bundle = serde_json::json!({
+            "bundle_version": 1,
+            "run_id": uuid::Uuid::now_v7(),
+            "title": name,
+            "created_at": "2026-11-28T10:00:00Z",
+            "sources": [{
+                "uri": format!("https://example.org/{name}"),
+                "sha256": bundleq::digest::Sha256Hex::of(text.as_bytes()).as_str(),
+                "content": text,
+            }]
+        });
+        fs::write(&path, bundle.to_string()).unwrap();
+        path
+    };
+    let a1 = write("a1", "sedge tussock");
+    let a2 = write("a2", "sedge only");
+    let run_of = |out: Vec<serde_json::Value>| out[0]["run_id"].as_str().unwrap().to_owned();
+    let run_a1 = run_of(bin.json_lines(&["submit", a1.to_str().unwrap()]));
+    bin.json_lines(&["submit", a2.to_str().unwrap()]);
+    bin.ok(&["serve", "--once", "--no-inbox"]);
+    assert_eq!(bin.json(&["search", "sedge"])["total"], 2);
+    assert_eq!(bin.json(&["search", "sedge", "--run", &run_a1])["total"], 1);
+
+    bin.ok(&["tenants", "create", "lab-b"]);
+    let b1 = write("b1", "sedge tussock tussock");
+    bin.json_lines(&["--tenant", "lab-b", "submit", b1.to_str().unwrap()]);
+    bin.ok(&["serve", "--once", "--no-inbox"]);
+    let hits = |args: &[&str]| -> Vec<String> {
+        bin.json(args)["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["run_title"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(hits(&["search", "tussock"]), ["a1"]);
+    assert_eq!(hits(&["--tenant", "lab-b", "search", "tussock"]), ["b1"]);
+    assert_eq!(bin.json(&["search", "sedge"])["total"], 2);
+    assert_eq!(
+        bin.json(&["--tenant", "lab-b", "search", "sedge"])["total"],
+        1
+    );
+    // Another tenant's run is not found at all.
+    let out = bin.run(&["--tenant", "lab-b", "search", "sedge", "--run", &run_a1]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no run"));
+}

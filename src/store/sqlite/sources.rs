@@ -221,32 +221,51 @@ impl SqliteStore {
             what: "search",
             message,
         })?;
+        let (tenant, run) = (tenant.to_string(), run.map(|r| r.to_string()));
         self.read("search sources", |tx| {
-            let total: i64 = tx
+            // Which sources may match, said as cheaply as the data allows:
+            // one run's few sources; every source, when the tenant owns them
+            // all (the common case of a home with one tenant: the index is
+            // then asked alone, and ranks only its own matches); otherwise a
+            // join on the tenant.
+            let sole_owner: bool = tx
                 .prepare_cached(
-                    "SELECT count(*) FROM research_sources_fts AS f
-                     JOIN research_sources AS s ON s.rowid = f.rowid
-                     WHERE research_sources_fts MATCH ?1 AND s.tenant_id = ?2
-                       AND (?3 IS NULL OR s.run_id = ?3)",
+                    "SELECT coalesce((SELECT min(tenant_id) FROM research_sources) = ?1
+                                     AND (SELECT max(tenant_id) FROM research_sources) = ?1, 0)",
                 )
-                .and_then(|mut s| {
-                    s.query_row(
-                        params![q, tenant.to_string(), run.map(|r| r.to_string())],
-                        |r| r.get(0),
-                    )
-                })
+                .and_then(|mut st| st.query_row([&tenant], |r| r.get(0)))
                 .db("search sources")?;
+            let (from, filter, params): (&str, &str, Vec<&dyn rusqlite::ToSql>) = match &run {
+                Some(run) => (
+                    "research_sources_fts AS f",
+                    "AND f.rowid IN (SELECT rowid FROM research_sources
+                                     WHERE tenant_id = ?2 AND run_id = ?3)",
+                    vec![&q, &tenant, run],
+                ),
+                None if sole_owner => ("research_sources_fts AS f", "", vec![&q]),
+                None => (
+                    "research_sources_fts AS f JOIN research_sources AS s ON s.rowid = f.rowid",
+                    "AND s.tenant_id = ?2",
+                    vec![&q, &tenant],
+                ),
+            };
+            let limit_at = params.len() + 1;
+            let total: i64 = tx
+                .prepare_cached(&format!(
+                    "SELECT count(*) FROM {from} WHERE research_sources_fts MATCH ?1 {filter}"
+                ))
+                .and_then(|mut st| st.query_row(params.as_slice(), |r| r.get(0)))
+                .db("search sources")?;
+            // The best rows first (`bm25()` called by name: ordering by the
+            // `rank` column computed it twice); only they get a snippet,
+            // which reads their text.
             let mut stmt = tx
-                .prepare_cached(
-                    // The best rows first; only they get a snippet, which
-                    // reads their text.
+                .prepare_cached(&format!(
                     "WITH top AS (
-                         SELECT f.rowid AS id, f.rank AS rank
-                         FROM research_sources_fts AS f
-                         JOIN research_sources AS s ON s.rowid = f.rowid
-                         WHERE research_sources_fts MATCH ?1 AND s.tenant_id = ?2
-                           AND (?3 IS NULL OR s.run_id = ?3)
-                         ORDER BY f.rank LIMIT +?4)
+                         SELECT f.rowid AS id, bm25(research_sources_fts) AS rank
+                         FROM {from}
+                         WHERE research_sources_fts MATCH ?1 {filter}
+                         ORDER BY rank LIMIT +?{limit_at})
                      SELECT s.run_id, s.idx, s.uri, s.title,
                             snippet(research_sources_fts, 2, '[', ']', '…', 12), top.rank,
                             r.title
@@ -255,24 +274,23 @@ impl SqliteStore {
                      JOIN research_sources AS s ON s.rowid = top.id
                      JOIN research_runs AS r ON r.tenant_id = s.tenant_id AND r.id = s.run_id
                      WHERE research_sources_fts MATCH ?1
-                     ORDER BY top.rank",
-                )
+                     ORDER BY top.rank"
+                ))
                 .db("search sources")?;
+            let mut all = params.clone();
+            all.push(&limit);
             let rows = stmt
-                .query_map(
-                    params![q, tenant.to_string(), run.map(|r| r.to_string()), limit],
-                    |r| {
-                        Ok(SearchHit {
-                            run_id: uuid_col(r, 0)?,
-                            idx: r.get(1)?,
-                            uri: r.get(2)?,
-                            title: r.get(3)?,
-                            snippet: r.get(4)?,
-                            rank: r.get(5)?,
-                            run_title: r.get(6)?,
-                        })
-                    },
-                )
+                .query_map(all.as_slice(), |r| {
+                    Ok(SearchHit {
+                        run_id: uuid_col(r, 0)?,
+                        idx: r.get(1)?,
+                        uri: r.get(2)?,
+                        title: r.get(3)?,
+                        snippet: r.get(4)?,
+                        rank: r.get(5)?,
+                        run_title: r.get(6)?,
+                    })
+                })
                 .db("search sources")?;
             let hits = rows.collect::<rusqlite::Result<_>>().db("search sources")?;
             Ok((hits, u64::try_from(total).unwrap_or(0)))
