@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -183,6 +183,18 @@ struct Ready {
     objects: Vec<NewObject>,
 }
 
+impl Ready {
+    /// Bytes it holds in memory until it is recorded.
+    fn bytes(&self) -> u64 {
+        self.json.len() as u64
+            + self
+                .objects
+                .iter()
+                .map(|o| o.bytes.len() as u64)
+                .sum::<u64>()
+    }
+}
+
 /// Accepts one bundle for `tenant` (a path a user gave).
 pub fn accept(
     store: &mut Store,
@@ -234,15 +246,16 @@ pub fn accept_inputs(
     options: &AcceptOptions,
 ) -> Vec<Result<AcceptReport>> {
     let mut out: Vec<Result<AcceptReport>> = Vec::with_capacity(inputs.len());
+    let mut first_of_batch = 0;
     let streamed = accept_stream(store, home, inputs, options, &mut |batch| {
+        first_of_batch = out.len();
         out.extend(batch);
         true
     });
-    if let Err(e) = streamed {
-        let first_of_batch = out.len().saturating_sub(1) / BATCH * BATCH;
-        if let Some(first) = out.get_mut(first_of_batch) {
-            *first = Err(e);
-        }
+    if let Err(e) = streamed
+        && let Some(first) = out.get_mut(first_of_batch)
+    {
+        *first = Err(e);
     }
     out.resize_with(inputs.len(), || {
         Err(crate::Error::InvalidArgument {
@@ -260,10 +273,10 @@ pub fn accept_inputs(
 /// the stream after its batch was handed on.
 ///
 /// Reading, hashing and validating (and storing big objects as files) run
-/// on up to [`PREPARERS`] threads, batches ahead of the one being recorded
-/// (at most one waiting per thread); batches are recorded and handed on in
-/// input order by the calling thread, the only one that writes the
-/// database.
+/// on up to [`PREPARERS`] threads, at most [`READ_AHEAD`] bundles and
+/// [`HELD_BYTES`] ahead of the one being recorded; the calling thread, the
+/// only one that writes the database, records them in input order, in
+/// batches of at most [`BATCH`] bundles or [`BATCH_BYTES`].
 pub fn accept_stream(
     store: &mut Store,
     home: &Home,
@@ -273,58 +286,52 @@ pub fn accept_stream(
 ) -> Result<usize> {
     let objects = Objects::new(home.objects());
     let limits = home.config().limits.clone();
-    let chunks: Vec<&[Input]> = inputs.chunks(BATCH).collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
         .clamp(1, PREPARERS)
-        .min(chunks.len().max(1));
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let (prepared_tx, prepared) = crossbeam_channel::bounded::<(usize, Prepared)>(threads);
+        .min(inputs.len().max(1));
+    let flow = Flow {
+        state: Mutex::new(FlowState::default()),
+        changed: Condvar::new(),
+    };
+    let (prepared_tx, prepared) = crossbeam_channel::unbounded::<Prepared>();
     std::thread::scope(|scope| {
         for _ in 0..threads {
             let prepared_tx = prepared_tx.clone();
-            let (chunks, next, stop) = (&chunks, &next, &stop);
-            let (limits, objects) = (&limits, &objects);
+            let (flow, limits, objects) = (&flow, &limits, &objects);
             scope.spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(chunk) = chunks.get(k) else { break };
-                    let batch = prepare_batch(chunk, limits, objects, options);
-                    if prepared_tx.send((k, batch)).is_err() {
+                // A private folder stages the files of bundle folders;
+                // everything staged is moved or read before the next.
+                let staging = objects.staging();
+                while let Some(index) = flow.take(inputs.len()) {
+                    let input = &inputs[index];
+                    let outcome = match &staging {
+                        Ok(dir) => prepare(input, limits, objects, options, dir.path()),
+                        Err(e) => Err(crate::Error::Record {
+                            path: input.shown.clone(),
+                            message: e.to_string(),
+                        }),
+                    };
+                    let bytes = match &outcome {
+                        Ok(Ok(r)) => r.bytes(),
+                        _ => 0,
+                    };
+                    flow.hold(bytes);
+                    let item = Prepared {
+                        index,
+                        bytes,
+                        outcome,
+                    };
+                    if prepared_tx.send(item).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(prepared_tx);
-        let mut early: BTreeMap<usize, Prepared> = BTreeMap::new();
-        let (mut handled, mut k) = (0, 0);
-        let outcome = loop {
-            let batch = match early.remove(&k) {
-                Some(b) => b,
-                None => match prepared.recv() {
-                    Ok((j, b)) => {
-                        early.insert(j, b);
-                        continue;
-                    }
-                    Err(_) => break Ok(handled),
-                },
-            };
-            let (results, fatal) = record_batch(store, batch, options);
-            handled += results.len();
-            k += 1;
-            let go_on = on_batch(results);
-            if let Some(e) = fatal {
-                break Err(e);
-            }
-            if !go_on {
-                break Ok(handled);
-            }
-        };
-        // Preparers stop at their next batch; one blocked on a full channel
-        // is freed by dropping it.
-        stop.store(true, Ordering::Relaxed);
+        let outcome = record_in_order(store, inputs.len(), &prepared, &flow, options, on_batch);
+        // Preparers stop before their next bundle.
+        flow.stop();
         drop(prepared);
         outcome
     })
@@ -332,55 +339,180 @@ pub fn accept_stream(
 
 /// Up to this many threads read and validate bundles ahead of the writer.
 pub const PREPARERS: usize = 4;
+/// Bundles read ahead of the next one to record, at most.
+pub const READ_AHEAD: usize = BATCH;
+/// Bytes of bundles read and not yet recorded (their JSON and the small
+/// objects held for their transaction), at most; each preparing thread may
+/// pass it by the one bundle it is reading, and the next bundle to record
+/// is always read.
+pub const HELD_BYTES: u64 = 32 * 1024 * 1024;
+/// A batch is recorded once it holds this many bytes.
+pub const BATCH_BYTES: u64 = 16 * 1024 * 1024;
+/// Small objects of one bundle held in memory for its transaction, at
+/// most: past it they are stored as files first, like big ones.
+const BUNDLE_HELD_OBJECTS: u64 = 8 * 1024 * 1024;
 
-/// A batch read and validated: each input's report, or its bundle ready to
-/// record.
-struct Prepared {
-    results: Vec<Option<Result<AcceptReport>>>,
-    ready: Vec<(usize, Ready)>,
+/// Which bundle is read next, which is recorded next, and how many bytes
+/// read bundles hold: shared by the preparing threads and the writer.
+struct Flow {
+    state: Mutex<FlowState>,
+    changed: Condvar,
 }
 
-fn prepare_batch(
-    chunk: &[Input],
-    limits: &Limits,
-    objects: &Objects,
+#[derive(Debug, Default)]
+struct FlowState {
+    next_input: usize,
+    next_record: usize,
+    held: u64,
+    stop: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Take {
+    Go(usize),
+    Wait,
+    Done,
+}
+
+impl FlowState {
+    /// Whether a preparing thread may read the next input now: the one
+    /// the writer needs always; another only within [`READ_AHEAD`] of it
+    /// and while less than [`HELD_BYTES`] are held.
+    fn next_take(&self, inputs: usize) -> Take {
+        if self.stop || self.next_input >= inputs {
+            return Take::Done;
+        }
+        let i = self.next_input;
+        let needed = i == self.next_record;
+        let room = i < self.next_record + READ_AHEAD && self.held < HELD_BYTES;
+        if needed || room {
+            Take::Go(i)
+        } else {
+            Take::Wait
+        }
+    }
+}
+
+impl Flow {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlowState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next input to read, once the read-ahead allows it; `None` when
+    /// every input was taken or the stream stopped.
+    fn take(&self, inputs: usize) -> Option<usize> {
+        let mut st = self.lock();
+        loop {
+            match st.next_take(inputs) {
+                Take::Go(i) => {
+                    st.next_input += 1;
+                    return Some(i);
+                }
+                Take::Done => return None,
+                Take::Wait => st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+
+    fn hold(&self, bytes: u64) {
+        self.lock().held += bytes;
+    }
+
+    /// The writer needs input `next_record` now.
+    fn needs(&self, next_record: usize) {
+        let mut st = self.lock();
+        if st.next_record != next_record {
+            st.next_record = next_record;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Bundles holding `bytes` were recorded.
+    fn release(&self, bytes: u64) {
+        let mut st = self.lock();
+        st.held = st.held.saturating_sub(bytes);
+        self.changed.notify_all();
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.changed.notify_all();
+    }
+}
+
+/// One input read and validated: its report, or its bundle ready to
+/// record.
+struct Prepared {
+    index: usize,
+    bytes: u64,
+    outcome: Result<std::result::Result<Ready, AcceptReport>>,
+}
+
+/// The writer's side of [`accept_stream`]: takes prepared inputs in input
+/// order and records them batch by batch.
+fn record_in_order(
+    store: &mut Store,
+    inputs: usize,
+    prepared: &crossbeam_channel::Receiver<Prepared>,
+    flow: &Flow,
     options: &AcceptOptions,
-) -> Prepared {
-    let mut results: Vec<Option<Result<AcceptReport>>> = Vec::with_capacity(chunk.len());
-    let mut ready: Vec<(usize, Ready)> = Vec::new();
-    // One private folder stages the files of the batch's bundle folders;
-    // everything staged has been moved or read by the end.
-    let staging = objects.staging();
-    for input in chunk {
-        let index = results.len();
-        let prepared = match &staging {
-            Ok(dir) => prepare(input, limits, objects, options, dir.path()),
-            Err(e) => Err(crate::Error::Record {
-                path: input.shown.clone(),
-                message: e.to_string(),
-            }),
+    on_batch: &mut dyn FnMut(Vec<Result<AcceptReport>>) -> bool,
+) -> Result<usize> {
+    let mut early: BTreeMap<usize, Prepared> = BTreeMap::new();
+    let mut batch: Vec<Prepared> = Vec::new();
+    let mut batch_bytes = 0;
+    let mut next = 0;
+    while next < inputs {
+        let Some(item) = early.remove(&next) else {
+            flow.needs(next);
+            match prepared.recv() {
+                Ok(item) => {
+                    early.insert(item.index, item);
+                    continue;
+                }
+                // Every preparer ended without it: nothing more will come.
+                Err(_) => break,
+            }
         };
-        match prepared {
+        next += 1;
+        batch_bytes += item.bytes;
+        batch.push(item);
+        if batch.len() < BATCH && batch_bytes < BATCH_BYTES && next < inputs {
+            continue;
+        }
+        let (results, fatal) = record_batch(store, std::mem::take(&mut batch), options);
+        flow.release(std::mem::take(&mut batch_bytes));
+        let go_on = on_batch(results);
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        if !go_on {
+            break;
+        }
+    }
+    Ok(next)
+}
+
+/// Records a batch in one transaction: every input's result, in input
+/// order, and the fatal error that must stop the stream, if any.
+fn record_batch(
+    store: &mut Store,
+    batch: Vec<Prepared>,
+    options: &AcceptOptions,
+) -> (Vec<Result<AcceptReport>>, Option<crate::Error>) {
+    let mut results: Vec<Option<Result<AcceptReport>>> = Vec::with_capacity(batch.len());
+    let mut ready: Vec<(usize, Ready)> = Vec::new();
+    for item in batch {
+        match item.outcome {
             Ok(Ok(r)) => {
+                ready.push((results.len(), r));
                 results.push(None);
-                ready.push((index, r));
             }
             Ok(Err(report)) => results.push(Some(Ok(report))),
             Err(e) => results.push(Some(Err(e))),
         }
     }
-    Prepared { results, ready }
-}
-
-/// Records a prepared batch in one transaction: every input's result, in
-/// input order, and the fatal error that must stop the stream, if any.
-fn record_batch(
-    store: &mut Store,
-    batch: Prepared,
-    options: &AcceptOptions,
-) -> (Vec<Result<AcceptReport>>, Option<crate::Error>) {
-    let Prepared { mut results, ready } = batch;
-    let fatal = match record(store, &ready, options) {
+    let fatal = match record(store, &mut ready, options) {
         Ok(verdicts) => {
             for ((index, r), verdict) in ready.into_iter().zip(verdicts) {
                 results[index] = Some(Ok(AcceptReport {
@@ -477,6 +609,14 @@ fn prepare(
     // A file named by several sources was staged once: store it once.
     let mut stored: std::collections::HashSet<&Sha256Hex> = std::collections::HashSet::new();
     let mut small = Vec::new();
+    let mut held = 0u64;
+    let mut hold = |size: u64| {
+        let fits = in_database(size) && held + size <= BUNDLE_HELD_OBJECTS;
+        if fits {
+            held += size;
+        }
+        fits
+    };
     for source in bundle.sources() {
         if !stored.insert(source.sha256()) {
             continue;
@@ -485,7 +625,7 @@ fn prepare(
         match source.body() {
             SourceBody::File(f) => {
                 if let Some(staged) = &f.staged {
-                    if in_database(f.size) {
+                    if hold(f.size) {
                         let bytes = std::fs::read(staged).io("read staged file", staged)?;
                         std::fs::remove_file(staged).io("remove staged file", staged)?;
                         small.push(NewObject {
@@ -499,7 +639,7 @@ fn prepare(
                 }
             }
             SourceBody::Inline(text) => {
-                if in_database(text.len() as u64) {
+                if hold(text.len() as u64) {
                     let bytes = text.as_bytes().to_vec();
                     small.push(NewObject {
                         sha256,
@@ -528,9 +668,11 @@ fn prepare(
 
 /// One transaction for a batch: each run recorded and its job enqueued,
 /// unless its bytes were seen before.
+/// The bundles' JSON and objects move into the store call (they are the
+/// batch's bulk; nothing is copied).
 fn record(
     store: &mut Store,
-    ready: &[(usize, Ready)],
+    ready: &mut [(usize, Ready)],
     options: &AcceptOptions,
 ) -> Result<Vec<Verdict>> {
     let AcceptOptions {
@@ -543,7 +685,7 @@ fn record(
         return Ok(Vec::new());
     }
     let runs: Vec<NewRun> = ready
-        .iter()
+        .iter_mut()
         .map(|(_, r)| {
             let b = &r.bundle;
             NewRun {
@@ -551,7 +693,7 @@ fn record(
                 id: b.run_id(),
                 title: b.title().to_owned(),
                 bundle_sha256: r.sha256.to_string(),
-                bundle_json: r.json.clone(),
+                bundle_json: std::mem::take(&mut r.json),
                 origin: origin.as_str(),
                 origin_name: r.input.name.clone(),
                 inbox_claim: r.input.claim.clone(),
@@ -564,7 +706,7 @@ fn record(
                     }),
                     max_attempts: None,
                 },
-                objects: r.objects.clone(),
+                objects: std::mem::take(&mut r.objects),
             }
         })
         .collect();
@@ -602,4 +744,35 @@ fn record(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FlowState, HELD_BYTES, READ_AHEAD, Take};
+
+    #[test]
+    fn read_ahead_stops_at_its_caps_but_never_for_the_bundle_the_writer_needs() {
+        let state = |next_input, next_record, held| FlowState {
+            next_input,
+            next_record,
+            held,
+            stop: false,
+        };
+        assert_eq!(state(3, 1, 0).next_take(10), Take::Go(3));
+        // Bytes held up to the cap: the next bundle waits...
+        assert_eq!(state(3, 1, HELD_BYTES).next_take(10), Take::Wait);
+        // ...unless the writer needs it, however much is held.
+        assert_eq!(state(3, 3, u64::MAX).next_take(10), Take::Go(3));
+        // Never more than READ_AHEAD bundles ahead.
+        let far = 1 + READ_AHEAD;
+        assert_eq!(state(far, 1, 0).next_take(far + 5), Take::Wait);
+        assert_eq!(state(far - 1, 1, 0).next_take(far + 5), Take::Go(far - 1));
+        // Done when every input was taken, or the stream stopped.
+        assert_eq!(state(10, 10, 0).next_take(10), Take::Done);
+        let stopped = FlowState {
+            stop: true,
+            ..state(3, 3, 0)
+        };
+        assert_eq!(stopped.next_take(10), Take::Done);
+    }
 }
