@@ -499,28 +499,8 @@ fn scaling_figures(dir: &Path, sync: Synchronous, n: usize) -> Result<ScalingFig
     let mut rates = [0.0; 2];
     for (workers, rate) in [1, 2].into_iter().zip(rates.iter_mut()) {
         let home = bench_home(&dir.join(format!("scaling-{workers}")), sync)?;
-        let mut store = home.store()?;
-        let tenant = home.default_tenant(&store)?;
-        accept_many(
-            &mut store,
-            &home,
-            &paths,
-            tenant,
-            Origin::Submit,
-            Timestamp::now(),
-        );
-        let mut config = PoolConfig::from_config(&home.config().workers);
-        config.workers = workers;
-        config.once = true;
-        let start = Instant::now();
-        let stats = run_pool(
-            store.reopen()?,
-            Handlers::for_home(&home, None),
-            &config,
-            Arc::new(SystemClock),
-            &PoolControl::new(),
-        )?;
-        *rate = stats.succeeded as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        let (succeeded, spent) = submit_and_process(&home, &paths, workers)?;
+        *rate = succeeded as f64 / spent.as_secs_f64().max(1e-9);
     }
     Ok(ScalingFigures {
         sha256_mib_s,
@@ -754,31 +734,9 @@ fn footprint_figures(
     let n = opts.footprint_bundles;
     let (paths, source_bytes) = write_corpus(&dir.join("footprint-in"), n, 10, 1100)?;
     let home = bench_home(&dir.join("footprint"), sync)?;
+    let (succeeded, spent) = submit_and_process(&home, &paths, opts.workers)?;
+    let process_per_s = per_s(usize::try_from(succeeded).unwrap_or(0), spent);
     let mut store = home.store()?;
-    let tenant = home.default_tenant(&store)?;
-    accept_many(
-        &mut store,
-        &home,
-        &paths,
-        tenant,
-        Origin::Submit,
-        Timestamp::now(),
-    );
-    let mut config = PoolConfig::from_config(&home.config().workers);
-    config.workers = opts.workers;
-    config.once = true;
-    let start = Instant::now();
-    let stats = run_pool(
-        store.reopen()?,
-        Handlers::for_home(&home, None),
-        &config,
-        Arc::new(SystemClock),
-        &PoolControl::new(),
-    )?;
-    let process_per_s = per_s(
-        usize::try_from(stats.succeeded).unwrap_or(0),
-        start.elapsed(),
-    );
     store.checkpoint()?;
     drop(store);
     Ok(FootprintFigures {
@@ -786,6 +744,33 @@ fn footprint_figures(
         disk_bytes: disk_usage(home.root())?,
         process_per_s,
     })
+}
+
+/// Submits `paths` to `home`, then times a pool of `workers` processing
+/// them (`process_bundle`): jobs that succeeded, and the time taken.
+fn submit_and_process(home: &Home, paths: &[PathBuf], workers: usize) -> Result<(u64, Duration)> {
+    let mut store = home.store()?;
+    let tenant = home.default_tenant(&store)?;
+    accept_many(
+        &mut store,
+        home,
+        paths,
+        tenant,
+        Origin::Submit,
+        Timestamp::now(),
+    );
+    let mut config = PoolConfig::from_config(&home.config().workers);
+    config.workers = workers;
+    config.once = true;
+    let start = Instant::now();
+    let stats = run_pool(
+        store,
+        Handlers::for_home(home, None),
+        &config,
+        Arc::new(SystemClock),
+        &PoolControl::new(),
+    )?;
+    Ok((stats.succeeded, start.elapsed()))
 }
 
 /// Bytes of disk blocks allocated to the files under `root`.

@@ -10,20 +10,26 @@ use std::process::Command;
 
 const MEMORY_LIMIT_KIB: u32 = 192 * 1024;
 
-/// Runs `bundleq --home HOME validate PATH` under the memory limit and
-/// returns stderr, requiring exit 65.
-fn refused(home: &Path, path: &Path) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
+/// `bundleq` to be run under the memory limit.
+fn limited_bundleq() -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg(format!(
             "ulimit -v {MEMORY_LIMIT_KIB} && exec \"$0\" \"$@\""
         ))
         .arg(env!("CARGO_BIN_EXE_bundleq"))
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// Runs `bundleq --home HOME validate PATH` under the memory limit and
+/// returns stderr, requiring exit 65.
+fn refused(home: &Path, path: &Path) -> String {
+    let out = limited_bundleq()
         .arg("--home")
         .arg(home)
         .arg("validate")
         .arg(path)
-        .env_remove("RUST_LOG")
         .output()
         .unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -237,17 +243,11 @@ fn submit_limited(dir: &Path, paths: &[std::path::PathBuf]) {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -v {MEMORY_LIMIT_KIB} && exec \"$0\" \"$@\""
-        ))
-        .arg(env!("CARGO_BIN_EXE_bundleq"))
+    let out = limited_bundleq()
         .arg("--home")
         .arg(&home)
         .arg("submit")
         .args(paths)
-        .env_remove("RUST_LOG")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
