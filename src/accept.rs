@@ -314,7 +314,14 @@ pub fn accept_stream(
                     };
                     let bytes = match &outcome {
                         Ok(Ok(r)) => r.bytes(),
-                        _ => 0,
+                        // A refused bundle leaves what it staged: gone
+                        // before the next is read.
+                        _ => {
+                            if let Ok(dir) = &staging {
+                                clear_folder(dir.path());
+                            }
+                            0
+                        }
                     };
                     flow.hold(bytes);
                     let item = Prepared {
@@ -335,6 +342,16 @@ pub fn accept_stream(
         drop(prepared);
         outcome
     })
+}
+
+/// Removes the files in `dir` (best effort: what is left goes with the
+/// folder when the stream ends).
+fn clear_folder(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Up to this many threads read and validate bundles ahead of the writer.

@@ -340,3 +340,46 @@ fn submitting_1000_small_bundles_in_one_call_accepts_them_all() {
     );
     assert_eq!(bin.json(&["status"])["counts"]["queued"], 1000);
 }
+
+#[test]
+fn what_a_refused_folder_staged_is_gone_before_the_next_bundles_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, _) = bundleq::Home::init(&dir.path().join("home")).unwrap();
+    let mut store = home.store().unwrap();
+    let tenant = home.default_tenant(&store).unwrap();
+    // A folder whose file is read (and staged) but does not match its
+    // digest, then plenty of plain bundles behind it.
+    let bad = common::file_bundle(dir.path(), "bad", 200 * 1024);
+    fs::write(bad.join("big.txt"), vec![b'x'; 200 * 1024]).unwrap();
+    let mut inputs = vec![accept::Input::path(&bad)];
+    for p in common::write_bundles(&dir.path().join("plain"), "p", "process_bundle", 600) {
+        inputs.push(accept::Input::path(&p));
+    }
+    let options = accept::AcceptOptions {
+        tenant,
+        origin: accept::Origin::Submit,
+        follow: Follow::Link,
+        now: bundleq::Timestamp::now(),
+        known_types: None,
+    };
+    let staged_files = || {
+        let tmp = home.objects().join("tmp");
+        let mut n = 0;
+        for stage in fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            n += fs::read_dir(stage.path()).map_or(0, |d| d.count());
+        }
+        n
+    };
+    let mut batches = Vec::new();
+    accept::accept_stream(&mut store, &home, &inputs, &options, &mut |batch| {
+        // The preparing threads are still at work here.
+        batches.push((batch.len(), staged_files()));
+        true
+    })
+    .unwrap();
+    assert!(batches.len() >= 3, "{batches:?}");
+    assert!(
+        batches.iter().all(|&(_, staged)| staged == 0),
+        "a refused bundle's staged copy stayed behind: {batches:?}"
+    );
+}
