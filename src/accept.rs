@@ -645,6 +645,17 @@ fn prepare(
                     if hold(f.size) {
                         let bytes = std::fs::read(staged).io("read staged file", staged)?;
                         std::fs::remove_file(staged).io("remove staged file", staged)?;
+                        // The copy is private, but what goes into the
+                        // database under a digest must be those bytes.
+                        if Sha256Hex::of(&bytes) != sha256 {
+                            return Err(crate::Error::Io {
+                                action: "check staged file",
+                                path: staged.clone(),
+                                source: std::io::Error::other(
+                                    "its bytes changed after they were hashed",
+                                ),
+                            });
+                        }
                         small.push(NewObject {
                             sha256,
                             bytes,
