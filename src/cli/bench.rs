@@ -366,6 +366,7 @@ fn print_table(f: &Full<'_>) {
     output::line(format!("baseline: {BASELINE_IS}"));
     output::line("");
     let row = |m: String, v: String, u: &str, c: String| vec![m, v, u.to_owned(), c];
+    let p50_p99 = |l: &bench::Latency| format!("{} / {}", k(l.p50_us), k(l.p99_us));
     let rows = vec![
         row(
             "baseline enqueue (1,000/tx)".into(),
@@ -420,21 +421,13 @@ fn print_table(f: &Full<'_>) {
         ),
         row(
             "claim latency p50 / p99".into(),
-            format!(
-                "{} / {}",
-                k(r.claim_latency.p50_us),
-                k(r.claim_latency.p99_us)
-            ),
+            p50_p99(&r.claim_latency),
             "µs",
             format!("floor + {:.0} µs", r.claim_overhead_us),
         ),
         row(
             "claim latency p50 / p99, normal".into(),
-            format!(
-                "{} / {}",
-                k(r.claim_latency_normal.p50_us),
-                k(r.claim_latency_normal.p99_us)
-            ),
+            p50_p99(&r.claim_latency_normal),
             "µs",
             String::new(),
         ),
