@@ -454,3 +454,26 @@ fn the_search_index_keeps_no_copy_of_text_and_forgets_replaced_sources() {
     )
     .unwrap();
 }
+
+#[test]
+fn the_index_reads_one_source_s_text_by_key_lookups_not_scans() {
+    // What FTS5 runs for a snippet or to remove a row: one row of its
+    // content view by rowid, its object found by the digest's bytes.
+    let (dir, _store) = temp_store(secs(60));
+    let conn = rusqlite::Connection::open(dir.path().join("bundleq.db")).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "EXPLAIN QUERY PLAN
+             SELECT title, uri, body FROM research_sources_indexed WHERE source_rowid = ?1",
+        )
+        .unwrap();
+    let plan: Vec<String> = stmt
+        .query_map([1], |r| r.get::<_, String>(3))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(plan.len(), 3, "{plan:#?}");
+    for line in &plan {
+        assert!(line.starts_with("SEARCH "), "a scan: {line}\n{plan:#?}");
+    }
+}

@@ -4,8 +4,10 @@
 -- objects stay files under objects/ (the application decides which, by
 -- size); objects stored as files by earlier releases stay where they are
 -- and are read from there.
+-- The digest is kept as its 32 bytes (`unhex` of the hex text used
+-- everywhere else): half the key, in the table and in its index.
 CREATE TABLE objects (
-    sha256 TEXT PRIMARY KEY CHECK (length(sha256) = 64),
+    sha256 BLOB PRIMARY KEY CHECK (typeof(sha256) = 'blob' AND length(sha256) = 32),
     bytes  BLOB NOT NULL
 );
 

@@ -22,7 +22,7 @@ SELECT s.rowid AS source_rowid,
        coalesce(t.body, CASE WHEN s.indexed THEN CAST(o.bytes AS TEXT) END, '') AS body
 FROM research_sources AS s
 LEFT JOIN research_source_texts AS t ON t.source_rowid = s.rowid
-LEFT JOIN objects AS o ON o.sha256 = s.sha256;
+LEFT JOIN objects AS o ON o.sha256 = unhex(s.sha256);
 
 -- rowid pairs with research_sources.rowid; which tenant and run a row
 -- belongs to is read from there.

@@ -1,6 +1,9 @@
 //! Bundle JSON stored compactly: the text of an inline source is kept once,
 //! as its object, and the stored JSON holds `null` where the text's JSON
-//! string was, plus a list of holes (`[[byte offset, "sha256"], …]`).
+//! string was, plus a list of holes: `[[byte offset, digest], …]`, where
+//! the digest is the byte offset of the text's sha256 (64 hex digits)
+//! earlier in the stored JSON itself — the source's own `sha256` field, as
+//! a rule — or, when it is not there, the hex digits.
 //! Filling the holes gives back the bytes received, exactly: a text is cut
 //! only where its JSON string, written by [`quoted`] (the shortest escapes,
 //! as JSON writers commonly produce), appears verbatim, and the same
@@ -24,9 +27,17 @@ const MIN_CUT: usize = 64;
 /// Bytes of a text's JSON string searched for before comparing it whole.
 const PREFIX: usize = 48;
 
-/// Where an inline text was cut out.
+/// Where an inline text was cut out, and the digest of its object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Hole(usize, String);
+struct Hole(usize, Digest);
+
+/// A hole's digest: where it is written in the stored JSON, or itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Digest {
+    At(usize),
+    Hex(String),
+}
 
 /// `text` as a JSON string with the shortest escapes: `\"`, `\\`, `\b`,
 /// `\f`, `\n`, `\r`, `\t`, other control characters as `\u00XX`,
@@ -87,7 +98,11 @@ pub(crate) fn cut(json: &str, texts: &[(&Sha256Hex, &str)]) -> Option<(String, S
         };
         let at = from + found;
         out.push_str(json.get(from..at)?);
-        holes.push(Hole(out.len(), sha.as_str().to_owned()));
+        let digest = match memchr::memmem::rfind(out.as_bytes(), sha.as_str().as_bytes()) {
+            Some(i) => Digest::At(i),
+            None => Digest::Hex(sha.as_str().to_owned()),
+        };
+        holes.push(Hole(out.len(), digest));
         out.push_str(PLACEHOLDER);
         from = at + q.len();
     }
@@ -110,15 +125,23 @@ pub(crate) fn fill(
         .map_err(|e| format!("its list of holes does not parse: {e}"))?;
     let mut out = String::with_capacity(compact.len() * 2);
     let mut from = 0;
-    for Hole(at, sha) in holes {
+    for Hole(at, digest) in holes {
         let placeholder = at
             .checked_add(PLACEHOLDER.len())
             .and_then(|end| compact.get(at..end));
         if at < from || placeholder != Some(PLACEHOLDER) {
             return Err(format!("its hole at byte {at} is not where the text says"));
         }
+        let sha = match &digest {
+            Digest::At(i) => i
+                .checked_add(64)
+                .and_then(|end| compact.get(*i..end))
+                .filter(|_| *i < at)
+                .unwrap_or_default(),
+            Digest::Hex(hex) => hex.as_str(),
+        };
         let digest =
-            Sha256Hex::parse(&sha).ok_or_else(|| format!("its hole names no sha256: {sha:?}"))?;
+            Sha256Hex::parse(sha).ok_or_else(|| format!("its hole names no sha256: {sha:?}"))?;
         let bytes = fetch(&digest)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("the object {sha} of an inline source is missing"))?;
@@ -176,6 +199,23 @@ mod tests {
         let (compact, holes) = round_trip(&json, &[&a, &b]).unwrap();
         assert!(compact.len() < 100, "{compact}");
         assert_eq!(holes.matches('[').count(), 3);
+        // No `sha256` field in this JSON: the digests are in the holes.
+        assert!(holes.contains(sha(&a).as_str()), "{holes}");
+    }
+
+    #[test]
+    fn a_digest_written_before_the_text_is_pointed_at_not_repeated() {
+        let text = "Ice thickness at forty stations along the transect. ".repeat(4);
+        let digest = sha(&text);
+        let json = format!(
+            r#"{{"sources": [{{"sha256": "{}", "content": {}}}]}}"#,
+            digest.as_str(),
+            quoted(&text)
+        );
+        let (compact, holes) = round_trip(&json, &[&text]).unwrap();
+        assert!(!holes.contains(digest.as_str()), "{holes}");
+        assert!(holes.len() < 20, "{holes}");
+        assert!(compact.contains(digest.as_str()));
     }
 
     #[test]
@@ -206,7 +246,15 @@ mod tests {
     #[test]
     fn damaged_holes_are_errors_not_panics() {
         let nothing = &mut |_: &Sha256Hex| Ok(None);
-        for holes in ["", "[[99, \"x\"]]", "[[0, \"zz\"]]", "[[1, \"a\"]]", "{}"] {
+        for holes in [
+            "",
+            "[[99, \"x\"]]",
+            "[[0, \"zz\"]]",
+            "[[1, \"a\"]]",
+            "{}",
+            "[[0, 0]]",
+            "[[0, 999]]",
+        ] {
             assert!(fill("null", holes, nothing).is_err(), "{holes}");
         }
         let h = format!("[[0, \"{}\"]]", "a".repeat(64));

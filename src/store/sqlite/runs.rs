@@ -122,7 +122,7 @@ impl WriteTx<'_> {
         )?;
         let mut put = self
             .tx
-            .prepare_cached("INSERT OR IGNORE INTO objects (sha256, bytes) VALUES (?1, ?2)")
+            .prepare_cached("INSERT OR IGNORE INTO objects (sha256, bytes) VALUES (unhex(?1), ?2)")
             .db("store an object")?;
         for o in &run.objects {
             put.execute(params![o.sha256.as_str(), o.bytes])
@@ -164,7 +164,7 @@ impl SqliteStore {
     /// The bytes of an object kept in the database, if it is there.
     pub fn object(&mut self, sha256: &Sha256Hex) -> Result<Option<Vec<u8>>> {
         self.read("read an object", |tx| {
-            tx.prepare_cached("SELECT bytes FROM objects WHERE sha256 = ?1")
+            tx.prepare_cached("SELECT bytes FROM objects WHERE sha256 = unhex(?1)")
                 .and_then(|mut s| s.query_row([sha256.as_str()], |r| r.get(0)).optional())
                 .db("read an object")
         })
@@ -213,7 +213,7 @@ impl SqliteStore {
                 return Ok(row.map(|(summary, json, _)| (summary, json)));
             };
             let mut object = tx
-                .prepare_cached("SELECT bytes FROM objects WHERE sha256 = ?1")
+                .prepare_cached("SELECT bytes FROM objects WHERE sha256 = unhex(?1)")
                 .db("read an object")?;
             let filled = compact::fill(&json, &holes, &mut |sha| {
                 object

@@ -146,7 +146,7 @@ pub(super) fn replace_sources(
         if let Some(text) = &s.text {
             let whole_object: bool = tx
                 .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM objects WHERE sha256 = ?1 AND length(bytes) = ?2)",
+                    "SELECT EXISTS (SELECT 1 FROM objects WHERE sha256 = unhex(?1) AND length(bytes) = ?2)",
                 )
                 .and_then(|mut st| {
                     st.query_row(
