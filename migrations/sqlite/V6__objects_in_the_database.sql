@@ -13,6 +13,8 @@ CREATE TABLE objects (
 
 -- The text of an inline source is kept once, as its object: the stored
 -- bundle JSON holds `null` in its place and `bundle_holes` lists where
--- (`[[byte offset, "sha256"], …]`, NULL when nothing was cut). Filling the
+-- (`[[byte offset, digest], …]`: the digest as the offset of its hex
+-- digits in the stored JSON, or the digits themselves; NULL when nothing
+-- was cut; see src/store/compact.rs). Filling the
 -- holes gives back the bytes received, exactly.
 ALTER TABLE research_runs ADD COLUMN bundle_holes TEXT;
