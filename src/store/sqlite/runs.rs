@@ -12,6 +12,9 @@ use crate::store::compact;
 use crate::store::{NewJob, NewRun, Run, RunInsert, RunSummary};
 use crate::timestamp::Timestamp;
 
+/// An object kept in the database, by the hex digits of its digest.
+const OBJECT_SQL: &str = "SELECT bytes FROM objects WHERE sha256 = unhex(?1)";
+
 const SUMMARY_COLUMNS: &str =
     "id, tenant_id, title, bundle_sha256, origin, origin_name, created_at, updated_at";
 
@@ -164,7 +167,7 @@ impl SqliteStore {
     /// The bytes of an object kept in the database, if it is there.
     pub fn object(&mut self, sha256: &Sha256Hex) -> Result<Option<Vec<u8>>> {
         self.read("read an object", |tx| {
-            tx.prepare_cached("SELECT bytes FROM objects WHERE sha256 = unhex(?1)")
+            tx.prepare_cached(OBJECT_SQL)
                 .and_then(|mut s| s.query_row([sha256.as_str()], |r| r.get(0)).optional())
                 .db("read an object")
         })
@@ -212,9 +215,7 @@ impl SqliteStore {
             let Some((summary, json, Some(holes))) = row else {
                 return Ok(row.map(|(summary, json, _)| (summary, json)));
             };
-            let mut object = tx
-                .prepare_cached("SELECT bytes FROM objects WHERE sha256 = unhex(?1)")
-                .db("read an object")?;
+            let mut object = tx.prepare_cached(OBJECT_SQL).db("read an object")?;
             let filled = compact::fill(&json, &holes, &mut |sha| {
                 object
                     .query_row([sha.as_str()], |r| r.get(0))
