@@ -136,6 +136,8 @@ pub struct AcceptOptions {
     /// When given, a bundle whose `job_type` is not one of these is
     /// refused (no handler here would ever run it).
     pub known_types: Option<Vec<String>>,
+    /// Runs are not due before this time (scheduled); at once when `None`.
+    pub not_before: Option<Timestamp>,
 }
 
 /// Checks bundles without writing anything.
@@ -231,6 +233,7 @@ pub fn accept_many(
         follow: Follow::Link,
         now,
         known_types: None,
+        not_before: None,
     };
     accept_inputs(store, home, &inputs, &options)
 }
@@ -707,6 +710,7 @@ fn record(
         tenant,
         origin,
         now,
+        not_before,
         ..
     } = options.clone();
     if ready.is_empty() {
@@ -725,14 +729,17 @@ fn record(
                 origin: origin.as_str(),
                 origin_name: r.input.name.clone(),
                 inbox_claim: r.input.claim.clone(),
+                // Every run starts with process_bundle; the bundle's own
+                // job type is queued when it succeeds.
                 job: RunJob {
-                    job_type: b.job_type().to_owned(),
+                    job_type: crate::bundle::DEFAULT_JOB_TYPE.to_owned(),
                     payload: serde_json::json!({
                         "run_id": b.run_id(),
                         "tenant_id": tenant,
                         "bundle_sha256": r.sha256,
                     }),
                     max_attempts: None,
+                    not_before,
                 },
                 objects: std::mem::take(&mut r.objects),
             }

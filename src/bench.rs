@@ -536,6 +536,7 @@ pub fn search_home(root: &Path, sync: Synchronous, n: usize) -> Result<()> {
                         job_type: "process_bundle".to_owned(),
                         payload: serde_json::json!({}),
                         max_attempts: None,
+                        not_before: None,
                     },
                     objects: Vec::new(),
                 }

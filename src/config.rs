@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 use crate::bundle::Limits;
 use crate::error::{Error, IoContext, Result};
 use crate::state::Backoff;
-use crate::store::{QueuePolicy, StoreOptions, Synchronous};
+use crate::store::{QueuePolicy, StoreOptions, Synchronous, TypePolicy};
 use crate::timestamp::parse_duration;
 
 /// The whole configuration file.
@@ -28,9 +28,14 @@ pub struct Config {
     pub workers: WorkersConfig,
     /// `[inbox]`: the drop folder.
     pub inbox: InboxConfig,
-    /// `[handlers.<job_type>]`: external commands.
-    pub handlers: BTreeMap<String, ExternalConfig>,
+    /// `[handlers.<job_type>]`: external commands, the pipeline's order
+    /// (`after`) and per-type rules.
+    pub handlers: BTreeMap<String, HandlerConfig>,
 }
+
+/// The longest pipeline a configuration may set up, in steps from
+/// `process_bundle` to the last one.
+pub const MAX_PIPELINE_STEPS: usize = 16;
 
 /// `[workers]`: the worker pool of `bundleq serve`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -115,19 +120,61 @@ impl Default for InboxConfig {
     }
 }
 
-/// `[handlers.<job_type>]` in `bundleq.toml`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// An external command: what runs a job of a configured type.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExternalConfig {
     /// Program and arguments; never run through a shell.
     pub command: Vec<String>,
     /// Killed (with its process group) after this long.
-    #[serde(default = "default_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
 }
 
-fn default_timeout() -> Duration {
-    Duration::from_secs(600)
+/// How long an external command may run unless its table says.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `[handlers.<job_type>]` in `bundleq.toml`: the command of a step (every
+/// type but the built-in `process_bundle`, whose table may only set its
+/// rules), where it comes in a run's pipeline, and rules of its own.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HandlerConfig {
+    /// Program and arguments; never run through a shell.
+    pub command: Option<Vec<String>>,
+    /// Killed (with its process group) after this long [default: 10m].
+    #[serde(deserialize_with = "some_duration")]
+    pub timeout: Option<Duration>,
+    /// The step this one follows: a job of this type is queued for a run
+    /// when its job of type `after` succeeds.
+    pub after: Option<String>,
+    /// At most this many jobs of this type run at once, across every serve
+    /// of the home.
+    pub concurrency: Option<u32>,
+    /// Attempts of a job of this type [default: queue.max_attempts].
+    pub max_attempts: Option<u32>,
+    /// Delay after its first failed attempt [default: queue.backoff_base].
+    #[serde(deserialize_with = "some_duration")]
+    pub backoff_base: Option<Duration>,
+    /// Its longest delay [default: queue.backoff_cap].
+    #[serde(deserialize_with = "some_duration")]
+    pub backoff_cap: Option<Duration>,
+    /// Spread of its delays [default: queue.backoff_jitter].
+    pub backoff_jitter: Option<f64>,
+}
+
+impl HandlerConfig {
+    /// The external command, for every type but `process_bundle`.
+    pub fn external(&self) -> Option<ExternalConfig> {
+        self.command.as_ref().map(|command| ExternalConfig {
+            command: command.clone(),
+            timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
+        })
+    }
+}
+
+fn some_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 /// `[queue]`: the state machine's parameters.
@@ -269,6 +316,25 @@ pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is option
 # [handlers.summarise]
 # command = ["/usr/local/bin/summarise", "--fast"]
 # timeout = "10m"
+#
+# Pipelines: every run starts with the built-in process_bundle (sources
+# verified and indexed); a bundle whose job_type is another type gets a job
+# of that type when process_bundle succeeds. `after` chains more steps: a job
+# of this type is queued for the run when its `after` step succeeds (several
+# steps may follow one). A failed step stops the steps after it; retrying it
+# (bundleq job retry) resumes the chain.
+# after = "process_bundle"
+# Per-type rules: how many of its jobs run at once across every serve of the
+# home, its attempts and its backoff (defaults: the [queue] values).
+# concurrency = 1
+# max_attempts = 5
+# backoff_base = "1m"
+# backoff_cap = "2h"
+# backoff_jitter = 0.1
+#
+# [handlers.process_bundle]
+# The built-in step takes the rules too (no command, timeout or after).
+# concurrency = 2
 "#;
 
 impl Config {
@@ -397,22 +463,12 @@ impl Config {
             return bad("inbox.rescan_interval must be at least 100ms");
         }
         for (job_type, h) in &self.handlers {
-            if !crate::bundle::valid_job_type(job_type) {
-                return bad(&format!(
-                    "[handlers.{job_type}]: a job type is 1-64 characters of a-z, 0-9, '_', '-' or '.'"
-                ));
+            if let Err(message) = self.check_handler(job_type, h) {
+                return bad(&message);
             }
-            if job_type == crate::bundle::DEFAULT_JOB_TYPE {
-                return bad(&format!(
-                    "[handlers.{job_type}]: {job_type} is built in and cannot be replaced by a command; give your step another job type"
-                ));
-            }
-            if h.command.is_empty() || h.command[0].is_empty() {
-                return bad(&format!("handlers.{job_type}.command must name a program"));
-            }
-            if h.timeout.is_zero() {
-                return bad(&format!("handlers.{job_type}.timeout must be more than 0s"));
-            }
+        }
+        if let Err(message) = self.check_pipeline() {
+            return bad(&message);
         }
         let l = &self.limits;
         if !(2..=128).contains(&l.max_depth) {
@@ -441,8 +497,175 @@ impl Config {
         Ok(())
     }
 
+    fn check_handler(&self, job_type: &str, h: &HandlerConfig) -> std::result::Result<(), String> {
+        let table = format!("[handlers.{job_type}]");
+        if !crate::bundle::valid_job_type(job_type) {
+            return Err(format!(
+                "{table}: a job type is 1-64 characters of a-z, 0-9, '_', '-' or '.'"
+            ));
+        }
+        if job_type == crate::bundle::DEFAULT_JOB_TYPE {
+            if h.command.is_some() {
+                return Err(format!(
+                    "{table}: {job_type} is built in and cannot be replaced by a command; give your step another job type (its table may set only concurrency, max_attempts and backoff_*)"
+                ));
+            }
+            if h.timeout.is_some() {
+                return Err(format!(
+                    "handlers.{job_type}.timeout: {job_type} runs inside serve and has no timeout"
+                ));
+            }
+            if h.after.is_some() {
+                return Err(format!(
+                    "handlers.{job_type}.after: {job_type} is every run's first step and follows nothing"
+                ));
+            }
+        } else {
+            match &h.command {
+                Some(c) if c.first().is_some_and(|p| !p.is_empty()) => {}
+                _ => return Err(format!("handlers.{job_type}.command must name a program")),
+            }
+        }
+        if h.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(format!("handlers.{job_type}.timeout must be more than 0s"));
+        }
+        if h.concurrency == Some(0) {
+            return Err(format!(
+                "handlers.{job_type}.concurrency must be at least 1 (to stop a type for a while: bundleq pause {job_type})"
+            ));
+        }
+        if h.max_attempts == Some(0) {
+            return Err(format!(
+                "handlers.{job_type}.max_attempts must be at least 1"
+            ));
+        }
+        if h.backoff_jitter.is_some_and(|j| !(0.0..=1.0).contains(&j)) {
+            return Err(format!(
+                "handlers.{job_type}.backoff_jitter must be between 0.0 and 1.0"
+            ));
+        }
+        if h.backoff_base.is_some_and(|b| b.is_zero()) {
+            return Err(format!(
+                "handlers.{job_type}.backoff_base must be more than 0s"
+            ));
+        }
+        let b = self.backoff_of(h);
+        if b.cap < b.base {
+            return Err(format!(
+                "handlers.{job_type}.backoff_cap must not be shorter than its backoff_base"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every `after` names a step that exists, no step follows itself
+    /// around a loop, and no chain is longer than [`MAX_PIPELINE_STEPS`].
+    fn check_pipeline(&self) -> std::result::Result<(), String> {
+        let first = crate::bundle::DEFAULT_JOB_TYPE;
+        for (job_type, h) in &self.handlers {
+            let Some(after) = &h.after else { continue };
+            if after != first && !self.handlers.contains_key(after) {
+                return Err(format!(
+                    "handlers.{job_type}.after: no step {after:?} (a step is {first} or a job type with a [handlers.X] table)"
+                ));
+            }
+        }
+        for job_type in self.handlers.keys() {
+            // Walk back to the first step: a run's own job type follows
+            // process_bundle, so a chain starting elsewhere is one longer.
+            let mut seen = vec![job_type.as_str()];
+            let mut at = job_type.as_str();
+            while let Some(after) = self.handlers.get(at).and_then(|h| h.after.as_deref()) {
+                if seen.contains(&after) {
+                    seen.push(after);
+                    let start = seen.iter().position(|s| *s == after).unwrap_or(0);
+                    return Err(format!(
+                        "[handlers.*] after: the steps {} follow each other in a loop",
+                        seen[start..].join(" -> ")
+                    ));
+                }
+                seen.push(after);
+                at = after;
+            }
+            let steps = seen.len() + usize::from(at != first);
+            if steps > MAX_PIPELINE_STEPS {
+                return Err(format!(
+                    "handlers.{job_type}.after: a run would take {steps} steps to reach {job_type}; a pipeline may have at most {MAX_PIPELINE_STEPS}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn backoff_of(&self, h: &HandlerConfig) -> Backoff {
+        Backoff {
+            base: h.backoff_base.unwrap_or(self.queue.backoff_base),
+            cap: h.backoff_cap.unwrap_or(self.queue.backoff_cap),
+            jitter: h.backoff_jitter.unwrap_or(self.queue.backoff_jitter),
+        }
+    }
+
+    /// The steps that follow `job_type` in every run (the types whose
+    /// `after` names it), in name order.
+    pub fn followers(&self, job_type: &str) -> Vec<String> {
+        self.handlers
+            .iter()
+            .filter(|(_, h)| h.after.as_deref() == Some(job_type))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The steps of a run whose bundle names `bundle_job_type`, in the
+    /// order they come: `process_bundle`, then the bundle's own type, then
+    /// each configured follower after the step it follows. Each step once,
+    /// with the step it follows.
+    pub fn pipeline(&self, bundle_job_type: &str) -> Vec<(String, Option<String>)> {
+        let first = crate::bundle::DEFAULT_JOB_TYPE.to_owned();
+        let mut steps: Vec<(String, Option<String>)> = vec![(first.clone(), None)];
+        let mut at = 0;
+        while at < steps.len() {
+            let step = steps[at].0.clone();
+            let mut next = Vec::new();
+            if step == first && bundle_job_type != first {
+                next.push(bundle_job_type.to_owned());
+            }
+            next.extend(self.followers(&step));
+            for n in next {
+                if !steps.iter().any(|(s, _)| *s == n) {
+                    steps.push((n, Some(step.clone())));
+                }
+            }
+            at += 1;
+        }
+        steps
+    }
+
     /// The store options this configuration asks for.
     pub fn store_options(&self) -> StoreOptions {
+        let types = self
+            .handlers
+            .iter()
+            .filter(|(_, h)| {
+                h.max_attempts.is_some()
+                    || h.concurrency.is_some()
+                    || h.backoff_base.is_some()
+                    || h.backoff_cap.is_some()
+                    || h.backoff_jitter.is_some()
+            })
+            .map(|(name, h)| {
+                let own_backoff = h.backoff_base.is_some()
+                    || h.backoff_cap.is_some()
+                    || h.backoff_jitter.is_some();
+                (
+                    name.clone(),
+                    TypePolicy {
+                        max_attempts: h.max_attempts,
+                        backoff: own_backoff.then(|| self.backoff_of(h)),
+                        concurrency: h.concurrency,
+                    },
+                )
+            })
+            .collect();
         StoreOptions {
             synchronous: self.database.synchronous,
             busy_deadline: self.database.busy_timeout,
@@ -454,6 +677,7 @@ impl Config {
                     jitter: self.queue.backoff_jitter,
                 },
                 max_attempts: self.queue.max_attempts,
+                types,
             },
         }
     }
@@ -489,5 +713,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("off"), "{e}");
+    }
+
+    #[test]
+    fn the_pipeline_lists_each_step_once_after_the_step_it_follows() {
+        let text = "[handlers.summarise]\ncommand = [\"s\"]\n\
+                    [handlers.publish]\ncommand = [\"p\"]\nafter = \"summarise\"\n\
+                    [handlers.archive]\ncommand = [\"a\"]\nafter = \"summarise\"\n\
+                    [handlers.notify]\ncommand = [\"n\"]\nafter = \"process_bundle\"\n\
+                    [handlers.process_bundle]\nconcurrency = 2\nmax_attempts = 5\n";
+        let c = Config::parse(text, Path::new("bundleq.toml")).unwrap();
+        let steps: Vec<(String, Option<String>)> = c.pipeline("summarise");
+        let names: Vec<(&str, Option<&str>)> = steps
+            .iter()
+            .map(|(s, a)| (s.as_str(), a.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("process_bundle", None),
+                ("summarise", Some("process_bundle")),
+                ("notify", Some("process_bundle")),
+                ("archive", Some("summarise")),
+                ("publish", Some("summarise")),
+            ]
+        );
+        // A run of the built-in type alone gets the configured followers.
+        assert_eq!(c.pipeline("process_bundle").len(), 2);
+        assert_eq!(c.followers("summarise"), ["archive", "publish"]);
+        let policy = c.store_options().policy;
+        assert_eq!(policy.max_attempts_for("process_bundle"), 5);
+        assert_eq!(policy.max_attempts_for("publish"), 3);
+        assert_eq!(policy.caps().collect::<Vec<_>>(), [("process_bundle", 2)]);
     }
 }

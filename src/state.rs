@@ -8,10 +8,13 @@
 //! | from | event | to |
 //! |---|---|---|
 //! | — | enqueue | `queued` (attempts 0) |
-//! | `queued`, due | claim | `running` (attempts + 1) |
-//! | `running`, lock expired, attempts < max | claim (rescue) | `running` (attempts + 1) |
+//! | — | enqueue scheduled (`not_before`) | `queued` (attempts 0, `retry_at` = the time) |
+//! | `queued`, due, its type not paused and under its concurrency cap | claim | `running` (attempts + 1) |
+//! | `queued`, due, its type paused or at its cap | claim | `queued` (passed over) |
+//! | `running`, lock expired, attempts < max, type not paused, under its cap | claim (rescue) | `running` (attempts + 1) |
 //! | `running`, lock expired, attempts = max | claim (rescue) | `failed` ("worker lost") |
 //! | `running` | success | `succeeded` |
+//! | `running` | success naming next steps | `succeeded`; for each next step the run has no job of: a new job `queued` (attempts 0), in the same transaction |
 //! | `running` | retryable error, attempts < max | `queued` (retry_at = now + backoff) |
 //! | `running` | retryable error at max, or permanent error | `failed` |
 //! | `running` | release at shutdown, interrupted fewer than [`RELEASE_ALLOWANCE`] times before | `queued` (attempts − 1: the interrupted attempt is given back) |
@@ -20,7 +23,7 @@
 //! | `running` | release of a claim whose handler never started | `queued` (attempts − 1; no history row) |
 //! | `running`, its worker provably dead (its presence lock is free) | rescue | `queued` (the attempt counts); `failed` at max |
 //! | `queued` / `failed` | cancel | `cancelled` |
-//! | `failed` / `cancelled` | retry | `queued` (attempts 0) |
+//! | `failed` / `cancelled` | retry | `queued` (attempts 0; `retry_at` = the time given, if any) |
 
 use std::fmt;
 use std::str::FromStr;

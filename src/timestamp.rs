@@ -192,6 +192,42 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A time given on the command line: a duration from now (`2h`, `30m`)
+/// or an RFC 3339 time (`2026-12-01T22:00:00Z`, `…+02:00`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// This long from now.
+    In(Duration),
+    /// At this time.
+    At(Timestamp),
+}
+
+impl When {
+    /// Parses a duration or an RFC 3339 time.
+    pub fn parse(text: &str) -> Result<When, String> {
+        let text = text.trim();
+        if text.starts_with(|c: char| c.is_ascii_digit()) && text.len() >= 10 && text.contains('-')
+        {
+            return Timestamp::parse(text).map(When::At).ok_or_else(|| {
+                format!(
+                    "invalid time {text:?} (expected RFC 3339 with a zone, e.g. 2026-12-01T22:00:00Z, or a duration from now such as 2h)"
+                )
+            });
+        }
+        parse_duration(text)
+            .map(When::In)
+            .map_err(|e| format!("{e}; or give an RFC 3339 time such as 2026-12-01T22:00:00Z"))
+    }
+
+    /// The time it names, `now` being now.
+    pub fn resolve(self, now: Timestamp) -> Timestamp {
+        match self {
+            When::In(d) => now.plus(d),
+            When::At(t) => t,
+        }
+    }
+}
+
 /// A source of the current time. Workers read it; tests replace it.
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current time.
@@ -245,6 +281,19 @@ mod tests {
         let t = Timestamp::parse("2026-11-28T10:00:00.1234567+02:00").unwrap();
         assert_eq!(t.to_db(), "2026-11-28T08:00:00.123456Z");
         assert_eq!(Timestamp::parse(&t.to_db()), Some(t));
+        let now = Timestamp::parse("2026-11-28T10:00:00Z").unwrap();
+        assert_eq!(
+            When::parse("2h").unwrap().resolve(now),
+            Timestamp::parse("2026-11-28T12:00:00Z").unwrap()
+        );
+        assert_eq!(
+            When::parse("2026-12-01T22:00:00+01:00")
+                .unwrap()
+                .resolve(now),
+            Timestamp::parse("2026-12-01T21:00:00Z").unwrap()
+        );
+        assert!(When::parse("2026-12-01").unwrap_err().contains("RFC 3339"));
+        assert!(When::parse("tonight").unwrap_err().contains("RFC 3339"));
         let early = Timestamp::from_unix_seconds(5).unwrap();
         assert_eq!(early.to_db().len(), t.to_db().len());
         assert!(early.to_db() < t.to_db());

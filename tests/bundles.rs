@@ -361,6 +361,7 @@ fn what_a_refused_folder_staged_is_gone_before_the_next_bundles_are_recorded() {
         follow: Follow::Link,
         now: bundleq::Timestamp::now(),
         known_types: None,
+        not_before: None,
     };
     let staged_files = || {
         let tmp = home.objects().join("tmp");

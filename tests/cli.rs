@@ -58,6 +58,7 @@ fn seed_job(bin: &Bin) -> (Uuid, Uuid) {
                     job_type: "process_bundle".into(),
                     payload: serde_json::json!({"run_id": run_id}),
                     max_attempts: None,
+                    not_before: None,
                 },
                 objects: Vec::new(),
             }],

@@ -46,6 +46,7 @@ fn claimed_job(home: &Home, bundle_json: &str) -> bundleq::store::Job {
                     job_type: "ext".into(),
                     payload: serde_json::json!({}),
                     max_attempts: None,
+                    not_before: None,
                 },
                 objects: Vec::new(),
             }],

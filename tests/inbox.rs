@@ -355,6 +355,7 @@ fn ingest_takes_over_the_claims_of_a_dead_process_and_finishes_them_once() {
             follow: bundleq::bundle::Follow::Never,
             now: bundleq::Timestamp::now(),
             known_types: None,
+            not_before: None,
         },
     );
     assert!(matches!(

@@ -357,7 +357,8 @@ fn tables_fit_80_columns_with_short_ids_and_relative_times() {
     let wide = bin.ok(&["--wide", "jobs"]);
     assert!(wide.contains("LOCKED BY") && wide.contains(&full), "{wide}");
     let cut = bin.ok(&["jobs", "--limit", "2"]);
-    assert!(cut.contains("and 5 more"), "{cut}");
+    // 7 runs: 7 process_bundle jobs and 2 steps after them.
+    assert!(cut.contains("and 7 more"), "{cut}");
     // A succeeded job does not show an earlier attempt's error in tables.
     for line in jobs.lines().filter(|l| l.contains("succeeded")) {
         assert!(!line.contains("error"), "{line}");
@@ -379,7 +380,7 @@ fn status_says_what_is_ready_scheduled_running_who_works_the_queue_and_what_was_
         "process_bundle",
         2,
     ));
-    // One scheduled for later: a failed attempt waiting out its backoff.
+    // One waiting out its backoff after a failed attempt.
     let mut store = bin.store();
     let now = bundleq::Timestamp::now();
     let claim = store.claim(1, "t", now).unwrap().remove(0);
@@ -387,13 +388,23 @@ fn status_says_what_is_ready_scheduled_running_who_works_the_queue_and_what_was_
         .report(&claim.token, &bundleq::Outcome::Retry("later".into()), now)
         .unwrap();
     bin.submit_all(&write_bundles(&d.path().join("a"), "a", "slow", 1));
+    // One scheduled for later.
+    let later = write_bundles(&d.path().join("l"), "l", "process_bundle", 1);
+    bin.ok(&["submit", "--not-before", "1h", later[0].to_str().unwrap()]);
     let s = bin.json(&["status"]);
     assert_eq!(
-        (s["ready"].as_u64(), s["scheduled"].as_u64()),
-        (Some(2), Some(1)),
+        (
+            s["ready"].as_u64(),
+            s["scheduled"].as_u64(),
+            s["retrying"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
         "{s:#}"
     );
-    assert_eq!(s["by_type"]["slow"]["ready"], 1, "{s:#}");
+    // The slow run starts with its process_bundle step.
+    assert_eq!(s["by_type"]["process_bundle"]["ready"], 2, "{s:#}");
+    assert_eq!(s["by_type"]["process_bundle"]["scheduled"], 1, "{s:#}");
+    assert_eq!(s["by_type"]["process_bundle"]["retrying"], 1, "{s:#}");
     fs::write(
         bin.home.join("inbox/broken.json"),
         "{\"bundle_version\": 2}",

@@ -41,6 +41,7 @@ fn store_with_sync(
                 jitter: 0.0,
             },
             max_attempts: 3,
+            ..QueuePolicy::default()
         },
         ..StoreOptions::default()
     })

@@ -223,7 +223,7 @@ fn zombie_cannot_complete_after_user_retry_resets_attempts(b: Backend) {
     let zombie = store.claim(1, "w", t0()).unwrap().remove(0);
     let later = t0().plus(secs(61));
     assert!(store.claim(1, "w", later).unwrap().is_empty()); // lost at max: failed
-    store.retry(tenant, id, later).unwrap();
+    store.retry(tenant, id, later, None).unwrap();
     let again = store.claim(1, "w", later).unwrap().remove(0);
     // Same worker name, same attempt number, but a different claim.
     assert_eq!((again.token.worker.as_str(), again.token.attempt), ("w", 1));
@@ -291,7 +291,7 @@ fn cancel_and_retry_follow_the_state_machine(b: Backend) {
         store.cancel(tenant, id, t0()),
         Err(Error::InvalidTransition { .. })
     ));
-    let j = store.retry(tenant, id, t0()).unwrap();
+    let j = store.retry(tenant, id, t0(), None).unwrap();
     assert_eq!((j.status, j.attempts), (JobStatus::Queued, 0));
     // running cannot be cancelled or retried
     let c = store.claim(1, "w", t0()).unwrap().remove(0);
@@ -300,13 +300,13 @@ fn cancel_and_retry_follow_the_state_machine(b: Backend) {
         Err(Error::InvalidTransition { .. })
     ));
     assert!(matches!(
-        store.retry(tenant, id, t0()),
+        store.retry(tenant, id, t0(), None),
         Err(Error::InvalidTransition { .. })
     ));
     store.report(&c.token, &Outcome::Succeeded, t0()).unwrap();
     // succeeded is final for users too
     assert!(matches!(
-        store.retry(tenant, id, t0()),
+        store.retry(tenant, id, t0(), None),
         Err(Error::InvalidTransition { .. })
     ));
     assert!(matches!(
@@ -496,7 +496,7 @@ fn every_attempt_is_in_the_history_once_whatever_path_the_job_took(b: Backend) {
     assert_eq!(failed[1].finished_at, Some(t0().plus(secs(31))));
     assert_eq!(failed[1].started_at, t0().plus(secs(30)));
     // A user's retry keeps the failed attempt; the new one succeeds.
-    store.retry(tenant, id, t0().plus(secs(40))).unwrap();
+    store.retry(tenant, id, t0().plus(secs(40)), None).unwrap();
     let c = store.claim(1, "w3", t0().plus(secs(41))).unwrap().remove(0);
     store
         .report(&c.token, &Outcome::Succeeded, t0().plus(secs(42)))

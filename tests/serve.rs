@@ -269,12 +269,20 @@ fn sigterm_while_8_slow_jobs_run_exits_0_within_the_grace_period_with_nothing_ru
         bin.json(&["jobs", "--status", "running"]),
         serde_json::json!([])
     );
+    // Each run's process_bundle step, then its slow step.
+    assert_eq!(
+        bin.json(&["jobs", "--status", "succeeded", "--type", "slow"])
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
     assert_eq!(
         bin.json(&["jobs", "--status", "succeeded"])
             .as_array()
             .unwrap()
             .len(),
-        8
+        16
     );
 }
 
@@ -286,7 +294,8 @@ fn jobs_still_running_when_the_grace_period_ends_are_given_back_not_left_running
         .status()
         .unwrap();
     assert_eq!(serve.wait().unwrap().code(), Some(0));
-    let jobs = bin.json(&["jobs"]);
+    let jobs = bin.json(&["jobs", "--type", "slow"]);
+    assert_eq!(jobs.as_array().unwrap().len(), 3);
     for j in jobs.as_array().unwrap() {
         assert_eq!(
             (j["status"].as_str(), j["attempts"].as_u64()),

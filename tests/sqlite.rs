@@ -107,8 +107,9 @@ fn four_serves_and_a_long_reader_share_a_home_and_the_wal_shrinks_after_it() {
     for chunk in paths.chunks(500) {
         bin.submit_all(chunk);
     }
-    wait_until("3000 jobs to succeed", || {
-        bin.json(&["status"])["counts"]["succeeded"] == 3000
+    // Each bundle's two steps: process_bundle, then its ledger step.
+    wait_until("6000 jobs to succeed", || {
+        bin.json(&["status"])["counts"]["succeeded"] == 6000
     });
     let grown = fs::metadata(bin.home.join("bundleq.db-wal")).map_or(0, |m| m.len());
     reader.execute_batch("COMMIT").unwrap();
@@ -120,8 +121,8 @@ fn four_serves_and_a_long_reader_share_a_home_and_the_wal_shrinks_after_it() {
         let wal = fs::metadata(bin.home.join("bundleq.db-wal")).map_or(0, |m| m.len());
         wal < grown.min(8 * 1024 * 1024)
     });
-    wait_until("the last 50 jobs to succeed", || {
-        bin.json(&["status"])["counts"]["succeeded"] == 3050
+    wait_until("the last 100 jobs to succeed", || {
+        bin.json(&["status"])["counts"]["succeeded"] == 6100
     });
     common::stop_quietly(serves);
     common::assert_each_ran_once(&ledger, 3050);
@@ -293,6 +294,7 @@ fn a_job_running_in_a_database_of_an_earlier_release_keeps_its_claim_after_migra
         worker: "old-serve".into(),
         attempt: 2,
         max_attempts: 3,
+        job_type: "process_bundle".into(),
         attempt_id,
     };
     let now = bundleq::Timestamp::now();
@@ -438,6 +440,7 @@ fn the_search_index_keeps_no_copy_of_text_and_forgets_replaced_sources() {
                 sources: vec![source(text)],
             }),
             output: None,
+            then: Vec::new(),
         });
     }
     store

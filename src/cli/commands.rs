@@ -21,8 +21,8 @@ use bundleq::{Config, Error, Home, JobStatus, Result, Store, SystemClock, Timest
 use super::output::{self, cut};
 use super::render::{Ids, View};
 use super::{
-    Cli, Command, DbCommand, EXIT_ERROR, EXIT_JOBS_FAILED, EXIT_OK, JobCommand, RunCommand,
-    ServeArgs, TenantsCommand, show, submit,
+    Cli, Command, DbCommand, EXIT_ERROR, EXIT_JOBS_FAILED, EXIT_OK, JobCommand, PauseArgs,
+    RunCommand, ServeArgs, TenantsCommand, show, submit,
 };
 
 /// Runs the command and returns its exit code; errors become exit 1.
@@ -119,6 +119,8 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Serve(args) => serve(json, &home, store, tenant, args),
+        Command::Pause(args) => pause(json, &view, &home, &mut store, args, true),
+        Command::Resume(args) => pause(json, &view, &home, &mut store, args, false),
         Command::Ingest { inbox, wait } => {
             ingest(json, &home, &mut store, tenant, inbox.as_deref(), *wait)
         }
@@ -161,7 +163,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
         Command::Runs { limit } => show::runs(json, &view, &mut store, tenant, *limit),
         Command::Run(RunCommand::Show { id }) => {
             let id = store.resolve(IdKind::Run, tenant, id)?;
-            show::run_show(json, &view, &mut store, tenant, id)
+            show::run_show(json, &view, &home, &mut store, tenant, id)
         }
         Command::Status { watch } => match watch {
             None => show::status(json, &view, &home, &mut store, tenant),
@@ -415,7 +417,7 @@ fn job(
     cmd: &JobCommand,
 ) -> Result<u8> {
     let (JobCommand::Show { id }
-    | JobCommand::Retry { id }
+    | JobCommand::Retry { id, .. }
     | JobCommand::Cancel { id }
     | JobCommand::Release { id }) = cmd;
     let id = store.resolve(IdKind::Job, tenant, id)?;
@@ -442,13 +444,14 @@ fn job(
             });
         }
         JobCommand::Release { .. } => store.job(tenant, id)?,
-        JobCommand::Retry { .. } => {
+        JobCommand::Retry { at, .. } => {
             let job = store.job(tenant, id)?;
-            if freed.is_some() && job.status == JobStatus::Queued {
+            let now = Timestamp::now();
+            if freed.is_some() && job.status == JobStatus::Queued && at.is_none() {
                 job // freed and queued already: nothing more to do
             } else {
                 store.keep_transitions(true);
-                store.retry(tenant, id, Timestamp::now())?
+                store.retry(tenant, id, now, at.map(|w| w.resolve(now)))?
             }
         }
         _ => {
@@ -462,6 +465,86 @@ fn job(
     } else {
         let ids = Ids::of(store, view, IdKind::Job, tenant, [job.id])?;
         output::line(format!("job {} is now {}", ids.show(job.id), job.status));
+    }
+    Ok(EXIT_OK)
+}
+
+/// `bundleq pause` (`pausing`) and `bundleq resume`.
+fn pause(
+    json: bool,
+    view: &View,
+    home: &Home,
+    store: &mut Store,
+    args: &PauseArgs,
+    pausing: bool,
+) -> Result<u8> {
+    let job_type = args.job_type.as_deref();
+    if let Some(t) = job_type {
+        let configured =
+            t == bundleq::bundle::DEFAULT_JOB_TYPE || home.config().handlers.contains_key(t);
+        if !bundleq::bundle::valid_job_type(t) {
+            return Err(Error::InvalidArgument {
+                what: "job type",
+                message: format!(
+                    "{t:?} is not a job type (1-64 characters of a-z, 0-9, '_', '-' or '.')"
+                ),
+            });
+        }
+        if !configured {
+            log::warn!(
+                "no [handlers.{t}] table in this home's bundleq.toml; pausing the type anyway (another host may run it)"
+            );
+        }
+    }
+    let what = job_type.map_or_else(|| "every job type".to_owned(), |t| format!("job type {t}"));
+    let now = Timestamp::now();
+    if pausing {
+        let new = store.pause(job_type, now)?;
+        let since = store
+            .paused()?
+            .into_iter()
+            .find(|p| p.job_type.as_deref() == job_type)
+            .map_or(now, |p| p.since);
+        if json {
+            output::json(&serde_json::json!({
+                "paused": job_type.unwrap_or("*"),
+                "since": since,
+                "already": !new,
+            }));
+        } else if new {
+            output::line(format!(
+                "paused {what}: no serve claims its jobs until `bundleq resume{}`; running jobs finish",
+                job_type.map_or_else(|| " --all".to_owned(), |t| format!(" {t}"))
+            ));
+        } else {
+            output::line(format!("{what} was paused already ({})", view.time(since)));
+        }
+        return Ok(EXIT_OK);
+    }
+    let lifted = store.resume(job_type)?;
+    if json {
+        output::json(&serde_json::json!({ "resumed": lifted }));
+        return Ok(EXIT_OK);
+    }
+    if lifted.is_empty() {
+        let still = store.paused()?;
+        let all = still.iter().any(|p| p.job_type.is_none());
+        let hint = if all && job_type.is_some() {
+            " (every type is paused: bundleq resume --all)"
+        } else {
+            ""
+        };
+        output::line(format!("{what} was not paused{hint}"));
+    } else {
+        for p in &lifted {
+            output::line(format!(
+                "resumed {} (paused {})",
+                p.job_type
+                    .as_deref()
+                    .map_or_else(|| "every job type".to_owned(), |t| format!("job type {t}")),
+                view.time(p.since)
+            ));
+        }
     }
     Ok(EXIT_OK)
 }

@@ -228,6 +228,19 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Stop claiming jobs of a type (or of every type with --all), in every
+    /// serve working this database, from their next claim on, for every
+    /// tenant. Running jobs finish; queued ones wait until `bundleq resume`.
+    #[command(after_help = "Examples:
+  bundleq pause summarise                # e.g. while its tool is updated
+  bundleq pause --all                    # maintenance: nothing new starts
+  bundleq status                         # shows what is paused, since when")]
+    Pause(PauseArgs),
+    /// Claim jobs of a paused type again (--all: lift every pause).
+    #[command(after_help = "Examples:
+  bundleq resume summarise
+  bundleq resume --all")]
+    Resume(PauseArgs),
     /// Inspect, migrate or check the database.
     #[command(subcommand)]
     Db(DbCommand),
@@ -274,6 +287,25 @@ pub struct SubmitArgs {
     /// host may have one)
     #[arg(long)]
     pub allow_unknown_type: bool,
+    /// Schedule the runs: their jobs are not claimed before this time, a
+    /// duration from now (8h) or an RFC 3339 time (2026-12-01T22:00:00Z)
+    #[arg(long, value_name = "WHEN", value_parser = parse_when)]
+    pub not_before: Option<bundleq::timestamp::When>,
+}
+
+/// The job type of `pause` and `resume`.
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// The job type (process_bundle, or a [handlers.X] type)
+    #[arg(
+        value_name = "TYPE",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub job_type: Option<String>,
+    /// Every job type
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// Options of `validate`.
@@ -317,6 +349,8 @@ impl Command {
             Command::Submit { .. }
             | Command::Serve(_)
             | Command::Ingest { .. }
+            | Command::Pause(_)
+            | Command::Resume(_)
             | Command::Init { .. } => true,
             Command::Prune { dry_run, .. } => !dry_run,
             Command::Job(cmd) => !matches!(cmd, JobCommand::Show { .. }),
@@ -455,12 +489,21 @@ pub enum JobCommand {
         #[arg(value_name = "JOB")]
         id: String,
     },
-    /// Queue a failed or cancelled job again, attempts reset to 0. A job
+    /// Queue a failed or cancelled job again, attempts reset to 0 (a step of
+    /// a pipeline that then succeeds queues the steps after it). A job
     /// still running on a worker that is provably gone is rescued first.
+    #[command(after_help = "Examples:
+  bundleq job retry 01a2268d-68ab
+  bundleq job retry 01a2268d-68ab --at 2h        # not before two hours from now
+  bundleq job retry 01a2268d-68ab --at 2026-12-01T22:00:00Z")]
     Retry {
         /// The job: its id or a prefix of it
         #[arg(value_name = "JOB")]
         id: String,
+        /// Not before this time: a duration from now (2h) or an RFC 3339
+        /// time [default: at once]
+        #[arg(long, value_name = "WHEN", value_parser = parse_when)]
+        at: Option<bundleq::timestamp::When>,
     },
     /// Cancel a queued or failed job. A job still running on a worker that
     /// is provably gone is rescued first.
@@ -493,6 +536,10 @@ pub enum RunCommand {
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     bundleq::timestamp::parse_duration(s)
+}
+
+fn parse_when(s: &str) -> Result<bundleq::timestamp::When, String> {
+    bundleq::timestamp::When::parse(s)
 }
 
 fn parse_status(s: &str) -> Result<JobStatus, String> {

@@ -28,6 +28,9 @@ fn job_note(j: &Job, view: &View) -> String {
             view.opt_time(j.locked_at)
         ),
         JobStatus::Queued => match (j.retry_at, &j.last_error) {
+            (Some(at), _) if at > view.now && j.attempts == 0 => {
+                format!("scheduled {}", view.time(at))
+            }
             (Some(at), Some(e)) if at > view.now => format!("retry {}: {e}", view.time(at)),
             (Some(at), None) if at > view.now => format!("due {}", view.time(at)),
             (_, Some(e)) => e.clone(),
@@ -265,8 +268,63 @@ pub fn runs(json: bool, view: &View, store: &mut Store, tenant: Uuid, limit: u32
     Ok(EXIT_OK)
 }
 
+/// One step of a run's pipeline, for `run show`.
+#[derive(Debug, Serialize)]
+struct Step {
+    step: String,
+    after: Option<String>,
+    /// The step's job (the newest, should there be several).
+    job_id: Option<Uuid>,
+    /// Its job's status; without a job, `waiting` (the step before has not
+    /// succeeded yet) or `stopped` (it failed or was cancelled).
+    status: String,
+}
+
+/// The steps of a run as the configuration sets them up, each with its job
+/// if it was reached.
+fn pipeline(
+    config: &bundleq::Config,
+    bundle_job_type: &str,
+    jobs: &[bundleq::store::Job],
+) -> Vec<Step> {
+    let mut steps: Vec<Step> = Vec::new();
+    for (step, after) in config.pipeline(bundle_job_type) {
+        let job = jobs
+            .iter()
+            .filter(|j| j.job_type == step)
+            .max_by_key(|j| j.created_at);
+        let status = match job {
+            Some(j) => j.status.to_string(),
+            None => {
+                let before = after
+                    .as_deref()
+                    .and_then(|a| steps.iter().find(|s| s.step == a))
+                    .map(|s| s.status.as_str());
+                match before {
+                    Some("failed" | "cancelled" | "stopped") => "stopped".to_owned(),
+                    _ => "waiting".to_owned(),
+                }
+            }
+        };
+        steps.push(Step {
+            job_id: job.map(|j| j.id),
+            step,
+            after,
+            status,
+        });
+    }
+    steps
+}
+
 /// `bundleq run show`.
-pub fn run_show(json: bool, view: &View, store: &mut Store, tenant: Uuid, id: Uuid) -> Result<u8> {
+pub fn run_show(
+    json: bool,
+    view: &View,
+    home: &Home,
+    store: &mut Store,
+    tenant: Uuid,
+    id: Uuid,
+) -> Result<u8> {
     let run = store.run(tenant, id)?;
     let jobs = store.jobs(
         tenant,
@@ -275,8 +333,12 @@ pub fn run_show(json: bool, view: &View, store: &mut Store, tenant: Uuid, id: Uu
             ..JobFilter::default()
         },
     )?;
+    let bundle_job_type = run.bundle_json["job_type"]
+        .as_str()
+        .unwrap_or(bundleq::bundle::DEFAULT_JOB_TYPE);
+    let steps = pipeline(home.config(), bundle_job_type, &jobs);
     if json {
-        output::json(&serde_json::json!({ "run": run, "jobs": jobs }));
+        output::json(&serde_json::json!({ "run": run, "pipeline": steps, "jobs": jobs }));
         return Ok(EXIT_OK);
     }
     let s = &run.summary;
@@ -297,6 +359,25 @@ pub fn run_show(json: bool, view: &View, store: &mut Store, tenant: Uuid, id: Uu
     );
     output::line("");
     let ids = Ids::of(store, view, IdKind::Job, tenant, jobs.iter().map(|j| j.id))?;
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            vec![
+                (i + 1).to_string(),
+                s.step.clone(),
+                s.after.clone().unwrap_or_else(|| "-".to_owned()),
+                s.status.clone(),
+                s.job_id.map_or_else(|| "-".to_owned(), |j| ids.show(j)),
+            ]
+        })
+        .collect();
+    output::table(
+        &["STEP", "TYPE", "AFTER", "STATUS", "JOB"],
+        &rows,
+        view.fit(),
+    );
+    output::line("");
     let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|j| {
@@ -380,6 +461,7 @@ const SERVE_SILENT: Duration = Duration::from_secs(180);
 /// `bundleq status`.
 pub fn status(json: bool, view: &View, home: &Home, store: &mut Store, tenant: Uuid) -> Result<u8> {
     let stats = store.stats(tenant, view.now)?;
+    let paused = store.paused()?;
     let folders = inbox::folder_counts(home, &inbox::inbox_dir(home, None), tenant)?;
     let serves: Vec<ServeRow> = store.serves()?;
     let rejections = recent_rejections(home, 5);
@@ -396,6 +478,8 @@ pub fn status(json: bool, view: &View, home: &Home, store: &mut Store, tenant: U
             "counts": stats.counts,
             "ready": stats.ready,
             "scheduled": stats.scheduled,
+            "retrying": stats.retrying,
+            "paused": paused,
             "running": running.saturating_sub(claimed_ahead),
             "claimed_ahead": claimed_ahead.min(running),
             "by_type": stats.by_type,
@@ -409,9 +493,10 @@ pub fn status(json: bool, view: &View, home: &Home, store: &mut Store, tenant: U
     }
     let fit = view.fit();
     let mut line = format!(
-        "jobs: {} ready, {} scheduled, {} running",
+        "jobs: {} ready, {} scheduled, {} waiting to retry, {} running",
         stats.ready,
         stats.scheduled,
+        stats.retrying,
         running.saturating_sub(claimed_ahead)
     );
     if claimed_ahead.min(running) > 0 {
@@ -427,10 +512,18 @@ pub fn status(json: bool, view: &View, home: &Home, store: &mut Store, tenant: U
     output::fields(
         &[
             ("oldest queued", view.opt_time(stats.oldest_queued)),
-            ("next retry", view.opt_time(stats.next_retry)),
+            ("next due", view.opt_time(stats.next_retry)),
         ],
         fit,
     );
+    for p in &paused {
+        output::line(format!(
+            "paused: {} since {} (bundleq resume {})",
+            p.job_type.as_deref().unwrap_or("every job type"),
+            view.time(p.since),
+            p.job_type.as_deref().unwrap_or("--all")
+        ));
+    }
     if !stats.by_type.is_empty() {
         output::line("");
         let n = |m: &BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0).to_string();
@@ -442,6 +535,7 @@ pub fn status(json: bool, view: &View, home: &Home, store: &mut Store, tenant: U
                     t.clone(),
                     n(m, "ready"),
                     n(m, "scheduled"),
+                    n(m, "retrying"),
                     n(m, "running"),
                     n(m, "succeeded"),
                     n(m, "failed"),
@@ -454,13 +548,14 @@ pub fn status(json: bool, view: &View, home: &Home, store: &mut Store, tenant: U
                 "TYPE",
                 "READY",
                 "SCHEDULED",
+                "RETRY",
                 "RUNNING",
                 "SUCCEEDED",
                 "FAILED",
                 "CANCELLED",
             ],
             &rows,
-            None,
+            fit,
         );
     }
     output::line("");

@@ -347,12 +347,14 @@ pub fn submit(
         t.extend(home.config().handlers.keys().cloned());
         t
     });
+    let now = Timestamp::now();
     let options = AcceptOptions {
         tenant,
         origin: Origin::Submit,
         follow: Follow::Link,
-        now: Timestamp::now(),
+        now,
         known_types,
+        not_before: args.not_before.map(|w| w.resolve(now)),
     };
     let printer = Printer::new(view, json, quiet, inputs.len());
     let stop = interrupt_flag();

@@ -53,6 +53,7 @@ pub struct JobContext<'a> {
     pub stop: &'a Receiver<()>,
     pub(crate) sources: Option<RunSources>,
     pub(crate) output: Option<String>,
+    pub(crate) then: Vec<String>,
 }
 
 impl<'a> JobContext<'a> {
@@ -63,7 +64,23 @@ impl<'a> JobContext<'a> {
             stop,
             sources: None,
             output: None,
+            then: Vec::new(),
         }
+    }
+
+    /// Asks the pool to queue a job of `job_type` for this job's run (with
+    /// this job's payload) in the transaction that marks it succeeded,
+    /// unless the run has a job of that type already: the run's next step.
+    pub fn then(&mut self, job_type: &str) {
+        if !self.then.iter().any(|t| t == job_type) {
+            self.then.push(job_type.to_owned());
+        }
+    }
+
+    /// Takes the next steps asked for (the pool does this after the
+    /// handler).
+    pub fn take_then(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.then)
     }
 
     /// Asks the pool to record these sources in the same transaction that
@@ -92,6 +109,8 @@ impl<'a> JobContext<'a> {
 #[derive(Clone, Default)]
 pub struct Handlers {
     by_type: HashMap<String, Arc<dyn Handler>>,
+    /// The configured steps after each job type (`after = "X"`).
+    followers: HashMap<String, Vec<String>>,
 }
 
 impl std::fmt::Debug for Handlers {
@@ -125,11 +144,19 @@ impl Handlers {
             ProcessBundle::new(home.clone(), reads.clone()),
         );
         for (job_type, cfg) in &home.config().handlers {
-            h.register(
-                job_type,
-                ExternalCommand::new(cfg.clone(), home.clone(), reads.clone(), guard.clone()),
-            );
+            if let Some(external) = cfg.external() {
+                h.register(
+                    job_type,
+                    ExternalCommand::new(external, home.clone(), reads.clone(), guard.clone()),
+                );
+            }
+            h.followers
+                .insert(job_type.clone(), home.config().followers(job_type));
         }
+        h.followers.insert(
+            crate::bundle::DEFAULT_JOB_TYPE.to_owned(),
+            home.config().followers(crate::bundle::DEFAULT_JOB_TYPE),
+        );
         h
     }
 
@@ -137,7 +164,8 @@ impl Handlers {
     /// exists and may be executed): the first problem, naming its table.
     pub fn check_commands(home: &Home) -> Result<()> {
         for (job_type, cfg) in &home.config().handlers {
-            if let Err(why) = ExternalCommand::check_program(cfg) {
+            let Some(cfg) = cfg.external() else { continue };
+            if let Err(why) = ExternalCommand::check_program(&cfg) {
                 return Err(crate::Error::Config {
                     path: home.root().join(crate::home::CONFIG_FILE),
                     message: format!("handlers.{job_type}.command: {why}"),
@@ -155,5 +183,16 @@ impl Handlers {
     /// The handler for `job_type`.
     pub fn get(&self, job_type: &str) -> Option<Arc<dyn Handler>> {
         self.by_type.get(job_type).cloned()
+    }
+
+    /// Sets the steps queued for a run after a job of `job_type` succeeds
+    /// (besides those its handler asks for with [`JobContext::then`]).
+    pub fn set_followers(&mut self, job_type: &str, followers: Vec<String>) {
+        self.followers.insert(job_type.to_owned(), followers);
+    }
+
+    /// The steps that follow a job of `job_type` in every run.
+    pub fn followers(&self, job_type: &str) -> &[String] {
+        self.followers.get(job_type).map_or(&[], Vec::as_slice)
     }
 }

@@ -38,14 +38,18 @@ impl Handler for ProcessBundle {
         let processed = self
             .reads
             .with(|store| Ok(self.sources_of(store, tenant, run_id)));
-        let sources = match processed {
-            Ok(Ok(sources)) => sources,
+        let (sources, step) = match processed {
+            Ok(Ok(done)) => done,
             Ok(Err(outcome)) => return outcome,
             // No read connection: the database may be busy or briefly
             // unreachable, which may pass.
             Err(e) => return Outcome::Retry(e.to_string()),
         };
         let count = sources.len();
+        // The run's own job type is its next step.
+        if step != crate::bundle::DEFAULT_JOB_TYPE {
+            ctx.then(&step);
+        }
         ctx.record_sources(RunSources {
             tenant_id: tenant,
             run_id,
@@ -57,14 +61,14 @@ impl Handler for ProcessBundle {
 }
 
 impl ProcessBundle {
-    /// The run's sources, verified, with their text; or the outcome that
-    /// ends the job without them.
+    /// The run's sources, verified, with their text, and the bundle's job
+    /// type; or the outcome that ends the job without them.
     fn sources_of(
         &self,
         store: &mut Store,
         tenant: Uuid,
         run_id: Uuid,
-    ) -> Result<Vec<NewSource>, Outcome> {
+    ) -> Result<(Vec<NewSource>, String), Outcome> {
         let json = match store.run_bundle_json(tenant, run_id) {
             Ok(j) => j,
             // The run row is missing or the database is unreadable: the
@@ -109,7 +113,7 @@ impl ProcessBundle {
                 text,
             });
         }
-        Ok(sources)
+        Ok((sources, bundle.job_type().to_owned()))
     }
 }
 

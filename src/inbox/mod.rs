@@ -513,6 +513,7 @@ impl<'h> Inbox<'h> {
                 follow: Follow::Never,
                 now: self.now,
                 known_types: None,
+                not_before: None,
             };
             let results = accept::accept_inputs(store, self.home, &inputs, &options);
             let mut fatal = None;

@@ -37,10 +37,10 @@ use uuid::Uuid;
 
 pub use model::{
     Attempt, BaselineFigures, Claim, ClaimToken, Completion, IdKind, Job, JobEvent, JobFilter,
-    MIN_PREFIX, MIN_SHORT, NewJob, NewObject, NewRun, NewSource, PruneFilter, Pruned, QueuePolicy,
-    Report, Run, RunInsert, RunJob, RunSources, RunSummary, SchemaVersion, SearchHit, ServeRow,
-    Stats, StoreOptions, Synchronous, Tenant, Transition, TransitionKind, new_job_id,
-    valid_tenant_name,
+    MIN_PREFIX, MIN_SHORT, NewJob, NewObject, NewRun, NewSource, Paused, PruneFilter, Pruned,
+    QueuePolicy, Report, Run, RunInsert, RunJob, RunSources, RunSummary, SchemaVersion, SearchHit,
+    ServeRow, Stats, StoreOptions, Synchronous, Tenant, Transition, TransitionKind, TypePolicy,
+    new_job_id, valid_tenant_name,
 };
 pub use readers::Readers;
 
@@ -396,9 +396,34 @@ impl Store {
         on_backend!(self, b => b.cancel(tenant, id, now))
     }
 
-    /// Queues a failed or cancelled job of `tenant` again, attempts reset.
-    pub fn retry(&mut self, tenant: Uuid, id: Uuid, now: Timestamp) -> Result<Job> {
-        on_backend!(self, b => b.retry(tenant, id, now))
+    /// Queues a failed or cancelled job of `tenant` again, attempts reset:
+    /// due at once, or scheduled for `at`.
+    pub fn retry(
+        &mut self,
+        tenant: Uuid,
+        id: Uuid,
+        now: Timestamp,
+        at: Option<Timestamp>,
+    ) -> Result<Job> {
+        on_backend!(self, b => b.retry(tenant, id, now, at))
+    }
+
+    /// Pauses claims of `job_type` (of every type when `None`) in every
+    /// process working this database, from their next claim on; running
+    /// jobs finish. False when it was paused already.
+    pub fn pause(&mut self, job_type: Option<&str>, now: Timestamp) -> Result<bool> {
+        on_backend!(self, b => b.pause(job_type, now))
+    }
+
+    /// Lifts the pause of `job_type`; with `None`, every pause. Returns the
+    /// pauses lifted (none: it was not paused).
+    pub fn resume(&mut self, job_type: Option<&str>) -> Result<Vec<Paused>> {
+        on_backend!(self, b => b.resume(job_type))
+    }
+
+    /// The pauses in force, oldest first.
+    pub fn paused(&mut self) -> Result<Vec<Paused>> {
+        on_backend!(self, b => b.paused())
     }
 
     /// One job of `tenant`.

@@ -124,6 +124,8 @@ pub struct ClaimToken {
     pub attempt: u32,
     /// `max_attempts` of the job.
     pub max_attempts: u32,
+    /// The job's type (its backoff may be its own).
+    pub job_type: String,
     /// The claim's id, new at every claim: reports are fenced by it, and
     /// it becomes the id of the attempt's history row.
     pub attempt_id: Uuid,
@@ -152,6 +154,10 @@ pub struct Completion {
     pub sources: Option<RunSources>,
     /// What the handler printed (the tail), kept with the attempt.
     pub output: Option<String>,
+    /// The next steps of the job's run: job types enqueued for the same
+    /// run (with the same payload) in the transaction that marks the job
+    /// succeeded, each unless the run already has a job of that type.
+    pub then: Vec<String>,
 }
 
 impl Completion {
@@ -162,6 +168,7 @@ impl Completion {
             outcome,
             sources: None,
             output: None,
+            then: Vec::new(),
         }
     }
 }
@@ -205,8 +212,12 @@ pub struct Stats {
     pub counts: BTreeMap<JobStatus, u64>,
     /// Queued jobs due now.
     pub ready: u64,
-    /// Queued jobs waiting out a backoff (or scheduled for later).
+    /// Queued jobs not due yet that never ran: scheduled for later
+    /// (`submit --not-before`, `job retry --at`).
     pub scheduled: u64,
+    /// Queued jobs not due yet after a failed attempt: waiting out a
+    /// backoff.
+    pub retrying: u64,
     /// Per job type: `ready`, `scheduled`, `running`, `succeeded`,
     /// `failed`, `cancelled` (only those that are not zero).
     pub by_type: BTreeMap<String, BTreeMap<String, u64>>,
@@ -263,6 +274,8 @@ pub struct RunJob {
     pub payload: serde_json::Value,
     /// Attempts allowed; the store's default when `None`.
     pub max_attempts: Option<u32>,
+    /// Not due before this time (scheduled); due at once when `None`.
+    pub not_before: Option<Timestamp>,
 }
 
 /// What recording a run did.
@@ -484,6 +497,9 @@ pub struct QueuePolicy {
     pub backoff: Backoff,
     /// `max_attempts` for jobs enqueued without one.
     pub max_attempts: u32,
+    /// What differs for some job types (`[handlers.X]`): attempts,
+    /// backoff, and how many of its jobs may run at once.
+    pub types: BTreeMap<String, TypePolicy>,
 }
 
 impl Default for QueuePolicy {
@@ -492,8 +508,55 @@ impl Default for QueuePolicy {
             lock_timeout: Duration::from_secs(30 * 60),
             backoff: Backoff::default(),
             max_attempts: 3,
+            types: BTreeMap::new(),
         }
     }
+}
+
+impl QueuePolicy {
+    /// `max_attempts` of a new job of `job_type` that names none.
+    pub fn max_attempts_for(&self, job_type: &str) -> u32 {
+        self.types
+            .get(job_type)
+            .and_then(|t| t.max_attempts)
+            .unwrap_or(self.max_attempts)
+    }
+
+    /// The backoff after a failed attempt of a job of `job_type`.
+    pub fn backoff_for(&self, job_type: &str) -> &Backoff {
+        self.types
+            .get(job_type)
+            .and_then(|t| t.backoff.as_ref())
+            .unwrap_or(&self.backoff)
+    }
+
+    /// The job types with a concurrency cap, and their caps.
+    pub fn caps(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.types
+            .iter()
+            .filter_map(|(name, t)| t.concurrency.map(|c| (name.as_str(), c)))
+    }
+}
+
+/// The rules of one job type that differ from the queue's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TypePolicy {
+    /// Attempts allowed to its new jobs.
+    pub max_attempts: Option<u32>,
+    /// Delays between its attempts.
+    pub backoff: Option<Backoff>,
+    /// At most this many of its jobs run at once, across every process
+    /// working the database (enforced by the claim).
+    pub concurrency: Option<u32>,
+}
+
+/// A job type whose claims are paused (`bundleq pause`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Paused {
+    /// The job type; `None` for every type (`pause --all`).
+    pub job_type: Option<String>,
+    /// Since when.
+    pub since: Timestamp,
 }
 
 /// How to open a store.
@@ -625,5 +688,15 @@ pub enum TransitionKind {
         from: JobStatus,
         /// After.
         to: JobStatus,
+    },
+    /// The next step of a run was queued when the step before it
+    /// succeeded (the transition's job is the new one).
+    StepQueued {
+        /// Its job type.
+        job_type: String,
+        /// The run.
+        run_id: Uuid,
+        /// The job whose success queued it.
+        after: Uuid,
     },
 }

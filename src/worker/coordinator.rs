@@ -348,7 +348,7 @@ impl<'a> Coordinator<'a> {
         match msg {
             Msg::Done(c, took) => {
                 self.avg_job = 0.9 * self.avg_job + 0.1 * took.as_secs_f64();
-                self.pending.push(c);
+                self.pending.push(*c);
             }
             Msg::WorkerDied(name) => {
                 log::error!("Worker thread {name} died; shutting down the pool");
@@ -387,7 +387,13 @@ impl<'a> Coordinator<'a> {
         for (c, report) in done.iter().zip(reports) {
             self.in_flight.remove(&c.token.job_id);
             match report {
-                Report::Applied(JobStatus::Succeeded) => self.stats.succeeded += 1,
+                Report::Applied(JobStatus::Succeeded) => {
+                    self.stats.succeeded += 1;
+                    if !c.then.is_empty() {
+                        // The run's next step may have been queued: look.
+                        self.idle = Idle::Busy;
+                    }
+                }
                 Report::Applied(JobStatus::Queued) => {
                     self.stats.retried += 1;
                     // Its retry may already be due: look again.

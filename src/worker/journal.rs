@@ -84,6 +84,16 @@ pub fn describe(t: &Transition) -> (Level, String) {
             Level::Info,
             format!("Job {id}: {from} -> {to} ({action} by a user)"),
         ),
+        TransitionKind::StepQueued {
+            job_type,
+            run_id,
+            after,
+        } => (
+            Level::Info,
+            format!(
+                "Job {id} queued: step {job_type} of run {run_id}, after job {after} succeeded"
+            ),
+        ),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::store::{Claim, Completion};
 /// What a worker thread tells the coordinator.
 pub(super) enum Msg {
     /// A finished attempt and how long its handler ran.
-    Done(Completion, Duration),
+    Done(Box<Completion>, Duration),
     WorkerDied(String),
 }
 
@@ -66,13 +66,23 @@ pub(super) fn worker(
                 Outcome::Retry(format!("handler panicked: {}", panic_text(p.as_ref())))
             }),
         };
+        let mut then = ctx.take_then();
+        for step in handlers.followers(&job.job_type) {
+            if !then.contains(step) {
+                then.push(step.clone());
+            }
+        }
         let completion = Completion {
             token: claim.token.clone(),
             outcome,
             sources: ctx.take_sources(),
             output: ctx.take_output(),
+            then,
         };
-        if done.send(Msg::Done(completion, started.elapsed())).is_err() {
+        if done
+            .send(Msg::Done(Box::new(completion), started.elapsed()))
+            .is_err()
+        {
             break;
         }
     }

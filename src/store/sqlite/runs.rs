@@ -119,7 +119,7 @@ impl WriteTx<'_> {
                 job_type: run.job.job_type.clone(),
                 payload: run.job.payload.clone(),
                 max_attempts: run.job.max_attempts,
-                not_before: None,
+                not_before: run.job.not_before,
             },
             now,
         )?;

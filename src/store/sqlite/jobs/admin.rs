@@ -1,5 +1,6 @@
 //! What operators and the pool do to other workers' jobs: rescue the jobs
-//! of workers proved gone, cancel, retry, prune, note events.
+//! of workers proved gone, cancel, retry, prune, note events, pause and
+//! resume job types.
 
 use rusqlite::{Transaction, params};
 use uuid::Uuid;
@@ -10,7 +11,7 @@ use crate::state::JobStatus;
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::convert::{DbContext, status_col, uuid_col, uuid_text};
 use crate::store::sqlite::deferred::{defer, record};
-use crate::store::{Job, PruneFilter, Pruned, Transition, TransitionKind};
+use crate::store::{Job, Paused, PruneFilter, Pruned, Transition, TransitionKind};
 use crate::timestamp::Timestamp;
 
 impl SqliteStore {
@@ -124,7 +125,7 @@ impl SqliteStore {
         self.user_transition(
             tenant,
             id,
-            now,
+            (now, None),
             "cancel",
             JobStatus::can_cancel,
             "UPDATE research_jobs SET status = 'cancelled', retry_at = NULL, updated_at = ?3
@@ -133,25 +134,81 @@ impl SqliteStore {
     }
 
     /// Puts a failed or cancelled job of `tenant` back in the queue with its
-    /// attempts reset.
-    pub fn retry(&mut self, tenant: Uuid, id: Uuid, now: Timestamp) -> Result<Job> {
+    /// attempts reset: due at once, or not before `at`.
+    pub fn retry(
+        &mut self,
+        tenant: Uuid,
+        id: Uuid,
+        now: Timestamp,
+        at: Option<Timestamp>,
+    ) -> Result<Job> {
         self.user_transition(
             tenant,
             id,
-            now,
+            (now, at),
             "retry",
             JobStatus::can_retry,
-            "UPDATE research_jobs SET status = 'queued', attempts = 0, retry_at = NULL,
+            "UPDATE research_jobs SET status = 'queued', attempts = 0, retry_at = ?4,
                  updated_at = ?3
              WHERE id = ?1 AND tenant_id = ?2 AND status IN ('failed', 'cancelled')",
         )
+    }
+
+    /// Pauses claims of `job_type` (every type when `None`) for every
+    /// process working this database; false when it was paused already.
+    pub fn pause(&mut self, job_type: Option<&str>, now: Timestamp) -> Result<bool> {
+        let key = job_type.unwrap_or(ALL_TYPES);
+        self.write("pause a job type", |tx| {
+            let n = tx
+                .prepare_cached(
+                    "INSERT INTO research_paused (job_type, paused_at) VALUES (?1, ?2)
+                     ON CONFLICT (job_type) DO NOTHING",
+                )
+                .and_then(|mut s| s.execute(params![key, now]))
+                .db("pause a job type")?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Resumes claims of `job_type`; with `None`, of every type (every
+    /// pause is lifted). Returns the pauses lifted.
+    pub fn resume(&mut self, job_type: Option<&str>) -> Result<Vec<Paused>> {
+        self.write("resume a job type", |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "DELETE FROM research_paused WHERE ?1 IS NULL OR job_type = ?1
+                     RETURNING job_type, paused_at",
+                )
+                .db("resume a job type")?;
+            let rows = stmt
+                .query_map([job_type], paused_row)
+                .db("resume a job type")?;
+            rows.collect::<rusqlite::Result<_>>()
+                .db("resume a job type")
+        })
+    }
+
+    /// The pauses in force, oldest first.
+    pub fn paused(&mut self) -> Result<Vec<Paused>> {
+        self.read("read the paused job types", |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT job_type, paused_at FROM research_paused ORDER BY paused_at, job_type",
+                )
+                .db("read the paused job types")?;
+            let rows = stmt
+                .query_map([], paused_row)
+                .db("read the paused job types")?;
+            rows.collect::<rusqlite::Result<_>>()
+                .db("read the paused job types")
+        })
     }
 
     fn user_transition(
         &mut self,
         tenant: Uuid,
         id: Uuid,
-        now: Timestamp,
+        (now, at): (Timestamp, Option<Timestamp>),
         action: &'static str,
         allowed: fn(JobStatus) -> bool,
         sql: &str,
@@ -170,7 +227,12 @@ impl SqliteStore {
             }
             // The attempt that ended the job leaves the row now: write it.
             keep_last_attempt(tx, id)?;
-            tx.execute(sql, params![id.to_string(), tenant.to_string(), now])
+            let all = params![id.to_string(), tenant.to_string(), now, at];
+            tx.prepare(sql)
+                .and_then(|mut s| {
+                    let n = s.parameter_count();
+                    s.execute(&all[..n])
+                })
                 .db("change a job")?;
             record_event(
                 tx,
@@ -178,13 +240,14 @@ impl SqliteStore {
                 id,
                 action,
                 Some(&format!(
-                    "{} -> {}",
+                    "{} -> {}{}",
                     job.status,
                     if action == "cancel" {
                         "cancelled"
                     } else {
                         "queued"
-                    }
+                    },
+                    at.map(|t| format!(", not before {t}")).unwrap_or_default()
                 )),
                 now,
             )?;
@@ -282,4 +345,15 @@ impl SqliteStore {
             record_event(tx, tenant, id, action, Some(detail), now)
         })
     }
+}
+
+/// The key of `pause --all` in `research_paused` (not a valid job type).
+pub(super) const ALL_TYPES: &str = "*";
+
+fn paused_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Paused> {
+    let job_type: String = r.get(0)?;
+    Ok(Paused {
+        job_type: (job_type != ALL_TYPES).then_some(job_type),
+        since: r.get(1)?,
+    })
 }

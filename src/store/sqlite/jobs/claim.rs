@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use std::collections::HashMap;
 
+use super::admin::ALL_TYPES;
 use super::report::apply_completions;
 use super::{JOB_COLUMNS, NEW_CLAIM_ID, job_from_row};
 use crate::error::Result;
@@ -132,8 +133,14 @@ pub(super) fn claim_in(
         .prepare_cached(ANY_EXPIRED_SQL)
         .and_then(|mut s| s.query_row([expiry], |r| r.get(0)))
         .db("claim jobs")?;
+    if any_expired {
+        fail_lost(tx, now, expiry)?;
+    }
+    if let Some(limits) = ClaimLimits::read(tx, policy, expiry)? {
+        return claim_limited(tx, &limits, n, worker, now, expiry, any_expired);
+    }
     let expired = if any_expired {
-        fail_lost_and_read_expired(tx, n, now, expiry)?
+        read_expired(tx, n, expiry)?
     } else {
         HashMap::new()
     };
@@ -154,16 +161,198 @@ pub(super) fn claim_in(
     finish_claims(tx, worker, &expired, jobs, now)
 }
 
-/// Fails the running jobs lost at their last attempt (never run a fourth
-/// time) and reads the claims the claim may rescue, as they stand before
-/// it overwrites them.
-fn fail_lost_and_read_expired(
+/// What holds claims back when an operator paused job types or the
+/// configuration caps how many jobs of a type run at once.
+struct ClaimLimits {
+    /// `pause --all`: nothing is claimed.
+    all: bool,
+    /// Paused types.
+    paused: Vec<String>,
+    /// Capped types: how many more of their jobs may start now.
+    room: HashMap<String, u32>,
+}
+
+impl ClaimLimits {
+    /// The limits in force, or `None` when there are none (the claim then
+    /// takes its plain path). Running jobs count against a cap while their
+    /// lock is live; a job whose lock expired is what a claim rescues.
+    fn read(
+        tx: &Transaction<'_>,
+        policy: &QueuePolicy,
+        expiry: Timestamp,
+    ) -> Result<Option<ClaimLimits>> {
+        let paused: Vec<String> = {
+            let mut stmt = tx
+                .prepare_cached("SELECT job_type FROM research_paused")
+                .db("claim jobs")?;
+            let rows = stmt.query_map([], |r| r.get(0)).db("claim jobs")?;
+            rows.collect::<rusqlite::Result<_>>().db("claim jobs")?
+        };
+        let caps: Vec<(&str, u32)> = policy.caps().collect();
+        if paused.is_empty() && caps.is_empty() {
+            return Ok(None);
+        }
+        let mut room = HashMap::new();
+        if !caps.is_empty() {
+            let names: Vec<&str> = caps.iter().map(|(t, _)| *t).collect();
+            let running: HashMap<String, u32> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT job_type, count(*)
+                         FROM research_jobs INDEXED BY research_jobs_running
+                         WHERE status = 'running' AND locked_at >= ?1
+                           AND job_type IN (SELECT value FROM json_each(?2))
+                         GROUP BY job_type",
+                    )
+                    .db("claim jobs")?;
+                let rows = stmt
+                    .query_map(params![expiry, json_list(&names)], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .db("claim jobs")?;
+                rows.collect::<rusqlite::Result<_>>().db("claim jobs")?
+            };
+            for (name, cap) in caps {
+                let busy = running.get(name).copied().unwrap_or(0);
+                room.insert(name.to_owned(), cap.saturating_sub(busy));
+            }
+        }
+        Ok(Some(ClaimLimits {
+            all: paused.iter().any(|p| p == ALL_TYPES),
+            paused,
+            room,
+        }))
+    }
+}
+
+fn json_list(items: &[impl serde::Serialize]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The claim's candidates when limits are in force: the same three index
+/// walks, past the job types in `?4` (paused, or at their cap).
+static LIMITED_CANDIDATES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let not_blocked = "AND job_type NOT IN (SELECT value FROM json_each(?4))";
+    format!(
+        "
+SELECT id, job_type FROM (
+    SELECT id, job_type, created_at FROM (
+        SELECT id, job_type, created_at FROM research_jobs INDEXED BY research_jobs_ready
+        WHERE status = 'queued' AND retry_at IS NULL {not_blocked}
+        ORDER BY created_at LIMIT +?3)
+    UNION ALL
+    SELECT id, job_type, created_at FROM (
+        SELECT id, job_type, created_at FROM research_jobs INDEXED BY research_jobs_retry
+        WHERE status = 'queued' AND retry_at IS NOT NULL AND retry_at <= ?1 {not_blocked}
+        ORDER BY retry_at LIMIT +?3)
+    UNION ALL
+    SELECT id, job_type, created_at FROM (
+        SELECT id, job_type, created_at FROM research_jobs INDEXED BY research_jobs_running
+        WHERE status = 'running' AND locked_at < ?2 AND ?5 {not_blocked}
+        ORDER BY locked_at LIMIT +?3)
+)
+ORDER BY created_at, id LIMIT +?3"
+    )
+});
+
+/// Claims the jobs listed in `?3` (chosen in this transaction).
+static CLAIM_LISTED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "
+UPDATE research_jobs
+SET status = 'running', attempts = attempts + 1, locked_at = ?1, locked_by = ?2,
+    retry_at = NULL, updated_at = ?1, claim_id = {NEW_CLAIM_ID}, claimed_at = ?1,
+    claimed_by = ?2
+WHERE id IN (SELECT value FROM json_each(?3))
+RETURNING {JOB_COLUMNS}, claim_id"
+    )
+});
+
+/// The claim with limits in force: paused types are passed over, and a
+/// capped type gets no more jobs than its room. Each round takes the
+/// oldest eligible jobs and claims those within their type's room; when a
+/// type runs out of room it is passed over from the next round on, which
+/// fills the places left (at most one round per capped type, plus one).
+fn claim_limited(
     tx: &Transaction<'_>,
+    limits: &ClaimLimits,
     n: u32,
+    worker: &str,
     now: Timestamp,
     expiry: Timestamp,
-) -> Result<HashMap<String, Expired>> {
-    // Lost at the last attempt: fail, never run a fourth time.
+    rescue: bool,
+) -> Result<Vec<Claim>> {
+    if limits.all {
+        return Ok(Vec::new());
+    }
+    let mut room = limits.room.clone();
+    let mut blocked: Vec<String> = limits.paused.clone();
+    blocked.extend(
+        room.iter()
+            .filter(|(_, r)| **r == 0)
+            .map(|(t, _)| t.clone()),
+    );
+    let mut claims = Vec::new();
+    while (claims.len() as u32) < n {
+        let want = n - claims.len() as u32;
+        let candidates: Vec<(String, String)> = {
+            let mut stmt = tx
+                .prepare_cached(&LIMITED_CANDIDATES_SQL)
+                .db("claim jobs")?;
+            let rows = stmt
+                .query_map(
+                    params![now, expiry, want, json_list(&blocked), rescue],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .db("claim jobs")?;
+            rows.collect::<rusqlite::Result<_>>().db("claim jobs")?
+        };
+        let found = candidates.len();
+        let mut chosen = Vec::new();
+        let mut full = false;
+        for (id, job_type) in candidates {
+            match room.get_mut(&job_type) {
+                Some(0) => full = true,
+                Some(r) => {
+                    *r -= 1;
+                    if *r == 0 {
+                        blocked.push(job_type);
+                    }
+                    chosen.push(id);
+                }
+                None => chosen.push(id),
+            }
+        }
+        if !chosen.is_empty() {
+            let expired = if rescue {
+                read_expired_of(tx, &chosen)?
+            } else {
+                HashMap::new()
+            };
+            let jobs: Vec<(Job, Uuid)> = {
+                let mut stmt = tx.prepare_cached(&CLAIM_LISTED_SQL).db("claim jobs")?;
+                let rows = stmt
+                    .query_map(params![now, worker, json_list(&chosen)], |r| {
+                        Ok((job_from_row(r)?, uuid_col(r, 14)?))
+                    })
+                    .db("claim jobs")?;
+                rows.collect::<rusqlite::Result<_>>().db("claim jobs")?
+            };
+            claims.extend(finish_claims(tx, worker, &expired, jobs, now)?);
+        }
+        // Fewer candidates than asked for: there are no more. Otherwise go
+        // on only if some were passed over for a type that ran out of room.
+        if (found as u32) < want || !full {
+            break;
+        }
+    }
+    claims.sort_by_key(|c| (c.job.created_at, c.job.id));
+    Ok(claims)
+}
+
+/// Fails the running jobs lost at their last attempt: never run a fourth
+/// time.
+fn fail_lost(tx: &Transaction<'_>, now: Timestamp, expiry: Timestamp) -> Result<()> {
     tx.prepare_cached(&FAIL_LOST_ATTEMPTS_SQL)
         .and_then(|mut s| s.execute(params![now, expiry]))
         .db("fail lost jobs")?;
@@ -185,27 +374,50 @@ fn fail_lost_and_read_expired(
             },
         )?;
     }
+    Ok(())
+}
 
-    // What the claim may rescue, read before it overwrites the claims.
-    let expired: HashMap<String, Expired> = {
-        let mut stmt = tx.prepare_cached(EXPIRED_SQL).db("claim jobs")?;
-        let rows = stmt
-            .query_map(params![expiry, n], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Expired {
-                        claim_id: r.get(1)?,
-                        tenant_id: r.get(2)?,
-                        attempt: r.get(3)?,
-                        worker: r.get(4)?,
-                        started_at: r.get(5)?,
-                    },
-                ))
-            })
-            .db("claim jobs")?;
-        rows.collect::<rusqlite::Result<_>>().db("claim jobs")?
-    };
-    Ok(expired)
+fn expired_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, Expired)> {
+    Ok((
+        r.get::<_, String>(0)?,
+        Expired {
+            claim_id: r.get(1)?,
+            tenant_id: r.get(2)?,
+            attempt: r.get(3)?,
+            worker: r.get(4)?,
+            started_at: r.get(5)?,
+        },
+    ))
+}
+
+/// The claims the claim may rescue, as they stand before it overwrites
+/// them.
+fn read_expired(
+    tx: &Transaction<'_>,
+    n: u32,
+    expiry: Timestamp,
+) -> Result<HashMap<String, Expired>> {
+    let mut stmt = tx.prepare_cached(EXPIRED_SQL).db("claim jobs")?;
+    let rows = stmt
+        .query_map(params![expiry, n], expired_row)
+        .db("claim jobs")?;
+    rows.collect::<rusqlite::Result<_>>().db("claim jobs")
+}
+
+/// The running ones among `ids` (about to be claimed, so their lock
+/// expired), as they stand before the claim overwrites them.
+fn read_expired_of(tx: &Transaction<'_>, ids: &[String]) -> Result<HashMap<String, Expired>> {
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT id, claim_id, tenant_id, attempts, locked_by, coalesce(claimed_at, locked_at)
+             FROM research_jobs
+             WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'running'",
+        )
+        .db("claim jobs")?;
+    let rows = stmt
+        .query_map([json_list(ids)], expired_row)
+        .db("claim jobs")?;
+    rows.collect::<rusqlite::Result<_>>().db("claim jobs")
 }
 
 /// Orders the claimed jobs, records the rescues (and the lost attempts
@@ -250,6 +462,7 @@ fn finish_claims(
                 worker: worker.to_owned(),
                 attempt: job.attempts,
                 max_attempts: job.max_attempts,
+                job_type: job.job_type.clone(),
                 attempt_id,
             },
             job,

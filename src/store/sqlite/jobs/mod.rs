@@ -153,7 +153,9 @@ fn insert_job(
     job: &NewJob,
     now: Timestamp,
 ) -> Result<Uuid> {
-    let max_attempts = job.max_attempts.unwrap_or(policy.max_attempts);
+    let max_attempts = job
+        .max_attempts
+        .unwrap_or_else(|| policy.max_attempts_for(&job.job_type));
     if max_attempts == 0 {
         return Err(Error::InvalidArgument {
             what: "max_attempts",

@@ -141,7 +141,9 @@ impl SqliteStore {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT job_type,
-                         CASE WHEN status = 'queued' AND retry_at > ?2 THEN 'scheduled'
+                         CASE WHEN status = 'queued' AND retry_at > ?2 AND attempts = 0
+                                  THEN 'scheduled'
+                              WHEN status = 'queued' AND retry_at > ?2 THEN 'retrying'
                               WHEN status = 'queued' THEN 'ready'
                               ELSE status END,
                          count(*)
@@ -163,6 +165,7 @@ impl SqliteStore {
                 match bucket.as_str() {
                     "ready" => stats.ready += n,
                     "scheduled" => stats.scheduled += n,
+                    "retrying" => stats.retrying += n,
                     _ => {}
                 }
                 stats.by_type.entry(job_type).or_default().insert(bucket, n);

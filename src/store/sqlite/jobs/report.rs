@@ -82,7 +82,10 @@ pub(super) fn apply_completions(
     index: &mut PendingIndex,
 ) -> Result<Vec<Report>> {
     let plain = |c: &Completion| {
-        c.outcome == Outcome::Succeeded && c.sources.is_none() && c.output.is_none()
+        c.outcome == Outcome::Succeeded
+            && c.sources.is_none()
+            && c.output.is_none()
+            && c.then.is_empty()
     };
     let successes: Vec<&ClaimToken> = completions
         .iter()
@@ -248,12 +251,67 @@ pub(super) fn apply_completion(
     index: &mut PendingIndex,
 ) -> Result<Report> {
     let report = apply_report(tx, policy, &c.token, &c.outcome, c.output.as_deref(), now)?;
-    if report == Report::Applied(JobStatus::Succeeded)
-        && let Some(sources) = &c.sources
-    {
-        replace_sources(tx, sources, now, index)?;
+    if report == Report::Applied(JobStatus::Succeeded) {
+        if let Some(sources) = &c.sources {
+            replace_sources(tx, sources, now, index)?;
+        }
+        queue_next_steps(tx, policy, &c.token, &c.then, now)?;
     }
     Ok(report)
+}
+
+/// Queues the next steps of a job's run, in the transaction that records
+/// its success: one job per type, with the job's payload, unless the run
+/// already has a job of that type (a step runs once per run; a retried
+/// step that succeeds again queues nothing twice).
+fn queue_next_steps(
+    tx: &Transaction<'_>,
+    policy: &QueuePolicy,
+    token: &ClaimToken,
+    then: &[String],
+    now: Timestamp,
+) -> Result<()> {
+    let after = token.job_id.to_string();
+    for job_type in then {
+        let id = crate::store::new_job_id();
+        let queued: Option<String> = tx
+            .prepare_cached(
+                "INSERT INTO research_jobs (id, tenant_id, run_id, job_type, status, attempts,
+                     max_attempts, payload_json, created_at, updated_at)
+                 SELECT ?1, j.tenant_id, j.run_id, ?2, 'queued', 0, ?3, j.payload_json, ?4, ?4
+                 FROM research_jobs AS j
+                 WHERE j.id = ?5
+                   AND NOT EXISTS (SELECT 1 FROM research_jobs AS o INDEXED BY research_jobs_run
+                                   WHERE o.tenant_id = j.tenant_id AND o.run_id = j.run_id
+                                     AND o.job_type = ?2)
+                 RETURNING run_id",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![
+                        id.to_string(),
+                        job_type,
+                        policy.max_attempts_for(job_type),
+                        now,
+                        after
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .db("queue the next step")?;
+        if let Some(run) = queued {
+            defer(Transition {
+                job_id: id,
+                kind: TransitionKind::StepQueued {
+                    job_type: job_type.clone(),
+                    run_id: uuid_text(&run, "queue the next step")?,
+                    after: token.job_id,
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn apply_report(
@@ -285,7 +343,7 @@ pub(super) fn apply_report(
                 token.attempt,
                 token.max_attempts,
                 permanent,
-                &policy.backoff,
+                policy.backoff_for(&token.job_type),
                 &id,
                 now,
             );
