@@ -95,3 +95,8 @@ pub(crate) fn json_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<serde_json
     let text: String = row.get(idx)?;
     serde_json::from_str(&text).map_err(|e| conversion(idx, e))
 }
+
+/// A list as the JSON array a statement reads with `json_each(?N)`.
+pub(crate) fn json_list(items: &[impl serde::Serialize]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
+}

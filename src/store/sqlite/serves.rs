@@ -6,7 +6,7 @@
 use rusqlite::{Row, params};
 
 use super::SqliteStore;
-use super::convert::DbContext;
+use super::convert::{DbContext, json_list};
 use crate::error::Result;
 use crate::store::ServeRow;
 
@@ -56,7 +56,7 @@ impl SqliteStore {
         if workers.is_empty() {
             return Ok(());
         }
-        let list = serde_json::to_string(workers).unwrap_or_else(|_| "[]".to_owned());
+        let list = json_list(workers);
         self.write("forget serves", |tx| {
             tx.prepare_cached(
                 "DELETE FROM serves WHERE worker IN (SELECT value FROM json_each(?1))",

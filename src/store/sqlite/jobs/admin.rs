@@ -9,7 +9,7 @@ use super::{NEW_CLAIM_ID, get_job, keep_last_attempt, record_event};
 use crate::error::{Error, Result};
 use crate::state::JobStatus;
 use crate::store::sqlite::SqliteStore;
-use crate::store::sqlite::convert::{DbContext, status_col, uuid_col, uuid_text};
+use crate::store::sqlite::convert::{DbContext, json_list, status_col, uuid_col, uuid_text};
 use crate::store::sqlite::deferred::{defer, record};
 use crate::store::{Job, Paused, PruneFilter, Pruned, Transition, TransitionKind};
 use crate::timestamp::Timestamp;
@@ -46,7 +46,7 @@ impl SqliteStore {
         if workers.is_empty() {
             return Ok(Vec::new());
         }
-        let list = serde_json::to_string(workers).unwrap_or_else(|_| "[]".to_owned());
+        let list = json_list(workers);
         self.write("rescue jobs of dead workers", |tx| {
             // Their attempts, lost, written before the rows change.
             tx.prepare_cached(&format!(
@@ -291,7 +291,7 @@ impl SqliteStore {
             }
             filter.statuses.iter().map(|s| s.as_str()).collect()
         };
-        let list = serde_json::to_string(&statuses).unwrap_or_else(|_| "[]".to_owned());
+        let list = json_list(&statuses);
         let matching = "FROM research_jobs
              WHERE tenant_id = ?1 AND updated_at < ?2
                AND status IN (SELECT value FROM json_each(?3))

@@ -12,7 +12,7 @@ use super::report::apply_completions;
 use super::{JOB_COLUMNS, NEW_CLAIM_ID, job_from_row};
 use crate::error::Result;
 use crate::store::sqlite::SqliteStore;
-use crate::store::sqlite::convert::{DbContext, uuid_col};
+use crate::store::sqlite::convert::{DbContext, json_list, uuid_col};
 use crate::store::sqlite::deferred::record;
 use crate::store::sqlite::sources::PendingIndex;
 use crate::store::{Claim, ClaimToken, Completion, Job, QueuePolicy, Report, TransitionKind};
@@ -223,10 +223,6 @@ impl ClaimLimits {
             room,
         }))
     }
-}
-
-fn json_list(items: &[impl serde::Serialize]) -> String {
-    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// The claim's candidates when limits are in force: the same three index

@@ -12,7 +12,7 @@ use crate::state::{
     decide_release,
 };
 use crate::store::sqlite::SqliteStore;
-use crate::store::sqlite::convert::{DbContext, uuid_text};
+use crate::store::sqlite::convert::{DbContext, json_list, uuid_text};
 use crate::store::sqlite::deferred::defer;
 use crate::store::sqlite::sources::{PendingIndex, replace_sources};
 use crate::store::{ClaimToken, Completion, QueuePolicy, Report, Transition, TransitionKind};
@@ -137,7 +137,7 @@ pub(super) fn succeed_batch(
             )
         })
         .collect();
-    let batch = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned());
+    let batch = json_list(&rows);
     let done: Vec<String> = {
         let mut stmt = tx
             .prepare_cached(&format!(
