@@ -379,7 +379,7 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     progress("drop-folder ingest");
     let home = bench_home(&dir.join("ingest"), sync)?;
     let mut store = home.store()?;
-    let tenant = home.default_tenant(&store)?;
+    let tenant = home.default_tenant(&mut store)?;
     let old = SystemTime::now() - Duration::from_secs(3600);
     for i in 0..opts.drop_files {
         let p = home.inbox().join(format!("b{i:05}.json"));
@@ -515,7 +515,7 @@ fn scaling_figures(dir: &Path, sync: Synchronous, n: usize) -> Result<ScalingFig
 pub fn search_home(root: &Path, sync: Synchronous, n: usize) -> Result<()> {
     let home = bench_home(root, sync)?;
     let mut store = home.store()?;
-    let tenant = home.default_tenant(&store)?;
+    let tenant = home.default_tenant(&mut store)?;
     let runs = n.div_ceil(10);
     let mut done = 0;
     while done < runs {
@@ -690,7 +690,7 @@ fn submit_figures(dir: &Path, sync: Synchronous, n: usize) -> Result<SubmitFigur
     let read_hash_per_s = per_s(n, start.elapsed());
     let home = bench_home(&dir.join("submit"), sync)?;
     let mut store = home.store()?;
-    let tenant = home.default_tenant(&store)?;
+    let tenant = home.default_tenant(&mut store)?;
     let start = Instant::now();
     let results = accept_many(
         &mut store,
@@ -751,7 +751,7 @@ fn footprint_figures(
 /// them (`process_bundle`): jobs that succeeded, and the time taken.
 fn submit_and_process(home: &Home, paths: &[PathBuf], workers: usize) -> Result<(u64, Duration)> {
     let mut store = home.store()?;
-    let tenant = home.default_tenant(&store)?;
+    let tenant = home.default_tenant(&mut store)?;
     accept_many(
         &mut store,
         home,

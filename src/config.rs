@@ -74,6 +74,10 @@ pub struct DatabaseConfig {
     /// Where the database is: a SQLite file, relative to the home
     /// [default: bundleq.db] (see [`crate::store::Location::parse`]).
     pub path: Option<String>,
+    /// A PostgreSQL database instead (a `postgres://` URL or a
+    /// `host=… dbname=…` connection string), shared by the homes of every
+    /// host working one queue (see [`crate::store::Location::server`]).
+    pub url: Option<String>,
     /// `full` (default) or `normal`.
     pub synchronous: Synchronous,
     /// How long a write waits for another process before giving up.
@@ -85,6 +89,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             path: None,
+            url: None,
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(60),
         }
@@ -249,6 +254,9 @@ pub const DEFAULT_CONFIG: &str = r#"# bundleq configuration. Every key is option
 # [database]
 # The database file, relative to the home.
 # path = "bundleq.db"
+# Or a PostgreSQL database shared by the homes of several hosts (one queue);
+# the environment variable BUNDLEQ_DATABASE_URL overrides it.
+# url = "postgres://bundleq@db.lab.example/bundleq"
 # "full": every commit is fsynced, an acknowledged write survives power loss.
 # "normal": faster; survives a crash of bundleq, but a power loss or OS crash
 # may undo the last commits.
@@ -425,6 +433,14 @@ impl Config {
             && let Err(message) = crate::store::Location::parse(p, Path::new("/"))
         {
             return bad(&format!("database.path: {message}"));
+        }
+        if let Some(u) = &self.database.url {
+            if self.database.path.is_some() {
+                return bad("database: give `path` (SQLite) or `url` (PostgreSQL), not both");
+            }
+            if let Err(message) = crate::store::Location::server(u) {
+                return bad(&format!("database.url: {message}"));
+            }
         }
         let q = &self.queue;
         if q.max_attempts == 0 {
@@ -679,6 +695,7 @@ impl Config {
                 max_attempts: self.queue.max_attempts,
                 types,
             },
+            caller_clock: false,
         }
     }
 }

@@ -32,6 +32,36 @@ const DEFAULT_TENANT_KEY: &str = "default_tenant";
 pub struct Home {
     root: PathBuf,
     config: Config,
+    location: Location,
+}
+
+/// The environment variable naming a PostgreSQL database; it overrides
+/// `[database]` of `bundleq.toml`.
+pub const DATABASE_URL_ENV: &str = "BUNDLEQ_DATABASE_URL";
+
+/// Where a home's database is: `BUNDLEQ_DATABASE_URL`, else `[database]
+/// url`, else `[database] path` (relative to the home), else
+/// `<home>/bundleq.db`.
+fn location_of(root: &Path, config: &Config) -> Result<Location> {
+    if let Ok(url) = std::env::var(DATABASE_URL_ENV)
+        && !url.trim().is_empty()
+    {
+        return Location::server(&url).map_err(|message| Error::InvalidArgument {
+            what: "BUNDLEQ_DATABASE_URL",
+            message,
+        });
+    }
+    if let Some(url) = &config.database.url {
+        return Location::server(url).map_err(|message| Error::Config {
+            path: root.join(CONFIG_FILE),
+            message: format!("database.url: {message}"),
+        });
+    }
+    let text = config.database.path.as_deref().unwrap_or(DB_FILE);
+    Location::parse(text, root).map_err(|message| Error::Config {
+        path: root.join(CONFIG_FILE),
+        message: format!("database.path: {message}"),
+    })
 }
 
 /// What `init` found or made.
@@ -50,6 +80,20 @@ impl Home {
     /// default configuration, the database 0600 with its schema and a
     /// default tenant. Running it on an existing home changes nothing.
     pub fn init(root: &Path) -> Result<(Home, InitReport)> {
+        Home::init_with(root, None)
+    }
+
+    /// [`Home::init`] with the home's database on a PostgreSQL server
+    /// (`database`, a URL or connection string), written into the new
+    /// `bundleq.toml` as `[database] url`. An existing configuration naming
+    /// another database is refused.
+    pub fn init_with(root: &Path, database: Option<&str>) -> Result<(Home, InitReport)> {
+        if let Some(url) = database {
+            Location::server(url).map_err(|message| Error::InvalidArgument {
+                what: "--database",
+                message,
+            })?;
+        }
         let mut builder = DirBuilder::new();
         builder.recursive(true).mode(0o700);
         builder.create(root).io("create home folder", root)?;
@@ -60,25 +104,53 @@ impl Home {
             private(&p)?;
         }
         let cfg = root.join(CONFIG_FILE);
+        let text = match database {
+            Some(url) => DEFAULT_CONFIG.replacen(
+                "# [database]\n",
+                &format!(
+                    "[database]\nurl = {}\n",
+                    toml::Value::String(url.trim().to_owned())
+                ),
+                1,
+            ),
+            None => DEFAULT_CONFIG.to_owned(),
+        };
+        let mut written = false;
         match fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&cfg)
         {
-            Ok(mut f) => f.write_all(DEFAULT_CONFIG.as_bytes()).io("write", &cfg)?,
+            Ok(mut f) => {
+                f.write_all(text.as_bytes()).io("write", &cfg)?;
+                written = true;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e).io("write", &cfg),
         }
         let config = Config::load(&cfg)?;
+        if let Some(url) = database
+            && config.database.url.as_deref().map(str::trim) != Some(url.trim())
+        {
+            return Err(Error::Config {
+                path: cfg,
+                message: "this home's configuration names another database; edit `[database]` in it instead of passing --database".to_owned(),
+            });
+        }
+        let location = location_of(root, &config)?;
         let home = Home {
             root: root.to_owned(),
             config,
+            location,
         };
-        let created = !home.location().exists().unwrap_or(true);
+        // A server's database exists before the home: a home is new when
+        // its configuration is.
+        let created =
+            !home.location().exists().unwrap_or(true) || (home.location().is_server() && written);
         let mut store = Store::create(&home.location(), home.config.store_options())?;
         store.meta_init(DEFAULT_TENANT_KEY, &Uuid::now_v7().to_string())?;
-        let default_tenant = home.default_tenant(&store)?;
+        let default_tenant = home.default_tenant(&mut store)?;
         store.ensure_tenant(default_tenant, "default", crate::Timestamp::now())?;
         Ok((
             home,
@@ -94,9 +166,11 @@ impl Home {
     /// and one this user may not look into says "permission denied".
     pub fn open(root: &Path) -> Result<Home> {
         let config = Config::load(&root.join(CONFIG_FILE))?;
+        let location = location_of(root, &config)?;
         let home = Home {
             root: root.to_owned(),
             config,
+            location,
         };
         match home.location().exists() {
             Ok(true) => Ok(home),
@@ -120,17 +194,13 @@ impl Home {
         Store::open_read_only(&self.location(), self.config.store_options())
     }
 
-    /// Where the home's database is: `[database] path` (relative to the
-    /// home), else `<home>/bundleq.db`.
+    /// Where the home's database is (see `BUNDLEQ_DATABASE_URL`).
     pub fn location(&self) -> Location {
-        let text = self.config.database.path.as_deref().unwrap_or(DB_FILE);
-        // `Config::check` refused a location that does not parse.
-        Location::parse(text, &self.root)
-            .unwrap_or_else(|_| Location::Sqlite(self.root.join(DB_FILE)))
+        self.location.clone()
     }
 
     /// The home's default tenant.
-    pub fn default_tenant(&self, store: &Store) -> Result<Uuid> {
+    pub fn default_tenant(&self, store: &mut Store) -> Result<Uuid> {
         store
             .meta_uuid(DEFAULT_TENANT_KEY)?
             .ok_or_else(|| Error::InvalidArgument {
@@ -150,6 +220,9 @@ impl Home {
 
     /// Replaces the configuration (command-line overrides).
     pub fn set_config(&mut self, config: Config) {
+        if let Ok(location) = location_of(&self.root, &config) {
+            self.location = location;
+        }
         self.config = config;
     }
 

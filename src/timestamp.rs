@@ -39,6 +39,11 @@ impl Timestamp {
         Self(t)
     }
 
+    /// The date-time itself (UTC).
+    pub fn as_offset(self) -> OffsetDateTime {
+        self.0
+    }
+
     /// A file time (or any `SystemTime`), truncated to microseconds.
     pub fn from_system(t: std::time::SystemTime) -> Self {
         Self::from_offset(OffsetDateTime::from(t))

@@ -346,7 +346,7 @@ fn what_a_refused_folder_staged_is_gone_before_the_next_bundles_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let (home, _) = bundleq::Home::init(&dir.path().join("home")).unwrap();
     let mut store = home.store().unwrap();
-    let tenant = home.default_tenant(&store).unwrap();
+    let tenant = home.default_tenant(&mut store).unwrap();
     // A folder whose file is read (and staged) but does not match its
     // digest, then plenty of plain bundles behind it.
     let bad = common::file_bundle(dir.path(), "bad", 200 * 1024);

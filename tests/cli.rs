@@ -40,7 +40,7 @@ fn init() -> (tempfile::TempDir, Bin) {
 fn seed_job(bin: &Bin) -> (Uuid, Uuid) {
     let home = Home::open(&bin.home).unwrap();
     let mut store = home.store().unwrap();
-    let tenant = home.default_tenant(&store).unwrap();
+    let tenant = home.default_tenant(&mut store).unwrap();
     let run_id = Uuid::now_v7();
     let now = Timestamp::now();
     let inserted = store
@@ -94,7 +94,7 @@ fn init_then_db_current_prints_the_head_and_the_seed_columns_exist() {
     assert_eq!(bin.ok(&["db", "current"]).trim(), format!("{head} (head)"));
     let v = bin.json(&["db", "current"]);
     assert_eq!(v["head"], true);
-    let store = Home::open(&bin.home).unwrap().store().unwrap();
+    let mut store = Home::open(&bin.home).unwrap().store().unwrap();
     // The reference design's columns, in its order, then the claim the
     // engine keeps on the row (it fences reports).
     let columns = store.table_columns("research_jobs").unwrap();

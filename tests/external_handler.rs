@@ -29,7 +29,7 @@ fn threads_back_to(count: usize, what: &str) {
 /// Records a run whose stored bundle is `bundle_json` and claims its job.
 fn claimed_job(home: &Home, bundle_json: &str) -> bundleq::store::Job {
     let mut store = home.store().unwrap();
-    let tenant = home.default_tenant(&store).unwrap();
+    let tenant = home.default_tenant(&mut store).unwrap();
     let run_id = Uuid::now_v7();
     let inserted = store
         .insert_runs(
@@ -110,7 +110,7 @@ fn the_handler_leaves_no_thread_and_no_process_behind_and_never_sends_a_null_bun
     // A pool of four workers: every one of its threads is gone when
     // `run_pool` returns.
     let mut store = home.store().unwrap();
-    let tenant = home.default_tenant(&store).unwrap();
+    let tenant = home.default_tenant(&mut store).unwrap();
     for _ in 0..8 {
         store
             .enqueue(&common::job(tenant), Timestamp::now())

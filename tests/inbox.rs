@@ -324,7 +324,7 @@ fn ingest_takes_over_the_claims_of_a_dead_process_and_finishes_them_once() {
     let inbox = bin.home.join("inbox");
     let home = bundleq::Home::open(&bin.home).unwrap();
     let mut store = home.store().unwrap();
-    let tenant = home.default_tenant(&store).unwrap();
+    let tenant = home.default_tenant(&mut store).unwrap();
     // A process that died: its presence lock is free, and it had claimed
     // two entries; the first one's run was committed before it died.
     let dead = "deadhost:4242:0badf00d";
@@ -435,7 +435,7 @@ fn an_entry_is_taken_once_unchanged_for_the_settle_time_by_the_injected_clock() 
     let dir = tempfile::tempdir().unwrap();
     let (home, _) = bundleq::Home::init(&dir.path().join("home")).unwrap();
     let mut store = home.store().unwrap();
-    let tenant = home.default_tenant(&store).unwrap();
+    let tenant = home.default_tenant(&mut store).unwrap();
     let presence = bundleq::presence::Presence::register(&home.run_dir()).unwrap();
     let config = bundleq::inbox::InboxConfig {
         settle: Duration::from_secs(60),

@@ -409,7 +409,7 @@ fn a_scheduled_run_is_not_claimed_before_its_time() {
     let root = dir.path().join("home");
     let (home, _) = Home::init(&root).unwrap();
     let mut store = home.store().unwrap();
-    let tenant = home.default_tenant(&store).unwrap();
+    let tenant = home.default_tenant(&mut store).unwrap();
     let bundle = dir.path().join("b.json");
     fs::write(&bundle, bundle_text("process_bundle", 1)).unwrap();
     let t0 = common::t0();

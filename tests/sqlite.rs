@@ -65,7 +65,7 @@ fn check_constraints_mirror_the_state_machine() {
 
 #[test]
 fn the_claim_is_an_index_search_not_a_table_scan() {
-    let (_dir, store) = temp_store(secs(60));
+    let (_dir, mut store) = temp_store(secs(60));
     let plan = store.explain_claim().unwrap();
     assert!(
         plan.iter().any(|l| l.contains("research_jobs_ready")),

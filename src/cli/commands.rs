@@ -53,8 +53,8 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
         _ => {}
     }
     let home_dir = home_dir(cli)?;
-    if let Command::Init { inbox } = &cli.command {
-        return init(json, &home_dir, inbox.as_deref());
+    if let Command::Init { inbox, database } = &cli.command {
+        return init(json, &home_dir, inbox.as_deref(), database.as_deref());
     }
     if let Command::Validate(args) = &cli.command {
         // Inside a home, its limits and tenant apply; elsewhere the defaults.
@@ -108,7 +108,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
             json,
             cli.global.quiet,
         ),
-        Command::Db(DbCommand::Current) => show::db_current(json, &store),
+        Command::Db(DbCommand::Current) => show::db_current(json, &mut store),
         Command::Db(DbCommand::Migrate) => {
             let v = store.migrate_to_head()?;
             if json {
@@ -264,9 +264,9 @@ fn home_dir(cli: &Cli) -> Result<PathBuf> {
         })
 }
 
-fn init(json: bool, dir: &Path, inbox: Option<&Path>) -> Result<u8> {
-    let (home, report) = Home::init(dir)?;
-    let store = home.store()?;
+fn init(json: bool, dir: &Path, inbox: Option<&Path>, database: Option<&str>) -> Result<u8> {
+    let (home, report) = Home::init_with(dir, database)?;
+    let mut store = home.store()?;
     let version = store.current_version()?;
     let adopted = inbox.map(|d| inbox::adopt_inbox(&home, d)).transpose()?;
     if json {
@@ -275,6 +275,7 @@ fn init(json: bool, dir: &Path, inbox: Option<&Path>) -> Result<u8> {
             "created": report.created,
             "default_tenant": report.default_tenant,
             "schema": version,
+            "database": home.location().to_string(),
             "inbox": adopted,
         }));
     } else {
@@ -285,6 +286,9 @@ fn init(json: bool, dir: &Path, inbox: Option<&Path>) -> Result<u8> {
         };
         output::line(format!("{verb} home {}", report.home.display()));
         output::line(format!("default tenant {}", report.default_tenant));
+        if home.location().is_server() {
+            output::line(format!("database {}", home.location()));
+        }
         if let Some(d) = adopted {
             output::line(format!(
                 "inbox {} adopted: use `--inbox {}` with serve and ingest, or set `path` in [inbox] of bundleq.toml",
@@ -299,7 +303,7 @@ fn init(json: bool, dir: &Path, inbox: Option<&Path>) -> Result<u8> {
 fn db_check(json: bool, home: &Home) -> Result<u8> {
     let path = home.location();
     let problems = match Store::open_unchecked(&path, home.config().store_options()) {
-        Ok(store) => store.integrity_check()?,
+        Ok(mut store) => store.integrity_check()?,
         Err(e @ Error::Corrupt { .. }) => vec![e.to_string()],
         Err(e) => return Err(e),
     };

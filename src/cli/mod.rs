@@ -100,8 +100,17 @@ pub enum Command {
     /// made private.
     #[command(after_help = "Examples:
   bundleq --home ~/lab init
-  bundleq init --inbox /data/instrument-drops   # also adopt a drop folder")]
+  bundleq init --inbox /data/instrument-drops   # also adopt a drop folder
+  bundleq --home ~/lab init --database postgres://bundleq@db.lab.example/bundleq
+                                # one queue for several hosts (PostgreSQL)")]
     Init {
+        /// Keep the queue in this PostgreSQL database instead of a SQLite
+        /// file in the home: a `postgres://user@host/db` URL or a
+        /// `host=/run/postgresql dbname=bundleq` connection string, written
+        /// to bundleq.toml as `[database] url`. The homes of every host
+        /// working one queue name the same database.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
         /// Also make DIR an inbox of this home: create it (0700) if missing
         /// and mark it with a .bundleq-inbox file. Everything already in DIR
         /// will be ingested and moved to accepted/ or rejected/.

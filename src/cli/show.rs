@@ -681,7 +681,7 @@ pub fn tenants(json: bool, view: &View, store: &mut Store) -> Result<u8> {
 }
 
 /// `bundleq db current`.
-pub fn db_current(json: bool, store: &Store) -> Result<u8> {
+pub fn db_current(json: bool, store: &mut Store) -> Result<u8> {
     let v = store.current_version()?;
     if json {
         output::json(&v);

@@ -26,6 +26,7 @@
 
 mod compact;
 mod model;
+mod postgres;
 mod readers;
 pub mod search;
 mod sqlite;
@@ -54,16 +55,19 @@ use crate::timestamp::Timestamp;
 pub enum Location {
     /// A SQLite file (normally `<home>/bundleq.db`).
     Sqlite(PathBuf),
+    /// A PostgreSQL database (`[database] url`, `BUNDLEQ_DATABASE_URL`).
+    Postgres(PgLocation),
 }
 
+pub use postgres::PgLocation;
+
 impl Location {
-    /// A location as configured: a path (relative to `base`). Later also a
-    /// URL naming a database server.
+    /// A location as configured: a path (relative to `base`) for SQLite.
     pub fn parse(text: &str, base: &Path) -> std::result::Result<Location, String> {
         let text = text.trim();
         if text.contains("://") {
             return Err(format!(
-                "{text:?}: only SQLite databases (a file path) are supported by this build"
+                "{text:?} is a URL: give a PostgreSQL database as `url`, not `path`"
             ));
         }
         if text.is_empty() {
@@ -77,11 +81,31 @@ impl Location {
         }))
     }
 
+    /// A database server's location: a `postgres://` or `postgresql://`
+    /// URL, or PostgreSQL's `key=value` connection string.
+    pub fn server(text: &str) -> std::result::Result<Location, String> {
+        let text = text.trim();
+        let is_url = text.starts_with("postgres://") || text.starts_with("postgresql://");
+        let is_keywords = !text.contains("://") && text.contains('=');
+        if !is_url && !is_keywords {
+            return Err(format!(
+                "{text:?} is not a PostgreSQL connection string (postgres://user@host/db, or host=/run/postgresql dbname=bundleq)"
+            ));
+        }
+        PgLocation::parse(text).map(Location::Postgres)
+    }
+
     /// The database file, for a file-based backend.
     pub fn file(&self) -> Option<&Path> {
         match self {
             Location::Sqlite(p) => Some(p),
+            Location::Postgres(_) => None,
         }
+    }
+
+    /// True for a database server that several hosts may share.
+    pub fn is_server(&self) -> bool {
+        matches!(self, Location::Postgres(_))
     }
 
     /// True when the database exists (a home without one is not a home).
@@ -92,6 +116,9 @@ impl Location {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
                 Err(e) => Err(e),
             },
+            // A server's database is there once a home was made on it; the
+            // connection says otherwise when it is opened.
+            Location::Postgres(_) => Ok(true),
         }
     }
 }
@@ -100,6 +127,7 @@ impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres(p) => write!(f, "{}", p.shown()),
         }
     }
 }
@@ -111,8 +139,13 @@ pub struct ChangeToken(u64);
 
 /// The database a store talks to.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a store is made once per connection and moved rarely; boxing one side only moves the difference"
+)]
 enum Backend {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
 }
 
 /// A connection to a bundleq database and the queue policy it applies.
@@ -127,6 +160,7 @@ macro_rules! on_backend {
     ($self:expr, $b:ident => $call:expr) => {
         match &mut $self.backend {
             Backend::Sqlite($b) => $call,
+            Backend::Postgres($b) => $call,
         }
     };
 }
@@ -136,6 +170,7 @@ macro_rules! on_backend_ref {
     ($self:expr, $b:ident => $call:expr) => {
         match &$self.backend {
             Backend::Sqlite($b) => $call,
+            Backend::Postgres($b) => $call,
         }
     };
 }
@@ -156,6 +191,10 @@ impl Store {
                 location,
                 Backend::Sqlite(sqlite::SqliteStore::create(p, options)?),
             )),
+            Location::Postgres(p) => Ok(Store::of(
+                location,
+                Backend::Postgres(postgres::PgStore::create(p, options)?),
+            )),
         }
     }
 
@@ -167,6 +206,10 @@ impl Store {
                 location,
                 Backend::Sqlite(sqlite::SqliteStore::open(p, options)?),
             )),
+            Location::Postgres(p) => Ok(Store::of(
+                location,
+                Backend::Postgres(postgres::PgStore::open(p, options)?),
+            )),
         }
     }
 
@@ -176,6 +219,10 @@ impl Store {
             Location::Sqlite(p) => Ok(Store::of(
                 location,
                 Backend::Sqlite(sqlite::SqliteStore::open_read_only(p, options)?),
+            )),
+            Location::Postgres(p) => Ok(Store::of(
+                location,
+                Backend::Postgres(postgres::PgStore::open_read_only(p, options)?),
             )),
         }
     }
@@ -188,6 +235,10 @@ impl Store {
                 location,
                 Backend::Sqlite(sqlite::SqliteStore::open_unchecked(p, options)?),
             )),
+            Location::Postgres(p) => Ok(Store::of(
+                location,
+                Backend::Postgres(postgres::PgStore::open_unchecked(p, options)?),
+            )),
         }
     }
 
@@ -198,8 +249,44 @@ impl Store {
             &self.location,
             match &self.backend {
                 Backend::Sqlite(b) => Backend::Sqlite(b.reopen()?),
+                Backend::Postgres(b) => Backend::Postgres(b.reopen()?),
             },
         ))
+    }
+
+    /// Stores an object's bytes in the database in a transaction of its
+    /// own, before the run naming it is recorded (a database server keeps
+    /// every object, so that every host reads them).
+    pub fn put_object(&mut self, sha256: &Sha256Hex, bytes: &[u8]) -> Result<()> {
+        match &mut self.backend {
+            Backend::Sqlite(_) => Err(crate::Error::InvalidArgument {
+                what: "object",
+                message: "a SQLite home keeps big objects as files under objects/".to_owned(),
+            }),
+            Backend::Postgres(b) => b.put_object(sha256, bytes),
+        }
+    }
+
+    /// True when the database keeps every object, whatever its size (a
+    /// server shared by several hosts); false when big ones are files.
+    pub fn keeps_all_objects(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// True when [`Store::wait_for_change`] can wait for other processes'
+    /// writes (PostgreSQL's `LISTEN`); SQLite has only polling.
+    pub fn can_wait_for_change(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Waits up to `timeout` for another connection to enqueue, retry,
+    /// release or resume something; true when it did. Without a way to wait
+    /// (SQLite) it returns false at once.
+    pub fn wait_for_change(&mut self, timeout: std::time::Duration) -> Result<bool> {
+        match &mut self.backend {
+            Backend::Sqlite(_) => Ok(false),
+            Backend::Postgres(b) => b.wait_for_change(timeout),
+        }
     }
 
     /// A pool of up to `cap` read connections for other threads.
@@ -265,35 +352,41 @@ impl Store {
     }
 
     /// The applied migration head, like `alembic current`.
-    pub fn current_version(&self) -> Result<Option<SchemaVersion>> {
-        on_backend_ref!(self, b => b.current_version())
+    pub fn current_version(&mut self) -> Result<Option<SchemaVersion>> {
+        on_backend!(self, b => b.current_version())
     }
 
     /// The database's own consistency check: `["ok"]`, or what is wrong.
-    pub fn integrity_check(&self) -> Result<Vec<String>> {
-        on_backend_ref!(self, b => b.integrity_check())
+    pub fn integrity_check(&mut self) -> Result<Vec<String>> {
+        on_backend!(self, b => b.integrity_check())
     }
 
     /// The query plan of the claim, one line per step (for tests that the
     /// claim is an index search).
-    pub fn explain_claim(&self) -> Result<Vec<String>> {
-        on_backend_ref!(self, b => b.explain_claim())
+    pub fn explain_claim(&mut self) -> Result<Vec<String>> {
+        on_backend!(self, b => b.explain_claim())
     }
 
     /// The column names of a table, in order (for schema tests).
-    pub fn table_columns(&self, table: &str) -> Result<Vec<String>> {
-        on_backend_ref!(self, b => b.table_columns(table))
+    pub fn table_columns(&mut self, table: &str) -> Result<Vec<String>> {
+        on_backend!(self, b => b.table_columns(table))
+    }
+
+    /// Each column of a table: name, declared type, nullable (for schema
+    /// tests).
+    pub fn column_types(&mut self, table: &str) -> Result<Vec<(String, String, bool)>> {
+        on_backend!(self, b => b.column_types(table))
     }
 
     /// A value from the home's metadata.
-    pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        on_backend_ref!(self, b => b.meta(key))
+    pub fn meta(&mut self, key: &str) -> Result<Option<String>> {
+        on_backend!(self, b => b.meta(key))
     }
 
     /// A metadata value that is a UUID (one that does not parse is
     /// [`crate::Error::Corrupt`]).
-    pub fn meta_uuid(&self, key: &str) -> Result<Option<Uuid>> {
-        on_backend_ref!(self, b => b.meta_uuid(key))
+    pub fn meta_uuid(&mut self, key: &str) -> Result<Option<Uuid>> {
+        on_backend!(self, b => b.meta_uuid(key))
     }
 
     /// Sets a metadata value unless it is set; returns the value in force.
@@ -612,5 +705,6 @@ pub fn run_baseline(
 ) -> Result<BaselineFigures> {
     match location {
         Location::Sqlite(p) => sqlite::run_baseline(p, synchronous, n, samples),
+        Location::Postgres(_) => postgres::run_baseline(),
     }
 }

@@ -569,6 +569,12 @@ pub struct StoreOptions {
     pub busy_deadline: Duration,
     /// The state machine's parameters.
     pub policy: QueuePolicy,
+    /// A database server (PostgreSQL) decides claims, locks and retries by
+    /// its own clock, so that hosts whose clocks disagree cannot steal or
+    /// strand each other's jobs. True makes it use the `now` its caller
+    /// passes instead (tests that drive time by hand). SQLite, on one
+    /// machine, always uses the caller's.
+    pub caller_clock: bool,
 }
 
 impl Default for StoreOptions {
@@ -577,6 +583,7 @@ impl Default for StoreOptions {
             synchronous: Synchronous::Full,
             busy_deadline: Duration::from_secs(60),
             policy: QueuePolicy::default(),
+            caller_clock: false,
         }
     }
 }

@@ -20,19 +20,69 @@ use uuid::Uuid;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server the tests use: `BUNDLEQ_TEST_PG`, a connection
+/// string for a database the tests may create schemas in (`.ci/run` starts
+/// a throwaway server and sets it). Without it the PostgreSQL tests skip
+/// with a printed reason, except under `CI=true`, where they fail.
+#[expect(clippy::print_stderr, reason = "a skipped test says why")]
+pub fn test_pg() -> Option<String> {
+    match std::env::var("BUNDLEQ_TEST_PG") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but BUNDLEQ_TEST_PG is not set: the PostgreSQL tests must run (.ci/run starts a server)"
+            );
+            eprintln!(
+                "skipped: BUNDLEQ_TEST_PG is not set, so this PostgreSQL test did not run (.ci/run starts a server and sets it)"
+            );
+            None
+        }
+    }
+}
+
+/// A new, empty schema on the test server; the connection string that
+/// works in it.
+pub fn pg_schema() -> String {
+    let base = test_pg().expect("BUNDLEQ_TEST_PG");
+    let schema = format!("t_{}", Uuid::now_v7().simple());
+    let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .unwrap();
+    format!("{base} options='-c search_path={schema}'")
 }
 
 impl Backend {
-    /// A location for a new, empty database whose lifetime is `dir`'s.
-    pub fn fresh_location(self, dir: &Path) -> Location {
+    /// The backends this machine can run: SQLite, and PostgreSQL when a
+    /// test server is configured.
+    pub fn available(self) -> bool {
         match self {
-            Backend::Sqlite => Location::Sqlite(dir.join("bundleq.db")),
+            Backend::Sqlite => true,
+            Backend::Postgres => test_pg().is_some(),
         }
     }
 
-    /// A new store with `options` (dropped with the returned dir).
+    /// A location for a new, empty database whose lifetime is `dir`'s (on
+    /// PostgreSQL: a new schema).
+    pub fn fresh_location(self, dir: &Path) -> Location {
+        match self {
+            Backend::Sqlite => Location::Sqlite(dir.join("bundleq.db")),
+            Backend::Postgres => Location::server(&pg_schema()).unwrap(),
+        }
+    }
+
+    /// A new store with `options` (dropped with the returned dir). Stores
+    /// made here take their time from the test (`caller_clock`).
     pub fn store_with(self, options: StoreOptions) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            caller_clock: true,
+            ..options
+        };
         let store = Store::create(&self.fresh_location(dir.path()), options).unwrap();
         (dir, store)
     }
@@ -61,10 +111,75 @@ impl Backend {
         let bin = Bin::new(&dir.join("home"));
         match self {
             // SQLite is the default: the database is a file in the home.
-            Backend::Sqlite => bin.ok(&["init"]),
+            Backend::Sqlite => {
+                bin.ok(&["init"]);
+                fs::write(bin.home.join("bundleq.toml"), config).unwrap();
+            }
+            Backend::Postgres => {
+                let url = pg_schema();
+                bin.ok(&["init", "--database", &url]);
+                fs::write(
+                    bin.home.join("bundleq.toml"),
+                    with_database_url(config, &url),
+                )
+                .unwrap();
+            }
         };
-        fs::write(bin.home.join("bundleq.toml"), config).unwrap();
         bin
+    }
+
+    /// A second home on the same database as `first` (another host
+    /// working the same queue; on SQLite, the same file).
+    pub fn init_beside(self, dir: &Path, first: &Bin, config: &str) -> Bin {
+        let bin = Bin::new(&dir.join("home"));
+        let location = Home::open(&first.home).unwrap().location();
+        match location {
+            Location::Sqlite(p) => {
+                bin.ok(&["init"]);
+                let line = format!("path = {:?}", p.display().to_string());
+                fs::write(
+                    bin.home.join("bundleq.toml"),
+                    with_database_line(config, &line),
+                )
+                .unwrap();
+            }
+            Location::Postgres(_) => {
+                let url = database_url_of(&first.home);
+                bin.ok(&["init", "--database", &url]);
+                fs::write(
+                    bin.home.join("bundleq.toml"),
+                    with_database_url(config, &url),
+                )
+                .unwrap();
+            }
+        }
+        bin
+    }
+}
+
+/// The `[database] url` of a home's configuration.
+pub fn database_url_of(home: &Path) -> String {
+    let text = fs::read_to_string(home.join("bundleq.toml")).unwrap();
+    let value: toml::Value = toml::from_str(&text).unwrap();
+    value["database"]["url"].as_str().unwrap().to_owned()
+}
+
+/// `config` with `url` as its `[database] url`.
+pub fn with_database_url(config: &str, url: &str) -> String {
+    with_database_line(
+        config,
+        &format!("url = {}", toml::Value::String(url.to_owned())),
+    )
+}
+
+/// `config` with `line` in its `[database]` table.
+fn with_database_line(config: &str, line: &str) -> String {
+    match config.find("[database]\n") {
+        Some(at) => {
+            let end = at + "[database]\n".len();
+            format!("{}{line}\n{}", &config[..end], &config[end..])
+        }
+        None => format!("{config}\n[database]\n{line}\n"),
     }
 }
 
@@ -76,6 +191,13 @@ macro_rules! for_each_backend {
     ($($(#[$attr:meta])* $name:ident),* $(,)?) => {
         mod sqlite {
             $(#[test] $(#[$attr])* fn $name() { super::$name($crate::common::Backend::Sqlite) })*
+        }
+        mod postgres {
+            $(#[test] $(#[$attr])* fn $name() {
+                if $crate::common::Backend::Postgres.available() {
+                    super::$name($crate::common::Backend::Postgres)
+                }
+            })*
         }
     };
 }
@@ -367,7 +489,7 @@ impl Bin {
     /// The home's default tenant.
     pub fn tenant(&self) -> Uuid {
         let home = Home::open(&self.home).unwrap();
-        home.default_tenant(&home.store().unwrap()).unwrap()
+        home.default_tenant(&mut home.store().unwrap()).unwrap()
     }
 
     /// Jobs in the home, of every tenant.

@@ -665,6 +665,19 @@ impl SqliteStore {
         }
     }
 
+    /// Each column of a table: name, declared type, nullable.
+    pub fn column_types(&self, table: &str) -> Result<Vec<(String, String, bool)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, type, \"notnull\" = 0 FROM pragma_table_info(?1) ORDER BY cid")
+            .db("read table columns")?;
+        let rows = stmt
+            .query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .db("read table columns")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .db("read table columns")
+    }
+
     /// The column names of a table, in order (for schema tests).
     pub fn table_columns(&self, table: &str) -> Result<Vec<String>> {
         let mut stmt = self
