@@ -287,7 +287,7 @@ pub fn accept_stream(
     options: &AcceptOptions,
     on_batch: &mut dyn FnMut(Vec<Result<AcceptReport>>) -> bool,
 ) -> Result<usize> {
-    let objects = Objects::new(home.objects());
+    let objects = home.object_store();
     let limits = home.config().limits.clone();
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)

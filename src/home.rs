@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::error::{Error, IoContext, Result};
+use crate::objects::Objects;
 use crate::store::{Location, Store};
 
 /// Database file name inside a home.
@@ -249,6 +250,20 @@ impl Home {
     /// `objects/`: source bytes, content-addressed.
     pub fn objects(&self) -> PathBuf {
         self.root.join("objects")
+    }
+
+    /// Where this home's source bytes are kept: small ones in the database
+    /// and big ones under `objects/` on SQLite; all in the database on a
+    /// server that several hosts share.
+    pub fn object_store(&self) -> Objects {
+        if self.location.is_server() {
+            Objects::in_database_only(
+                self.objects(),
+                crate::store::Readers::at(&self.location, &self.config.store_options(), 4),
+            )
+        } else {
+            Objects::new(self.objects())
+        }
     }
 
     /// `claims/`: inbox entries taken by a process and not yet archived,

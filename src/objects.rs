@@ -5,6 +5,11 @@
 //! the bytes whose sha256 is `abcdef…`. Reads look in the database first,
 //! then for a file (objects of earlier releases are all files).
 //!
+//! On a database server shared by several hosts (PostgreSQL) every object
+//! lives in the database, whatever its size, so that a job accepted on one
+//! host can be processed on another: [`Objects::in_database_only`] makes
+//! `put` and `commit_staged` store into it (streamed, hashed as they go).
+//!
 //! Invariants: an object file is complete and fsynced before it gets its
 //! final name (write to a temp file, fsync, rename, fsync the folder), so a
 //! name always means its bytes; objects are never modified, and writing one
@@ -17,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::Sha256Hex;
 use crate::error::{Error, IoContext, Result};
-use crate::store::Store;
+use crate::store::{Readers, Store};
 
 /// Objects of at most this many bytes are kept in the database: SQLite
 /// reads and writes blobs this small faster than the filesystem, a batch of
@@ -43,12 +48,20 @@ pub enum Body {
 #[derive(Clone, Debug)]
 pub struct Objects {
     root: PathBuf,
+    /// Connections to a database that keeps every object (no files).
+    db: Option<Readers>,
 }
 
 impl Objects {
     /// Objects kept under `root` (created on first write).
     pub fn new(root: PathBuf) -> Objects {
-        Objects { root }
+        Objects { root, db: None }
+    }
+
+    /// Objects that all live in the database `db` reaches (`root` still
+    /// holds staging folders, and is read for objects of earlier homes).
+    pub fn in_database_only(root: PathBuf, db: Readers) -> Objects {
+        Objects { root, db: Some(db) }
     }
 
     /// Where the object with this digest lives.
@@ -68,8 +81,15 @@ impl Objects {
             .io("create a staging folder in", &tmp)
     }
 
-    /// Moves a staged file (whose bytes hash to `sha`) to its final name.
+    /// Moves a staged file (whose bytes hash to `sha`) to its final name
+    /// (or into the database, which then checks the hash as it reads).
     pub fn commit_staged(&self, staged: &Path, sha: &Sha256Hex) -> Result<PathBuf> {
+        if let Some(db) = &self.db {
+            let mut file = File::open(staged).io("read staged file", staged)?;
+            db.with(|store| store.put_object(sha, &mut file))?;
+            fs::remove_file(staged).io("remove staged file", staged)?;
+            return Ok(self.path_of(sha));
+        }
         let target = self.path_of(sha);
         if target.is_file() {
             fs::remove_file(staged).io("remove staged file", staged)?;
@@ -87,6 +107,10 @@ impl Objects {
 
     /// Stores `bytes` (whose digest is `sha`).
     pub fn put(&self, bytes: &[u8], sha: &Sha256Hex) -> Result<PathBuf> {
+        if let Some(db) = &self.db {
+            db.with(|store| store.put_object(sha, &mut &bytes[..]))?;
+            return Ok(self.path_of(sha));
+        }
         let target = self.path_of(sha);
         if target.is_file() {
             return Ok(target);

@@ -142,7 +142,7 @@ fn stored_sources(
     bundle: &serde_json::Value,
     scratch: &Path,
 ) -> crate::Result<serde_json::Value> {
-    let objects = crate::objects::Objects::new(home.objects());
+    let objects = home.object_store();
     let empty = Vec::new();
     let mut list = Vec::new();
     for (idx, s) in bundle["sources"]
@@ -234,7 +234,7 @@ impl Handler for ExternalCommand {
         };
         // Objects kept in the database are copied here for the command to
         // read; the folder goes when this returns.
-        let objects = crate::objects::Objects::new(self.home.objects());
+        let objects = self.home.object_store();
         let scratch = match objects.staging() {
             Ok(dir) => dir,
             Err(e) => return Outcome::Retry(e.to_string()),

@@ -80,7 +80,7 @@ impl ProcessBundle {
             }
             Err(e) => return Err(Outcome::Retry(e.to_string())),
         };
-        let objects = Objects::new(self.home.objects());
+        let objects = self.home.object_store();
         let limits = &self.home.config().limits;
         let bundle = match bundle::validate_stored(json.as_bytes(), limits, &objects, store) {
             Ok(Ok(b)) => b,

@@ -257,7 +257,9 @@ impl Store {
     /// Stores an object's bytes in the database in a transaction of its
     /// own, before the run naming it is recorded (a database server keeps
     /// every object, so that every host reads them).
-    pub fn put_object(&mut self, sha256: &Sha256Hex, bytes: &[u8]) -> Result<()> {
+    /// The bytes are read from `bytes` and must hash to `sha256` (or
+    /// nothing is stored).
+    pub fn put_object(&mut self, sha256: &Sha256Hex, bytes: &mut dyn std::io::Read) -> Result<()> {
         match &mut self.backend {
             Backend::Sqlite(_) => Err(crate::Error::InvalidArgument {
                 what: "object",

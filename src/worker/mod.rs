@@ -173,6 +173,12 @@ impl PoolControl {
         n
     }
 
+    /// Makes an idle pool claim again without counting a wake-up (another
+    /// process announced new work).
+    fn nudge(&self) {
+        let _ = self.wake_tx.try_send(());
+    }
+
     /// Wake-ups asked for so far.
     fn wakes(&self) -> u64 {
         self.wakes.load(Ordering::SeqCst)
@@ -219,7 +225,39 @@ pub fn run_pool(
     let (done_tx, done_rx) = unbounded::<threads::Msg>();
     // Dropping stop_tx tells handlers the pool no longer waits for them.
     let (stop_tx, stop_rx) = bounded::<()>(0);
+    // Where the database can announce other processes' writes (PostgreSQL's
+    // LISTEN), a connection of its own waits for them and wakes the pool;
+    // polling stays the fallback.
+    let listener = if store.can_wait_for_change() {
+        Some(store.reopen()?)
+    } else {
+        None
+    };
+    // Set when the coordinator is done (also without a shutdown: `once`).
+    let pool_done = AtomicBool::new(false);
     std::thread::scope(|scope| {
+        if let Some(mut listener) = listener {
+            let pool_done = &pool_done;
+            let poll = config.poll_interval.min(std::time::Duration::from_secs(1));
+            std::thread::Builder::new()
+                .name("bundleq-listener".to_owned())
+                .spawn_scoped(scope, move || {
+                    while !control.is_shutting_down() && !pool_done.load(Ordering::SeqCst) {
+                        match listener.wait_for_change(std::time::Duration::from_millis(250)) {
+                            Ok(true) => control.nudge(),
+                            Ok(false) => {}
+                            // The coordinator reports the database's
+                            // troubles; this waits and listens again.
+                            Err(_) => std::thread::sleep(poll),
+                        }
+                    }
+                })
+                .map_err(|source| crate::Error::Io {
+                    action: "start listener thread",
+                    path: "bundleq-listener".into(),
+                    source,
+                })?;
+        }
         for i in 0..config.workers {
             let (jobs, done, handlers, stop) = (
                 job_rx.clone(),
@@ -242,6 +280,8 @@ pub fn run_pool(
         drop(done_tx);
         let mut co = coordinator::Coordinator::new(store, config, clock, control, job_rx);
         co.run(&job_tx, &done_rx);
-        co.stop(job_tx, &done_rx, stop_tx)
+        let stopped = co.stop(job_tx, &done_rx, stop_tx);
+        pool_done.store(true, Ordering::SeqCst);
+        stopped
     })
 }

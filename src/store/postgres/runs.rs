@@ -74,7 +74,12 @@ pub(super) fn put_object(tx: &mut Tx<'_>, sha: &Sha256Hex, bytes: &[u8]) -> Resu
         return Ok(());
     }
     let mut chunks = 0i32;
-    for (seq, chunk) in bytes.chunks(CHUNK_BYTES).enumerate() {
+    let pieces: Vec<&[u8]> = if bytes.is_empty() {
+        vec![bytes]
+    } else {
+        bytes.chunks(CHUNK_BYTES).collect()
+    };
+    for (seq, chunk) in pieces.into_iter().enumerate() {
         let seq = i32::try_from(seq).unwrap_or(i32::MAX);
         tx.execute(
             "INSERT INTO object_chunks (sha256, seq, bytes) VALUES ($1, $2, $3)
@@ -259,16 +264,71 @@ impl PgStore {
     }
 
     /// Stores an object in its own transaction (before the run that names
-    /// it is recorded): what a host accepts, every host can read.
-    pub fn put_object(&mut self, sha: &Sha256Hex, bytes: &[u8]) -> Result<()> {
-        if Sha256Hex::of(bytes) != *sha {
-            return Err(Error::InvalidArgument {
-                what: "object",
-                message: format!("its bytes do not hash to {sha}"),
-            });
-        }
+    /// it is recorded), reading it chunk by chunk and hashing as it goes: a
+    /// stream that does not hash to `sha` stores nothing.
+    pub fn put_object(&mut self, sha: &Sha256Hex, bytes: &mut dyn std::io::Read) -> Result<()> {
+        let shown = self.shown();
+        let mut reading = Some(bytes);
         self.write("store an object", Timestamp::now(), |tx| {
-            put_object(tx, sha, bytes)
+            let Some(bytes) = reading.take() else {
+                // A transaction run again cannot read the stream twice.
+                return Err(Error::Busy {
+                    action: "store an object",
+                    waited_secs: 0,
+                });
+            };
+            let key = digest_bytes(sha);
+            let there: bool = col(
+                &tx.one("SELECT EXISTS (SELECT 1 FROM objects WHERE sha256 = $1)", &[&key])?,
+                0,
+            )?;
+            if there {
+                return Ok(());
+            }
+            let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+            let mut chunk = vec![0u8; CHUNK_BYTES];
+            let (mut seq, mut size) = (0i32, 0i64);
+            loop {
+                let mut filled = 0;
+                while filled < chunk.len() {
+                    let n = bytes
+                        .read(&mut chunk[filled..])
+                        .map_err(|source| Error::Io {
+                            action: "read an object",
+                            path: shown.clone().into(),
+                            source,
+                        })?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 && seq > 0 {
+                    break;
+                }
+                sha2::Digest::update(&mut hasher, &chunk[..filled]);
+                tx.execute(
+                    "INSERT INTO object_chunks (sha256, seq, bytes) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                    &[&key, &seq, &&chunk[..filled]],
+                )?;
+                seq += 1;
+                size += i64::try_from(filled).unwrap_or(i64::MAX);
+                if filled < chunk.len() {
+                    break;
+                }
+            }
+            if Sha256Hex::from_digest(&sha2::Digest::finalize(hasher)) != *sha {
+                return Err(Error::InvalidArgument {
+                    what: "object",
+                    message: format!("its bytes do not hash to {sha}"),
+                });
+            }
+            tx.execute(
+                "INSERT INTO objects (sha256, size, chunks) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&key, &size, &seq],
+            )?;
+            Ok(())
         })
     }
 

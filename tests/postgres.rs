@@ -1,0 +1,587 @@
+//! The PostgreSQL backend's own promises: the same migrations as SQLite,
+//! the seed's column types, claims decided by the server's clock, objects
+//! every host can read, search that answers like FTS5, one-line connection
+//! errors, and many hosts working one queue while serves are killed.
+//!
+//! Each test runs when `BUNDLEQ_TEST_PG` names a server (`.ci/run` starts
+//! one); without it they print why they skipped, and under `CI=true` fail.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use bundleq::state::JobStatus;
+use bundleq::store::{Location, StoreOptions};
+use bundleq::{Home, Outcome, Store, Timestamp};
+use common::{Backend, Bin, pg_schema, test_pg};
+use uuid::Uuid;
+
+/// (version, name) of every migration in a folder.
+fn migrations(folder: &str) -> Vec<(u32, String)> {
+    let mut out: Vec<(u32, String)> =
+        fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(folder))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter_map(|name| {
+                let stem = name.strip_suffix(".sql")?;
+                let (v, n) = stem.strip_prefix('V')?.split_once("__")?;
+                Some((v.parse().ok()?, n.to_owned()))
+            })
+            .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn both_backends_have_the_same_migrations() {
+    let sqlite = migrations("migrations/sqlite");
+    assert!(sqlite.len() >= 8);
+    assert_eq!(sqlite, migrations("migrations/postgres"));
+}
+
+#[test]
+fn research_jobs_has_the_seeds_column_types_and_db_current_works() {
+    if test_pg().is_none() {
+        return;
+    }
+    let (_dir, mut store) = Backend::Postgres.temp_store(common::secs(60));
+    let columns: HashMap<String, (String, bool)> = store
+        .column_types("research_jobs")
+        .unwrap()
+        .into_iter()
+        .map(|(name, ty, nullable)| (name, (ty, nullable)))
+        .collect();
+    // The seed's table, as its proof lists it.
+    for (name, ty, nullable) in [
+        ("run_id", "uuid", false),
+        ("job_type", "character varying", false),
+        ("status", "character varying", false),
+        ("attempts", "integer", false),
+        ("max_attempts", "integer", false),
+        ("locked_at", "timestamp with time zone", true),
+        ("locked_by", "character varying", true),
+        ("last_error", "text", true),
+        ("payload_json", "jsonb", false),
+        ("id", "uuid", false),
+        ("tenant_id", "uuid", false),
+        ("created_at", "timestamp with time zone", false),
+        ("updated_at", "timestamp with time zone", false),
+        ("retry_at", "timestamp with time zone", true),
+    ] {
+        assert_eq!(
+            columns.get(name),
+            Some(&(ty.to_owned(), nullable)),
+            "research_jobs.{name}"
+        );
+    }
+    let v = store.current_version().unwrap().unwrap();
+    assert!(v.head);
+    assert_eq!(
+        (v.version, v.name.as_str()),
+        (8, "paused_job_types"),
+        "the head migration"
+    );
+    let (_d, bin) = Backend::Postgres.init_with("");
+    let current = bin.json(&["db", "current"]);
+    assert_eq!(current["version"], 8, "{current}");
+}
+
+#[test]
+fn processes_opening_a_new_database_at_once_migrate_it_once() {
+    let Some(_) = test_pg() else { return };
+    for _ in 0..5 {
+        let location = Location::server(&pg_schema()).unwrap();
+        let opened: Vec<_> = (0..6)
+            .map(|_| {
+                let l = location.clone();
+                std::thread::spawn(move || Store::open(&l, StoreOptions::default()).map(|_| ()))
+            })
+            .collect();
+        for t in opened {
+            t.join().unwrap().unwrap();
+        }
+        let mut store = Store::open(&location, StoreOptions::default()).unwrap();
+        assert!(store.current_version().unwrap().unwrap().head);
+    }
+}
+
+#[test]
+fn claims_locks_and_retries_follow_the_servers_clock_not_the_hosts() {
+    let Some(_) = test_pg() else { return };
+    let location = Location::server(&pg_schema()).unwrap();
+    let options = StoreOptions {
+        policy: bundleq::store::QueuePolicy {
+            lock_timeout: Duration::from_secs(60),
+            ..Default::default()
+        },
+        ..StoreOptions::default()
+    };
+    let mut a = Store::create(&location, options.clone()).unwrap();
+    let mut b = Store::open(&location, options).unwrap();
+    let tenant = Uuid::now_v7();
+    let real = Timestamp::now();
+    // Host A's clock is a day behind: the job is still due at once.
+    let id = a
+        .enqueue(
+            &common::job(tenant),
+            real.minus(Duration::from_secs(86_400)),
+        )
+        .unwrap();
+    let claim = a
+        .claim(1, "host-a", real.minus(Duration::from_secs(86_400)))
+        .unwrap();
+    assert_eq!(claim.len(), 1, "a slow clock still claims due work");
+    // Host B's clock is two hours ahead: by its clock A's lock expired long
+    // ago, but the server's says it is fresh.
+    let stolen = b
+        .claim(1, "host-b", real.plus(Duration::from_secs(7200)))
+        .unwrap();
+    assert!(stolen.is_empty(), "a fast clock stole a live job");
+    // A retry is due 30 s after the server's now, whatever A's clock says.
+    let r = a
+        .report(
+            &claim[0].token,
+            &Outcome::Retry("transient".into()),
+            real.minus(Duration::from_secs(86_400)),
+        )
+        .unwrap();
+    assert_eq!(r, bundleq::store::Report::Applied(JobStatus::Queued));
+    let job = a.job(tenant, id).unwrap();
+    let retry_at = job.retry_at.unwrap();
+    assert!(
+        retry_at > real && retry_at < Timestamp::now().plus(Duration::from_secs(120)),
+        "retry_at {retry_at} is not 30 s after the server's now ({real})"
+    );
+    // Nor does B's fast clock make the retry due early.
+    assert!(
+        b.claim(1, "host-b", real.plus(Duration::from_secs(7200)))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn connection_problems_are_one_line_errors() {
+    let Some(base) = test_pg() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let cases = [
+        (
+            format!("{base} dbname=no_such_database_here"),
+            "no_such_database_here",
+        ),
+        (
+            format!("host={} user=nobody", dir.path().display()),
+            "connect",
+        ),
+        ("postgres://".to_owned() + "x:y@[bad", "connection string"),
+    ];
+    for (url, says) in cases {
+        let out = std::process::Command::new(common::exe())
+            .arg("--home")
+            .arg(&home)
+            .args(["init", "--database", &url])
+            .env_remove("BUNDLEQ_DATABASE_URL")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{url}: {err}");
+        assert!(err.contains(says), "{url}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let _ = fs::remove_dir_all(&home);
+    }
+    // The environment variable names the database too, and a bad one says so.
+    let (_d, bin) = Backend::Sqlite.init_with("");
+    let out = std::process::Command::new(common::exe())
+        .arg("--home")
+        .arg(&bin.home)
+        .arg("status")
+        .env("BUNDLEQ_DATABASE_URL", "mysql://nope")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("BUNDLEQ_DATABASE_URL"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn a_file_object_accepted_on_one_host_is_processed_on_another() {
+    let Some(_) = test_pg() else { return };
+    let (dir_a, a) = Backend::Postgres.init_with("");
+    let dir_b = tempfile::tempdir().unwrap();
+    let b = Backend::Postgres.init_beside(dir_b.path(), &a, "");
+    // Bigger than what a SQLite home keeps in its database: a file there.
+    let size = usize::try_from(bundleq::objects::IN_DATABASE_MAX).unwrap() * 3 + 7;
+    let folder = spaced_file_bundle(dir_a.path(), size);
+    a.ok(&["submit", folder.to_str().unwrap()]);
+    // Nothing of it went to A's disk.
+    let files = walk(&a.home.join("objects"));
+    assert!(files.is_empty(), "objects written as files on A: {files:?}");
+    b.ok(&["serve", "--once", "--no-inbox"]);
+    assert_eq!(b.jobs_with(JobStatus::Succeeded), 1);
+    assert_eq!(b.jobs_with(JobStatus::Failed), 0);
+    // Its text is searchable from both homes.
+    for home in [&a, &b] {
+        let hits = home.json(&["search", "moraine"]);
+        assert_eq!(hits["total"], 1, "{hits}");
+    }
+    // A damaged chunk is found when read, not trusted.
+    let url = common::database_url_of(&a.home);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let damaged = client
+        .execute(
+            "UPDATE object_chunks SET bytes = overlay(bytes placing '\\x00'::bytea from 5) WHERE seq = 0",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(damaged, 1);
+    let home = Home::open(&b.home).unwrap();
+    let mut store = home.store().unwrap();
+    let tenant = home.default_tenant(&mut store).unwrap();
+    let run = store.runs(tenant, None).unwrap()[0].id;
+    let bundle = store.run(tenant, run).unwrap().bundle_json;
+    let sha = bundleq::digest::Sha256Hex::parse(bundle["sources"][0]["sha256"].as_str().unwrap())
+        .unwrap();
+    let err = match store.object(&sha) {
+        Ok(_) => panic!("a damaged object was read back"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("does not match its sha256"), "{err}");
+}
+
+/// `big.bundle/` with one text file of `size` bytes of words.
+fn spaced_file_bundle(dir: &Path, size: usize) -> std::path::PathBuf {
+    let folder = dir.join("big.bundle");
+    fs::create_dir_all(&folder).unwrap();
+    let text: String = "glacier moraine terminus "
+        .chars()
+        .cycle()
+        .take(size)
+        .collect();
+    fs::write(folder.join("big.txt"), &text).unwrap();
+    let bundle = serde_json::json!({
+        "bundle_version": 1,
+        "run_id": Uuid::now_v7(),
+        "title": "A big source",
+        "created_at": "2026-11-28T10:00:00Z",
+        "sources": [{
+            "uri": "file:big.txt",
+            "path": "big.txt",
+            "sha256": bundleq::digest::Sha256Hex::of(text.as_bytes()).as_str(),
+            "media_type": "text/plain"
+        }]
+    });
+    fs::write(folder.join("bundle.json"), bundle.to_string()).unwrap();
+    folder
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n == "tmp") {
+                continue;
+            }
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn search_answers_like_fts5_on_the_shipped_fixtures() {
+    let Some(_) = test_pg() else { return };
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bundles/valid");
+    let mut files: Vec<String> = fs::read_dir(&fixtures)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    let (_d1, sqlite) = Backend::Sqlite.init_with("");
+    let (_d2, pg) = Backend::Postgres.init_with("");
+    for bin in [&sqlite, &pg] {
+        let mut args = vec!["submit"];
+        args.extend(files.iter().map(String::as_str));
+        bin.ok(&args);
+        bin.ok(&["serve", "--once", "--no-inbox"]);
+    }
+    let queries = [
+        "canopy",
+        "canopies",
+        "canop*",
+        "\"field notes\"",
+        "canopy NOT leaf",
+        "fermentation OR photosynthesis",
+        "(fermentation OR photosynthesis) barley",
+        "example",
+        "https",
+        "org",
+        "zymurgy",
+        "ZYMURGY",
+        "csv",
+        "notes",
+        "nothingmatchesthis",
+    ];
+    let mut some = 0;
+    for q in queries {
+        let hits = |bin: &Bin| -> (u64, BTreeSet<(String, u64)>) {
+            let v = bin.json(&["search", q, "--limit", "100"]);
+            let set = v["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| {
+                    (
+                        h["run_id"].as_str().unwrap().to_owned(),
+                        h["idx"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            (v["total"].as_u64().unwrap(), set)
+        };
+        let (a, b) = (hits(&sqlite), hits(&pg));
+        assert_eq!(a, b, "query {q:?}: SQLite found {a:?}, PostgreSQL {b:?}");
+        some += usize::from(a.0 > 0);
+    }
+    assert!(some >= 10, "the queries must find something");
+    // Snippets mark the match the same way.
+    let v = pg.json(&["search", "zymurgy"]);
+    assert!(
+        v["hits"][0]["snippet"]
+            .as_str()
+            .unwrap()
+            .contains("[Zymurgy]"),
+        "{v}"
+    );
+}
+
+/// A ledger handler that proves no two runs of a job overlap: a run takes
+/// `<dir>/<job>` (renamed into place with its pid inside) for its length;
+/// finding it held by a live process is an overlap.
+fn overlap_ledger_config(ledger: &Path) -> String {
+    let script = format!(
+        r#"L={l}; d=$L/held/$BUNDLEQ_JOB_ID; t=$L/tmp/$$
+mkdir -p $t && echo $$ > $t/pid
+if ! mv -T $t $d 2>/dev/null; then
+  p=$(cat $d/pid 2>/dev/null)
+  if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then echo "$BUNDLEQ_JOB_ID" >> $L/overlaps; fi
+  rm -rf $d; mv -T $t $d || exit 1
+fi
+echo "$BUNDLEQ_JOB_ID $BUNDLEQ_ATTEMPT" >> $L/starts
+rm -rf $d"#,
+        l = ledger.display()
+    );
+    format!(
+        "[handlers.ledger]\ncommand = [\"sh\", \"-c\", {script:?}]\n[workers]\npoll_interval = \"200ms\"\n[inbox]\nsettle = \"100ms\"\n"
+    )
+}
+
+/// Bundles whose one source carries a word of its own (`w<tag><i>`), so
+/// each can be searched for.
+fn tagged_bundles(dir: &Path, tag: &str, n: usize) -> Vec<std::path::PathBuf> {
+    fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let text = format!("Measurements w{tag}{i:05} from the field");
+            let bundle = serde_json::json!({
+                "bundle_version": 1,
+                "run_id": Uuid::now_v7(),
+                "job_type": "ledger",
+                "title": format!("Run {tag} {i}"),
+                "created_at": "2026-11-28T10:00:00Z",
+                "sources": [{
+                    "uri": format!("urn:{tag}:{i}"),
+                    "sha256": bundleq::digest::Sha256Hex::of(text.as_bytes()).as_str(),
+                    "media_type": "text/plain",
+                    "content": text
+                }]
+            });
+            let p = dir.join(format!("{tag}{i:05}.json"));
+            fs::write(&p, bundle.to_string()).unwrap();
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn three_hosts_work_one_queue_while_serves_are_killed() {
+    let Some(_) = test_pg() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let ledger = work.path().join("ledger");
+    for sub in ["held", "tmp"] {
+        fs::create_dir_all(ledger.join(sub)).unwrap();
+    }
+    let config = overlap_ledger_config(&ledger);
+    let first = Backend::Postgres.init_in(&work.path().join("a"), &config);
+    let hosts = [
+        first,
+        Backend::Postgres.init_beside(&work.path().join("b"), &bin_ref(&work, "a"), &config),
+        Backend::Postgres.init_beside(&work.path().join("c"), &bin_ref(&work, "a"), &config),
+    ];
+    let per_host = 1000;
+    // 1,000 submitted jobs per host up front; 1,000 drops per host fed while
+    // serves come and go.
+    let mut drops = Vec::new();
+    for (h, bin) in hosts.iter().enumerate() {
+        let tag = ["sa", "sb", "sc"][h];
+        bin.submit_all(&tagged_bundles(&work.path().join(tag), tag, per_host));
+        let tag = ["da", "db", "dc"][h];
+        drops.push(tagged_bundles(&work.path().join(tag), tag, per_host));
+    }
+    let total = 2 * per_host * hosts.len();
+    let mut serves: Vec<Option<Child>> = hosts
+        .iter()
+        .map(|h| Some(h.serve(&["--lock-timeout", "2s"], false)))
+        .collect();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let cycles = 36;
+    let mut fed = 0;
+    for cycle in 0..cycles {
+        // Feed each inbox a share of its drops.
+        let share = per_host.div_ceil(cycles / 2);
+        for (h, bin) in hosts.iter().enumerate() {
+            for p in drops[h].iter().skip(fed).take(share) {
+                fs::rename(p, bin.home.join("inbox").join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        fed += share;
+        std::thread::sleep(Duration::from_millis(150 + next(400)));
+        // SIGKILL one serve at random and start it again.
+        let victim = usize::try_from(next(3)).unwrap();
+        if let Some(mut s) = serves[victim].take() {
+            s.kill().unwrap();
+            s.wait().unwrap();
+        }
+        if cycle % 6 == 5 {
+            // Sometimes a host stays down for a while.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        serves[victim] = Some(hosts[victim].serve(&["--lock-timeout", "2s"], false));
+    }
+    // Let them finish: every job done, every inbox empty.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = hosts[0].jobs_with(JobStatus::Succeeded) + hosts[0].jobs_with(JobStatus::Failed);
+        let open = hosts[0].jobs_with(JobStatus::Queued) + hosts[0].jobs_with(JobStatus::Running);
+        let inboxes: usize = hosts.iter().map(|h| common::unfinished(&h.home)).sum();
+        if open == 0 && inboxes == 0 && done >= total as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "work never finished: {open} open, {inboxes} in inboxes"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    common::stop_quietly(serves.into_iter().flatten().collect());
+
+    // History checker.
+    let overlaps = fs::read_to_string(ledger.join("overlaps")).unwrap_or_default();
+    assert!(overlaps.is_empty(), "runs of a job overlapped: {overlaps}");
+    let mut starts: HashMap<String, u32> = HashMap::new();
+    for line in fs::read_to_string(ledger.join("starts")).unwrap().lines() {
+        let id = line.split_whitespace().next().unwrap().to_owned();
+        *starts.entry(id).or_default() += 1;
+    }
+    let home = Home::open(&hosts[0].home).unwrap();
+    let mut store = home.store().unwrap();
+    let tenant = home.default_tenant(&mut store).unwrap();
+    let jobs = store
+        .jobs(tenant, &bundleq::store::JobFilter::default())
+        .unwrap();
+    assert_eq!(
+        store.count_runs(tenant).unwrap(),
+        total as u64,
+        "a bundle was lost"
+    );
+    let first_steps = jobs
+        .iter()
+        .filter(|j| j.job_type == "process_bundle")
+        .count();
+    assert_eq!(first_steps, total, "one process_bundle job per bundle");
+    let mut ledger_done = 0;
+    for j in &jobs {
+        assert!(
+            j.attempts <= j.max_attempts,
+            "job {}: {} attempts of {}",
+            j.id,
+            j.attempts,
+            j.max_attempts
+        );
+        let finished = j.status == JobStatus::Succeeded
+            || (j.status == JobStatus::Failed && j.attempts == j.max_attempts);
+        assert!(
+            finished,
+            "job {} ended {} after {} attempts",
+            j.id, j.status, j.attempts
+        );
+        if j.job_type == "ledger" {
+            let n = starts.get(&j.id.to_string()).copied().unwrap_or(0);
+            assert!(
+                n <= j.attempts,
+                "job {}: handler started {n} times in {} attempts",
+                j.id,
+                j.attempts
+            );
+            if j.status == JobStatus::Succeeded {
+                assert!(n >= 1);
+                ledger_done += 1;
+            }
+        }
+    }
+    assert!(
+        ledger_done > total / 2,
+        "only {ledger_done} ledger steps succeeded"
+    );
+    // Every source searchable from every home: all through the library,
+    // a sample through each home's binary.
+    assert_eq!(store.count_sources(tenant).unwrap(), total as u64);
+    for (h, bin) in hosts.iter().enumerate() {
+        for tag in ["sa", "db", "sc"] {
+            let i = 37 * (h + 1);
+            let hits = bin.json(&["search", &format!("w{tag}{i:05}")]);
+            assert_eq!(hits["total"], 1, "w{tag}{i:05} from host {h}: {hits}");
+        }
+    }
+    for tag in ["sa", "sb", "sc", "da", "db", "dc"] {
+        for i in (0..per_host).step_by(97) {
+            let (hits, n) = store
+                .search(tenant, &format!("w{tag}{i:05}"), None, 5)
+                .unwrap();
+            assert_eq!((n, hits.len()), (1, 1), "w{tag}{i:05}");
+        }
+    }
+    let accepted: usize = hosts
+        .iter()
+        .map(|h| common::archived(&h.home.join("accepted")).len())
+        .sum();
+    assert_eq!(
+        accepted,
+        per_host * hosts.len(),
+        "every drop archived as accepted"
+    );
+}
+
+fn bin_ref(work: &tempfile::TempDir, name: &str) -> Bin {
+    Bin::new(&work.path().join(name).join("home"))
+}
