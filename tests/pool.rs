@@ -277,6 +277,11 @@ fn heartbeats_keep_a_live_long_job_from_being_rescued(b: Backend) {
         Outcome::Succeeded
     });
     let pool = start(store.reopen().unwrap(), handlers, config(1));
+    // The pool holds it first (a rival started before that would simply
+    // claim the queued job).
+    common::wait_until("the pool to claim the job", || {
+        store.job(tenant, id).unwrap().status == JobStatus::Running
+    });
     // Meanwhile a rival keeps trying to rescue it.
     let mut rival = store.reopen().unwrap();
     let rival_thread = thread::spawn(move || {

@@ -382,6 +382,7 @@ if ! mv -T $t $d 2>/dev/null; then
   rm -rf $d; mv -T $t $d || exit 1
 fi
 echo "$BUNDLEQ_JOB_ID $BUNDLEQ_ATTEMPT" >> $L/starts
+[ -n "$LEDGER_HOLD" ] && sleep "$LEDGER_HOLD"
 rm -rf $d"#,
         l = ledger.display()
     );
@@ -390,9 +391,58 @@ rm -rf $d"#,
     )
 }
 
+#[test]
+fn the_overlap_ledger_sees_two_runs_of_a_job_at_once() {
+    // The checker of the multi-host test, checked: a second run of a job
+    // while the first still runs is recorded; one after it is not.
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger");
+    for sub in ["held", "tmp"] {
+        fs::create_dir_all(ledger.join(sub)).unwrap();
+    }
+    let config: toml::Value = toml::from_str(&overlap_ledger_config(&ledger)).unwrap();
+    let script = config["handlers"]["ledger"]["command"][2]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run = |hold: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("BUNDLEQ_JOB_ID", "job-1")
+            .env("BUNDLEQ_ATTEMPT", "1")
+            .env("LEDGER_HOLD", hold)
+            .spawn()
+            .unwrap()
+    };
+    let mut first = run("2");
+    common::wait_until("the first run to start", || ledger.join("starts").exists());
+    run("").wait().unwrap();
+    first.wait().unwrap();
+    assert_eq!(
+        fs::read_to_string(ledger.join("overlaps")).unwrap(),
+        "job-1\n"
+    );
+    fs::remove_file(ledger.join("overlaps")).unwrap();
+    // One after the other, and after a run killed mid-way: no overlap.
+    run("").wait().unwrap();
+    let mut killed = run("30");
+    common::wait_until("the run to be held", || {
+        fs::read_dir(ledger.join("held")).unwrap().count() == 1
+    });
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    run("").wait().unwrap();
+    assert!(!ledger.join("overlaps").exists());
+}
+
 /// Bundles whose one source carries a word of its own (`w<tag><i>`), so
 /// each can be searched for.
 fn tagged_bundles(dir: &Path, tag: &str, n: usize) -> Vec<std::path::PathBuf> {
+    typed_bundles(dir, tag, n, "ledger")
+}
+
+/// [`tagged_bundles`] of another job type.
+fn typed_bundles(dir: &Path, tag: &str, n: usize, job_type: &str) -> Vec<std::path::PathBuf> {
     fs::create_dir_all(dir).unwrap();
     (0..n)
         .map(|i| {
@@ -400,7 +450,7 @@ fn tagged_bundles(dir: &Path, tag: &str, n: usize) -> Vec<std::path::PathBuf> {
             let bundle = serde_json::json!({
                 "bundle_version": 1,
                 "run_id": Uuid::now_v7(),
-                "job_type": "ledger",
+                "job_type": job_type,
                 "title": format!("Run {tag} {i}"),
                 "created_at": "2026-11-28T10:00:00Z",
                 "sources": [{
@@ -433,12 +483,13 @@ fn three_hosts_work_one_queue_while_serves_are_killed() {
         Backend::Postgres.init_beside(&work.path().join("c"), &bin_ref(&work, "a"), &config),
     ];
     let per_host = 1000;
-    // 1,000 submitted jobs per host up front; 1,000 drops per host fed while
-    // serves come and go.
+    // Per host, 1,000 bundles submitted and 1,000 dropped into its inbox,
+    // both fed while serves come and go.
     let mut drops = Vec::new();
-    for (h, bin) in hosts.iter().enumerate() {
+    let mut submits = Vec::new();
+    for h in 0..hosts.len() {
         let tag = ["sa", "sb", "sc"][h];
-        bin.submit_all(&tagged_bundles(&work.path().join(tag), tag, per_host));
+        submits.push(tagged_bundles(&work.path().join(tag), tag, per_host));
         let tag = ["da", "db", "dc"][h];
         drops.push(tagged_bundles(&work.path().join(tag), tag, per_host));
     }
@@ -457,11 +508,15 @@ fn three_hosts_work_one_queue_while_serves_are_killed() {
     let cycles = 36;
     let mut fed = 0;
     for cycle in 0..cycles {
-        // Feed each inbox a share of its drops.
-        let share = per_host.div_ceil(cycles / 2);
+        // Feed each host a share of its drops and of its submits.
+        let share = per_host.div_ceil(cycles * 2 / 3);
         for (h, bin) in hosts.iter().enumerate() {
             for p in drops[h].iter().skip(fed).take(share) {
                 fs::rename(p, bin.home.join("inbox").join(p.file_name().unwrap())).unwrap();
+            }
+            let batch: Vec<_> = submits[h].iter().skip(fed).take(share).cloned().collect();
+            if !batch.is_empty() {
+                bin.submit_all(&batch);
             }
         }
         fed += share;
@@ -584,4 +639,232 @@ fn three_hosts_work_one_queue_while_serves_are_killed() {
 
 fn bin_ref(work: &tempfile::TempDir, name: &str) -> Bin {
     Bin::new(&work.path().join(name).join("home"))
+}
+
+#[test]
+fn an_idle_serve_wakes_on_another_hosts_submit_before_its_next_poll() {
+    let Some(_) = test_pg() else { return };
+    // Neither the poll (1 h) nor a heartbeat (every 60 s at most) comes
+    // within the 40 s this test waits: only the notification can.
+    let (_d, a) = Backend::Postgres.init_with("[workers]\npoll_interval = \"1h\"\n");
+    let dir_b = tempfile::tempdir().unwrap();
+    let b = Backend::Postgres.init_beside(dir_b.path(), &a, "");
+    let serve = a.serve(&["--no-inbox", "--lock-timeout", "1h"], false);
+    common::wait_until("serve to register", || {
+        !a.json(&["status"])["serves"].as_array().unwrap().is_empty()
+    });
+    for round in 0..3 {
+        // The pool went idle after its last claim found nothing.
+        std::thread::sleep(Duration::from_millis(300));
+        let bundles = typed_bundles(
+            &dir_b.path().join(format!("r{round}")),
+            "n",
+            1,
+            "process_bundle",
+        );
+        b.submit_all(&bundles);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while a.jobs_with(JobStatus::Succeeded) < round + 1 {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the idle serve did not wake on the other host's submit"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    common::stop_quietly(vec![serve]);
+}
+
+#[test]
+fn a_source_too_big_for_one_tsvector_is_indexed_as_far_as_it_fits() {
+    let Some(_) = test_pg() else { return };
+    let (d, bin) = Backend::Postgres.init_with("");
+    // 2 MiB of distinct words: its whole tsvector would pass 1 MiB.
+    let text: String = (0..230_000).map(|i| format!("u{i:07} ")).collect();
+    let folder = d.path().join("words.bundle");
+    fs::create_dir_all(&folder).unwrap();
+    fs::write(folder.join("words.txt"), &text).unwrap();
+    let bundle = serde_json::json!({
+        "bundle_version": 1,
+        "run_id": Uuid::now_v7(),
+        "title": "Many words",
+        "created_at": "2026-11-28T10:00:00Z",
+        "sources": [{
+            "uri": "file:words.txt",
+            "path": "words.txt",
+            "sha256": bundleq::digest::Sha256Hex::of(text.as_bytes()).as_str(),
+            "media_type": "text/plain"
+        }]
+    });
+    fs::write(folder.join("bundle.json"), bundle.to_string()).unwrap();
+    bin.ok(&["submit", folder.to_str().unwrap()]);
+    bin.ok(&["serve", "--once", "--no-inbox"]);
+    assert_eq!(
+        bin.jobs_with(JobStatus::Succeeded),
+        1,
+        "the job must not fail"
+    );
+    assert_eq!(bin.json(&["search", "u0000001"])["total"], 1);
+    assert_eq!(bin.json(&["search", "u0030000"])["total"], 1);
+    // Past what fits, the words are not in the index (documented).
+    assert_eq!(bin.json(&["search", "u0229999"])["total"], 0);
+}
+
+/// A TCP proxy to the test server's unix socket that a test can cut: every
+/// open connection is shut down and new ones are closed at once until it
+/// is restored — the database server going away, as a client sees it.
+struct Proxy {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(socket_dir: &str, port: u16) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let proxy = Proxy {
+            port: listener.local_addr().unwrap().port(),
+            cut: Default::default(),
+            open: Default::default(),
+        };
+        let (cut, open) = (proxy.cut.clone(), proxy.open.clone());
+        let socket = format!("{socket_dir}/.s.PGSQL.{port}");
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if cut.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::os::unix::net::UnixStream::connect(&socket) else {
+                    continue;
+                };
+                open.lock().unwrap().push(client.try_clone().unwrap());
+                let (mut c1, mut s1) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut c2, mut s2) = (client, server);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c1, &mut s1);
+                    let _ = s1.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        proxy
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.open.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_serve_rides_out_the_database_going_away_and_nothing_runs_twice() {
+    let Some(base) = test_pg() else { return };
+    // The test server is reached through a proxy that this test cuts.
+    let value = |key: &str| {
+        base.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_owned))
+    };
+    let socket_dir = value("host").expect("BUNDLEQ_TEST_PG names a socket folder as host=");
+    let port: u16 = value("port").map_or(5432, |p| p.parse().unwrap());
+    let proxy = Proxy::start(&socket_dir, port);
+    let schema_url = pg_schema();
+    let url: String = schema_url
+        .split(" options=")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .filter(|kv| !kv.starts_with("host=") && !kv.starts_with("port="))
+        .chain(
+            ["host=127.0.0.1".to_owned(), format!("port={}", proxy.port)]
+                .iter()
+                .map(String::as_str),
+        )
+        .collect::<Vec<_>>()
+        .join(" ")
+        + " options="
+        + schema_url.split(" options=").nth(1).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let ledger = work.path().join("ledger");
+    for sub in ["held", "tmp"] {
+        fs::create_dir_all(ledger.join(sub)).unwrap();
+    }
+    let bin = Bin::new(&work.path().join("home"));
+    bin.ok(&["init", "--database", &url]);
+    let config = overlap_ledger_config(&ledger)
+        + "[queue]\nmax_attempts = 10\nbackoff_base = \"1s\"\nbackoff_cap = \"2s\"\n";
+    fs::write(
+        bin.home.join("bundleq.toml"),
+        common::with_database_url(&config, &url),
+    )
+    .unwrap();
+    let n = 400;
+    bin.submit_all(&tagged_bundles(&work.path().join("s"), "x", n));
+    let mut serve = bin.serve(&["--no-inbox", "--lock-timeout", "3s"], true);
+    let log = common::LogTail::of(&mut serve);
+    common::wait_until("some work done", || {
+        fs::read_to_string(ledger.join("starts")).is_ok_and(|t| t.lines().count() >= 40)
+    });
+    for _ in 0..2 {
+        proxy.cut();
+        log.wait_for("failed to");
+        std::thread::sleep(Duration::from_millis(1500));
+        proxy.restore();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    common::wait_until("every job to finish", || {
+        bin.jobs_with(JobStatus::Succeeded) == 2 * n as u64
+    });
+    assert!(
+        serve.try_wait().unwrap().is_none(),
+        "serve exited: {}",
+        log.text()
+    );
+    let (code, _) = Bin::terminate(serve);
+    assert_eq!(code, Some(0));
+    let stderr = log.text();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for line in stderr
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+    {
+        assert!(line.len() < 400, "a long error line: {line}");
+    }
+    let overlaps = fs::read_to_string(ledger.join("overlaps")).unwrap_or_default();
+    assert!(overlaps.is_empty(), "runs of a job overlapped: {overlaps}");
+    let mut starts: HashMap<String, u32> = HashMap::new();
+    for line in fs::read_to_string(ledger.join("starts")).unwrap().lines() {
+        *starts
+            .entry(line.split_whitespace().next().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let home = Home::open(&bin.home).unwrap();
+    let mut store = home.store().unwrap();
+    let tenant = home.default_tenant(&mut store).unwrap();
+    for j in store
+        .jobs(tenant, &bundleq::store::JobFilter::default())
+        .unwrap()
+    {
+        assert_eq!(j.status, JobStatus::Succeeded);
+        if j.job_type == "ledger" {
+            let started = starts.get(&j.id.to_string()).copied().unwrap_or(0);
+            assert!(
+                (1..=j.attempts).contains(&started),
+                "job {}: {started} starts, {} attempts",
+                j.id,
+                j.attempts
+            );
+        }
+    }
 }

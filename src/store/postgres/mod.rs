@@ -115,6 +115,9 @@ pub struct PgStore {
     /// Notifications seen so far: the "has anything changed?" token.
     seen: u64,
     read_only: bool,
+    /// This connection listens for notifications (only the ones that read
+    /// them do: the client keeps what it receives until it is read).
+    listening: bool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -214,6 +217,7 @@ impl PgStore {
             channel: String::new(),
             seen: 0,
             read_only: false,
+            listening: false,
         };
         store.client()?;
         Ok(store)
@@ -255,10 +259,8 @@ impl PgStore {
                 });
             };
             self.channel = channel_of(&schema);
-            if !self.channel.is_empty() {
-                client
-                    .batch_execute(&format!("LISTEN {}", quote_ident(&self.channel)))
-                    .pg("listen for changes")?;
+            if self.listening {
+                listen(&mut client, &self.channel)?;
             }
             self.client = Some(client);
         }
@@ -489,6 +491,7 @@ impl PgStore {
             policy: &options.policy,
             channel,
             notify: false,
+            action,
         };
         if !caller_clock {
             let row = tx.one("SELECT now()", &[])?;
@@ -540,6 +543,7 @@ impl PgStore {
                 policy: &options.policy,
                 channel,
                 notify: false,
+                action,
             };
             let value = f(&mut tx)?;
             tx.tx.commit().pg(action)?;
@@ -596,10 +600,21 @@ impl PgStore {
             .unwrap_or_default()
     }
 
+    /// Starts listening on this connection (from its first question on).
+    fn start_listening(&mut self) -> Result<()> {
+        if !self.listening {
+            self.listening = true;
+            let channel = self.channel.clone();
+            listen(self.client()?, &channel)?;
+        }
+        Ok(())
+    }
+
     /// The count of notifications seen (enqueues, retries, releases and
     /// resumes of any process announce themselves).
     pub fn data_version(&mut self) -> Result<u64> {
         let result = (|| {
+            self.start_listening()?;
             let client = self.client()?;
             let n = client
                 .notifications()
@@ -625,6 +640,7 @@ impl PgStore {
     /// when one came.
     pub fn wait_for_change(&mut self, timeout: Duration) -> Result<bool> {
         let result = (|| {
+            self.start_listening()?;
             let client = self.client()?;
             let mut n = client.notifications();
             let got = n
@@ -716,6 +732,8 @@ pub(super) struct Tx<'a> {
     channel: &'a str,
     /// Announce the commit to idle pools (`NOTIFY`).
     notify: bool,
+    /// What the transaction does, for its errors.
+    action: &'static str,
 }
 
 /// A statement parameter.
@@ -726,7 +744,7 @@ impl Tx<'_> {
         if let Some(s) = self.cache.get(sql) {
             return Ok(s.clone());
         }
-        let s = self.tx.prepare(sql).pg("prepare a statement")?;
+        let s = self.tx.prepare(sql).pg(self.action)?;
         if self.cache.len() > 256 {
             self.cache.clear();
         }
@@ -736,22 +754,22 @@ impl Tx<'_> {
 
     pub(super) fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>> {
         let s = self.prepared(sql)?;
-        self.tx.query(&s, params).pg("run a query")
+        self.tx.query(&s, params).pg(self.action)
     }
 
     pub(super) fn opt(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>> {
         let s = self.prepared(sql)?;
-        self.tx.query_opt(&s, params).pg("run a query")
+        self.tx.query_opt(&s, params).pg(self.action)
     }
 
     pub(super) fn one(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Row> {
         let s = self.prepared(sql)?;
-        self.tx.query_one(&s, params).pg("run a query")
+        self.tx.query_one(&s, params).pg(self.action)
     }
 
     pub(super) fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
         let s = self.prepared(sql)?;
-        self.tx.execute(&s, params).pg("run a statement")
+        self.tx.execute(&s, params).pg(self.action)
     }
 
     /// Holds a transition until the commit.
@@ -772,6 +790,13 @@ fn channel_of(schema: &str) -> String {
         c.pop();
     }
     c
+}
+
+/// `LISTEN` on a schema's channel.
+fn listen(client: &mut Client, channel: &str) -> Result<()> {
+    client
+        .batch_execute(&format!("LISTEN {}", quote_ident(channel)))
+        .pg("listen for changes")
 }
 
 fn quote_ident(name: &str) -> String {
