@@ -14,7 +14,7 @@ use std::time::Duration;
 use bundleq::accept::{self, AcceptOptions, Origin};
 use bundleq::bundle::Follow;
 use bundleq::{Home, JobStatus, Timestamp};
-use common::{Bin, bundle_text, exits_within, wait_until, write_bundles};
+use common::{Backend, Bin, bundle_text, exits_within, wait_until, write_bundles};
 use uuid::Uuid;
 
 /// A bundle of `job_type` whose one inline source holds `word`.
@@ -96,13 +96,22 @@ fn pipeline(bin: &Bin, run: &str) -> Vec<String> {
     rows(shown["pipeline"].as_array().unwrap(), &["step", "status"])
 }
 
+/// Where a second serve runs: the same home on SQLite (two processes of
+/// one machine); on a database server, another home on the same database
+/// (another host).
+fn second_serve_home(backend: Backend, dir: &Path, first: &Bin, config: &str) -> Bin {
+    match backend {
+        Backend::Sqlite => Bin::new(&first.home),
+        Backend::Postgres => backend.init_beside(dir, first, config),
+    }
+}
+
 fn stop(serve: std::process::Child) {
     let (code, err) = Bin::terminate(serve);
     assert_eq!(code, Some(0), "{err}");
 }
 
-#[test]
-fn a_bundle_of_another_type_is_verified_and_indexed_then_run_once() {
+fn a_bundle_of_another_type_is_verified_and_indexed_then_run_once(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let ledger = tmp.path().join("ledger");
     // The step says what `search` finds when it runs: the run's text must
@@ -110,7 +119,7 @@ fn a_bundle_of_another_type_is_verified_and_indexed_then_run_once() {
     let script = "hits=$(\"$1\" --home \"$BUNDLEQ_HOME\" --json search moraineword | grep -c '\"idx\"'); \
                   echo \"summarise $BUNDLEQ_RUN_ID attempt=$BUNDLEQ_ATTEMPT hits=$hits\" >> \"$2/ledger\"";
     let config = format!("{}{FAST}", handler("summarise", script, tmp.path(), ""));
-    let (_d, bin) = Bin::init_with(&config);
+    let (_d, bin) = backend.init_with(&config);
     let path = bundle_with_word(tmp.path(), "one", "summarise", "moraineword");
     bin.submit_all(&[path]);
     // Accepted as a process_bundle job alone: summarise is not reached yet.
@@ -147,8 +156,7 @@ fn a_bundle_of_another_type_is_verified_and_indexed_then_run_once() {
     );
 }
 
-#[test]
-fn a_three_step_chain_runs_in_order_through_a_step_that_fails_twice() {
+fn a_three_step_chain_runs_in_order_through_a_step_that_fails_twice(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let ledger = tmp.path().join("ledger");
     let log = |name: &str| format!("echo \"{name} $BUNDLEQ_ATTEMPT\" >> \"$2/ledger\"");
@@ -168,7 +176,7 @@ fn a_three_step_chain_runs_in_order_through_a_step_that_fails_twice() {
         ),
         handler("publish", &log("publish"), tmp.path(), "after = \"check\"")
     );
-    let (_d, bin) = Bin::init_with(&config);
+    let (_d, bin) = backend.init_with(&config);
     let path = bundle_with_word(tmp.path(), "chain", "collect", "chainword");
     bin.submit_all(&[path]);
     let serve = bin.serve(&["--workers", "4"], false);
@@ -193,8 +201,7 @@ fn a_three_step_chain_runs_in_order_through_a_step_that_fails_twice() {
     );
 }
 
-#[test]
-fn a_failed_step_stops_its_followers_until_it_is_retried() {
+fn a_failed_step_stops_its_followers_until_it_is_retried(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let ledger = tmp.path().join("ledger");
     // Fails for good (exit 65) until the test creates `mended`.
@@ -207,7 +214,7 @@ fn a_failed_step_stops_its_followers_until_it_is_retried() {
         handler("second", second, tmp.path(), "after = \"first\""),
         handler("third", second, tmp.path(), "after = \"second\"")
     );
-    let (_d, bin) = Bin::init_with(&config);
+    let (_d, bin) = backend.init_with(&config);
     bin.submit_all(&[bundle_with_word(tmp.path(), "f", "first", "w")]);
     let out = bin.run(&["serve", "--once"]);
     assert_eq!(out.status.code(), Some(3), "some job failed");
@@ -237,8 +244,7 @@ fn a_failed_step_stops_its_followers_until_it_is_retried() {
     assert_eq!(bin.jobs_total(), 4);
 }
 
-#[test]
-fn pause_holds_a_type_in_every_serve_and_resume_releases_it() {
+fn pause_holds_a_type_in_every_serve_and_resume_releases_it(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let gate = tmp.path().join("gate");
     // `hold` waits for the gate: two of them running at once prove that
@@ -250,7 +256,7 @@ fn pause_holds_a_type_in_every_serve_and_resume_releases_it() {
         handler("hold", hold, tmp.path(), ""),
         handler("work", work, tmp.path(), "")
     );
-    let (_d, bin) = Bin::init_with(&config);
+    let (_d, bin) = backend.init_with(&config);
     let paused = bin.json(&["pause", "work"]);
     assert_eq!(paused["paused"], "work");
     let status = bin.json(&["status"]);
@@ -258,8 +264,10 @@ fn pause_holds_a_type_in_every_serve_and_resume_releases_it() {
     assert!(bin.ok(&["status"]).contains("paused: work since"));
 
     bin.submit_all(&write_bundles(&tmp.path().join("w"), "w", "work", 6));
+    let other = tempfile::tempdir().unwrap();
+    let second = second_serve_home(backend, other.path(), &bin, &config);
     let a = bin.serve(&[], false);
-    let b = bin.serve(&[], false);
+    let b = second.serve(&[], false);
     wait_until("the work steps queued", || {
         jobs(&bin)
             .iter()
@@ -304,9 +312,8 @@ fn pause_holds_a_type_in_every_serve_and_resume_releases_it() {
     );
 }
 
-#[test]
-fn pause_all_stops_every_claim_and_resume_all_lifts_it() {
-    let (_d, bin) = Bin::init_with(FAST);
+fn pause_all_stops_every_claim_and_resume_all_lifts_it(backend: Backend) {
+    let (_d, bin) = backend.init_with(FAST);
     let tmp = tempfile::tempdir().unwrap();
     bin.ok(&["pause", "--all"]);
     assert!(bin.ok(&["pause", "--all"]).contains("paused already"));
@@ -328,8 +335,7 @@ fn pause_all_stops_every_claim_and_resume_all_lifts_it() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a job type"));
 }
 
-#[test]
-fn a_concurrency_cap_holds_across_workers_and_serve_processes() {
+fn a_concurrency_cap_holds_across_workers_and_serve_processes(backend: Backend) {
     let tmp = tempfile::tempdir().unwrap();
     // mkdir is atomic: a second copy running at once cannot take the lock
     // and says so in the ledger.
@@ -339,10 +345,12 @@ fn a_concurrency_cap_holds_across_workers_and_serve_processes() {
         "{}[workers]\npoll_interval = \"50ms\"\ncount = 4\n",
         handler("licensed", script, tmp.path(), "concurrency = 1")
     );
-    let (_d, bin) = Bin::init_with(&config);
+    let (_d, bin) = backend.init_with(&config);
     bin.submit_all(&write_bundles(&tmp.path().join("b"), "l", "licensed", 16));
+    let other = tempfile::tempdir().unwrap();
+    let second = second_serve_home(backend, other.path(), &bin, &config);
     let a = bin.serve(&[], false);
-    let b = bin.serve(&[], false);
+    let b = second.serve(&[], false);
     wait_until("every job done", || {
         bin.jobs_with(JobStatus::Succeeded) == 32
     });
@@ -353,9 +361,8 @@ fn a_concurrency_cap_holds_across_workers_and_serve_processes() {
     assert!(ledger.iter().all(|l| l == "ran"), "{ledger:?}");
 }
 
-#[test]
-fn submit_not_before_schedules_runs_and_job_retry_at_reschedules() {
-    let (_d, bin) = Bin::init_with(FAST);
+fn submit_not_before_schedules_runs_and_job_retry_at_reschedules(backend: Backend) {
+    let (_d, bin) = backend.init_with(FAST);
     let tmp = tempfile::tempdir().unwrap();
     bin.submit_all(&write_bundles(tmp.path(), "now", "process_bundle", 1));
     let later = write_bundles(&tmp.path().join("later"), "later", "process_bundle", 2);
@@ -493,9 +500,8 @@ fn pipelines_that_cannot_work_are_refused_when_the_config_is_read() {
     }
 }
 
-#[test]
-fn serve_once_stops_when_only_paused_work_is_left() {
-    let (_d, bin) = Bin::init_with(FAST);
+fn serve_once_stops_when_only_paused_work_is_left(backend: Backend) {
+    let (_d, bin) = backend.init_with(FAST);
     let tmp = tempfile::tempdir().unwrap();
     bin.ok(&["pause", "process_bundle"]);
     bin.submit_all(&write_bundles(tmp.path(), "p", "process_bundle", 2));
@@ -513,3 +519,14 @@ fn serve_once_stops_when_only_paused_work_is_left() {
     );
     assert_eq!(bin.jobs_with(JobStatus::Queued), 2);
 }
+
+for_each_backend!(
+    a_bundle_of_another_type_is_verified_and_indexed_then_run_once,
+    a_three_step_chain_runs_in_order_through_a_step_that_fails_twice,
+    a_failed_step_stops_its_followers_until_it_is_retried,
+    pause_holds_a_type_in_every_serve_and_resume_releases_it,
+    pause_all_stops_every_claim_and_resume_all_lifts_it,
+    a_concurrency_cap_holds_across_workers_and_serve_processes,
+    submit_not_before_schedules_runs_and_job_retry_at_reschedules,
+    serve_once_stops_when_only_paused_work_is_left,
+);
