@@ -312,6 +312,7 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
         &Location::Sqlite(dir.join("baseline.db")),
         sync,
         opts.jobs,
+        1,
         opts.samples,
     )?;
 
@@ -839,4 +840,129 @@ fn drop_latency(home: &Home, mut store: Store, tenant: Uuid, samples: usize) -> 
     drop(quit_tx);
     let _ = watcher.join();
     Ok(Latency::of(times))
+}
+
+/// What `bench --database URL` measures on a database server, each figure
+/// beside a plain-SQL baseline run in the same database in the same run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServerBenchReport {
+    /// The database (password hidden).
+    pub database: String,
+    /// Jobs of each life cycle.
+    pub jobs: usize,
+    /// Worker threads of each pool.
+    pub workers: usize,
+    /// Per number of claimers (1, 2, 4): the engine's life cycle (that
+    /// many pools, each its own connections as a serve process has, the
+    /// jobs enqueued in batches of 1,000) and the baseline's (that many
+    /// connections claiming 100 at a time).
+    pub scaling: Vec<ServerScaling>,
+    /// The engine's batched enqueue (1,000 jobs per transaction), jobs/s.
+    pub enqueue_batch_per_s: f64,
+    /// One-job claims with 10,000 queued.
+    pub claim_latency: Latency,
+    /// The baseline's minimal commit, microseconds (the floor under a claim).
+    pub commit_p50_us: f64,
+}
+
+/// One row of [`ServerBenchReport::scaling`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServerScaling {
+    /// Pools (engine) and claiming connections (baseline).
+    pub claimers: usize,
+    /// Engine: enqueue plus drain, jobs/s.
+    pub lifecycle_per_s: f64,
+    /// Baseline: enqueue plus drain, jobs/s.
+    pub baseline_lifecycle_per_s: f64,
+    /// Engine / baseline.
+    pub ratio: f64,
+}
+
+/// Runs the database-server figures in scratch schemas of the database at
+/// `location` (each dropped when done). `progress` hears which step starts.
+pub fn run_server(
+    location: &Location,
+    opts: &BenchOptions,
+    progress: &dyn Fn(&str),
+) -> Result<ServerBenchReport> {
+    let options = StoreOptions {
+        synchronous: opts.synchronous,
+        ..StoreOptions::default()
+    };
+    let scratch = || -> Result<(Location, crate::store::Scratch)> {
+        crate::store::scratch(location)?.ok_or_else(|| crate::Error::InvalidArgument {
+            what: "--database",
+            message: "give a PostgreSQL database (a SQLite bench makes its own files)".to_owned(),
+        })
+    };
+    let mut scaling = Vec::new();
+    let mut enqueue_batch_per_s = 0.0;
+    let mut commit_p50_us = 0.0;
+    for claimers in [1, 2, 4] {
+        progress(&format!("baseline with {claimers} claiming connection(s)"));
+        let (at, _guard) = scratch()?;
+        drop(Store::create(&at, options.clone())?);
+        let baseline = run_baseline(&at, opts.synchronous, opts.jobs, claimers, opts.samples)?;
+        if claimers == 1 {
+            commit_p50_us = baseline.commit_p50_us;
+        }
+        progress(&format!("engine life cycle with {claimers} pool(s)"));
+        let (at, _guard) = scratch()?;
+        let mut store = Store::create(&at, options.clone())?;
+        let enqueue = enqueue_batched(&mut store, opts.jobs, 1000)?;
+        if claimers == 1 {
+            enqueue_batch_per_s = per_s(opts.jobs, enqueue);
+        }
+        let start = Instant::now();
+        let drained = std::thread::scope(|scope| -> Result<u64> {
+            let pools: Vec<_> = (0..claimers)
+                .map(|_| {
+                    let store = store.reopen();
+                    scope.spawn(move || -> Result<u64> {
+                        let mut handlers = Handlers::new();
+                        handlers.register("bench", |_: &mut JobContext<'_>| Outcome::Succeeded);
+                        let mut config =
+                            PoolConfig::from_config(&crate::config::WorkersConfig::default());
+                        config.workers = opts.workers;
+                        config.once = true;
+                        let stats = run_pool(
+                            store?,
+                            handlers,
+                            &config,
+                            Arc::new(SystemClock),
+                            &PoolControl::new(),
+                        )?;
+                        Ok(stats.succeeded)
+                    })
+                })
+                .collect();
+            let mut done = 0;
+            for p in pools {
+                done += p.join().unwrap_or(Ok(0))?;
+            }
+            Ok(done)
+        })?;
+        let drain = start.elapsed();
+        let lifecycle_per_s = per_s(usize::try_from(drained).unwrap_or(0), enqueue + drain);
+        scaling.push(ServerScaling {
+            claimers,
+            lifecycle_per_s,
+            baseline_lifecycle_per_s: baseline.lifecycle_per_s,
+            ratio: lifecycle_per_s / baseline.lifecycle_per_s.max(1e-9),
+        });
+    }
+    progress("one-job claims with 10,000 queued");
+    let (at, _guard) = scratch()?;
+    let mut store = Store::create(&at, options)?;
+    enqueue_batched(&mut store, 10_000, 1000)?;
+    let (_, samples) = claim_cost(&mut store, opts.samples.min(9_000))?;
+    Ok(ServerBenchReport {
+        database: location.to_string(),
+        jobs: opts.jobs,
+        workers: opts.workers,
+        scaling,
+        enqueue_batch_per_s,
+        claim_latency: Latency::of(samples),
+        commit_p50_us,
+    })
 }

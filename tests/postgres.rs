@@ -868,3 +868,56 @@ fn a_serve_rides_out_the_database_going_away_and_nothing_runs_twice() {
         }
     }
 }
+
+#[test]
+fn bench_on_a_database_reports_every_figure_and_leaves_no_schema_behind() {
+    let Some(base) = test_pg() else { return };
+    let schemas = || -> i64 {
+        let mut c = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+        c.query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'bundleq_bench_%'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let before = schemas();
+    let out = std::process::Command::new(common::exe())
+        .args([
+            "--json",
+            "bench",
+            "--quick",
+            "--jobs",
+            "600",
+            "--samples",
+            "20",
+            "--database",
+        ])
+        .arg(&base)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v["report"];
+    let claimers: Vec<u64> = r["scaling"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            for key in ["lifecycle_per_s", "baseline_lifecycle_per_s", "ratio"] {
+                assert!(s[key].as_f64().is_some_and(|x| x > 0.0), "{key}: {s}");
+            }
+            s["claimers"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(claimers, [1, 2, 4]);
+    assert!(r["enqueue_batch_per_s"].as_f64().unwrap() > 0.0);
+    assert!(r["claim_latency"]["p50_us"].as_f64().unwrap() > 0.0);
+    assert!(!r["database"].as_str().unwrap().contains("password"));
+    assert_eq!(v["goals"].as_array().unwrap().len(), 4);
+    assert_eq!(schemas(), before, "a scratch schema was left behind");
+}

@@ -295,6 +295,16 @@ pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
         source,
     })?;
     let progress = |step: &str| output::error_text(&format!("bench: {step}…"));
+    if let Some(url) = &args.database {
+        let location =
+            bundleq::store::Location::server(url).map_err(|message| Error::InvalidArgument {
+                what: "--database",
+                message,
+            })?;
+        let report = bench::run_server(&location, &opts, &progress)?;
+        print_server(json, &report);
+        return Ok(EXIT_OK);
+    }
     let report = bench::run(tmp.path(), &opts, &progress)?;
 
     progress("resident memory of serve working the large queue");
@@ -348,6 +358,107 @@ pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
         print_table(&full);
     }
     Ok(EXIT_OK)
+}
+
+/// The database-server figures and their goals.
+fn print_server(json: bool, r: &bench::ServerBenchReport) {
+    let k = thousands;
+    let one = r.scaling.first();
+    let lifecycle = |n: usize| {
+        r.scaling
+            .iter()
+            .find(|s| s.claimers == n)
+            .map_or(0.0, |s| s.lifecycle_per_s)
+    };
+    let goals = [
+        (
+            "engine life cycle vs plain SQL, 1 claimer",
+            ">= 0.8x",
+            one.map_or(0.0, |s| s.ratio),
+            one.is_some_and(|s| s.ratio >= 0.8),
+        ),
+        (
+            "batched enqueue, jobs/s",
+            ">= 100,000",
+            r.enqueue_batch_per_s,
+            r.enqueue_batch_per_s >= 100_000.0,
+        ),
+        (
+            "one-job claim p50, µs",
+            "<= 1,000",
+            r.claim_latency.p50_us,
+            r.claim_latency.p50_us <= 1000.0,
+        ),
+        (
+            "life cycle 4 pools / 1 pool",
+            "> 1x",
+            lifecycle(4) / lifecycle(1).max(1e-9),
+            lifecycle(4) > lifecycle(1),
+        ),
+    ];
+    if json {
+        let goals: Vec<serde_json::Value> = goals
+            .iter()
+            .map(|(g, t, v, met)| serde_json::json!({"goal": g, "target": t, "this_run": v, "met": met}))
+            .collect();
+        output::json(&serde_json::json!({"report": r, "goals": goals}));
+        return;
+    }
+    output::line(format!(
+        "bundleq bench on {}: N = {} jobs, {} workers per pool",
+        r.database,
+        k(r.jobs as f64),
+        r.workers
+    ));
+    output::line(
+        "baseline: plain SQL in the same database — unnest enqueue of 1,000, SKIP LOCKED claims of 100 and completions of 100 per transaction, by as many connections as the engine has pools",
+    );
+    output::line("");
+    let mut rows: Vec<Vec<String>> = r
+        .scaling
+        .iter()
+        .map(|s| {
+            vec![
+                format!("life cycle, {} pool(s) / connection(s)", s.claimers),
+                k(s.lifecycle_per_s),
+                k(s.baseline_lifecycle_per_s),
+                format!("{:.2}x", s.ratio),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        "enqueue, batch API (1,000/tx)".into(),
+        k(r.enqueue_batch_per_s),
+        String::new(),
+        String::new(),
+    ]);
+    rows.push(vec![
+        "one-job claim p50 / p99 (µs), 10,000 queued".into(),
+        format!(
+            "{} / {}",
+            k(r.claim_latency.p50_us),
+            k(r.claim_latency.p99_us)
+        ),
+        format!("floor {}", k(r.commit_p50_us)),
+        String::new(),
+    ]);
+    output::table(&["MEASURE", "ENGINE", "BASELINE", "RATIO"], &rows, None);
+    output::line("");
+    let goal_rows: Vec<Vec<String>> = goals
+        .iter()
+        .map(|(g, t, v, met)| {
+            vec![
+                (*g).to_owned(),
+                (*t).to_owned(),
+                format!(
+                    "{} {}",
+                    if *v < 100.0 { format!("{v:.2}") } else { k(*v) },
+                    if *met { "met" } else { "NOT met" }
+                ),
+            ]
+        })
+        .collect();
+    output::table(&["GOAL", "TARGET", "THIS RUN"], &goal_rows, None);
 }
 
 fn print_table(f: &Full<'_>) {

@@ -417,6 +417,12 @@ pub struct BenchArgs {
     /// Where to put the temp homes [default: the system temp folder]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Measure on this PostgreSQL database instead (scratch schemas,
+    /// dropped when done): the engine's life cycle with 1, 2 and 4 pools
+    /// against a plain-SQL baseline with as many claiming connections,
+    /// batched enqueue, and one-job claim latency
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
 }
 
 /// `--sync` values.

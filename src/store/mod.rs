@@ -59,7 +59,7 @@ pub enum Location {
     Postgres(PgLocation),
 }
 
-pub use postgres::PgLocation;
+pub use postgres::{PgLocation, Scratch};
 
 impl Location {
     /// A location as configured: a path (relative to `base`) for SQLite.
@@ -699,14 +699,32 @@ impl Store {
 /// The benchmark's plain-statement baseline, run by the backend of
 /// `location` in a new database there: `n` jobs, and `samples` minimal
 /// commits.
+///
+/// On PostgreSQL the schema at `location` must exist and be migrated
+/// (`Store::create`), and `claimers` connections claim at once; SQLite has
+/// one writer and ignores it.
 pub fn run_baseline(
     location: &Location,
     synchronous: Synchronous,
     n: usize,
+    claimers: usize,
     samples: usize,
 ) -> Result<BaselineFigures> {
     match location {
         Location::Sqlite(p) => sqlite::run_baseline(p, synchronous, n, samples),
-        Location::Postgres(_) => postgres::run_baseline(),
+        Location::Postgres(p) => postgres::run_baseline(p, n, claimers, samples),
+    }
+}
+
+/// A scratch database for a benchmark on a database server: a new schema
+/// in the database at `location`, dropped with everything in it when the
+/// returned guard is dropped. `None` for SQLite (a temp folder does).
+pub fn scratch(location: &Location) -> Result<Option<(Location, Scratch)>> {
+    match location {
+        Location::Sqlite(_) => Ok(None),
+        Location::Postgres(p) => {
+            let s = Scratch::new(p)?;
+            Ok(Some((Location::Postgres(s.location()), s)))
+        }
     }
 }

@@ -107,6 +107,40 @@ pub(super) fn insert_job(tx: &mut Tx<'_>, job: &NewJob) -> Result<Uuid> {
     Ok(id)
 }
 
+/// Inserts jobs inside `tx` with one statement (arrays unnested).
+fn insert_jobs(tx: &mut Tx<'_>, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
+    let mut maxes = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        let max = j
+            .max_attempts
+            .unwrap_or_else(|| tx.policy.max_attempts_for(&j.job_type));
+        if max == 0 {
+            return Err(Error::InvalidArgument {
+                what: "max_attempts",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        maxes.push(int(max));
+    }
+    let ids: Vec<Uuid> = jobs.iter().map(|_| crate::store::new_job_id()).collect();
+    let tenants: Vec<Uuid> = jobs.iter().map(|j| j.tenant_id).collect();
+    let runs: Vec<Uuid> = jobs.iter().map(|j| j.run_id).collect();
+    let types: Vec<&str> = jobs.iter().map(|j| j.job_type.as_str()).collect();
+    let payloads: Vec<&serde_json::Value> = jobs.iter().map(|j| &j.payload).collect();
+    let due: Vec<Option<Timestamp>> = jobs.iter().map(|j| j.not_before).collect();
+    let now = tx.now;
+    tx.execute(
+        "INSERT INTO research_jobs (id, tenant_id, run_id, job_type, status, attempts,
+             max_attempts, payload_json, created_at, updated_at, retry_at)
+         SELECT i, t, r, ty, 'queued', 0, m, p, $8, $8, d
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::varchar[], $5::int4[],
+                     $6::jsonb[], $7::timestamptz[]) AS x(i, t, r, ty, m, p, d)",
+        &[&ids, &tenants, &runs, &types, &maxes, &payloads, &due, &now],
+    )?;
+    tx.notify();
+    Ok(ids)
+}
+
 /// The attempt that ended a job, as its row holds it (succeeded or failed,
 /// with no attempt row of its own yet).
 const LAST_ATTEMPT: &str = "
@@ -216,52 +250,15 @@ fn get_job(tx: &mut Tx<'_>, tenant: Uuid, id: Uuid) -> Result<Option<Job>> {
     .transpose()
 }
 
-/// The claim: the three walks (ready, due retries, expired locks), each a
-/// `FOR UPDATE SKIP LOCKED` CTE, oldest first past the job types in `$5`,
-/// at most `$7` per capped type in `$6`; one `UPDATE … RETURNING` takes
-/// them, with each row as it stood before (to tell rescues).
+/// The claim, one statement: running jobs whose lock expired at their
+/// last attempt fail (their attempt recorded lost: never run once more
+/// than allowed); then the three walks (ready, due retries, expired locks),
+/// each a `FOR UPDATE SKIP LOCKED` CTE, oldest first, past paused types and
+/// the capped types in `$5`, at most `$7` per capped type in `$6`; one
+/// `UPDATE … RETURNING` takes them, with each row as it stood before (to
+/// tell rescues). Its first row's first column lists the jobs it failed
+/// (JSON), and a row whose other columns are NULL means nothing was taken.
 const CLAIM_SQL: &str = "
-WITH ready AS (
-    SELECT id, job_type, created_at FROM research_jobs
-    WHERE status = 'queued' AND retry_at IS NULL AND job_type <> ALL($5::varchar[])
-    ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED),
-due AS (
-    SELECT id, job_type, created_at FROM research_jobs
-    WHERE status = 'queued' AND retry_at IS NOT NULL AND retry_at <= $1
-      AND job_type <> ALL($5::varchar[])
-    ORDER BY retry_at LIMIT $3 FOR UPDATE SKIP LOCKED),
-expired AS (
-    SELECT id, job_type, created_at FROM research_jobs
-    WHERE status = 'running' AND locked_at < $2 AND attempts < max_attempts
-      AND job_type <> ALL($5::varchar[])
-    ORDER BY locked_at LIMIT $3 FOR UPDATE SKIP LOCKED),
-picked AS (
-    SELECT id FROM (
-        SELECT c.id, c.created_at,
-               row_number() OVER (PARTITION BY c.job_type ORDER BY c.created_at, c.id) AS rn,
-               r.room
-        FROM (SELECT * FROM ready UNION ALL SELECT * FROM due UNION ALL SELECT * FROM expired) AS c
-        LEFT JOIN unnest($6::varchar[], $7::int8[]) AS r(job_type, room) USING (job_type)
-    ) AS x
-    WHERE x.room IS NULL OR x.rn <= x.room
-    ORDER BY x.created_at, x.id LIMIT $3),
-old AS (
-    SELECT o.id, o.status, o.claim_id, o.attempts, o.locked_by,
-           coalesce(o.claimed_at, o.locked_at) AS started
-    FROM research_jobs AS o JOIN picked USING (id))
-UPDATE research_jobs AS j
-SET status = 'running', attempts = j.attempts + 1, locked_at = $1, locked_by = $4,
-    retry_at = NULL, updated_at = $1, claim_id = gen_random_uuid(), claimed_at = $1,
-    claimed_by = $4
-FROM old
-WHERE j.id = old.id
-RETURNING j.id, j.tenant_id, j.run_id, j.job_type, j.status, j.attempts, j.max_attempts,
-    j.retry_at, j.locked_at, j.locked_by, j.last_error, j.payload_json, j.created_at,
-    j.updated_at, j.claim_id, old.status, old.claim_id, old.attempts, old.locked_by, old.started";
-
-/// Running jobs whose lock expired at their last attempt fail (their
-/// attempt recorded lost): never run once more than allowed.
-const FAIL_LOST_SQL: &str = "
 WITH lost AS (
     SELECT id FROM research_jobs
     WHERE status = 'running' AND locked_at < $2 AND attempts >= max_attempts
@@ -274,38 +271,74 @@ kept AS (
         'worker ' || o.locked_by || ' was lost during attempt ' || o.attempts || '/'
             || o.max_attempts || ' (lock expired at '
             || to_char(o.locked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') || ')'
-    FROM research_jobs AS o JOIN lost USING (id))
-UPDATE research_jobs AS j
-SET status = 'failed', retry_at = NULL, locked_at = NULL, locked_by = NULL, updated_at = $1,
-    last_error = 'worker ' || j.locked_by || ' was lost during attempt ' || j.attempts || '/'
-        || j.max_attempts || ' (lock expired at '
-        || to_char(j.locked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') || ')'
-FROM lost
-WHERE j.id = lost.id
-RETURNING j.id, j.attempts, j.last_error";
+    FROM research_jobs AS o JOIN lost USING (id)),
+failed AS (
+    UPDATE research_jobs AS j
+    SET status = 'failed', retry_at = NULL, locked_at = NULL, locked_by = NULL, updated_at = $1,
+        last_error = 'worker ' || j.locked_by || ' was lost during attempt ' || j.attempts || '/'
+            || j.max_attempts || ' (lock expired at '
+            || to_char(j.locked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') || ')'
+    FROM lost
+    WHERE j.id = lost.id
+    RETURNING j.id, j.attempts, j.last_error),
+ready AS (
+    SELECT id, job_type, created_at FROM research_jobs AS r
+    WHERE status = 'queued' AND retry_at IS NULL AND job_type <> ALL($5::varchar[])
+      AND NOT EXISTS (SELECT 1 FROM research_paused AS p WHERE p.job_type IN (r.job_type, '*'))
+    ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED),
+due AS (
+    SELECT id, job_type, created_at FROM research_jobs AS r
+    WHERE status = 'queued' AND retry_at IS NOT NULL AND retry_at <= $1
+      AND job_type <> ALL($5::varchar[])
+      AND NOT EXISTS (SELECT 1 FROM research_paused AS p WHERE p.job_type IN (r.job_type, '*'))
+    ORDER BY retry_at LIMIT $3 FOR UPDATE SKIP LOCKED),
+expired AS (
+    SELECT id, job_type, created_at FROM research_jobs AS r
+    WHERE status = 'running' AND locked_at < $2 AND attempts < max_attempts
+      AND job_type <> ALL($5::varchar[])
+      AND NOT EXISTS (SELECT 1 FROM research_paused AS p WHERE p.job_type IN (r.job_type, '*'))
+    ORDER BY locked_at LIMIT $3 FOR UPDATE SKIP LOCKED),
+picked AS (
+    SELECT id FROM (
+        SELECT c.id, c.created_at,
+               row_number() OVER (PARTITION BY c.job_type ORDER BY c.created_at, c.id) AS rn,
+               r.room
+        FROM (SELECT * FROM ready UNION ALL SELECT * FROM due UNION ALL SELECT * FROM expired) AS c
+        LEFT JOIN unnest($6::varchar[], $7::int8[]) AS r(job_type, room) USING (job_type)
+    ) AS x
+    WHERE x.room IS NULL OR x.rn <= x.room
+    ORDER BY x.created_at, x.id LIMIT $3),
+old AS (
+    SELECT o.id, o.status, o.claim_id, o.attempts, o.locked_by, o.tenant_id,
+           coalesce(o.claimed_at, o.locked_at) AS started
+    FROM research_jobs AS o JOIN picked USING (id)),
+rescued AS (
+    INSERT INTO job_attempts (job_id, id, tenant_id, attempt, worker, started_at, finished_at,
+        outcome, error)
+    SELECT o.id, coalesce(o.claim_id, gen_random_uuid()), o.tenant_id, o.attempts, o.locked_by,
+        o.started, $1, 'lost', 'lock expired; the job was rescued'
+    FROM old AS o WHERE o.status = 'running'),
+claimed AS (
+    UPDATE research_jobs AS j
+    SET status = 'running', attempts = j.attempts + 1, locked_at = $1, locked_by = $4,
+        retry_at = NULL, updated_at = $1, claim_id = gen_random_uuid(), claimed_at = $1,
+        claimed_by = $4
+    FROM old
+    WHERE j.id = old.id
+    RETURNING j.id, j.tenant_id, j.run_id, j.job_type, j.status, j.attempts, j.max_attempts,
+        j.retry_at, j.locked_at, j.locked_by, j.last_error, j.payload_json, j.created_at,
+        j.updated_at, j.claim_id, old.status AS old_status, old.claim_id AS old_claim,
+        old.attempts AS old_attempts, old.locked_by AS old_worker, old.started)
+SELECT c.id, c.tenant_id, c.run_id, c.job_type, c.status, c.attempts, c.max_attempts,
+    c.retry_at, c.locked_at, c.locked_by, c.last_error, c.payload_json, c.created_at,
+    c.updated_at, c.claim_id, c.old_status, c.old_claim, c.old_attempts, c.old_worker, c.started,
+    (SELECT json_agg(json_build_array(f.id, f.attempts, f.last_error)) FROM failed AS f)
+FROM (SELECT 1) AS one LEFT JOIN claimed AS c ON true";
 
 /// The claim inside `tx`.
 fn claim_in(tx: &mut Tx<'_>, n: u32, worker: &str) -> Result<Vec<Claim>> {
     let now = tx.now;
     let expiry = now.minus(tx.policy.lock_timeout);
-    for r in tx.query(FAIL_LOST_SQL, &[&now, &expiry])? {
-        let (id, attempts, error): (Uuid, i32, String) = (col(&r, 0)?, col(&r, 1)?, col(&r, 2)?);
-        tx.defer(Transition {
-            job_id: id,
-            kind: TransitionKind::Failed {
-                attempts: count(attempts),
-                error,
-            },
-        });
-    }
-    let paused: Vec<String> = tx
-        .query("SELECT job_type::text FROM research_paused", &[])?
-        .iter()
-        .map(|r| col(r, 0))
-        .collect::<Result<_>>()?;
-    if paused.iter().any(|p| p == ALL_TYPES) {
-        return Ok(Vec::new());
-    }
     let caps: Vec<(String, u32)> = tx.policy.caps().map(|(t, c)| (t.to_owned(), c)).collect();
     let mut room: HashMap<String, u32> = HashMap::new();
     if !caps.is_empty() {
@@ -331,17 +364,15 @@ fn claim_in(tx: &mut Tx<'_>, n: u32, worker: &str) -> Result<Vec<Claim>> {
         }
     }
     let mut claims: Vec<Claim> = Vec::new();
-    let mut lost = Vec::new();
     // One round without caps; with caps, another round whenever a type ran
     // out of room (its jobs may have kept others out of the last one).
     loop {
         let want = n - claims.len() as u32;
-        let mut blocked = paused.clone();
-        blocked.extend(
-            room.iter()
-                .filter(|(_, r)| **r == 0)
-                .map(|(t, _)| t.clone()),
-        );
+        let blocked: Vec<String> = room
+            .iter()
+            .filter(|(_, r)| **r == 0)
+            .map(|(t, _)| t.clone())
+            .collect();
         let (types, rooms): (Vec<String>, Vec<i64>) = room
             .iter()
             .filter(|(_, r)| **r > 0)
@@ -359,9 +390,38 @@ fn claim_in(tx: &mut Tx<'_>, n: u32, worker: &str) -> Result<Vec<Claim>> {
                 &rooms,
             ],
         )?;
+        if let Some(failed) = rows
+            .first()
+            .map(|r| col::<Option<serde_json::Value>>(r, 20))
+        {
+            for f in failed?
+                .as_ref()
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                let id = f[0].as_str().and_then(|t| Uuid::parse_str(t).ok());
+                if let Some(id) = id {
+                    tx.defer(Transition {
+                        job_id: id,
+                        kind: TransitionKind::Failed {
+                            attempts: f[1]
+                                .as_u64()
+                                .and_then(|a| u32::try_from(a).ok())
+                                .unwrap_or(0),
+                            error: f[2].as_str().unwrap_or_default().to_owned(),
+                        },
+                    });
+                }
+            }
+        }
+        let rows: Vec<&postgres::Row> = rows
+            .iter()
+            .filter(|r| col::<Option<Uuid>>(r, 0).is_ok_and(|id| id.is_some()))
+            .collect();
         let got = rows.len();
         let mut filled = false;
-        for r in &rows {
+        for r in rows {
             let job = job_from_row(r)?;
             if let Some(left) = room.get_mut(&job.job_type) {
                 *left = left.saturating_sub(1);
@@ -379,17 +439,6 @@ fn claim_in(tx: &mut Tx<'_>, n: u32, worker: &str) -> Result<Vec<Claim>> {
                         max_attempts: job.max_attempts,
                     },
                 });
-                let old_claim: Option<Uuid> = col(r, 16)?;
-                let old_attempt: i32 = col(r, 17)?;
-                let started: Timestamp = col(r, 19)?;
-                lost.push((
-                    job.id,
-                    old_claim.unwrap_or_else(Uuid::now_v7),
-                    job.tenant_id,
-                    old_attempt,
-                    from.clone(),
-                    started,
-                ));
                 Some(from)
             } else {
                 None
@@ -410,24 +459,6 @@ fn claim_in(tx: &mut Tx<'_>, n: u32, worker: &str) -> Result<Vec<Claim>> {
         if got == 0 || claims.len() as u32 >= n || !filled {
             break;
         }
-    }
-    if !lost.is_empty() {
-        let ids: Vec<Uuid> = lost.iter().map(|l| l.0).collect();
-        let claim_ids: Vec<Uuid> = lost.iter().map(|l| l.1).collect();
-        let tenants: Vec<Uuid> = lost.iter().map(|l| l.2).collect();
-        let attempts: Vec<i32> = lost.iter().map(|l| l.3).collect();
-        let workers: Vec<String> = lost.iter().map(|l| l.4.clone()).collect();
-        let started: Vec<Timestamp> = lost.iter().map(|l| l.5).collect();
-        tx.execute(
-            "INSERT INTO job_attempts (job_id, id, tenant_id, attempt, worker, started_at,
-                 finished_at, outcome, error)
-             SELECT j, c, t, a, w, s, $7, 'lost', 'lock expired; the job was rescued'
-             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int4[], $5::varchar[],
-                         $6::timestamptz[]) AS x(j, c, t, a, w, s)",
-            &[
-                &ids, &claim_ids, &tenants, &attempts, &workers, &started, &now,
-            ],
-        )?;
     }
     claims.sort_by(|a, b| {
         a.job
@@ -775,17 +806,22 @@ impl PgStore {
         self.write("enqueue a job", now, |tx| insert_job(tx, job))
     }
 
-    /// Enqueues many jobs in one transaction.
+    /// Enqueues many jobs in one transaction, one statement for all.
     pub fn enqueue_many(&mut self, jobs: &[NewJob], now: Timestamp) -> Result<Vec<Uuid>> {
-        self.write("enqueue jobs", now, |tx| {
-            jobs.iter().map(|j| insert_job(tx, j)).collect()
-        })
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write("enqueue jobs", now, |tx| insert_jobs(tx, jobs))
     }
 
     /// Claims up to `n` jobs for `worker`.
     pub fn claim(&mut self, n: u32, worker: &str, now: Timestamp) -> Result<Vec<Claim>> {
         if n == 0 {
             return Ok(Vec::new());
+        }
+        if self.policy().caps().next().is_none() {
+            // Without caps the claim is one statement.
+            return self.write_one("claim jobs", now, |tx| claim_in(tx, n, worker));
         }
         self.write("claim jobs", now, |tx| claim_in(tx, n, worker))
     }
@@ -798,6 +834,9 @@ impl PgStore {
         worker: &str,
         now: Timestamp,
     ) -> Result<(Vec<Report>, Vec<Claim>)> {
+        if completions.is_empty() {
+            return Ok((Vec::new(), self.claim(n, worker, now)?));
+        }
         self.write("record outcomes and claim jobs", now, |tx| {
             let reports = apply_completions(tx, completions)?;
             let claims = if n == 0 {

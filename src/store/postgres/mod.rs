@@ -19,8 +19,11 @@
 //! - migrations (`migrations/postgres/`) run under an advisory lock, so
 //!   processes starting at once do not race.
 
+mod baseline;
 mod jobs;
 mod runs;
+
+pub use baseline::Scratch;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -48,7 +51,7 @@ const CAPS_LOCK: i64 = 0x6275_6e64_6c65_7102;
 /// `key=value` form), as configured.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PgLocation {
-    text: String,
+    pub(super) text: String,
 }
 
 impl std::fmt::Debug for PgLocation {
@@ -68,7 +71,7 @@ impl PgLocation {
         })
     }
 
-    fn config(&self) -> postgres::Config {
+    pub(super) fn config(&self) -> postgres::Config {
         // Parsed when the location was made.
         let mut config = self.text.parse::<postgres::Config>().unwrap_or_default();
         if config.get_connect_timeout().is_none() {
@@ -118,7 +121,16 @@ pub struct PgStore {
     /// This connection listens for notifications (only the ones that read
     /// them do: the client keeps what it receives until it is read).
     listening: bool,
+    /// The server's clock as last read, and this host's monotonic clock
+    /// then: a transaction's time is that reading plus the monotonic time
+    /// since, so it is the server's clock without a round trip per
+    /// transaction, and a jump of this host's wall clock changes nothing.
+    server_clock: Option<(Timestamp, Instant)>,
 }
+
+/// How long a reading of the server's clock is used before it is read
+/// again (the monotonic clock drifts by parts per million).
+const CLOCK_READING_FOR: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -218,6 +230,7 @@ impl PgStore {
             seen: 0,
             read_only: false,
             listening: false,
+            server_clock: None,
         };
         store.client()?;
         Ok(store)
@@ -230,6 +243,7 @@ impl PgStore {
         }
         if self.client.is_none() {
             self.cache.clear();
+            self.server_clock = None;
             let mut client = self
                 .location
                 .config()
@@ -440,12 +454,34 @@ impl PgStore {
         &mut self,
         action: &'static str,
         now: Timestamp,
+        f: impl FnMut(&mut Tx<'_>) -> Result<T>,
+    ) -> Result<T> {
+        self.write_as(action, now, false, f)
+    }
+
+    /// [`PgStore::write`] for work that `f` does in one statement: it runs
+    /// as its own transaction, without `BEGIN` and `COMMIT` round trips.
+    /// (A clock reading, when due, is a statement of its own before it.)
+    pub(super) fn write_one<T>(
+        &mut self,
+        action: &'static str,
+        now: Timestamp,
+        f: impl FnMut(&mut Tx<'_>) -> Result<T>,
+    ) -> Result<T> {
+        self.write_as(action, now, true, f)
+    }
+
+    fn write_as<T>(
+        &mut self,
+        action: &'static str,
+        now: Timestamp,
+        single: bool,
         mut f: impl FnMut(&mut Tx<'_>) -> Result<T>,
     ) -> Result<T> {
         let start = Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
-            match self.attempt(action, now, &mut f) {
+            match self.attempt(action, now, single, &mut f) {
                 Err(e) if is_retryable(&e) && start.elapsed() < self.options.busy_deadline => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(100));
@@ -465,6 +501,7 @@ impl PgStore {
         &mut self,
         action: &'static str,
         now: Timestamp,
+        single: bool,
         f: &mut impl FnMut(&mut Tx<'_>) -> Result<T>,
     ) -> Result<(T, Vec<Transition>)> {
         let caller_clock = self.options.caller_clock;
@@ -474,6 +511,7 @@ impl PgStore {
             cache,
             options,
             channel,
+            server_clock,
             ..
         } = self;
         let Some(client) = client else {
@@ -482,7 +520,11 @@ impl PgStore {
                 message: "no connection".to_owned(),
             });
         };
-        let tx = client.transaction().pg(action)?;
+        let tx = if single {
+            Conn::Single(client)
+        } else {
+            Conn::Tx(client.transaction().pg(action)?)
+        };
         let mut tx = Tx {
             tx,
             cache,
@@ -494,8 +536,19 @@ impl PgStore {
             action,
         };
         if !caller_clock {
-            let row = tx.one("SELECT now()", &[])?;
-            tx.now = Timestamp::from_offset(row.try_get(0).pg(action)?);
+            let reading = match *server_clock {
+                Some((at, when)) if when.elapsed() < CLOCK_READING_FOR => (at, when),
+                _ => {
+                    let asked = Instant::now();
+                    let row = tx.one("SELECT statement_timestamp()", &[])?;
+                    let at = Timestamp::from_offset(row.try_get(0).pg(action)?);
+                    // The server read its clock about halfway through.
+                    let when = asked + asked.elapsed() / 2;
+                    *server_clock = Some((at, when));
+                    (at, when)
+                }
+            };
+            tx.now = reading.0.plus(reading.1.elapsed());
         }
         let value = f(&mut tx)?;
         if tx.notify && !tx.channel.is_empty() {
@@ -529,12 +582,14 @@ impl PgStore {
                     message: "no connection".to_owned(),
                 });
             };
-            let tx = client
-                .build_transaction()
-                .read_only(true)
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .start()
-                .pg(action)?;
+            let tx = Conn::Tx(
+                client
+                    .build_transaction()
+                    .read_only(true)
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .start()
+                    .pg(action)?,
+            );
             let mut tx = Tx {
                 tx,
                 cache,
@@ -720,10 +775,78 @@ impl PgStore {
     }
 }
 
+/// Where a [`Tx`]'s statements run: an open transaction, or (for work
+/// that is one statement) the connection itself, each statement its own
+/// transaction — one round trip instead of three.
+enum Conn<'a> {
+    Tx(postgres::Transaction<'a>),
+    Single(&'a mut Client),
+}
+
+impl Conn<'_> {
+    fn prepare(&mut self, sql: &str) -> std::result::Result<Statement, postgres::Error> {
+        match self {
+            Conn::Tx(t) => t.prepare(sql),
+            Conn::Single(c) => c.prepare(sql),
+        }
+    }
+
+    fn query(
+        &mut self,
+        s: &Statement,
+        p: &[Param<'_>],
+    ) -> std::result::Result<Vec<Row>, postgres::Error> {
+        match self {
+            Conn::Tx(t) => t.query(s, p),
+            Conn::Single(c) => c.query(s, p),
+        }
+    }
+
+    fn query_opt(
+        &mut self,
+        s: &Statement,
+        p: &[Param<'_>],
+    ) -> std::result::Result<Option<Row>, postgres::Error> {
+        match self {
+            Conn::Tx(t) => t.query_opt(s, p),
+            Conn::Single(c) => c.query_opt(s, p),
+        }
+    }
+
+    fn query_one(
+        &mut self,
+        s: &Statement,
+        p: &[Param<'_>],
+    ) -> std::result::Result<Row, postgres::Error> {
+        match self {
+            Conn::Tx(t) => t.query_one(s, p),
+            Conn::Single(c) => c.query_one(s, p),
+        }
+    }
+
+    fn execute(
+        &mut self,
+        s: &Statement,
+        p: &[Param<'_>],
+    ) -> std::result::Result<u64, postgres::Error> {
+        match self {
+            Conn::Tx(t) => t.execute(s, p),
+            Conn::Single(c) => c.execute(s, p),
+        }
+    }
+
+    fn commit(self) -> std::result::Result<(), postgres::Error> {
+        match self {
+            Conn::Tx(t) => t.commit(),
+            Conn::Single(_) => Ok(()),
+        }
+    }
+}
+
 /// A transaction of a [`PgStore`], with its prepared statements, its time
 /// and the transitions it will report once committed.
 pub(super) struct Tx<'a> {
-    tx: postgres::Transaction<'a>,
+    tx: Conn<'a>,
     cache: &'a mut HashMap<String, Statement>,
     held: Vec<Transition>,
     /// The transaction's time: the server's `now()` (or the caller's).
@@ -838,11 +961,13 @@ impl<'a> FromSql<'a> for Timestamp {
     }
 }
 
-/// The benchmark baseline runs on SQLite only.
-pub(crate) fn run_baseline() -> Result<crate::store::BaselineFigures> {
-    Err(Error::InvalidArgument {
-        what: "bench",
-        message: "the benchmark's baseline runs on a SQLite database (bench makes its own)"
-            .to_owned(),
-    })
+/// The benchmark's plain-SQL baseline in the (migrated) schema at
+/// `location`, with `claimers` connections claiming at once.
+pub(crate) fn run_baseline(
+    location: &PgLocation,
+    n: usize,
+    claimers: usize,
+    samples: usize,
+) -> Result<crate::store::BaselineFigures> {
+    baseline::run(location, n, claimers, samples)
 }
