@@ -859,6 +859,8 @@ pub struct ServerBenchReport {
     pub scaling: Vec<ServerScaling>,
     /// The engine's batched enqueue (1,000 jobs per transaction), jobs/s.
     pub enqueue_batch_per_s: f64,
+    /// The baseline's `unnest` enqueue (1,000 per statement), jobs/s.
+    pub baseline_enqueue_per_s: f64,
     /// One-job claims with 10,000 queued.
     pub claim_latency: Latency,
     /// The baseline's minimal commit, microseconds (the floor under a claim).
@@ -897,6 +899,7 @@ pub fn run_server(
     };
     let mut scaling = Vec::new();
     let mut enqueue_batch_per_s = 0.0;
+    let mut baseline_enqueue_per_s = 0.0;
     let mut commit_p50_us = 0.0;
     for claimers in [1, 2, 4] {
         progress(&format!("baseline with {claimers} claiming connection(s)"));
@@ -905,6 +908,7 @@ pub fn run_server(
         let baseline = run_baseline(&at, opts.synchronous, opts.jobs, claimers, opts.samples)?;
         if claimers == 1 {
             commit_p50_us = baseline.commit_p50_us;
+            baseline_enqueue_per_s = baseline.enqueue_per_s;
         }
         progress(&format!("engine life cycle with {claimers} pool(s)"));
         let (at, _guard) = scratch()?;
@@ -962,6 +966,7 @@ pub fn run_server(
         workers: opts.workers,
         scaling,
         enqueue_batch_per_s,
+        baseline_enqueue_per_s,
         claim_latency: Latency::of(samples),
         commit_p50_us,
     })

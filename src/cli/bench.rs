@@ -429,8 +429,11 @@ fn print_server(json: bool, r: &bench::ServerBenchReport) {
     rows.push(vec![
         "enqueue, batch API (1,000/tx)".into(),
         k(r.enqueue_batch_per_s),
-        String::new(),
-        String::new(),
+        k(r.baseline_enqueue_per_s),
+        format!(
+            "{:.2}x",
+            r.enqueue_batch_per_s / r.baseline_enqueue_per_s.max(1e-9)
+        ),
     ]);
     rows.push(vec![
         "one-job claim p50 / p99 (µs), 10,000 queued".into(),
