@@ -257,28 +257,12 @@ fn a_file_object_accepted_on_one_host_is_processed_on_another() {
 
 /// `big.bundle/` with one text file of `size` bytes of words.
 fn spaced_file_bundle(dir: &Path, size: usize) -> std::path::PathBuf {
-    let folder = dir.join("big.bundle");
-    fs::create_dir_all(&folder).unwrap();
     let text: String = "glacier moraine terminus "
         .chars()
         .cycle()
         .take(size)
         .collect();
-    fs::write(folder.join("big.txt"), &text).unwrap();
-    let bundle = serde_json::json!({
-        "bundle_version": 1,
-        "run_id": Uuid::now_v7(),
-        "title": "A big source",
-        "created_at": "2026-11-28T10:00:00Z",
-        "sources": [{
-            "uri": "file:big.txt",
-            "path": "big.txt",
-            "sha256": bundleq::digest::Sha256Hex::of(text.as_bytes()).as_str(),
-            "media_type": "text/plain"
-        }]
-    });
-    fs::write(folder.join("bundle.json"), bundle.to_string()).unwrap();
-    folder
+    common::text_file_bundle(dir, "big", &text)
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -681,22 +665,7 @@ fn a_source_too_big_for_one_tsvector_is_indexed_as_far_as_it_fits() {
     let (d, bin) = Backend::Postgres.init_with("");
     // 2 MiB of distinct words: its whole tsvector would pass 1 MiB.
     let text: String = (0..230_000).map(|i| format!("u{i:07} ")).collect();
-    let folder = d.path().join("words.bundle");
-    fs::create_dir_all(&folder).unwrap();
-    fs::write(folder.join("words.txt"), &text).unwrap();
-    let bundle = serde_json::json!({
-        "bundle_version": 1,
-        "run_id": Uuid::now_v7(),
-        "title": "Many words",
-        "created_at": "2026-11-28T10:00:00Z",
-        "sources": [{
-            "uri": "file:words.txt",
-            "path": "words.txt",
-            "sha256": bundleq::digest::Sha256Hex::of(text.as_bytes()).as_str(),
-            "media_type": "text/plain"
-        }]
-    });
-    fs::write(folder.join("bundle.json"), bundle.to_string()).unwrap();
+    let folder = common::text_file_bundle(d.path(), "words", &text);
     bin.ok(&["submit", folder.to_str().unwrap()]);
     bin.ok(&["serve", "--once", "--no-inbox"]);
     assert_eq!(

@@ -114,6 +114,23 @@ pub(crate) fn cut(json: &str, texts: &[(&Sha256Hex, &str)]) -> Option<(String, S
     Some((out, holes))
 }
 
+/// The bundle a run's stored JSON stands for: its holes filled by `fetch`,
+/// and the result checked to be the very bytes accepted (`bundle_sha256`).
+/// An error is a message saying what is missing or damaged.
+pub(crate) fn rebuild(
+    compact: &str,
+    holes: &str,
+    bundle_sha256: &str,
+    fetch: &mut dyn FnMut(&Sha256Hex) -> crate::Result<Option<Vec<u8>>>,
+) -> Result<String, String> {
+    let json = fill(compact, holes, fetch)?;
+    if Sha256Hex::of(json.as_bytes()).as_str() == bundle_sha256 {
+        Ok(json)
+    } else {
+        Err("rebuilt, it does not match its sha256".to_owned())
+    }
+}
+
 /// Fills the holes of a compact JSON text with the texts `fetch` gives for
 /// their digests. An error is a message saying what is missing or damaged.
 pub(crate) fn fill(

@@ -43,6 +43,7 @@ pub use model::{
     ServeRow, Stats, StoreOptions, Synchronous, Tenant, Transition, TransitionKind, TypePolicy,
     new_job_id, valid_tenant_name,
 };
+pub(crate) use model::{new_tenant_id, short_form, truncate_error};
 pub use readers::Readers;
 
 use crate::digest::Sha256Hex;

@@ -441,6 +441,85 @@ pub struct ServeRow {
     pub claimed_ahead: u32,
 }
 
+/// Errors stored in `last_error` and attempt rows are cut to this many
+/// bytes (at a character boundary), by every backend.
+pub(crate) const MAX_ERROR_BYTES: usize = 8 * 1024;
+
+/// `message` cut to [`MAX_ERROR_BYTES`].
+pub(crate) fn truncate_error(message: &str) -> &str {
+    if message.len() <= MAX_ERROR_BYTES {
+        return message;
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
+impl Claim {
+    /// The claim of `job` (as it is after the claim) by `worker`, whose
+    /// claim id is `attempt_id`.
+    pub(crate) fn of(
+        job: Job,
+        worker: &str,
+        attempt_id: Uuid,
+        rescued_from: Option<String>,
+    ) -> Claim {
+        Claim {
+            token: ClaimToken {
+                job_id: job.id,
+                worker: worker.to_owned(),
+                attempt: job.attempts,
+                max_attempts: job.max_attempts,
+                job_type: job.job_type.clone(),
+                attempt_id,
+            },
+            job,
+            rescued_from,
+        }
+    }
+}
+
+impl PruneFilter {
+    /// The states whose jobs it prunes: those asked for, all finished ones
+    /// when none was; an unfinished state is refused.
+    pub(crate) fn finished_statuses(&self) -> crate::Result<Vec<&'static str>> {
+        if let Some(s) = self.statuses.iter().find(|s| !s.is_finished()) {
+            return Err(crate::Error::InvalidArgument {
+                what: "status",
+                message: format!("only finished jobs can be pruned, not {s} ones"),
+            });
+        }
+        Ok(if self.statuses.is_empty() {
+            JobStatus::ALL
+                .iter()
+                .filter(|s| s.is_finished())
+                .map(|s| s.as_str())
+                .collect()
+        } else {
+            self.statuses.iter().map(|s| s.as_str()).collect()
+        })
+    }
+}
+
+/// The id of a tenant about to be created as `name`: `id`, or a new UUIDv7;
+/// a bad name or the nil UUID is refused.
+pub(crate) fn new_tenant_id(name: &str, id: Option<Uuid>) -> crate::Result<Uuid> {
+    valid_tenant_name(name).map_err(|message| crate::Error::InvalidArgument {
+        what: "tenant name",
+        message,
+    })?;
+    let id = id.unwrap_or_else(Uuid::now_v7);
+    if id.is_nil() {
+        return Err(crate::Error::InvalidArgument {
+            what: "tenant id",
+            message: "the nil UUID cannot be a tenant".to_owned(),
+        });
+    }
+    Ok(id)
+}
+
 /// A new job id: UUIDv7 with random bits after the millisecond (no
 /// counter), so ids made in the same millisecond part after 15 characters
 /// and short ids stay short; the timestamp prefix keeps the B-tree compact.
@@ -471,6 +550,74 @@ impl IdKind {
             IdKind::Run => "run",
         }
     }
+
+    /// `prefix` as a backend looks it up (trimmed, lowercase), or why it
+    /// cannot name an id.
+    pub(crate) fn check_prefix(self, prefix: &str) -> crate::Result<String> {
+        let p = prefix.trim().to_ascii_lowercase();
+        if p.len() < MIN_PREFIX
+            || p.len() > 36
+            || !p.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+        {
+            return Err(crate::Error::InvalidArgument {
+                what: "id",
+                message: format!(
+                    "{prefix:?} is not a {} id or a prefix of one ({MIN_PREFIX} to 36 characters of 0-9, a-f and '-')",
+                    self.noun()
+                ),
+            });
+        }
+        Ok(p)
+    }
+
+    /// What resolving `prefix` found: the one id, or an error saying none
+    /// or several (`found` are the first few matches, in order).
+    pub(crate) fn resolved(
+        self,
+        prefix: &str,
+        tenant: Uuid,
+        found: &[String],
+    ) -> crate::Result<String> {
+        match found {
+            [] => Err(match self {
+                IdKind::Job => crate::Error::JobNotFound {
+                    id: prefix.to_owned(),
+                    tenant: tenant.to_string(),
+                },
+                IdKind::Run => crate::Error::RunNotFound {
+                    id: prefix.to_owned(),
+                    tenant: tenant.to_string(),
+                },
+            }),
+            [one] => Ok(one.clone()),
+            many => Err(crate::Error::InvalidArgument {
+                what: "id",
+                message: format!(
+                    "{prefix:?} names more than one {}: {}{}; give more characters",
+                    self.noun(),
+                    many.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+                    if many.len() > 5 { ", …" } else { "" }
+                ),
+            }),
+        }
+    }
+}
+
+/// The short form of `id`: one character more than it shares with its
+/// nearest neighbours, at least [`MIN_SHORT`].
+pub(crate) fn short_form(id: &str, neighbours: &[&str]) -> String {
+    let longest = neighbours
+        .iter()
+        .map(|o| {
+            id.bytes()
+                .zip(o.bytes())
+                .take_while(|(a, b)| a == b)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    let len = (longest + 1).max(MIN_SHORT).min(id.len());
+    id[..len].to_owned()
 }
 
 /// How hard SQLite works to make a commit durable.

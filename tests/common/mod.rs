@@ -322,10 +322,16 @@ pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 /// (bigger than `bundleq::objects::IN_DATABASE_MAX` makes it a file
 /// object) and returns the folder.
 pub fn file_bundle(dir: &Path, name: &str, size: usize) -> PathBuf {
+    let text: String = (0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    text_file_bundle(dir, name, &text)
+}
+
+/// Writes `NAME.bundle/` under `dir` with `text` as its one file,
+/// `big.txt`, and returns the folder.
+pub fn text_file_bundle(dir: &Path, name: &str, text: &str) -> PathBuf {
     let folder = dir.join(format!("{name}.bundle"));
     fs::create_dir_all(&folder).unwrap();
-    let text: String = (0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect();
-    fs::write(folder.join("big.txt"), &text).unwrap();
+    fs::write(folder.join("big.txt"), text).unwrap();
     let bundle = serde_json::json!({
         "bundle_version": 1,
         "run_id": Uuid::now_v7(),

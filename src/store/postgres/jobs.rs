@@ -14,14 +14,12 @@ use crate::state::{
     FailureDecision, JobStatus, Outcome, RELEASE_ALLOWANCE, ReleaseDecision, decide_failure,
     decide_release,
 };
+use crate::store::truncate_error;
 use crate::store::{
     Attempt, Claim, ClaimToken, Completion, Job, JobEvent, JobFilter, NewJob, Paused, PruneFilter,
     Pruned, Report, Stats, Transition, TransitionKind,
 };
 use crate::timestamp::Timestamp;
-
-/// Errors stored in `last_error` and attempt rows are cut to this many bytes.
-const MAX_ERROR_BYTES: usize = 8 * 1024;
 
 /// The key of `pause --all` (not a valid job type).
 const ALL_TYPES: &str = "*";
@@ -58,17 +56,6 @@ pub(super) fn job_from_row(r: &Row) -> Result<Job> {
         created_at: col(r, 12)?,
         updated_at: col(r, 13)?,
     })
-}
-
-fn truncate_error(message: &str) -> &str {
-    if message.len() <= MAX_ERROR_BYTES {
-        return message;
-    }
-    let mut end = MAX_ERROR_BYTES;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    &message[..end]
 }
 
 fn int(n: u32) -> i32 {
@@ -443,18 +430,7 @@ fn claim_in(tx: &mut Tx<'_>, n: u32, worker: &str) -> Result<Vec<Claim>> {
             } else {
                 None
             };
-            claims.push(Claim {
-                token: ClaimToken {
-                    job_id: job.id,
-                    worker: worker.to_owned(),
-                    attempt: job.attempts,
-                    max_attempts: job.max_attempts,
-                    job_type: job.job_type.clone(),
-                    attempt_id,
-                },
-                job,
-                rescued_from,
-            });
+            claims.push(Claim::of(job, worker, attempt_id, rescued_from));
         }
         if got == 0 || claims.len() as u32 >= n || !filled {
             break;
@@ -1394,21 +1370,7 @@ impl PgStore {
         filter: &PruneFilter,
         dry_run: bool,
     ) -> Result<Vec<Pruned>> {
-        let statuses: Vec<&str> = if filter.statuses.is_empty() {
-            JobStatus::ALL
-                .iter()
-                .filter(|s| s.is_finished())
-                .map(|s| s.as_str())
-                .collect()
-        } else {
-            if let Some(s) = filter.statuses.iter().find(|s| !s.is_finished()) {
-                return Err(Error::InvalidArgument {
-                    what: "status",
-                    message: format!("only finished jobs can be pruned, not {s} ones"),
-                });
-            }
-            filter.statuses.iter().map(|s| s.as_str()).collect()
-        };
+        let statuses = filter.finished_statuses()?;
         let matching = "FROM research_jobs
              WHERE tenant_id = $1 AND updated_at < $2 AND status = ANY($3::varchar[])
                AND status IN ('succeeded', 'failed', 'cancelled')";

@@ -505,36 +505,8 @@ impl PgStore {
         f: &mut impl FnMut(&mut Tx<'_>) -> Result<T>,
     ) -> Result<(T, Vec<Transition>)> {
         let caller_clock = self.options.caller_clock;
-        self.client()?;
-        let PgStore {
-            client,
-            cache,
-            options,
-            channel,
-            server_clock,
-            ..
-        } = self;
-        let Some(client) = client else {
-            return Err(Error::InvalidArgument {
-                what: "database",
-                message: "no connection".to_owned(),
-            });
-        };
-        let tx = if single {
-            Conn::Single(client)
-        } else {
-            Conn::Tx(client.transaction().pg(action)?)
-        };
-        let mut tx = Tx {
-            tx,
-            cache,
-            held: Vec::new(),
-            now,
-            policy: &options.policy,
-            channel,
-            notify: false,
-            action,
-        };
+        let mode = if single { Mode::Single } else { Mode::Write };
+        let (mut tx, server_clock) = self.begin(action, now, mode)?;
         if !caller_clock {
             let reading = match *server_clock {
                 Some((at, when)) if when.elapsed() < CLOCK_READING_FOR => (at, when),
@@ -560,6 +532,54 @@ impl PgStore {
         Ok((value, held))
     }
 
+    /// A [`Tx`] on this store's connection (made again if it was lost),
+    /// and the store's reading of the server's clock.
+    fn begin(
+        &mut self,
+        action: &'static str,
+        now: Timestamp,
+        mode: Mode,
+    ) -> Result<(Tx<'_>, &mut Option<(Timestamp, Instant)>)> {
+        self.client()?;
+        let PgStore {
+            client,
+            cache,
+            options,
+            channel,
+            server_clock,
+            ..
+        } = self;
+        let Some(client) = client else {
+            return Err(Error::InvalidArgument {
+                what: "database",
+                message: "no connection".to_owned(),
+            });
+        };
+        let conn = match mode {
+            Mode::Single => Conn::Single(client),
+            Mode::Write => Conn::Tx(client.transaction().pg(action)?),
+            Mode::Read => Conn::Tx(
+                client
+                    .build_transaction()
+                    .read_only(true)
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .start()
+                    .pg(action)?,
+            ),
+        };
+        let tx = Tx {
+            tx: conn,
+            cache,
+            held: Vec::new(),
+            now,
+            policy: &options.policy,
+            channel,
+            notify: false,
+            action,
+        };
+        Ok((tx, server_clock))
+    }
+
     /// Runs `f` in a read-only transaction (one snapshot).
     pub(super) fn read<T>(
         &mut self,
@@ -568,38 +588,7 @@ impl PgStore {
     ) -> Result<T> {
         let now = Timestamp::now();
         let result = (|| {
-            self.client()?;
-            let PgStore {
-                client,
-                cache,
-                options,
-                channel,
-                ..
-            } = self;
-            let Some(client) = client else {
-                return Err(Error::InvalidArgument {
-                    what: "database",
-                    message: "no connection".to_owned(),
-                });
-            };
-            let tx = Conn::Tx(
-                client
-                    .build_transaction()
-                    .read_only(true)
-                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                    .start()
-                    .pg(action)?,
-            );
-            let mut tx = Tx {
-                tx,
-                cache,
-                held: Vec::new(),
-                now,
-                policy: &options.policy,
-                channel,
-                notify: false,
-                action,
-            };
+            let (mut tx, _) = self.begin(action, now, Mode::Read)?;
             let value = f(&mut tx)?;
             tx.tx.commit().pg(action)?;
             Ok(value)
@@ -773,6 +762,17 @@ impl PgStore {
             Ok(vec!["ok".to_owned()])
         })
     }
+}
+
+/// How a [`Tx`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// A read-write transaction.
+    Write,
+    /// One statement, its own transaction.
+    Single,
+    /// A read-only transaction on one snapshot.
+    Read,
 }
 
 /// Where a [`Tx`]'s statements run: an open transaction, or (for work

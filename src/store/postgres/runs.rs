@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::store::compact;
 use crate::store::search::Token;
 use crate::store::{
-    IdKind, MIN_PREFIX, MIN_SHORT, NewJob, NewRun, Run, RunInsert, RunSources, RunSummary,
-    SearchHit, ServeRow, Tenant, valid_tenant_name,
+    IdKind, NewJob, NewRun, Run, RunInsert, RunSources, RunSummary, SearchHit, ServeRow, Tenant,
+    short_form,
 };
 use crate::timestamp::Timestamp;
 
@@ -416,20 +416,13 @@ impl PgStore {
             let Some(holes) = col::<Option<String>>(&row, 9)? else {
                 return Ok(Some((summary, json)));
             };
-            let filled = compact::fill(&json, &holes, &mut |sha| get_object(tx, sha, &shown))
-                .and_then(|json| {
-                    if Sha256Hex::of(json.as_bytes()).as_str() == summary.bundle_sha256 {
-                        Ok(json)
-                    } else {
-                        Err("rebuilt, it does not match its sha256".to_owned())
-                    }
-                })
-                .map_err(|why| Error::Corrupt {
-                    path: shown.clone().into(),
-                    detail: format!(
-                        "the stored bundle of run {id} cannot be put back together: {why}"
-                    ),
-                })?;
+            let filled = compact::rebuild(&json, &holes, &summary.bundle_sha256, &mut |sha| {
+                get_object(tx, sha, &shown)
+            })
+            .map_err(|why| Error::Corrupt {
+                path: shown.clone().into(),
+                detail: format!("the stored bundle of run {id} cannot be put back together: {why}"),
+            })?;
             Ok(Some((summary, filled)))
         })?;
         found.ok_or_else(|| Error::RunNotFound {
@@ -541,17 +534,7 @@ impl PgStore {
         id: Option<Uuid>,
         now: Timestamp,
     ) -> Result<Tenant> {
-        valid_tenant_name(name).map_err(|message| Error::InvalidArgument {
-            what: "tenant name",
-            message,
-        })?;
-        let id = id.unwrap_or_else(Uuid::now_v7);
-        if id.is_nil() {
-            return Err(Error::InvalidArgument {
-                what: "tenant id",
-                message: "the nil UUID cannot be a tenant".to_owned(),
-            });
-        }
+        let id = crate::store::new_tenant_id(name, id)?;
         self.write("create a tenant", now, |tx| {
             if let Some(r) = tx.opt(
                 "SELECT id, name FROM tenants WHERE id = $1 OR name = $2",
@@ -682,16 +665,12 @@ impl PgStore {
                         &[id, &tenant],
                     )?,
                 };
-                let text = id.to_string();
-                let mut longest = 0;
+                let mut near = Vec::new();
                 for i in 0..2 {
-                    if let Some(other) = col::<Option<Uuid>>(&row, i)? {
-                        let o = other.to_string();
-                        longest = longest.max(text.bytes().zip(o.bytes()).take_while(|(a, b)| a == b).count());
-                    }
+                    near.extend(col::<Option<Uuid>>(&row, i)?.map(|u| u.to_string()));
                 }
-                let len = (longest + 1).max(MIN_SHORT).min(text.len());
-                out.insert(*id, text[..len].to_owned());
+                let near: Vec<&str> = near.iter().map(String::as_str).collect();
+                out.insert(*id, short_form(&id.to_string(), &near));
             }
             Ok(out)
         })
@@ -699,19 +678,7 @@ impl PgStore {
 
     /// The one id of `tenant` starting with `prefix`.
     pub fn resolve(&mut self, kind: IdKind, tenant: Uuid, prefix: &str) -> Result<Uuid> {
-        let p = prefix.trim().to_ascii_lowercase();
-        if p.len() < MIN_PREFIX
-            || p.len() > 36
-            || !p.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
-        {
-            return Err(Error::InvalidArgument {
-                what: "id",
-                message: format!(
-                    "{prefix:?} is not a {} id or a prefix of one ({MIN_PREFIX} to 36 characters of 0-9, a-f and '-')",
-                    kind.noun()
-                ),
-            });
-        }
+        let p = kind.check_prefix(prefix)?;
         // The ids a prefix can name lie between it padded with 0s and with fs
         // (uuid order is the order of their hex digits).
         let hex: String = p.chars().filter(|c| *c != '-').collect();
@@ -722,58 +689,36 @@ impl PgStore {
             }
             Uuid::parse_str(&h).ok()
         };
-        let (Some(low), Some(high)) = (pad('0'), pad('f')) else {
-            return Err(Error::JobNotFound {
-                id: prefix.to_owned(),
-                tenant: tenant.to_string(),
-            });
+        // (A checked prefix always pads to a UUID; if not, it names none.)
+        let found: Vec<Uuid> = match pad('0').zip(pad('f')) {
+            None => Vec::new(),
+            Some((low, high)) => self.read("find an id", |tx| {
+                let rows = match kind {
+                    IdKind::Job => tx.query(
+                        "SELECT id FROM research_jobs WHERE id BETWEEN $1 AND $2 AND tenant_id = $3
+                     ORDER BY id LIMIT 6",
+                        &[&low, &high, &tenant],
+                    )?,
+                    IdKind::Run => tx.query(
+                        "SELECT id FROM research_runs WHERE tenant_id = $3 AND id BETWEEN $1 AND $2
+                     ORDER BY id LIMIT 6",
+                        &[&low, &high, &tenant],
+                    )?,
+                };
+                rows.iter().map(|r| col(r, 0)).collect()
+            })?,
         };
-        let found: Vec<Uuid> = self.read("find an id", |tx| {
-            let rows = match kind {
-                IdKind::Job => tx.query(
-                    "SELECT id FROM research_jobs WHERE id BETWEEN $1 AND $2 AND tenant_id = $3
-                     ORDER BY id LIMIT 6",
-                    &[&low, &high, &tenant],
-                )?,
-                IdKind::Run => tx.query(
-                    "SELECT id FROM research_runs WHERE tenant_id = $3 AND id BETWEEN $1 AND $2
-                     ORDER BY id LIMIT 6",
-                    &[&low, &high, &tenant],
-                )?,
-            };
-            rows.iter().map(|r| col(r, 0)).collect()
-        })?;
         // A prefix with dashes where a UUID has none names nothing.
-        let found: Vec<Uuid> = found
-            .into_iter()
-            .filter(|u| u.to_string().starts_with(&p))
+        let found: Vec<String> = found
+            .iter()
+            .map(Uuid::to_string)
+            .filter(|u| u.starts_with(&p))
             .collect();
-        match found.as_slice() {
-            [] => Err(match kind {
-                IdKind::Job => Error::JobNotFound {
-                    id: prefix.to_owned(),
-                    tenant: tenant.to_string(),
-                },
-                IdKind::Run => Error::RunNotFound {
-                    id: prefix.to_owned(),
-                    tenant: tenant.to_string(),
-                },
-            }),
-            [one] => Ok(*one),
-            many => Err(Error::InvalidArgument {
-                what: "id",
-                message: format!(
-                    "{prefix:?} names more than one {}: {}{}; give more characters",
-                    kind.noun(),
-                    many.iter()
-                        .take(5)
-                        .map(Uuid::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    if many.len() > 5 { ", …" } else { "" }
-                ),
-            }),
-        }
+        let one = kind.resolved(prefix, tenant, &found)?;
+        Uuid::parse_str(&one).map_err(|e| Error::InvalidArgument {
+            what: "id",
+            message: e.to_string(),
+        })
     }
 }
 

@@ -12,14 +12,11 @@ use uuid::Uuid;
 
 use super::SqliteStore;
 use super::convert::{DbContext, uuid_text};
-use crate::error::{Error, Result};
-use crate::store::{IdKind, MIN_PREFIX, MIN_SHORT};
+use crate::error::Result;
+use crate::store::{IdKind, short_form};
 
-fn common_prefix(a: &str, b: &str) -> usize {
-    a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
-}
-
-fn neighbours(tx: &Transaction<'_>, kind: IdKind, tenant: Uuid, id: &str) -> Result<usize> {
+/// The ids just below and just above `id` in its kind's index.
+fn neighbours(tx: &Transaction<'_>, kind: IdKind, tenant: Uuid, id: &str) -> Result<Vec<String>> {
     let (below, above) = match kind {
         IdKind::Job => (
             "SELECT max(id) FROM research_jobs WHERE id < ?1",
@@ -30,7 +27,7 @@ fn neighbours(tx: &Transaction<'_>, kind: IdKind, tenant: Uuid, id: &str) -> Res
             "SELECT min(id) FROM research_runs WHERE tenant_id = ?2 AND id > ?1",
         ),
     };
-    let mut longest = 0;
+    let mut found = Vec::new();
     for sql in [below, above] {
         let other: Option<String> = tx
             .prepare_cached(sql)
@@ -41,11 +38,9 @@ fn neighbours(tx: &Transaction<'_>, kind: IdKind, tenant: Uuid, id: &str) -> Res
                 s.query_row(&all[..p], |r| r.get(0))
             })
             .db("shorten ids")?;
-        if let Some(o) = other {
-            longest = longest.max(common_prefix(id, &o));
-        }
+        found.extend(other);
     }
-    Ok(longest)
+    Ok(found)
 }
 
 impl SqliteStore {
@@ -63,10 +58,9 @@ impl SqliteStore {
                     continue;
                 }
                 let text = id.to_string();
-                let len = (neighbours(tx, kind, tenant, &text)? + 1)
-                    .max(MIN_SHORT)
-                    .min(text.len());
-                out.insert(*id, text[..len].to_owned());
+                let near = neighbours(tx, kind, tenant, &text)?;
+                let near: Vec<&str> = near.iter().map(String::as_str).collect();
+                out.insert(*id, short_form(&text, &near));
             }
             Ok(out)
         })
@@ -76,29 +70,7 @@ impl SqliteStore {
     /// least [`MIN_PREFIX`] characters of one, as shown). None, or more than
     /// one, is an error that says so.
     pub fn resolve(&mut self, kind: IdKind, tenant: Uuid, prefix: &str) -> Result<Uuid> {
-        let p = prefix.trim().to_ascii_lowercase();
-        let not_found = || match kind {
-            IdKind::Job => Error::JobNotFound {
-                id: prefix.to_owned(),
-                tenant: tenant.to_string(),
-            },
-            IdKind::Run => Error::RunNotFound {
-                id: prefix.to_owned(),
-                tenant: tenant.to_string(),
-            },
-        };
-        if p.len() < MIN_PREFIX
-            || p.len() > 36
-            || !p.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
-        {
-            return Err(Error::InvalidArgument {
-                what: "id",
-                message: format!(
-                    "{prefix:?} is not a {} id or a prefix of one ({MIN_PREFIX} to 36 characters of 0-9, a-f and '-')",
-                    kind.noun()
-                ),
-            });
-        }
+        let p = kind.check_prefix(prefix)?;
         let sql = match kind {
             IdKind::Job => {
                 "SELECT id FROM research_jobs
@@ -116,18 +88,7 @@ impl SqliteStore {
                 .db("find an id")?;
             rows.collect::<rusqlite::Result<_>>().db("find an id")
         })?;
-        match found.as_slice() {
-            [] => Err(not_found()),
-            [one] => uuid_text(one, "find an id").map_err(|e| self.classify(e)),
-            many => Err(Error::InvalidArgument {
-                what: "id",
-                message: format!(
-                    "{prefix:?} names more than one {}: {}{}; give more characters",
-                    kind.noun(),
-                    many.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
-                    if many.len() > 5 { ", …" } else { "" }
-                ),
-            }),
-        }
+        let one = kind.resolved(prefix, tenant, &found)?;
+        uuid_text(&one, "find an id").map_err(|e| self.classify(e))
     }
 }

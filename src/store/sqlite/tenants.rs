@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::convert::{DbContext, uuid_col};
 use super::{SqliteStore, WriteTx};
 use crate::error::{Error, Result};
-use crate::store::{Tenant, valid_tenant_name};
+use crate::store::Tenant;
 use crate::timestamp::Timestamp;
 
 fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
@@ -76,17 +76,7 @@ impl SqliteStore {
         id: Option<Uuid>,
         now: Timestamp,
     ) -> Result<Tenant> {
-        valid_tenant_name(name).map_err(|message| Error::InvalidArgument {
-            what: "tenant name",
-            message,
-        })?;
-        let id = id.unwrap_or_else(Uuid::now_v7);
-        if id.is_nil() {
-            return Err(Error::InvalidArgument {
-                what: "tenant id",
-                message: "the nil UUID cannot be a tenant".to_owned(),
-            });
-        }
+        let id = crate::store::new_tenant_id(name, id)?;
         self.write("create a tenant", |tx| {
             let clash: Option<(String, String)> = tx
                 .prepare_cached("SELECT id, name FROM tenants WHERE id = ?1 OR name = ?2")

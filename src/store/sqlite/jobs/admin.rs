@@ -276,21 +276,7 @@ impl SqliteStore {
         filter: &PruneFilter,
         dry_run: bool,
     ) -> Result<Vec<Pruned>> {
-        let statuses: Vec<&str> = if filter.statuses.is_empty() {
-            JobStatus::ALL
-                .iter()
-                .filter(|s| s.is_finished())
-                .map(|s| s.as_str())
-                .collect()
-        } else {
-            if let Some(s) = filter.statuses.iter().find(|s| !s.is_finished()) {
-                return Err(Error::InvalidArgument {
-                    what: "status",
-                    message: format!("only finished jobs can be pruned, not {s} ones"),
-                });
-            }
-            filter.statuses.iter().map(|s| s.as_str()).collect()
-        };
+        let statuses = filter.finished_statuses()?;
         let list = json_list(&statuses);
         let matching = "FROM research_jobs
              WHERE tenant_id = ?1 AND updated_at < ?2

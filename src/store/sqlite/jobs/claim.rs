@@ -15,7 +15,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::convert::{DbContext, json_list, uuid_col};
 use crate::store::sqlite::deferred::record;
 use crate::store::sqlite::sources::PendingIndex;
-use crate::store::{Claim, ClaimToken, Completion, Job, QueuePolicy, Report, TransitionKind};
+use crate::store::{Claim, Completion, Job, QueuePolicy, Report, TransitionKind};
 use crate::timestamp::Timestamp;
 
 /// The claim: due queued jobs and expired running ones, oldest first. Each
@@ -452,18 +452,8 @@ fn finish_claims(
                 old.started_at.to_db(),
             ]));
         }
-        claims.push(Claim {
-            token: ClaimToken {
-                job_id: job.id,
-                worker: worker.to_owned(),
-                attempt: job.attempts,
-                max_attempts: job.max_attempts,
-                job_type: job.job_type.clone(),
-                attempt_id,
-            },
-            job,
-            rescued_from: old.map(|o| o.worker.clone()),
-        });
+        let from = old.map(|o| o.worker.clone());
+        claims.push(Claim::of(job, worker, attempt_id, from));
     }
     if !lost_rows.is_empty() {
         tx.prepare_cached(

@@ -28,11 +28,9 @@ use uuid::Uuid;
 use super::convert::{DbContext, json_col, status_col, uuid_col};
 use super::{SqliteStore, WriteTx};
 use crate::error::{Error, Result};
+pub(super) use crate::store::truncate_error;
 use crate::store::{Attempt, ClaimToken, Job, NewJob, QueuePolicy};
 use crate::timestamp::Timestamp;
-
-/// Errors stored in `last_error` and attempt rows are cut to this many bytes.
-const MAX_ERROR_BYTES: usize = 8 * 1024;
 
 const JOB_COLUMNS: &str = "id, tenant_id, run_id, job_type, status, attempts, max_attempts, \
      retry_at, locked_at, locked_by, last_error, payload_json, created_at, updated_at";
@@ -68,17 +66,6 @@ fn attempt_from_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
         error: row.get(7)?,
         output: row.get(8)?,
     })
-}
-
-fn truncate_error(message: &str) -> &str {
-    if message.len() <= MAX_ERROR_BYTES {
-        return message;
-    }
-    let mut end = MAX_ERROR_BYTES;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    &message[..end]
 }
 
 /// A new attempt id, made by SQLite for each claimed row: 122 random bits
