@@ -890,3 +890,52 @@ fn bench_on_a_database_reports_every_figure_and_leaves_no_schema_behind() {
     assert_eq!(v["goals"].as_array().unwrap().len(), 4);
     assert_eq!(schemas(), before, "a scratch schema was left behind");
 }
+
+#[test]
+fn a_failed_login_is_one_line_and_the_right_password_works() {
+    // `.ci/run` makes a role that must log in with a password over TCP.
+    let login = match std::env::var("BUNDLEQ_TEST_PG_LOGIN") {
+        Ok(l) => l,
+        Err(_) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but BUNDLEQ_TEST_PG_LOGIN is not set (.ci/run sets it)"
+            );
+            common::skipped(
+                "BUNDLEQ_TEST_PG_LOGIN is not set (a role that logs in with a password)",
+            );
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let run = |url: &str| {
+        std::process::Command::new(common::exe())
+            .arg("--home")
+            .arg(&home)
+            .args(["init", "--database", url])
+            .env_remove("BUNDLEQ_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let out = run(&format!("{login} password=wrong-password"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(
+        !err.contains("wrong-password"),
+        "the password was shown: {err}"
+    );
+    fs::remove_dir_all(&home).unwrap();
+    // The right one gets as far as the schema: this role may not create
+    // tables in `public`, which is said in one line too.
+    let out = run(&format!("{login} password=right-password"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("password authentication failed"), "{err}");
+    assert!(
+        !err.contains("right-password"),
+        "the password was shown: {err}"
+    );
+    assert!(err.trim_end().lines().count() <= 1, "{err}");
+}

@@ -27,7 +27,12 @@ pub enum Backend {
 /// string for a database the tests may create schemas in (`.ci/run` starts
 /// a throwaway server and sets it). Without it the PostgreSQL tests skip
 /// with a printed reason, except under `CI=true`, where they fail.
+/// Says why a test did not run (on stderr, which `cargo test` shows).
 #[expect(clippy::print_stderr, reason = "a skipped test says why")]
+pub fn skipped(why: &str) {
+    eprintln!("skipped: {why}");
+}
+
 pub fn test_pg() -> Option<String> {
     match std::env::var("BUNDLEQ_TEST_PG") {
         Ok(url) if !url.trim().is_empty() => Some(url),
@@ -36,8 +41,8 @@ pub fn test_pg() -> Option<String> {
                 std::env::var("CI").as_deref() != Ok("true"),
                 "CI=true but BUNDLEQ_TEST_PG is not set: the PostgreSQL tests must run (.ci/run starts a server)"
             );
-            eprintln!(
-                "skipped: BUNDLEQ_TEST_PG is not set, so this PostgreSQL test did not run (.ci/run starts a server and sets it)"
+            skipped(
+                "BUNDLEQ_TEST_PG is not set, so this PostgreSQL test did not run (.ci/run starts a server and sets it)",
             );
             None
         }

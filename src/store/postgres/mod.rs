@@ -161,20 +161,50 @@ struct PgError(postgres::Error);
 
 impl std::fmt::Display for PgError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(db) = self.0.as_db_error() {
-            write!(f, "the database server said: {}", db.message())?;
-            if let Some(detail) = db.detail() {
-                write!(f, " ({detail})")?;
-            }
-            return Ok(());
+        f.write_str(&said(&self.0))
+    }
+}
+
+/// What a postgres error means, in one line: what the server said, or
+/// the connection's trouble with its causes.
+fn said(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("the database server said: {}", db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" ({detail})"));
         }
-        write!(f, "{}", self.0)?;
-        let mut cause = std::error::Error::source(&self.0);
+        return text;
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+/// A migration's failure with what the server said (refinery's own text
+/// is only "db error" for those).
+#[derive(Debug)]
+struct MigrationError(refinery::Error);
+
+impl std::fmt::Display for MigrationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&self.0);
         while let Some(c) = cause {
-            write!(f, ": {c}")?;
+            if let Some(pg) = c.downcast_ref::<postgres::Error>() {
+                return write!(f, "{}", said(pg));
+            }
             cause = c.source();
         }
-        Ok(())
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::error::Error for MigrationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
     }
 }
 
@@ -364,7 +394,7 @@ impl PgStore {
             let run = embedded::migrations::runner()
                 .run(client)
                 .map(|_| ())
-                .map_err(|e| Error::Migrate(Box::new(e)));
+                .map_err(|e| Error::Migrate(Box::new(MigrationError(e))));
             let unlock = client
                 .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
                 .pg("unlock the schema");
