@@ -43,7 +43,7 @@ pub use model::{
     ServeRow, Stats, StoreOptions, Synchronous, Tenant, Transition, TransitionKind, TypePolicy,
     new_job_id, valid_tenant_name,
 };
-pub(crate) use model::{new_tenant_id, short_form, truncate_error};
+pub(crate) use model::{new_tenant_id, short_form, truncate_error, user_action_detail};
 pub use readers::Readers;
 
 use crate::digest::Sha256Hex;
@@ -428,7 +428,8 @@ impl Store {
         outcome: &crate::Outcome,
         now: Timestamp,
     ) -> Result<Report> {
-        on_backend!(self, b => b.report(token, outcome, now))
+        let reports = self.report_many(&[(token.clone(), outcome.clone())], now)?;
+        Ok(reports.into_iter().next().unwrap_or(Report::Stale))
     }
 
     /// Records many outcomes in one transaction, each fenced on its own.
@@ -437,7 +438,11 @@ impl Store {
         reports: &[(ClaimToken, crate::Outcome)],
         now: Timestamp,
     ) -> Result<Vec<Report>> {
-        on_backend!(self, b => b.report_many(reports, now))
+        let completions: Vec<Completion> = reports
+            .iter()
+            .map(|(t, o)| Completion::new(t.clone(), o.clone()))
+            .collect();
+        self.complete(&completions, now)
     }
 
     /// Records completions (with the sources of successful ones) in one

@@ -503,6 +503,23 @@ impl PruneFilter {
     }
 }
 
+/// How a user's retry or cancel is recorded among a job's events.
+pub(crate) fn user_action_detail(
+    from: JobStatus,
+    action: &str,
+    at: Option<crate::timestamp::Timestamp>,
+) -> String {
+    format!(
+        "{from} -> {}{}",
+        if action == "cancel" {
+            "cancelled"
+        } else {
+            "queued"
+        },
+        at.map(|t| format!(", not before {t}")).unwrap_or_default()
+    )
+}
+
 /// The id of a tenant about to be created as `name`: `id`, or a new UUIDv7;
 /// a bad name or the nil UUID is refused.
 pub(crate) fn new_tenant_id(name: &str, id: Option<Uuid>) -> crate::Result<Uuid> {

@@ -850,30 +850,6 @@ impl PgStore {
         })
     }
 
-    /// Records one outcome.
-    pub fn report(
-        &mut self,
-        token: &ClaimToken,
-        outcome: &Outcome,
-        now: Timestamp,
-    ) -> Result<Report> {
-        let reports = self.report_many(&[(token.clone(), outcome.clone())], now)?;
-        Ok(reports.into_iter().next().unwrap_or(Report::Stale))
-    }
-
-    /// Records many outcomes in one transaction.
-    pub fn report_many(
-        &mut self,
-        reports: &[(ClaimToken, Outcome)],
-        now: Timestamp,
-    ) -> Result<Vec<Report>> {
-        let completions: Vec<Completion> = reports
-            .iter()
-            .map(|(t, o)| Completion::new(t.clone(), o.clone()))
-            .collect();
-        self.complete(&completions, now)
-    }
-
     /// Records completions in one transaction.
     pub fn complete(&mut self, completions: &[Completion], now: Timestamp) -> Result<Vec<Report>> {
         if completions.is_empty() {
@@ -1074,16 +1050,7 @@ impl PgStore {
                 )?;
                 tx.notify();
             }
-            let detail = format!(
-                "{} -> {}{}",
-                job.status,
-                if action == "cancel" {
-                    "cancelled"
-                } else {
-                    "queued"
-                },
-                at.map(|t| format!(", not before {t}")).unwrap_or_default()
-            );
+            let detail = crate::store::user_action_detail(job.status, action, at);
             record_event(tx, tenant, id, action, Some(&detail))?;
             let changed = get_job(tx, tenant, id)?.ok_or_else(not_found)?;
             tx.defer(Transition {

@@ -239,16 +239,7 @@ impl SqliteStore {
                 tenant,
                 id,
                 action,
-                Some(&format!(
-                    "{} -> {}{}",
-                    job.status,
-                    if action == "cancel" {
-                        "cancelled"
-                    } else {
-                        "queued"
-                    },
-                    at.map(|t| format!(", not before {t}")).unwrap_or_default()
-                )),
+                Some(&crate::store::user_action_detail(job.status, action, at)),
                 now,
             )?;
             let changed = get_job(tx, tenant, id)?.ok_or_else(|| Error::JobNotFound {

@@ -458,31 +458,6 @@ impl SqliteStore {
         })
     }
 
-    /// Records one attempt's outcome, fenced by its claim.
-    pub fn report(
-        &mut self,
-        token: &ClaimToken,
-        outcome: &Outcome,
-        now: Timestamp,
-    ) -> Result<Report> {
-        let reports = self.report_many(&[(token.clone(), outcome.clone())], now)?;
-        Ok(reports.into_iter().next().unwrap_or(Report::Stale))
-    }
-
-    /// Records many outcomes in one transaction (group commit). Each is fenced
-    /// on its own; the result says, per report, whether it was applied.
-    pub fn report_many(
-        &mut self,
-        reports: &[(ClaimToken, Outcome)],
-        now: Timestamp,
-    ) -> Result<Vec<Report>> {
-        let completions: Vec<Completion> = reports
-            .iter()
-            .map(|(t, o)| Completion::new(t.clone(), o.clone()))
-            .collect();
-        self.complete(&completions, now)
-    }
-
     /// Records completions in one transaction (group commit), with the
     /// sources of each successful one.
     pub fn complete(&mut self, completions: &[Completion], now: Timestamp) -> Result<Vec<Report>> {
