@@ -183,6 +183,9 @@ struct Ready {
     bundle: Bundle,
     /// Its small source objects, stored with its run.
     objects: Vec<NewObject>,
+    /// Its objects stored before its transaction (files, or on a database
+    /// server their own transactions).
+    stored: Vec<Sha256Hex>,
 }
 
 impl Ready {
@@ -288,6 +291,9 @@ pub fn accept_stream(
     on_batch: &mut dyn FnMut(Vec<Result<AcceptReport>>) -> bool,
 ) -> Result<usize> {
     let objects = home.object_store();
+    // Objects stored from here on are named by no committed run until
+    // their batch commits: no sweep may run meanwhile.
+    let _lease = objects.lease()?;
     let limits = home.config().limits.clone();
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
@@ -629,6 +635,7 @@ fn prepare(
     // A file named by several sources was staged once: store it once.
     let mut stored: std::collections::HashSet<&Sha256Hex> = std::collections::HashSet::new();
     let mut small = Vec::new();
+    let mut before = Vec::new();
     let mut held = 0u64;
     let mut hold = |size: u64| {
         let fits = in_database(size) && held + size <= BUNDLE_HELD_OBJECTS;
@@ -666,6 +673,7 @@ fn prepare(
                         });
                     } else {
                         objects.commit_staged(staged, &sha256)?;
+                        before.push(sha256);
                     }
                 }
             }
@@ -679,6 +687,7 @@ fn prepare(
                     });
                 } else {
                     objects.put(text.as_bytes(), &sha256)?;
+                    before.push(sha256);
                 }
             }
             SourceBody::Reference => {}
@@ -694,6 +703,7 @@ fn prepare(
         json,
         bundle,
         objects: small,
+        stored: before,
     }))
 }
 
@@ -742,6 +752,7 @@ fn record(
                     not_before,
                 },
                 objects: std::mem::take(&mut r.objects),
+                stored: std::mem::take(&mut r.stored),
             }
         })
         .collect();

@@ -540,6 +540,7 @@ pub fn search_home(root: &Path, sync: Synchronous, n: usize) -> Result<()> {
                         not_before: None,
                     },
                     objects: Vec::new(),
+                    stored: Vec::new(),
                 }
             })
             .collect();

@@ -133,6 +133,19 @@ pub enum Error {
         /// Its current status.
         status: crate::JobStatus,
     },
+    /// A run's objects stored before its transaction were removed by a
+    /// concurrent sweep (`prune`, `verify --repair`) before the run was
+    /// recorded: nothing of the batch was recorded; accepting it again
+    /// stores them again.
+    #[error(
+        "failed to record run {run_id}: its source object {sha256} was removed by a concurrent prune before the run was recorded; nothing was recorded, submit it again"
+    )]
+    ObjectsGone {
+        /// The run.
+        run_id: uuid::Uuid,
+        /// The first object missing.
+        sha256: String,
+    },
     /// A value given to the library is malformed (not bundle data).
     #[error("invalid {what}: {message}")]
     InvalidArgument {
@@ -167,5 +180,12 @@ impl<T> IoContext<T> for std::io::Result<T> {
             path: path.into(),
             source,
         })
+    }
+}
+
+impl<T> IoContext<T> for std::result::Result<T, rustix::io::Errno> {
+    fn io(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
+            .io(action, path)
     }
 }

@@ -15,6 +15,7 @@ pub mod accept;
 pub mod bench;
 pub mod bundle;
 pub mod config;
+pub mod custody;
 pub mod digest;
 pub mod error;
 pub mod handler;

@@ -14,11 +14,25 @@
 //! final name (write to a temp file, fsync, rename, fsync the folder), so a
 //! name always means its bytes; objects are never modified, and writing one
 //! that exists is a no-op. Every folder is 0700 and every object 0600.
+//!
+//! **The gate.** Between storing an object and committing the run that
+//! names it, nothing refers to the object yet. Whoever stores objects
+//! (accepting bundles, taking a backup) holds a [`Lease`] for that whole
+//! time: a shared `flock` on `objects/.lease`. Removing unreferenced
+//! objects ([`Objects::sweeper`]) takes it exclusively, so it only ever
+//! sees objects whose runs are committed or whose writer is gone. Taking a
+//! lease first passes `objects/.gate` (held exclusively for a moment), which
+//! a sweeper holds while it waits: a steady stream of leases cannot starve
+//! it. The kernel drops both locks when their process dies, however it
+//! dies. Each staging folder is locked by its own process the same way, so
+//! a sweeper removes only the staging folders of processes that are gone.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{FlockOperation, flock};
 
 use crate::digest::Sha256Hex;
 use crate::error::{Error, IoContext, Result};
@@ -71,14 +85,164 @@ impl Objects {
     }
 
     /// A fresh private folder for staging files of one bundle; removed when
-    /// dropped, with whatever was not moved out of it.
-    pub fn staging(&self) -> Result<tempfile::TempDir> {
+    /// dropped, with whatever was not moved out of it. It is locked for as
+    /// long as it lives, so that a sweeper can tell it from the folder of a
+    /// process that died.
+    pub fn staging(&self) -> Result<Staging> {
         let tmp = self.root.join("tmp");
         private_dir(&tmp)?;
-        tempfile::Builder::new()
-            .prefix("stage-")
+        let dir = tempfile::Builder::new()
+            .prefix(STAGING_PREFIX)
             .tempdir_in(&tmp)
-            .io("create a staging folder in", &tmp)
+            .io("create a staging folder in", &tmp)?;
+        let lock = File::open(dir.path()).io("open staging folder", dir.path())?;
+        flock(&lock, FlockOperation::NonBlockingLockExclusive).io("lock", dir.path())?;
+        Ok(Staging { dir, _lock: lock })
+    }
+
+    /// A shared lease on the objects: objects stored while it is held are
+    /// not swept until it is dropped (see the module's docs). Hold it from
+    /// before the first object is stored until the runs naming them are
+    /// committed.
+    pub fn lease(&self) -> Result<Lease> {
+        let Some((gate, lease)) = self.lock_files()? else {
+            return Ok(Lease { _lease: None });
+        };
+        flock(&gate, FlockOperation::LockExclusive).io("lock", self.root.join(GATE))?;
+        let taken = flock(&lease, FlockOperation::LockShared);
+        drop(gate);
+        taken.io("lock", self.root.join(LEASE))?;
+        Ok(Lease {
+            _lease: Some(lease),
+        })
+    }
+
+    /// The exclusive right to remove objects, once every lease is dropped;
+    /// `None` when leases were still held after `wait` (new ones wait
+    /// meanwhile). Leases taken later wait until the sweeper is dropped.
+    pub fn sweeper(&self, wait: std::time::Duration) -> Result<Option<Sweeper>> {
+        let Some((gate, lease)) = self.lock_files()? else {
+            return Err(Error::InvalidArgument {
+                what: "objects",
+                message: format!(
+                    "cannot lock {}: objects can only be removed by a user who may write the home",
+                    self.root.display()
+                ),
+            });
+        };
+        let deadline = std::time::Instant::now() + wait;
+        flock(&gate, FlockOperation::LockExclusive).io("lock", self.root.join(GATE))?;
+        loop {
+            match flock(&lease, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {
+                    return Ok(Some(Sweeper {
+                        root: self.root.clone(),
+                        _gate: gate,
+                        _lease: lease,
+                    }));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+                Err(e) => return Err(e).io("lock", self.root.join(LEASE)),
+            }
+        }
+    }
+
+    /// The gate and lease files, created if missing; `None` when this user
+    /// can neither create nor open them (a home this user may only read:
+    /// nobody who can write objects can be stopped by us anyway).
+    fn lock_files(&self) -> Result<Option<(File, File)>> {
+        let open = |name: &str| -> Result<Option<File>> {
+            let path = self.root.join(name);
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(f) => Ok(Some(f)),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::PermissionDenied
+                            | std::io::ErrorKind::ReadOnlyFilesystem
+                    ) =>
+                {
+                    Ok(File::open(&path).ok())
+                }
+                Err(e) => Err(e).io("open lock file", &path),
+            }
+        };
+        match private_dir(&self.root) {
+            Ok(()) => {}
+            Err(Error::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(open(GATE)?.zip(open(LEASE)?))
+    }
+
+    /// Every object file under `objects/` (names that are not a digest's
+    /// path are left out: lock files, staging folders, anything foreign).
+    pub fn files(&self) -> Result<Vec<Sha256Hex>> {
+        let mut out = Vec::new();
+        let top = match fs::read_dir(&self.root) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).io("list", &self.root),
+        };
+        for entry in top {
+            let entry = entry.io("list", &self.root)?;
+            let name = entry.file_name();
+            let Some(prefix) = name.to_str().filter(|n| is_hex(n, 2)) else {
+                continue;
+            };
+            if !entry.file_type().io("inspect", entry.path())?.is_dir() {
+                continue;
+            }
+            let dir = entry.path();
+            for inner in fs::read_dir(&dir).io("list", &dir)? {
+                let inner = inner.io("list", &dir)?;
+                let name = inner.file_name();
+                let Some(rest) = name.to_str().filter(|n| is_hex(n, 62)) else {
+                    continue;
+                };
+                if let Some(sha) = Sha256Hex::parse(&format!("{prefix}{rest}")) {
+                    out.push(sha);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Opens an object file (never through a symlink); `None` when there
+    /// is none.
+    pub fn open_file(&self, sha: &Sha256Hex) -> Result<Option<File>> {
+        let path = self.path_of(sha);
+        match rustix::fs::open(
+            &path,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) {
+            Ok(fd) => Ok(Some(File::from(fd))),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::Io {
+                action: "open object",
+                path,
+                source: std::io::Error::from_raw_os_error(e.raw_os_error()),
+            }),
+        }
     }
 
     /// Moves a staged file (whose bytes hash to `sha`) to its final name
@@ -134,20 +298,7 @@ impl Objects {
         if let Some(bytes) = store.object(sha)? {
             return Ok(Some(Body::Memory(bytes)));
         }
-        let path = self.path_of(sha);
-        match rustix::fs::open(
-            &path,
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        ) {
-            Ok(fd) => Ok(Some(Body::File(File::from(fd)))),
-            Err(rustix::io::Errno::NOENT) => Ok(None),
-            Err(e) => Err(Error::Io {
-                action: "open object",
-                path,
-                source: std::io::Error::from_raw_os_error(e.raw_os_error()),
-            }),
-        }
+        Ok(self.open_file(sha)?.map(Body::File))
     }
 
     /// Reads an object, at most `limit` bytes; an object that is stored
@@ -173,6 +324,99 @@ impl Objects {
             }),
         }
     }
+}
+
+/// The lock file every lease passes (see the module's docs).
+const GATE: &str = ".gate";
+/// The lock file leases share and a sweeper holds alone.
+const LEASE: &str = ".lease";
+/// How staging folders under `objects/tmp/` begin.
+const STAGING_PREFIX: &str = "stage-";
+
+/// A private staging folder, locked by this process while it lives.
+#[derive(Debug)]
+pub struct Staging {
+    dir: tempfile::TempDir,
+    /// Holds the folder's `flock`: a sweeper that can take it knows the
+    /// process that made the folder is gone.
+    _lock: File,
+}
+
+impl Staging {
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A shared lease on a home's objects (see [`Objects::lease`]).
+#[derive(Debug)]
+pub struct Lease {
+    /// Holds the shared `flock` on `objects/.lease` (none on a home this
+    /// user may only read).
+    _lease: Option<File>,
+}
+
+/// The exclusive right to remove objects (see [`Objects::sweeper`]).
+#[derive(Debug)]
+pub struct Sweeper {
+    root: PathBuf,
+    /// Held so that no new lease starts while this sweeper lives.
+    _gate: File,
+    /// Held exclusively: no lease is held anywhere.
+    _lease: File,
+}
+
+impl Sweeper {
+    /// Removes an object file (nothing when it is not there); the folder is
+    /// fsynced so the removal is durable.
+    pub fn remove(&self, sha: &Sha256Hex) -> Result<bool> {
+        let s = sha.as_str();
+        let dir = self.root.join(&s[..2]);
+        let path = dir.join(&s[2..]);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                sync_dir(&dir)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).io("remove object", &path),
+        }
+    }
+
+    /// Removes the staging folders of processes that are gone (what a
+    /// killed submit or ingest had staged); returns how many.
+    pub fn clear_stale_staging(&self) -> Result<usize> {
+        let tmp = self.root.join("tmp");
+        let entries = match fs::read_dir(&tmp) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e).io("list", &tmp),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.io("list", &tmp)?;
+            let path = entry.path();
+            let ours = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(STAGING_PREFIX));
+            if !ours || !entry.file_type().io("inspect", &path)?.is_dir() {
+                continue;
+            }
+            let Ok(dir) = File::open(&path) else { continue };
+            if flock(&dir, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                fs::remove_dir_all(&path).io("remove staging folder", &path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// True when `s` is `len` lowercase hex digits.
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Creates a folder (and its parents) with mode 0700.

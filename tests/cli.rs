@@ -61,6 +61,7 @@ fn seed_job(bin: &Bin) -> (Uuid, Uuid) {
                     not_before: None,
                 },
                 objects: Vec::new(),
+                stored: Vec::new(),
             }],
             now,
         )

@@ -49,6 +49,7 @@ fn claimed_job(home: &Home, bundle_json: &str) -> bundleq::store::Job {
                     not_before: None,
                 },
                 objects: Vec::new(),
+                stored: Vec::new(),
             }],
             Timestamp::now(),
         )

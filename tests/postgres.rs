@@ -82,12 +82,12 @@ fn research_jobs_has_the_seeds_column_types_and_db_current_works() {
     assert!(v.head);
     assert_eq!(
         (v.version, v.name.as_str()),
-        (8, "paused_job_types"),
+        (9, "object_checks"),
         "the head migration"
     );
     let (_d, bin) = Backend::Postgres.init_with("");
     let current = bin.json(&["db", "current"]);
-    assert_eq!(current["version"], 8, "{current}");
+    assert_eq!(current["version"], 9, "{current}");
 }
 
 #[test]

@@ -13,12 +13,12 @@ use bundleq::bundle::Limits;
 use bundleq::handler::{GuardProgram, Handlers};
 use bundleq::inbox::{self, Inbox, ScanSummary};
 use bundleq::presence::{self, Presence};
-use bundleq::store::{IdKind, PruneFilter};
+use bundleq::store::IdKind;
 use bundleq::timestamp::config_duration;
 use bundleq::worker::{PoolConfig, PoolControl, log_transitions, run_pool};
 use bundleq::{Config, Error, Home, JobStatus, Result, Store, SystemClock, Timestamp};
 
-use super::output::{self, cut};
+use super::output;
 use super::render::{Ids, View};
 use super::{
     Cli, Command, DbCommand, EXIT_ERROR, EXIT_JOBS_FAILED, EXIT_OK, JobCommand, PauseArgs,
@@ -182,16 +182,43 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
         Command::Prune {
             finished_before,
             status,
+            runs,
             dry_run,
-        } => prune(
+        } => super::custody::prune(
             json,
+            cli.global.quiet,
             &view,
+            &home,
             &mut store,
             tenant,
-            *finished_before,
-            status,
-            *dry_run,
+            &super::custody::PruneArgs {
+                finished_before: *finished_before,
+                statuses: status,
+                runs: *runs,
+                dry_run: *dry_run,
+            },
         ),
+        Command::Verify {
+            run,
+            sample,
+            repair,
+        } => super::custody::verify(
+            json,
+            cli.global.quiet,
+            &view,
+            &home,
+            &mut store,
+            tenant,
+            run.as_deref(),
+            *sample,
+            *repair,
+        ),
+        Command::Export { run, all: _, to } => {
+            super::custody::export(json, &home, &mut store, tenant, run.as_deref(), to)
+        }
+        Command::Backup { dest, link } => {
+            super::custody::backup(json, cli.global.quiet, &home, &mut store, dest, *link)
+        }
     }
 }
 
@@ -323,50 +350,6 @@ fn db_check(json: bool, home: &Home) -> Result<u8> {
         }
     }
     Ok(if ok { EXIT_OK } else { EXIT_ERROR })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn prune(
-    json: bool,
-    view: &View,
-    store: &mut Store,
-    tenant: Uuid,
-    finished_before: Duration,
-    statuses: &[JobStatus],
-    dry_run: bool,
-) -> Result<u8> {
-    let filter = PruneFilter {
-        finished_before: Timestamp::now().minus(finished_before),
-        statuses: statuses.to_vec(),
-    };
-    let pruned = store.prune(tenant, &filter, dry_run)?;
-    if json {
-        output::json(&serde_json::json!({ "dry_run": dry_run, "pruned": pruned }));
-        return Ok(EXIT_OK);
-    }
-    let ids: Vec<String> = pruned.iter().map(|p| p.id.to_string()).collect();
-    let rows: Vec<Vec<String>> = pruned
-        .iter()
-        .zip(&ids)
-        .map(|(p, id)| {
-            vec![
-                id.clone(),
-                p.status.to_string(),
-                cut(&p.job_type, 16),
-                view.time(p.updated_at),
-            ]
-        })
-        .collect();
-    if !rows.is_empty() {
-        output::table(&["JOB", "STATUS", "TYPE", "FINISHED"], &rows, view.fit());
-    }
-    let verb = if dry_run { "would prune" } else { "pruned" };
-    output::line(format!(
-        "{verb} {} finished job(s) that ended before {}",
-        pruned.len(),
-        filter.finished_before
-    ));
-    Ok(EXIT_OK)
 }
 
 /// Frees a job left `running` by a worker that is provably gone: rescues

@@ -4,6 +4,7 @@
 
 mod bench;
 mod commands;
+mod custody;
 mod output;
 mod render;
 mod show;
@@ -221,21 +222,105 @@ pub enum Command {
         limit: u32,
     },
     /// Delete finished jobs (succeeded, failed, cancelled) and their attempt
-    /// history, and say which. Runs are kept.
+    /// history; with --runs, also old runs whose jobs have all finished;
+    /// then remove the stored objects no remaining run names, and what a
+    /// killed submit left staged. Objects being stored by a running submit
+    /// or ingest are never removed: prune waits for them (up to a minute).
     #[command(after_help = "Examples:
   bundleq prune --finished-before 30d --dry-run
-  bundleq prune --finished-before 12h --status succeeded")]
+  bundleq prune --finished-before 12h --status succeeded
+  bundleq prune --runs 1y                # runs accepted over a year ago, and their bytes
+  bundleq prune                          # only objects no run names")]
     Prune {
         /// Delete jobs that finished longer ago than this (a unit is needed:
         /// 12h, 30d, 1w)
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        finished_before: std::time::Duration,
+        finished_before: Option<std::time::Duration>,
         /// Only jobs in this finished state (repeatable)
-        #[arg(long, value_name = "STATUS", value_parser = parse_finished_status)]
+        #[arg(
+            long,
+            value_name = "STATUS",
+            value_parser = parse_finished_status,
+            requires = "finished_before"
+        )]
         status: Vec<JobStatus>,
+        /// Also delete runs accepted longer ago than this whose jobs have
+        /// all finished, with their jobs, history, sources and search index
+        /// entries (their objects go when no other run names them)
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        runs: Option<std::time::Duration>,
         /// Only say what would be deleted
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Re-read every stored object and check it against its sha256; check
+    /// that every source with bytes has its object, that every object is
+    /// named by a run, and that every stored bundle rebuilds to the bytes
+    /// accepted. Prints one line per problem (corrupt, missing, orphaned,
+    /// bundle) and exits 1 if there is any. A full verification is recorded
+    /// (shown by `status`), and each object's last check (shown by `run
+    /// show`).
+    #[command(after_help = "Examples:
+  bundleq verify
+  bundleq verify --run 0192c3c0          # one run's objects and bundle
+  bundleq verify --sample 5              # hash about 5% of the objects
+  bundleq verify --repair                # also remove orphaned objects")]
+    Verify {
+        /// Only this run's objects and bundle (no orphan check)
+        #[arg(long, value_name = "RUN", conflicts_with = "repair")]
+        run: Option<String>,
+        /// Hash only about PERCENT of the objects, picked at random (every
+        /// object is still looked for); not recorded as a full verification
+        #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+        sample: Option<f64>,
+        /// Remove the objects no run names (what `prune` also does); corrupt
+        /// and missing objects cannot be repaired here: restore them from a
+        /// backup
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Write runs back as NAME.bundle/ folders (NAME is the run id): the
+    /// bundle.json bytes exactly as accepted and every source file it names,
+    /// each checked against its sha256 while written. Submitting the folder
+    /// to another home gives the same run id, bundle sha256 and sources.
+    /// An existing folder is never overwritten.
+    #[command(after_help = "Examples:
+  bundleq export 0192c3c0 --to /media/usb/handover
+  bundleq export --all --to exports/     # every run of the tenant
+  bundleq --home other submit exports/   # the round trip")]
+    Export {
+        /// The run (its id or a unique prefix)
+        #[arg(
+            value_name = "RUN",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        run: Option<String>,
+        /// Every run of the tenant
+        #[arg(long)]
+        all: bool,
+        /// Folder to write into (created if missing)
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Take a consistent copy of the home while it works: the database as
+    /// of one moment (SQLite's VACUUM INTO), then the object files it names,
+    /// copied only when DEST lacks them (repeated backups into one folder
+    /// are incremental), then verify the copy. DEST is a home of its own:
+    /// `bundleq --home DEST status` and `verify` work on it. On PostgreSQL
+    /// use pg_dump: every object is in the database.
+    #[command(after_help = "Examples:
+  bundleq backup /mnt/backup/lab
+  bundleq backup --link /srv/lab-snapshots/today   # same disk: hard links
+  bundleq --home /mnt/backup/lab verify")]
+    Backup {
+        /// The backup folder: new, empty, or an earlier backup
+        #[arg(value_name = "DEST")]
+        dest: PathBuf,
+        /// Hard-link object files instead of copying them (DEST on the
+        /// home's filesystem; protects against deletion, not disk damage)
+        #[arg(long)]
+        link: bool,
     },
     /// Stop claiming jobs of a type (or of every type with --all), in every
     /// serve working this database, from their next claim on, for every
@@ -362,6 +447,7 @@ impl Command {
             | Command::Resume(_)
             | Command::Init { .. } => true,
             Command::Prune { dry_run, .. } => !dry_run,
+            Command::Verify { repair, .. } => *repair,
             Command::Job(cmd) => !matches!(cmd, JobCommand::Show { .. }),
             Command::Db(cmd) => matches!(cmd, DbCommand::Migrate),
             Command::Tenants { command } => matches!(command, Some(TenantsCommand::Create { .. })),
@@ -555,6 +641,13 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 fn parse_when(s: &str) -> Result<bundleq::timestamp::When, String> {
     bundleq::timestamp::When::parse(s)
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage above 0 and at most 100")),
+    }
 }
 
 fn parse_status(s: &str) -> Result<JobStatus, String> {

@@ -78,6 +78,11 @@ impl Ids {
         Ok(Ids(store.short_ids(kind, tenant, &ids)?))
     }
 
+    /// Every id shown in full.
+    pub fn full() -> Ids {
+        Ids(HashMap::new())
+    }
+
     /// How to show `id`.
     pub fn show(&self, id: Uuid) -> String {
         self.0.get(&id).cloned().unwrap_or_else(|| id.to_string())

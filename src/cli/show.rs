@@ -337,12 +337,24 @@ pub fn run_show(
         .as_str()
         .unwrap_or(bundleq::bundle::DEFAULT_JOB_TYPE);
     let steps = pipeline(home.config(), bundle_job_type, &jobs);
+    let sources = bundleq::custody::provenance(home, store, tenant, id, &run.bundle_json)?;
+    let findings = run.bundle_json["findings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let verified = bundleq::custody::last_full_verify(store)?;
     if json {
-        output::json(&serde_json::json!({ "run": run, "pipeline": steps, "jobs": jobs }));
+        output::json(&serde_json::json!({
+            "run": run,
+            "pipeline": steps,
+            "jobs": jobs,
+            "sources": sources,
+            "findings": findings,
+            "last_full_verify": verified,
+        }));
         return Ok(EXIT_OK);
     }
     let s = &run.summary;
-    let sources = run.bundle_json["sources"].as_array().map_or(0, Vec::len);
     output::fields(
         &[
             ("id", s.id.to_string()),
@@ -353,10 +365,71 @@ pub fn run_show(
                 format!("{} {}", s.origin, s.origin_name.as_deref().unwrap_or("")),
             ),
             ("created_at", view.time(s.created_at)),
-            ("sources", sources.to_string()),
+            ("sources", sources.len().to_string()),
+            (
+                "verified",
+                verified.map_or_else(
+                    || "never (bundleq verify)".to_owned(),
+                    |v| format!("{} ({} problems then)", view.time(v.at), v.problems),
+                ),
+            ),
         ],
         view.fit(),
     );
+    output::line("");
+    let rows: Vec<Vec<String>> = sources
+        .iter()
+        .map(|p| {
+            let checked = match (p.checked_at, p.check_ok) {
+                (Some(at), Some(true)) => format!("ok {}", view.time(at)),
+                (Some(at), _) => format!("CORRUPT {}", view.time(at)),
+                _ if p.stored == "reference" => "-".to_owned(),
+                _ => "never".to_owned(),
+            };
+            vec![
+                p.idx.to_string(),
+                if view.wide {
+                    p.sha256.clone()
+                } else {
+                    cut(&p.sha256, 12)
+                },
+                p.size.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                p.stored.to_owned(),
+                checked,
+                p.uri.clone(),
+            ]
+        })
+        .collect();
+    output::table(
+        &["SOURCE", "SHA256", "BYTES", "STORED", "CHECKED", "URI"],
+        &rows,
+        view.fit(),
+    );
+    if !findings.is_empty() {
+        output::line("");
+        let rows: Vec<Vec<String>> = findings
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let refs: Vec<String> = f["source_refs"]
+                    .as_array()
+                    .map_or(&[][..], Vec::as_slice)
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect();
+                vec![
+                    (i + 1).to_string(),
+                    if refs.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        refs.join(", ")
+                    },
+                    f["text"].as_str().unwrap_or_default().to_owned(),
+                ]
+            })
+            .collect();
+        output::table(&["FINDING", "SOURCES", "TEXT"], &rows, view.fit());
+    }
     output::line("");
     let ids = Ids::of(store, view, IdKind::Job, tenant, jobs.iter().map(|j| j.id))?;
     let rows: Vec<Vec<String>> = steps
@@ -473,6 +546,7 @@ pub fn status(json: bool, view: &View, home: &Home, store: &mut Store, tenant: U
         .sum();
     let count = |s: JobStatus| stats.counts.get(&s).copied().unwrap_or(0);
     let running = count(JobStatus::Running);
+    let verified = bundleq::custody::last_full_verify(store)?;
     if json {
         output::json(&serde_json::json!({
             "counts": stats.counts,
@@ -488,6 +562,7 @@ pub fn status(json: bool, view: &View, home: &Home, store: &mut Store, tenant: U
             "serves": serves,
             "folders": folders,
             "recent_rejections": rejections,
+            "last_full_verify": verified,
         }));
         return Ok(EXIT_OK);
     }
@@ -610,6 +685,15 @@ pub fn status(json: bool, view: &View, home: &Home, store: &mut Store, tenant: U
         output::line("recent rejections:");
         output::table(&["WHEN", "FILE", "FIRST ERROR"], &rows, fit);
     }
+    output::line(match verified {
+        None => "objects: never verified (bundleq verify)".to_owned(),
+        Some(v) => format!(
+            "objects: last verified {}: {} problem{}",
+            view.time(v.at),
+            v.problems,
+            if v.problems == 1 { "" } else { "s" }
+        ),
+    });
     Ok(EXIT_OK)
 }
 

@@ -172,6 +172,61 @@ pub(crate) fn fill(
     Ok(out)
 }
 
+/// The sources of a stored run that carry bytes: a `content` string, a
+/// `path`, or a `content` cut out into a hole (its `null` stands where a
+/// hole's digest says; a `null` the bundle itself held carries nothing).
+/// An error is a message saying what does not parse.
+pub(crate) fn object_refs(
+    tenant_id: uuid::Uuid,
+    run_id: uuid::Uuid,
+    compact: &str,
+    holes: Option<&str>,
+) -> Result<Vec<crate::store::ObjectRef>, String> {
+    let cut: std::collections::HashSet<String> = match holes {
+        None => std::collections::HashSet::new(),
+        Some(holes) => serde_json::from_str::<Vec<Hole>>(holes)
+            .map_err(|e| format!("its list of holes does not parse: {e}"))?
+            .into_iter()
+            .map(|Hole(_, digest)| match digest {
+                Digest::At(i) => compact
+                    .get(i..i.saturating_add(64))
+                    .unwrap_or_default()
+                    .to_owned(),
+                Digest::Hex(hex) => hex,
+            })
+            .collect(),
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(compact).map_err(|e| format!("its JSON does not parse: {e}"))?;
+    let sources = value
+        .get("sources")
+        .and_then(serde_json::Value::as_array)
+        .ok_or("it has no list of sources")?;
+    let mut out = Vec::new();
+    for (idx, source) in sources.iter().enumerate() {
+        let text = |key: &str| source.get(key).and_then(serde_json::Value::as_str);
+        let Some(sha256) = text("sha256").and_then(Sha256Hex::parse) else {
+            return Err(format!("source {idx} has no valid sha256"));
+        };
+        let carries = text("content").is_some()
+            || text("path").is_some()
+            || (source
+                .get("content")
+                .is_some_and(serde_json::Value::is_null)
+                && cut.contains(sha256.as_str()));
+        if carries {
+            out.push(crate::store::ObjectRef {
+                tenant_id,
+                run_id,
+                idx: u32::try_from(idx).unwrap_or(u32::MAX),
+                uri: text("uri").unwrap_or_default().to_owned(),
+                sha256,
+            });
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,10 +38,10 @@ use uuid::Uuid;
 
 pub use model::{
     Attempt, BaselineFigures, Claim, ClaimToken, Completion, IdKind, Job, JobEvent, JobFilter,
-    MIN_PREFIX, MIN_SHORT, NewJob, NewObject, NewRun, NewSource, Paused, PruneFilter, Pruned,
-    QueuePolicy, Report, Run, RunInsert, RunJob, RunSources, RunSummary, SchemaVersion, SearchHit,
-    ServeRow, Stats, StoreOptions, Synchronous, Tenant, Transition, TransitionKind, TypePolicy,
-    new_job_id, valid_tenant_name,
+    MIN_PREFIX, MIN_SHORT, NewJob, NewObject, NewRun, NewSource, ObjectCheck, ObjectRef, Paused,
+    PruneFilter, Pruned, PrunedRun, QueuePolicy, Report, Run, RunInsert, RunJob, RunSources,
+    RunSummary, SchemaVersion, SearchHit, ServeRow, Stats, StoreOptions, StoredObject, Synchronous,
+    Tenant, Transition, TransitionKind, TypePolicy, new_job_id, valid_tenant_name,
 };
 pub(crate) use model::{new_tenant_id, short_form, truncate_error, user_action_detail};
 pub use readers::Readers;
@@ -395,6 +395,111 @@ impl Store {
     /// Sets a metadata value unless it is set; returns the value in force.
     pub fn meta_init(&mut self, key: &str, value: &str) -> Result<String> {
         on_backend!(self, b => b.meta_init(key, value))
+    }
+
+    /// Sets a metadata value, replacing the one in force.
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        on_backend!(self, b => b.set_meta(key, value))
+    }
+
+    // --- objects: references, checks, sweeps ----------------------------
+
+    /// Every source of a stored run that carries bytes, read from the
+    /// stored bundles themselves (so runs not processed yet count), for
+    /// every tenant; with `run`, that run's only. Ordered by digest.
+    pub fn object_refs(&mut self, run: Option<(Uuid, Uuid)>) -> Result<Vec<ObjectRef>> {
+        let shown = self.location.to_string();
+        let mut refs = match run {
+            Some(only) => {
+                let bundles = on_backend!(self, b => b.stored_bundles(None, Some(only)))?;
+                let mut refs = Vec::new();
+                for bundle in &bundles {
+                    refs.extend(bundle.object_refs(&shown)?);
+                }
+                refs
+            }
+            None => model::walk_refs(
+                &shown,
+                &mut |after| on_backend!(self, b => b.stored_bundles(after, None)),
+            )?,
+        };
+        refs.sort_by(|a, b| (&a.sha256, a.run_id, a.idx).cmp(&(&b.sha256, b.run_id, b.idx)));
+        Ok(refs)
+    }
+
+    /// Every run of every tenant, as (tenant, run), in key order.
+    pub fn run_keys(&mut self) -> Result<Vec<(Uuid, Uuid)>> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = on_backend!(self, b => b.stored_bundles(after, None))?;
+            let Some(last) = page.last() else {
+                return Ok(out);
+            };
+            after = Some((last.tenant_id, last.run_id));
+            out.extend(page.iter().map(|b| (b.tenant_id, b.run_id)));
+        }
+    }
+
+    /// Objects kept in the database, by digest, the first `limit` after
+    /// `after` (paging).
+    pub fn db_objects(
+        &mut self,
+        after: Option<&Sha256Hex>,
+        limit: u32,
+    ) -> Result<Vec<StoredObject>> {
+        on_backend!(self, b => b.db_objects(after, limit))
+    }
+
+    /// The sizes of those of these objects that the database keeps.
+    pub fn object_sizes(&mut self, shas: &[Sha256Hex]) -> Result<HashMap<Sha256Hex, u64>> {
+        on_backend!(self, b => b.object_sizes(shas))
+    }
+
+    /// Removes (or, with `dry_run`, lists) the objects kept in the
+    /// database that no stored run refers to, in one transaction: a run
+    /// recorded meanwhile either committed first (its objects stay) or
+    /// finds them gone and is refused ([`crate::Error::ObjectsGone`]).
+    pub fn sweep_db_objects(&mut self, dry_run: bool) -> Result<Vec<StoredObject>> {
+        on_backend!(self, b => b.sweep_db_objects(dry_run))
+    }
+
+    /// Records what checks of objects found, at `now`.
+    pub fn record_checks(&mut self, checks: &[(Sha256Hex, bool)], now: Timestamp) -> Result<()> {
+        on_backend!(self, b => b.record_checks(checks, now))
+    }
+
+    /// The last check of each of these objects that was ever checked.
+    pub fn object_checks(&mut self, shas: &[Sha256Hex]) -> Result<HashMap<Sha256Hex, ObjectCheck>> {
+        on_backend!(self, b => b.object_checks(shas))
+    }
+
+    /// Removes (or, with `dry_run`, lists) the runs of `tenant` accepted
+    /// before `created_before` whose jobs have all finished, with those
+    /// jobs, their history and their sources (and search index rows). Runs
+    /// with a queued or running job are kept. Their objects stay until a
+    /// sweep finds them unreferenced.
+    pub fn prune_runs(
+        &mut self,
+        tenant: Uuid,
+        created_before: Timestamp,
+        dry_run: bool,
+    ) -> Result<Vec<PrunedRun>> {
+        on_backend!(self, b => b.prune_runs(tenant, created_before, dry_run))
+    }
+
+    /// Writes a consistent copy of the whole database to `dest` (a new
+    /// file), taken in one read transaction while others keep writing.
+    /// Only for a database in a file (SQLite): a server's database is
+    /// copied with its own tools.
+    pub fn copy_database_to(&mut self, dest: &Path) -> Result<()> {
+        match &mut self.backend {
+            Backend::Sqlite(b) => b.copy_to(dest),
+            Backend::Postgres(_) => Err(crate::Error::InvalidArgument {
+                what: "backup",
+                message: "the database is on a PostgreSQL server, and every object with it: back it up with pg_dump (see the README)".to_owned(),
+            }),
+        }
     }
 
     // --- jobs -----------------------------------------------------------

@@ -251,6 +251,60 @@ pub struct NewRun {
     /// Source bytes kept in the database, stored in the same transaction
     /// when the run is new (never for a duplicate or a conflict).
     pub objects: Vec<NewObject>,
+    /// Digests of the run's objects stored before this transaction (files,
+    /// or on a database server its own transactions). A database that
+    /// keeps them checks, in the run's transaction, that they are still
+    /// there; a run whose object a concurrent sweep removed is refused
+    /// ([`crate::Error::ObjectsGone`]) rather than recorded without it.
+    pub stored: Vec<Sha256Hex>,
+}
+
+/// One source of a stored run that carries bytes (inline `content` or a
+/// `path` in a bundle folder): the run refers to the object with its
+/// digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ObjectRef {
+    /// The run's tenant.
+    pub tenant_id: Uuid,
+    /// The run.
+    pub run_id: Uuid,
+    /// The source's position in the bundle's `sources`.
+    pub idx: u32,
+    /// The source's uri.
+    pub uri: String,
+    /// The digest of its bytes, which names the object.
+    pub sha256: Sha256Hex,
+}
+
+/// An object kept in the database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StoredObject {
+    /// Its digest.
+    pub sha256: Sha256Hex,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// What the last check of an object found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ObjectCheck {
+    /// When its bytes were last read and hashed.
+    pub checked_at: Timestamp,
+    /// They matched the digest.
+    pub ok: bool,
+}
+
+/// A run removed by `prune --runs` (or that would be, with `--dry-run`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PrunedRun {
+    /// The run.
+    pub id: Uuid,
+    /// Its title.
+    pub title: String,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+    /// How many (finished) jobs went with it.
+    pub jobs: u64,
 }
 
 /// Source bytes to keep in the database, under their digest.
@@ -870,4 +924,67 @@ pub enum TransitionKind {
         /// The job whose success queued it.
         after: Uuid,
     },
+}
+
+/// A run's bundle as the database keeps it: compact JSON and its holes
+/// (see `store::compact`).
+#[derive(Clone, Debug)]
+pub(crate) struct StoredBundle {
+    /// The run's tenant.
+    pub tenant_id: Uuid,
+    /// The run.
+    pub run_id: Uuid,
+    /// The stored (compact) JSON.
+    pub json: String,
+    /// Where inline texts were cut out, if any were.
+    pub holes: Option<String>,
+}
+
+impl StoredBundle {
+    /// The sources of this run that carry bytes; a stored bundle that does
+    /// not parse is `Corrupt` (named by `shown`, the database).
+    pub(crate) fn object_refs(&self, shown: &str) -> crate::Result<Vec<ObjectRef>> {
+        super::compact::object_refs(
+            self.tenant_id,
+            self.run_id,
+            &self.json,
+            self.holes.as_deref(),
+        )
+        .map_err(|detail| crate::Error::Corrupt {
+            path: shown.into(),
+            detail: format!("the stored bundle of run {}: {detail}", self.run_id),
+        })
+    }
+}
+
+/// Walks every stored bundle, a page at a time (`page(after)` returns the
+/// bundles after the key given, empty at the end), and collects the
+/// sources that carry bytes.
+pub(crate) fn walk_refs(
+    shown: &str,
+    page: &mut dyn FnMut(Option<(Uuid, Uuid)>) -> crate::Result<Vec<StoredBundle>>,
+) -> crate::Result<Vec<ObjectRef>> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let bundles = page(after)?;
+        let Some(last) = bundles.last() else {
+            return Ok(out);
+        };
+        after = Some((last.tenant_id, last.run_id));
+        for b in &bundles {
+            out.extend(b.object_refs(shown)?);
+        }
+    }
+}
+
+/// The digests every stored bundle refers to (see [`walk_refs`]).
+pub(crate) fn referenced_digests(
+    shown: &str,
+    page: &mut dyn FnMut(Option<(Uuid, Uuid)>) -> crate::Result<Vec<StoredBundle>>,
+) -> crate::Result<std::collections::HashSet<Sha256Hex>> {
+    Ok(walk_refs(shown, page)?
+        .into_iter()
+        .map(|r| r.sha256)
+        .collect())
 }

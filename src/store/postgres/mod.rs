@@ -22,6 +22,7 @@
 mod baseline;
 mod jobs;
 mod runs;
+mod upkeep;
 
 pub use baseline::Scratch;
 
@@ -46,6 +47,12 @@ const MIGRATION_LOCK: i64 = 0x6275_6e64_6c65_7101;
 /// The key of the transaction lock under which claims count the running
 /// jobs of capped types (so two claimers cannot both take the last place).
 const CAPS_LOCK: i64 = 0x6275_6e64_6c65_7102;
+
+/// The key of the transaction lock that recording runs shares and a sweep
+/// of unreferenced objects holds alone: a run's objects stored before its
+/// transaction are checked under it, so a sweep never removes an object
+/// that a run committed since names.
+const OBJECTS_LOCK: i64 = 0x6275_6e64_6c65_7103;
 
 /// Where a PostgreSQL database is: its connection string (a URL or the
 /// `key=value` form), as configured.

@@ -46,7 +46,7 @@ fn summary_from_row(r: &Row) -> Result<RunSummary> {
     })
 }
 
-fn digest_bytes(sha: &Sha256Hex) -> Vec<u8> {
+pub(super) fn digest_bytes(sha: &Sha256Hex) -> Vec<u8> {
     let s = sha.as_str().as_bytes();
     s.chunks(2)
         .map(|pair| {
@@ -258,7 +258,29 @@ pub(crate) fn ts_query(input: &str) -> std::result::Result<String, String> {
 impl PgStore {
     /// Records runs and enqueues their jobs in one transaction.
     pub fn insert_runs(&mut self, runs: &[NewRun], now: Timestamp) -> Result<Vec<RunInsert>> {
+        let stored: Vec<Sha256Hex> = runs.iter().flat_map(|r| r.stored.clone()).collect();
+        let names_objects = runs
+            .iter()
+            .any(|r| !r.objects.is_empty() || !r.stored.is_empty());
         self.write("record runs", now, |tx| {
+            if names_objects {
+                // A sweep of unreferenced objects holds this alone: it
+                // cannot run between our check and our commit.
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock_shared($1)",
+                    &[&super::OBJECTS_LOCK],
+                )?;
+            }
+            if let Some(sha256) = super::upkeep::missing_stored(tx, &stored)? {
+                let run_id = runs
+                    .iter()
+                    .find(|r| r.stored.contains(&sha256))
+                    .map_or(Uuid::nil(), |r| r.id);
+                return Err(Error::ObjectsGone {
+                    run_id,
+                    sha256: sha256.to_string(),
+                });
+            }
             runs.iter().map(|r| insert_run(tx, r)).collect()
         })
     }

@@ -32,6 +32,7 @@ mod runs;
 mod serves;
 mod sources;
 mod tenants;
+mod upkeep;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;

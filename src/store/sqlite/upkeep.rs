@@ -1,0 +1,312 @@
+//! Keeping a home's data provable: which objects the stored runs refer to,
+//! the objects kept in the database, what checks found, removing what no
+//! run refers to, removing old runs, and a consistent copy of the file.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use uuid::Uuid;
+
+use super::SqliteStore;
+use super::convert::{DbContext, uuid_col};
+use super::sources::{PendingIndex, replace_sources};
+use crate::digest::Sha256Hex;
+use crate::error::{Error, Result};
+use crate::store::model::StoredBundle;
+use crate::store::{ObjectCheck, PrunedRun, RunSources, StoredObject};
+use crate::timestamp::Timestamp;
+
+/// Stored bundles read per statement while walking every run.
+const PAGE: i64 = 500;
+
+/// Digests are kept as their 32 bytes; SQL hands them back as hex.
+const HEX: &str = "lower(hex(sha256))";
+
+impl SqliteStore {
+    /// Sets a metadata value, replacing the one in force.
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.write("write home metadata", |tx| {
+            tx.execute(
+                "INSERT INTO bundleq_meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+            .db("write home metadata")?;
+            Ok(())
+        })
+    }
+
+    /// Stored bundles (compact JSON and holes) after `after` in key order,
+    /// or the one run `only`.
+    pub fn stored_bundles(
+        &mut self,
+        after: Option<(Uuid, Uuid)>,
+        only: Option<(Uuid, Uuid)>,
+    ) -> Result<Vec<StoredBundle>> {
+        self.read("read stored bundles", |tx| stored_bundles(tx, after, only))
+    }
+
+    /// Objects kept in the database, by digest, after `after`.
+    pub fn db_objects(
+        &mut self,
+        after: Option<&Sha256Hex>,
+        limit: u32,
+    ) -> Result<Vec<StoredObject>> {
+        self.read("list objects", |tx| {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {HEX}, length(bytes) FROM objects
+                     WHERE sha256 > unhex(?1) ORDER BY sha256 LIMIT +?2"
+                ))
+                .db("list objects")?;
+            let rows = stmt
+                .query_map(
+                    params![after.map_or("", Sha256Hex::as_str), i64::from(limit)],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .db("list objects")?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (hex, size) = row.db("list objects")?;
+                out.push(stored_object(&hex, size)?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// The sizes of those of these objects the database keeps (`length`
+    /// of a blob reads its header, not its bytes).
+    pub fn object_sizes(&mut self, shas: &[Sha256Hex]) -> Result<HashMap<Sha256Hex, u64>> {
+        self.read("read object sizes", |tx| {
+            let mut stmt = tx
+                .prepare_cached("SELECT length(bytes) FROM objects WHERE sha256 = unhex(?1)")
+                .db("read object sizes")?;
+            let mut out = HashMap::new();
+            for sha in shas {
+                let size: Option<i64> = stmt
+                    .query_row([sha.as_str()], |r| r.get(0))
+                    .optional()
+                    .db("read object sizes")?;
+                if let Some(size) = size {
+                    out.insert(sha.clone(), u64::try_from(size).unwrap_or(0));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Removes (or lists) the objects in the database that no stored run
+    /// refers to, in one write transaction.
+    pub fn sweep_db_objects(&mut self, dry_run: bool) -> Result<Vec<StoredObject>> {
+        let shown = self.path.display().to_string();
+        let sweep = |tx: &Transaction<'_>| -> Result<Vec<StoredObject>> {
+            let referenced = crate::store::model::referenced_digests(&shown, &mut |after| {
+                stored_bundles(tx, after, None)
+            })?;
+            let mut stmt = tx
+                .prepare_cached(&format!("SELECT {HEX}, length(bytes) FROM objects"))
+                .db("list objects")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .db("list objects")?;
+            let mut orphans = Vec::new();
+            for row in rows {
+                let (hex, size) = row.db("list objects")?;
+                let object = stored_object(&hex, size)?;
+                if !referenced.contains(&object.sha256) {
+                    orphans.push(object);
+                }
+            }
+            if !dry_run {
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM objects WHERE sha256 = unhex(?1)")
+                    .db("remove objects")?;
+                let mut forget = tx
+                    .prepare_cached("DELETE FROM object_checks WHERE sha256 = unhex(?1)")
+                    .db("remove objects")?;
+                for o in &orphans {
+                    delete.execute([o.sha256.as_str()]).db("remove objects")?;
+                    forget.execute([o.sha256.as_str()]).db("remove objects")?;
+                }
+            }
+            Ok(orphans)
+        };
+        if dry_run {
+            self.read("list unreferenced objects", sweep)
+        } else {
+            self.write("remove unreferenced objects", sweep)
+        }
+    }
+
+    /// Records what checks of objects found.
+    pub fn record_checks(&mut self, checks: &[(Sha256Hex, bool)], now: Timestamp) -> Result<()> {
+        self.write("record object checks", |tx| {
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT INTO object_checks (sha256, checked_at, ok) VALUES (unhex(?1), ?2, ?3)
+                     ON CONFLICT (sha256) DO UPDATE
+                     SET checked_at = excluded.checked_at, ok = excluded.ok",
+                )
+                .db("record object checks")?;
+            for (sha, ok) in checks {
+                put.execute(params![sha.as_str(), now, ok])
+                    .db("record object checks")?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The last check of each of these objects that was ever checked.
+    pub fn object_checks(&mut self, shas: &[Sha256Hex]) -> Result<HashMap<Sha256Hex, ObjectCheck>> {
+        self.read("read object checks", |tx| {
+            let mut stmt = tx
+                .prepare_cached("SELECT checked_at, ok FROM object_checks WHERE sha256 = unhex(?1)")
+                .db("read object checks")?;
+            let mut out = HashMap::new();
+            for sha in shas {
+                let found = stmt
+                    .query_row([sha.as_str()], |r| {
+                        Ok(ObjectCheck {
+                            checked_at: r.get(0)?,
+                            ok: r.get(1)?,
+                        })
+                    })
+                    .optional()
+                    .db("read object checks")?;
+                if let Some(check) = found {
+                    out.insert(sha.clone(), check);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Removes (or lists) the runs of `tenant` accepted before
+    /// `created_before` whose jobs have all finished.
+    pub fn prune_runs(
+        &mut self,
+        tenant: Uuid,
+        created_before: Timestamp,
+        dry_run: bool,
+    ) -> Result<Vec<PrunedRun>> {
+        let select = |tx: &Transaction<'_>| -> Result<Vec<PrunedRun>> {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT r.id, r.title, r.created_at,
+                            (SELECT count(*) FROM research_jobs AS j
+                             WHERE j.tenant_id = r.tenant_id AND j.run_id = r.id)
+                     FROM research_runs AS r
+                     WHERE r.tenant_id = ?1 AND r.created_at < ?2
+                       AND NOT EXISTS (
+                           SELECT 1 FROM research_jobs AS j
+                           WHERE j.tenant_id = r.tenant_id AND j.run_id = r.id
+                             AND j.status IN ('queued', 'running'))
+                     ORDER BY r.created_at, r.id",
+                )
+                .db("prune runs")?;
+            let rows = stmt
+                .query_map(params![tenant.to_string(), created_before], |r| {
+                    Ok(PrunedRun {
+                        id: uuid_col(r, 0)?,
+                        title: r.get(1)?,
+                        created_at: r.get(2)?,
+                        jobs: r.get::<_, i64>(3)?.try_into().unwrap_or(0),
+                    })
+                })
+                .db("prune runs")?;
+            rows.collect::<rusqlite::Result<_>>().db("prune runs")
+        };
+        if dry_run {
+            return self.read("prune runs", select);
+        }
+        self.write("prune runs", |tx| {
+            let pruned = select(tx)?;
+            let mut index = PendingIndex::default();
+            for run in &pruned {
+                // Index rows leave before the text they were made from.
+                let none = RunSources {
+                    tenant_id: tenant,
+                    run_id: run.id,
+                    sources: Vec::new(),
+                };
+                replace_sources(tx, &none, created_before, &mut index)?;
+                for sql in [
+                    "DELETE FROM research_jobs WHERE tenant_id = ?1 AND run_id = ?2",
+                    "DELETE FROM research_runs WHERE tenant_id = ?1 AND id = ?2",
+                ] {
+                    tx.prepare_cached(sql)
+                        .and_then(|mut s| {
+                            s.execute(params![tenant.to_string(), run.id.to_string()])
+                        })
+                        .db("prune runs")?;
+                }
+            }
+            index.write(tx)?;
+            Ok(pruned)
+        })
+    }
+
+    /// Writes a consistent copy of the database to `dest` (`VACUUM INTO`:
+    /// one read transaction, so writers carry on meanwhile).
+    pub fn copy_to(&mut self, dest: &Path) -> Result<()> {
+        let Some(text) = dest.to_str() else {
+            return Err(Error::InvalidArgument {
+                what: "backup",
+                message: format!("{} is not a UTF-8 path", dest.display()),
+            });
+        };
+        self.conn
+            .execute("VACUUM INTO ?1", [text])
+            .db("copy the database")
+            .map(drop)
+            .map_err(|e| self.classify(e))
+    }
+}
+
+/// One page of stored bundles (see [`SqliteStore::stored_bundles`]).
+fn stored_bundles(
+    tx: &Transaction<'_>,
+    after: Option<(Uuid, Uuid)>,
+    only: Option<(Uuid, Uuid)>,
+) -> Result<Vec<StoredBundle>> {
+    let (sql, a, b) = match (only, after) {
+        (Some((t, r)), _) => (
+            "SELECT tenant_id, id, bundle_json, bundle_holes FROM research_runs
+             WHERE tenant_id = ?1 AND id = ?2 AND ?3 >= 0",
+            t.to_string(),
+            r.to_string(),
+        ),
+        (None, after) => (
+            "SELECT tenant_id, id, bundle_json, bundle_holes FROM research_runs
+             WHERE (tenant_id, id) > (?1, ?2) ORDER BY tenant_id, id LIMIT +?3",
+            after.map_or(String::new(), |(t, _)| t.to_string()),
+            after.map_or(String::new(), |(_, r)| r.to_string()),
+        ),
+    };
+    let mut stmt = tx.prepare_cached(sql).db("read stored bundles")?;
+    let rows = stmt
+        .query_map(params![a, b, PAGE], |r| {
+            Ok(StoredBundle {
+                tenant_id: uuid_col(r, 0)?,
+                run_id: uuid_col(r, 1)?,
+                json: r.get(2)?,
+                holes: r.get(3)?,
+            })
+        })
+        .db("read stored bundles")?;
+    rows.collect::<rusqlite::Result<_>>()
+        .db("read stored bundles")
+}
+
+/// An object's row, its digest checked.
+fn stored_object(hex: &str, size: i64) -> Result<StoredObject> {
+    let sha256 = Sha256Hex::parse(hex).ok_or_else(|| Error::Db {
+        action: "list objects",
+        source: format!("an object is keyed by {hex:?}, not a sha256").into(),
+    })?;
+    Ok(StoredObject {
+        sha256,
+        size: u64::try_from(size).unwrap_or(0),
+    })
+}
