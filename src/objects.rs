@@ -18,10 +18,10 @@
 //! **The gate.** Between storing an object and committing the run that
 //! names it, nothing refers to the object yet. Whoever stores objects
 //! (accepting bundles, taking a backup) holds a [`Lease`] for that whole
-//! time: a shared `flock` on `objects/.lease`. Removing unreferenced
+//! time: a shared `flock` on `objects/tmp/.lease`. Removing unreferenced
 //! objects ([`Objects::sweeper`]) takes it exclusively, so it only ever
 //! sees objects whose runs are committed or whose writer is gone. Taking a
-//! lease first passes `objects/.gate` (held exclusively for a moment), which
+//! lease first passes `objects/tmp/.gate` (held exclusively for a moment), which
 //! a sweeper holds while it waits: a steady stream of leases cannot starve
 //! it. The kernel drops both locks when their process dies, however it
 //! dies. Each staging folder is locked by its own process the same way, so
@@ -177,7 +177,7 @@ impl Objects {
                 Err(e) => Err(e).io("open lock file", &path),
             }
         };
-        match private_dir(&self.root) {
+        match private_dir(&self.root.join("tmp")) {
             Ok(()) => {}
             Err(Error::Io { source, .. })
                 if matches!(
@@ -327,9 +327,9 @@ impl Objects {
 }
 
 /// The lock file every lease passes (see the module's docs).
-const GATE: &str = ".gate";
+const GATE: &str = "tmp/.gate";
 /// The lock file leases share and a sweeper holds alone.
-const LEASE: &str = ".lease";
+const LEASE: &str = "tmp/.lease";
 /// How staging folders under `objects/tmp/` begin.
 const STAGING_PREFIX: &str = "stage-";
 
