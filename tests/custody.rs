@@ -208,7 +208,7 @@ fn export_round_trip_is_byte_identical(b: Backend) {
     // Into a fresh home: the same runs, bundles and sources.
     let fresh_dir = tempfile::tempdir().unwrap();
     let fresh = b.init_in(fresh_dir.path(), "");
-    fresh.submit_all(&[out.clone()]);
+    fresh.submit_all(std::slice::from_ref(&out));
     let runs = |bin: &Bin| {
         let mut v: Vec<(String, String)> = bin
             .json(&["runs"])
