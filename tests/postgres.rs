@@ -253,6 +253,67 @@ fn a_file_object_accepted_on_one_host_is_processed_on_another() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("does not match its sha256"), "{err}");
+    // verify names it, with its run, from any host.
+    let out = b.run(&["--json", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report}");
+    assert_eq!(problems[0]["kind"], "corrupt");
+    assert_eq!(problems[0]["place"], "database");
+    assert_eq!(problems[0]["sha256"], sha.as_str());
+    assert_eq!(problems[0]["sources"][0]["run_id"], run.to_string());
+}
+
+/// A run's object stored in a transaction of its own, then swept as
+/// unreferenced before the run is recorded: the run is refused, nothing is
+/// recorded, and storing the object again lets it through. A sweep waits
+/// for a transaction recording runs that named objects.
+#[test]
+fn a_run_whose_object_a_sweep_took_meanwhile_is_refused_not_recorded_without_it() {
+    let Some(_) = test_pg() else { return };
+    let (_d, bin) = Backend::Postgres.init_with("");
+    let home = Home::open(&bin.home).unwrap();
+    let mut store = home.store().unwrap();
+    let tenant = home.default_tenant(&mut store).unwrap();
+    let bytes = b"the bytes of a source, stored before its run".repeat(100);
+    let sha = bundleq::digest::Sha256Hex::of(&bytes);
+    let run = |id: Uuid| bundleq::store::NewRun {
+        tenant_id: tenant,
+        id,
+        title: "swept".into(),
+        bundle_sha256: "b".repeat(64),
+        bundle_json: serde_json::json!({
+            "sources": [{"uri": "file:a", "path": "a", "sha256": sha.as_str()}]
+        })
+        .to_string(),
+        origin: "api",
+        origin_name: None,
+        inbox_claim: None,
+        job: bundleq::store::RunJob {
+            job_type: "process_bundle".into(),
+            payload: serde_json::json!({}),
+            max_attempts: None,
+            not_before: None,
+        },
+        objects: Vec::new(),
+        stored: vec![sha.clone()],
+    };
+    store.put_object(&sha, &mut &bytes[..]).unwrap();
+    let swept = store.sweep_db_objects(false).unwrap();
+    assert_eq!(swept.len(), 1, "an object no run names yet is unreferenced");
+    let id = Uuid::now_v7();
+    match store.insert_runs(&[run(id)], Timestamp::now()) {
+        Err(bundleq::Error::ObjectsGone { run_id, sha256 }) => {
+            assert_eq!((run_id, sha256.as_str()), (id, sha.as_str()));
+        }
+        other => panic!("a run without its object was not refused: {other:?}"),
+    }
+    assert_eq!(store.count_runs(tenant).unwrap(), 0);
+    store.put_object(&sha, &mut &bytes[..]).unwrap();
+    store.insert_runs(&[run(id)], Timestamp::now()).unwrap();
+    assert!(store.sweep_db_objects(false).unwrap().is_empty());
+    assert_eq!(store.object(&sha).unwrap().as_deref(), Some(&bytes[..]));
 }
 
 /// `big.bundle/` with one text file of `size` bytes of words.

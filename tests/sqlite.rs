@@ -480,3 +480,43 @@ fn the_index_reads_one_source_s_text_by_key_lookups_not_scans() {
         assert!(line.starts_with("SEARCH "), "a scan: {line}\n{plan:#?}");
     }
 }
+
+/// An object kept in the database whose bytes changed (a bad sector, a
+/// careless `UPDATE`) is named by `verify` with its run and source, and so
+/// is a stored bundle whose inline text it was.
+#[test]
+fn verify_finds_an_object_changed_inside_the_database() {
+    let (_d, bin) = Bin::init_with("");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bundles/valid");
+    bin.ok(&["submit", fixtures.to_str().unwrap()]);
+    assert_eq!(bin.run(&["verify"]).status.code(), Some(0));
+    // The glacier survey's report.txt (source 0), kept in the database.
+    let glacier: serde_json::Value = serde_json::from_slice(
+        &fs::read(fixtures.join("glacier-survey.bundle/bundle.json")).unwrap(),
+    )
+    .unwrap();
+    let sha = glacier["sources"][0]["sha256"].as_str().unwrap().to_owned();
+    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE objects SET bytes = CAST('not the report' AS BLOB) WHERE sha256 = unhex(?1)",
+            [&sha],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+    let out = bin.run(&["--json", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let corrupt: Vec<&serde_json::Value> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "corrupt")
+        .collect();
+    assert_eq!(corrupt.len(), 1, "{report}");
+    assert_eq!(corrupt[0]["sha256"], sha.as_str());
+    assert_eq!(corrupt[0]["place"], "database");
+    assert_eq!(corrupt[0]["sources"][0]["run_id"], glacier["run_id"]);
+    assert_eq!(corrupt[0]["sources"][0]["idx"], 0);
+}

@@ -209,7 +209,7 @@ fn problem_line(p: &Problem, ids: &Ids) -> String {
         custody::Place::File => "file",
     });
     let mut line = format!("{:<9} {} {place}", p.kind.to_string(), p.sha256);
-    if p.kind == ProblemKind::Bundle {
+    if matches!(p.kind, ProblemKind::Bundle | ProblemKind::Database) {
         line = format!("{:<9} {}", p.kind.to_string(), p.detail);
         return line;
     }
@@ -239,7 +239,7 @@ fn summary(r: &VerifyReport) -> String {
         "objects (not a full verification)"
     };
     format!(
-        "verified {} {scope}: {} objects, {} bytes hashed; {} sources, {} runs in {}: {} corrupt, {} missing, {} orphaned, {} damaged bundles",
+        "verified {} {scope}: {} objects, {} bytes hashed; {} sources, {} runs in {}: {} corrupt, {} missing, {} orphaned, {} damaged bundles{}",
         if r.full { "" } else { "some" },
         r.objects_checked,
         r.bytes_checked,
@@ -250,6 +250,11 @@ fn summary(r: &VerifyReport) -> String {
         count(ProblemKind::Missing),
         count(ProblemKind::Orphaned),
         count(ProblemKind::Bundle),
+        if count(ProblemKind::Database) > 0 {
+            ", the database is damaged"
+        } else {
+            ""
+        },
     )
     .replace("verified  every", "verified every")
 }

@@ -35,7 +35,8 @@ const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success
   1    error (I/O, database, unknown id or tenant, refused transition, bad
-       configuration)
+       configuration); verify: a problem found; backup: the copy is not
+       sound
   2    usage error (unknown command or flag, malformed argument)
   3    serve --once: some job failed, or failed and waits for a retry
   65   invalid input data (EX_DATAERR): a bundle failed validation

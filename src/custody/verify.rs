@@ -48,6 +48,8 @@ pub enum ProblemKind {
     Orphaned,
     /// A run's stored bundle does not rebuild to the bytes accepted.
     Bundle,
+    /// The database's own integrity check found damage.
+    Database,
 }
 
 impl std::fmt::Display for ProblemKind {
@@ -57,6 +59,7 @@ impl std::fmt::Display for ProblemKind {
             ProblemKind::Missing => "missing",
             ProblemKind::Orphaned => "orphaned",
             ProblemKind::Bundle => "bundle",
+            ProblemKind::Database => "database",
         })
     }
 }
@@ -283,6 +286,25 @@ pub fn verify(
             detail: format!("run {run}: {}", damage.1),
             repaired: false,
         });
+    }
+
+    // The database's own check of its pages and indexes.
+    if report.full {
+        let found = match store.integrity_check() {
+            Ok(lines) => lines,
+            Err(Error::Corrupt { detail, .. }) => vec![detail],
+            Err(e) => return Err(e),
+        };
+        if found != ["ok"] {
+            report.problems.push(Problem {
+                kind: ProblemKind::Database,
+                sha256: String::new(),
+                place: Some(Place::Database),
+                sources: Vec::new(),
+                detail: found.join("; "),
+                repaired: false,
+            });
+        }
     }
 
     // Objects no run names: candidates, confirmed under a sweeper (no
