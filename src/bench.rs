@@ -198,6 +198,17 @@ pub struct BenchReport {
     pub process_scaling: f64,
     /// Sources indexed in the search home.
     pub search_sources: usize,
+    /// `verify` of the scaling home (its 1 MiB object files): its pass
+    /// that reads and hashes every object, MiB/s.
+    pub verify_mib_s: f64,
+    /// The same object files read and hashed (sha256) on one thread, in
+    /// this run: the limit `verify` is held against, MiB/s.
+    pub verify_read_hash_mib_s: f64,
+    /// `verify_mib_s / verify_read_hash_mib_s`.
+    pub verify_ratio: f64,
+    /// `verify` of the footprint home (small objects in the database),
+    /// objects per second.
+    pub verify_small_objects_per_s: f64,
 }
 
 fn per_s(n: usize, d: Duration) -> f64 {
@@ -415,6 +426,8 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     let footprint = footprint_figures(dir, sync, opts)?;
     progress("process_bundle of 1 MiB text sources, one worker, then two");
     let scaling = scaling_figures(dir, sync, opts.scaling_bundles)?;
+    progress("verify: the scaling home's object files, then the footprint home");
+    let verified = verify_figures(dir)?;
     progress("search home: indexing the sources");
     search_home(&dir.join("search"), sync, opts.search_sources)?;
 
@@ -455,6 +468,58 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
         process_two_workers_mib_s: scaling.two,
         process_scaling: scaling.two / scaling.one.max(1e-9),
         search_sources: opts.search_sources,
+        verify_mib_s: verified.mib_s,
+        verify_read_hash_mib_s: verified.read_hash_mib_s,
+        verify_ratio: verified.mib_s / verified.read_hash_mib_s.max(1e-9),
+        verify_small_objects_per_s: verified.small_per_s,
+    })
+}
+
+struct VerifyFigures {
+    mib_s: f64,
+    read_hash_mib_s: f64,
+    small_per_s: f64,
+}
+
+/// `verify` of the homes the scaling and footprint figures left (1 MiB
+/// object files; small objects in the database), next to reading and
+/// hashing the same object files without bundleq.
+fn verify_figures(dir: &Path) -> Result<VerifyFigures> {
+    let home = Home::open(&dir.join("scaling-2"))?;
+    let objects = home.object_store();
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    for sha in objects.files()? {
+        let path = objects.path_of(&sha);
+        let data = fs::read(&path).io("read", &path)?;
+        bytes += data.len() as u64;
+        std::hint::black_box(crate::digest::Sha256Hex::of(&data));
+    }
+    let read_hash_mib_s = bytes as f64 / MIB as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    let mut store = home.store()?;
+    let report = crate::custody::verify(
+        &home,
+        &mut store,
+        &crate::custody::VerifyOptions::default(),
+        Timestamp::now(),
+        &mut |_| {},
+    )?;
+    // The pass that re-reads and hashes the objects (the integrity check
+    // of the database and the runs' bundles come on top: see `seconds`).
+    let mib_s = report.bytes_checked as f64 / MIB as f64 / report.hash_seconds.max(1e-9);
+    let home = Home::open(&dir.join("footprint"))?;
+    let mut store = home.store()?;
+    let report = crate::custody::verify(
+        &home,
+        &mut store,
+        &crate::custody::VerifyOptions::default(),
+        Timestamp::now(),
+        &mut |_| {},
+    )?;
+    Ok(VerifyFigures {
+        mib_s,
+        read_hash_mib_s,
+        small_per_s: report.objects_checked as f64 / report.hash_seconds.max(1e-9),
     })
 }
 

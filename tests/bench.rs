@@ -40,6 +40,10 @@ fn bench_quick_reports_every_figure_and_goal_as_json() {
         "process_one_worker_mib_s",
         "process_two_workers_mib_s",
         "process_scaling",
+        "verify_mib_s",
+        "verify_read_hash_mib_s",
+        "verify_ratio",
+        "verify_small_objects_per_s",
     ] {
         assert!(positive(&r[key]), "{key}: {r:#}");
     }

@@ -131,6 +131,12 @@ fn goals(r: &BenchReport, idle_cpu: f64, rss: f64, search: &[SearchFigure]) -> V
             p50,
             !search.is_empty() && p50 <= 10.0 && p99 <= 50.0,
         ),
+        goal(
+            "verify vs reading + hashing the same objects",
+            ">= 0.8x",
+            r.verify_ratio,
+            r.verify_ratio >= 0.8,
+        ),
         goal("idle serve CPU (%)", "<= 0.5 %", idle_cpu, idle_cpu <= 0.5),
         goal(
             "serve RSS with the large queue (MiB)",
@@ -622,6 +628,26 @@ fn print_table(f: &Full<'_>) {
         ),
     ];
     let mut rows = rows;
+    rows.extend([
+        row(
+            format!("verify's object pass, {} x 1 MiB files", r.scaling_bundles),
+            format!("{:.0}", r.verify_mib_s),
+            "MiB/s",
+            format!(
+                "{:.2}x reading + hashing them ({:.0} MiB/s)",
+                r.verify_ratio, r.verify_read_hash_mib_s
+            ),
+        ),
+        row(
+            format!(
+                "verify's object pass, {} x 10 objects in the db",
+                k(r.footprint_bundles as f64)
+            ),
+            k(r.verify_small_objects_per_s),
+            "objects/s",
+            String::new(),
+        ),
+    ]);
     for s in &f.search {
         rows.push(row(
             format!(

@@ -370,7 +370,14 @@ pub fn run_show(
                 "verified",
                 verified.map_or_else(
                     || "never (bundleq verify)".to_owned(),
-                    |v| format!("{} ({} problems then)", view.time(v.at), v.problems),
+                    |v| {
+                        format!(
+                            "{} ({} problem{} then)",
+                            view.time(v.at),
+                            v.problems,
+                            if v.problems == 1 { "" } else { "s" }
+                        )
+                    },
                 ),
             ),
         ],
