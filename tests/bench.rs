@@ -89,7 +89,7 @@ fn bench_quick_reports_every_figure_and_goal_as_json() {
     assert_eq!(r["synchronous"], "full");
     // Every goal says whether this run met it; the baseline says what it is.
     let goals = r["goals"].as_array().unwrap();
-    assert_eq!(goals.len(), 12, "{r:#}");
+    assert_eq!(goals.len(), 13, "{r:#}");
     for g in goals {
         assert!(
             g["met"].is_boolean() && g["goal"].is_string() && g["measure"].is_string(),
