@@ -496,26 +496,20 @@ fn verify_figures(dir: &Path) -> Result<VerifyFigures> {
         std::hint::black_box(crate::digest::Sha256Hex::of(&data));
     }
     let read_hash_mib_s = bytes as f64 / MIB as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    let mut store = home.store()?;
-    let report = crate::custody::verify(
-        &home,
-        &mut store,
-        &crate::custody::VerifyOptions::default(),
-        Timestamp::now(),
-        &mut |_| {},
-    )?;
+    let verify = |home: &Home| -> Result<crate::custody::VerifyReport> {
+        crate::custody::verify(
+            home,
+            &mut home.store()?,
+            &crate::custody::VerifyOptions::default(),
+            Timestamp::now(),
+            &mut |_| {},
+        )
+    };
     // The pass that re-reads and hashes the objects (the integrity check
     // of the database and the runs' bundles come on top: see `seconds`).
+    let report = verify(&home)?;
     let mib_s = report.bytes_checked as f64 / MIB as f64 / report.hash_seconds.max(1e-9);
-    let home = Home::open(&dir.join("footprint"))?;
-    let mut store = home.store()?;
-    let report = crate::custody::verify(
-        &home,
-        &mut store,
-        &crate::custody::VerifyOptions::default(),
-        Timestamp::now(),
-        &mut |_| {},
-    )?;
+    let report = verify(&Home::open(&dir.join("footprint"))?)?;
     Ok(VerifyFigures {
         mib_s,
         read_hash_mib_s,

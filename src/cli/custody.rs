@@ -69,45 +69,51 @@ pub fn prune(
         return Ok(if swept.done { EXIT_OK } else { EXIT_ERROR });
     }
     let verb = if dry_run { "would prune" } else { "pruned" };
-    if let Some((pruned, before)) = &jobs {
-        let rows: Vec<Vec<String>> = pruned
-            .iter()
-            .map(|p| {
-                vec![
-                    p.id.to_string(),
-                    p.status.to_string(),
-                    cut(&p.job_type, 16),
-                    view.time(p.updated_at),
-                ]
-            })
-            .collect();
+    let listed = |header: &[&str], rows: Vec<Vec<String>>, line: String| {
         if !rows.is_empty() && !quiet {
-            output::table(&["JOB", "STATUS", "TYPE", "FINISHED"], &rows, view.fit());
+            output::table(header, &rows, view.fit());
         }
-        output::line(format!(
-            "{verb} {} finished job(s) that ended before {before}",
-            pruned.len()
-        ));
+        output::line(line);
+    };
+    if let Some((pruned, before)) = &jobs {
+        listed(
+            &["JOB", "STATUS", "TYPE", "FINISHED"],
+            pruned
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.id.to_string(),
+                        p.status.to_string(),
+                        cut(&p.job_type, 16),
+                        view.time(p.updated_at),
+                    ]
+                })
+                .collect(),
+            format!(
+                "{verb} {} finished job(s) that ended before {before}",
+                pruned.len()
+            ),
+        );
     }
     if let Some((pruned, before)) = &runs {
-        let rows: Vec<Vec<String>> = pruned
-            .iter()
-            .map(|r| {
-                vec![
-                    r.id.to_string(),
-                    view.time(r.created_at),
-                    r.jobs.to_string(),
-                    r.title.clone(),
-                ]
-            })
-            .collect();
-        if !rows.is_empty() && !quiet {
-            output::table(&["RUN", "ACCEPTED", "JOBS", "TITLE"], &rows, view.fit());
-        }
-        output::line(format!(
-            "{verb} {} run(s) accepted before {before} whose jobs had all finished",
-            pruned.len()
-        ));
+        listed(
+            &["RUN", "ACCEPTED", "JOBS", "TITLE"],
+            pruned
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.to_string(),
+                        view.time(r.created_at),
+                        r.jobs.to_string(),
+                        r.title.clone(),
+                    ]
+                })
+                .collect(),
+            format!(
+                "{verb} {} run(s) accepted before {before} whose jobs had all finished",
+                pruned.len()
+            ),
+        );
     }
     sweep_line(&swept, dry_run);
     Ok(if swept.done { EXIT_OK } else { EXIT_ERROR })

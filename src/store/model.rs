@@ -285,6 +285,20 @@ pub struct StoredObject {
     pub size: u64,
 }
 
+impl StoredObject {
+    /// An object's row as a database lists it: its digest as hex, checked.
+    pub(crate) fn from_row(hex: &str, size: i64) -> crate::Result<StoredObject> {
+        let sha256 = Sha256Hex::parse(hex).ok_or_else(|| crate::Error::Db {
+            action: "list objects",
+            source: format!("an object is keyed by {hex:?}, not a sha256").into(),
+        })?;
+        Ok(StoredObject {
+            sha256,
+            size: u64::try_from(size).unwrap_or(0),
+        })
+    }
+}
+
 /// What the last check of an object found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ObjectCheck {

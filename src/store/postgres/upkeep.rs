@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::runs::digest_bytes;
 use super::{OBJECTS_LOCK, PgStore, Tx, col};
 use crate::digest::Sha256Hex;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::model::StoredBundle;
 use crate::store::{ObjectCheck, PrunedRun, StoredObject};
 use crate::timestamp::Timestamp;
@@ -54,7 +54,7 @@ impl PgStore {
                 &[&after, &i64::from(limit)],
             )?
             .iter()
-            .map(|r| stored_object(&col::<String>(r, 0)?, col(r, 1)?))
+            .map(|r| StoredObject::from_row(&col::<String>(r, 0)?, col(r, 1)?))
             .collect()
         })
     }
@@ -68,7 +68,7 @@ impl PgStore {
                 "SELECT encode(sha256, 'hex'), size FROM objects WHERE sha256 = ANY($1)",
                 &[&keys],
             )? {
-                let o = stored_object(&col::<String>(&r, 0)?, col(&r, 1)?)?;
+                let o = StoredObject::from_row(&col::<String>(&r, 0)?, col(&r, 1)?)?;
                 out.insert(o.sha256, o.size);
             }
             Ok(out)
@@ -87,7 +87,7 @@ impl PgStore {
             })?;
             let mut orphans = Vec::new();
             for r in tx.query("SELECT encode(sha256, 'hex'), size FROM objects", &[])? {
-                let object = stored_object(&col::<String>(&r, 0)?, col(&r, 1)?)?;
+                let object = StoredObject::from_row(&col::<String>(&r, 0)?, col(&r, 1)?)?;
                 if !referenced.contains(&object.sha256) {
                     orphans.push(object);
                 }
@@ -133,7 +133,7 @@ impl PgStore {
                  WHERE sha256 = ANY($1)",
                 &[&keys],
             )? {
-                let sha = stored_object(&col::<String>(&r, 0)?, 0)?.sha256;
+                let sha = StoredObject::from_row(&col::<String>(&r, 0)?, 0)?.sha256;
                 out.insert(
                     sha,
                     ObjectCheck {
@@ -253,16 +253,4 @@ fn stored_bundles(
             })
         })
         .collect()
-}
-
-/// An object's row, its digest checked.
-fn stored_object(hex: &str, size: i64) -> Result<StoredObject> {
-    let sha256 = Sha256Hex::parse(hex).ok_or_else(|| Error::Db {
-        action: "list objects",
-        source: format!("an object is keyed by {hex:?}, not a sha256").into(),
-    })?;
-    Ok(StoredObject {
-        sha256,
-        size: u64::try_from(size).unwrap_or(0),
-    })
 }

@@ -69,7 +69,7 @@ impl SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 let (hex, size) = row.db("list objects")?;
-                out.push(stored_object(&hex, size)?);
+                out.push(StoredObject::from_row(&hex, size)?);
             }
             Ok(out)
         })
@@ -113,7 +113,7 @@ impl SqliteStore {
             let mut orphans = Vec::new();
             for row in rows {
                 let (hex, size) = row.db("list objects")?;
-                let object = stored_object(&hex, size)?;
+                let object = StoredObject::from_row(&hex, size)?;
                 if !referenced.contains(&object.sha256) {
                     orphans.push(object);
                 }
@@ -297,16 +297,4 @@ fn stored_bundles(
         .db("read stored bundles")?;
     rows.collect::<rusqlite::Result<_>>()
         .db("read stored bundles")
-}
-
-/// An object's row, its digest checked.
-fn stored_object(hex: &str, size: i64) -> Result<StoredObject> {
-    let sha256 = Sha256Hex::parse(hex).ok_or_else(|| Error::Db {
-        action: "list objects",
-        source: format!("an object is keyed by {hex:?}, not a sha256").into(),
-    })?;
-    Ok(StoredObject {
-        sha256,
-        size: u64::try_from(size).unwrap_or(0),
-    })
 }
