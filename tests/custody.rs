@@ -492,3 +492,48 @@ fn a_submit_killed_after_storing_objects_leaves_nothing_behind_the_next_prune() 
     bin.submit_all(&bundles[..10]);
     assert_eq!(verify_json(&bin, &[]).0, 0);
 }
+
+#[test]
+fn a_symlink_or_a_folder_in_an_objects_place_is_reported_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_d, bin) = Bin::init_with("");
+    let big = file_bundle(dir.path(), "big", 300_000);
+    let (run, sha) = run_and_sha(&big);
+    bin.submit_all(&[big]);
+    let path = object_path(&bin.home, &sha);
+    let secret = dir.path().join("secret.txt");
+    fs::write(&secret, "private words").unwrap();
+    fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&secret, &path).unwrap();
+
+    let (code, report) = verify_json(&bin, &[]);
+    assert_eq!(code, 1);
+    let corrupt = problems(&report, "corrupt");
+    assert_eq!(corrupt.len(), 1, "{report}");
+    assert_eq!(corrupt[0]["sources"][0]["run_id"], run.as_str());
+    assert!(
+        corrupt[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be read"),
+        "{report}"
+    );
+    // A backup copies nothing through it, and says the copy lacks it.
+    let dest = dir.path().join("backup");
+    let out = bin.run(&["--json", "backup", dest.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let backup: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(problems(&backup["verify"], "missing").len(), 1, "{backup}");
+    assert!(!object_path(&dest, &sha).exists());
+    // prune keeps what a run names, and never touches the link's target.
+    bin.ok(&["prune"]);
+    assert!(fs::symlink_metadata(&path).is_ok());
+    assert_eq!(fs::read_to_string(&secret).unwrap(), "private words");
+
+    // A folder in its place is as damaged.
+    fs::remove_file(&path).unwrap();
+    fs::create_dir(&path).unwrap();
+    let (code, report) = verify_json(&bin, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(problems(&report, "corrupt").len(), 1, "{report}");
+}

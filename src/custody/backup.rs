@@ -146,14 +146,18 @@ pub fn backup(
         }
         // A source object missing or damaged in the home is not copied:
         // the verification of the copy reports it.
-        let Some(file) = source_objects.open_file(sha)? else {
+        // (A symlink or a folder in an object's place cannot be opened as
+        // one: not copied either.)
+        let Ok(Some(file)) = source_objects.open_file(sha) else {
             continue;
         };
         let source = source_objects.path_of(sha);
         let staging = dest_objects.staging()?;
         let staged = staging.path().join("object");
         if options.link {
-            let (got, size) = hash_file(file, &source, &mut |_| Ok(()))?;
+            let Ok((got, size)) = hash_file(file, &source, &mut |_| Ok(())) else {
+                continue;
+            };
             if got != *sha {
                 continue;
             }
@@ -163,13 +167,18 @@ pub fn backup(
             report.bytes += size;
         } else {
             let mut out = create_private(&staged)?;
-            let (got, size) = hash_file(file, &source, &mut |chunk| {
+            let copied = hash_file(file, &source, &mut |chunk| {
                 out.write_all(chunk).io("write", &staged)
-            })?;
+            });
             drop(out);
-            if got != *sha {
-                continue;
-            }
+            let size = match copied {
+                Ok((got, size)) if got == *sha => size,
+                // Damaged or unreadable in the home: the verification of
+                // the copy reports it missing there.
+                Ok(_) => continue,
+                Err(Error::Io { path, .. }) if path == source => continue,
+                Err(e) => return Err(e),
+            };
             dest_objects.commit_staged(&staged, sha)?;
             report.objects_copied += 1;
             report.bytes += size;

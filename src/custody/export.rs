@@ -173,3 +173,31 @@ fn sync_tree(dir: &Path) -> Result<()> {
     }
     sync_dir(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::files_of;
+
+    fn bundle(path: &str) -> String {
+        serde_json::json!({
+            "sources": [
+                {"uri": "u", "sha256": "a".repeat(64)},
+                {"uri": "f", "sha256": "b".repeat(64), "path": path},
+            ]
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn only_paths_inside_the_folder_are_written() {
+        let run = uuid::Uuid::nil();
+        let files = files_of(&bundle("data/transect.csv"), run).unwrap_or_default();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].0, "data/transect.csv");
+        // A stored bundle changed behind bundleq's back cannot make export
+        // write outside the folder.
+        for hostile in ["../escape", "/etc/passwd", "a/../../b", "./x", ""] {
+            assert!(files_of(&bundle(hostile), run).is_err(), "{hostile:?}");
+        }
+    }
+}

@@ -216,13 +216,31 @@ pub fn verify(
             },
             Place::Database => read_object(&objects, store, sha, &mut |_| Ok(())),
         };
-        let ok = match read {
-            Ok(Some((got, _))) => got == *sha,
+        let unreadable =
+            |e: &Error| format!("{} cannot be read: {e}", objects.path_of(sha).display());
+        let (ok, detail) = match read {
+            Ok(Some((got, _))) if got == *sha => (true, String::new()),
+            Ok(Some(_)) => (
+                false,
+                match place {
+                    Place::File => format!(
+                        "{} no longer hashes to its name",
+                        objects.path_of(sha).display()
+                    ),
+                    Place::Database => {
+                        "its bytes in the database no longer hash to its digest".to_owned()
+                    }
+                },
+            ),
             // Gone since it was listed: a sweep removed it, or it is
             // looked for below if a run names it.
             Ok(None) => continue,
             // A database server refuses an object that does not match.
-            Err(Error::Corrupt { .. }) => false,
+            Err(Error::Corrupt { detail, .. }) => (false, detail),
+            // A file that cannot be read as an object (a symlink or a
+            // folder put in its place, a bad block): damaged, reported
+            // with the others rather than ending the verification.
+            Err(e @ Error::Io { .. }) if place == Place::File => (false, unreadable(&e)),
             Err(e) => return Err(e),
         };
         if !ok {
@@ -233,15 +251,7 @@ pub fn verify(
                 sources: named
                     .get(sha)
                     .map_or_else(Vec::new, |v| v.iter().map(|r| (*r).clone()).collect()),
-                detail: match place {
-                    Place::File => format!(
-                        "{} no longer hashes to its name",
-                        objects.path_of(sha).display()
-                    ),
-                    Place::Database => {
-                        "its bytes in the database no longer hash to its digest".to_owned()
-                    }
-                },
+                detail,
                 repaired: false,
             });
         }
