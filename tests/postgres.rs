@@ -300,8 +300,13 @@ fn a_run_whose_object_a_sweep_took_meanwhile_is_refused_not_recorded_without_it(
         stored: vec![sha.clone()],
     };
     store.put_object(&sha, &mut &bytes[..]).unwrap();
+    assert!(
+        store.sweep_db_objects(false).unwrap().is_empty(),
+        "an object stored within the grace period stays: a run may be about to name it"
+    );
+    age_objects(&bin);
     let swept = store.sweep_db_objects(false).unwrap();
-    assert_eq!(swept.len(), 1, "an object no run names yet is unreferenced");
+    assert_eq!(swept.len(), 1, "an old object no run names is unreferenced");
     let id = Uuid::now_v7();
     match store.insert_runs(&[run(id)], Timestamp::now()) {
         Err(bundleq::Error::ObjectsGone { run_id, sha256 }) => {
@@ -999,4 +1004,104 @@ fn a_failed_login_is_one_line_and_the_right_password_works() {
         "the password was shown: {err}"
     );
     assert!(err.trim_end().lines().count() <= 1, "{err}");
+}
+
+/// Sets every object's storing time two hours back (past the sweeps'
+/// grace period).
+fn age_objects(bin: &Bin) {
+    let url = common::database_url_of(&bin.home);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .execute(
+            "UPDATE objects SET stored_at = now() - interval '2 hours'",
+            &[],
+        )
+        .unwrap();
+}
+
+/// Two hosts on one database: host A prunes in a loop while host B submits
+/// bundles whose objects already lie in the database unreferenced (the
+/// runs that named them were pruned). The homes share no folder, so no
+/// file lock keeps them apart: only the database's lock and the check in
+/// the run's transaction do. A run is never recorded without its object;
+/// a submit that lost the race says so, and goes through when repeated.
+#[test]
+fn a_prune_on_one_host_never_takes_an_object_another_hosts_new_run_needs() {
+    let Some(_) = test_pg() else { return };
+    let (dir_a, a) = Backend::Postgres.init_with("");
+    let dir_b = tempfile::tempdir().unwrap();
+    let b = Backend::Postgres.init_beside(dir_b.path(), &a, "");
+    let mut store = a.store();
+    let (rounds, per_round) = (12, 10);
+    let mut refused = 0;
+    for round in 0..rounds {
+        let bundles: Vec<std::path::PathBuf> = (0..per_round)
+            .map(|i| {
+                let folder = common::file_bundle(
+                    dir_a.path(),
+                    &format!("r{round}-{i}"),
+                    140_000 + round * 100 + i,
+                );
+                let bytes = fs::read(folder.join("big.txt")).unwrap();
+                let sha = bundleq::digest::Sha256Hex::of(&bytes);
+                store.put_object(&sha, &mut &bytes[..]).unwrap();
+                folder
+            })
+            .collect();
+        // Stored long ago, by runs pruned since: fair game for a sweep
+        // until a writer names them again.
+        age_objects(&a);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (home, flag) = (a.home.clone(), stop.clone());
+        let pruner = std::thread::spawn(move || {
+            let a = Bin::new(&home);
+            let mut n = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) || n == 0 {
+                a.ok(&["prune"]);
+                n += 1;
+            }
+        });
+        let mut left: Vec<std::path::PathBuf> = bundles;
+        for _ in 0..20 {
+            let mut args = vec!["--json".to_owned(), "submit".to_owned()];
+            args.extend(left.iter().map(|p| p.display().to_string()));
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = b.run(&refs);
+            let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let failed: Vec<std::path::PathBuf> = lines
+                .iter()
+                .filter(|l| l["verdict"] == "error")
+                .map(|l| std::path::PathBuf::from(l["path"].as_str().unwrap()))
+                .collect();
+            if failed.is_empty() {
+                break;
+            }
+            refused += failed.len();
+            left = failed;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        pruner.join().unwrap();
+        let out = b.run(&["--json", "verify"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let missing: Vec<&serde_json::Value> = report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["kind"] == "missing")
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "round {round}: a run was recorded without its object: {missing:?}"
+        );
+    }
+    assert_eq!(b.runs_total(), (rounds * per_round) as u64);
+    assert_eq!(b.run(&["verify"]).status.code(), Some(0));
+    // Writers touch what they name, so losing the race is rare.
+    assert!(
+        refused < rounds * per_round / 4,
+        "{refused} submits refused"
+    );
 }

@@ -423,9 +423,19 @@ fn orphans(
         .into_iter()
         .map(|r| r.sha256)
         .collect();
+    // Objects in the database: as the store's own sweep sees them (on a
+    // server shared by hosts it keeps fresh ones a while: another host
+    // may be about to name them).
+    let sweepable: HashSet<Sha256Hex> = store
+        .sweep_db_objects(true)?
+        .into_iter()
+        .map(|o| o.sha256)
+        .collect();
     let orphaned: Vec<(&Sha256Hex, Place)> = candidates
         .into_iter()
-        .filter(|(sha, _)| !confirmed.contains(*sha))
+        .filter(|(sha, place)| {
+            !confirmed.contains(*sha) && (*place == Place::File || sweepable.contains(*sha))
+        })
         .collect();
     let removed: HashSet<Sha256Hex> = if repair && !orphaned.is_empty() {
         let swept = sweep_with(objects, &sweeper, store, false)?;

@@ -61,16 +61,20 @@ pub(super) fn digest_bytes(sha: &Sha256Hex) -> Vec<u8> {
 }
 
 /// Stores an object's chunks, then its row (the row says it is whole).
+/// Marks an object as just stored, if it is there (a writer about to name
+/// it): a sweep keeps it for its grace period. A sweep removing it at the
+/// same moment either commits first (then it is not there, and is stored
+/// again) or finds it touched and keeps it.
+fn touch_object(tx: &mut Tx<'_>, key: &[u8]) -> Result<bool> {
+    Ok(tx.execute(
+        "UPDATE objects SET stored_at = statement_timestamp() WHERE sha256 = $1",
+        &[&key],
+    )? > 0)
+}
+
 pub(super) fn put_object(tx: &mut Tx<'_>, sha: &Sha256Hex, bytes: &[u8]) -> Result<()> {
     let key = digest_bytes(sha);
-    let there: bool = col(
-        &tx.one(
-            "SELECT EXISTS (SELECT 1 FROM objects WHERE sha256 = $1)",
-            &[&key],
-        )?,
-        0,
-    )?;
-    if there {
+    if touch_object(tx, &key)? {
         return Ok(());
     }
     let mut chunks = 0i32;
@@ -300,11 +304,7 @@ impl PgStore {
                 });
             };
             let key = digest_bytes(sha);
-            let there: bool = col(
-                &tx.one("SELECT EXISTS (SELECT 1 FROM objects WHERE sha256 = $1)", &[&key])?,
-                0,
-            )?;
-            if there {
+            if touch_object(tx, &key)? {
                 return Ok(());
             }
             let mut hasher = <sha2::Sha256 as sha2::Digest>::new();

@@ -17,6 +17,12 @@ use crate::timestamp::Timestamp;
 /// Stored bundles read per statement while walking every run.
 const PAGE: i64 = 500;
 
+/// How long an object stored (or touched by a writer about to name it)
+/// is kept by sweeps though no run names it yet: hosts share no lock but
+/// the database's, and a submit on another host stores its objects before
+/// it records their runs.
+const FRESH_GRACE: &str = "1 hour";
+
 impl PgStore {
     /// Sets a metadata value, replacing the one in force.
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
@@ -85,24 +91,40 @@ impl PgStore {
             let referenced = crate::store::model::referenced_digests(&shown, &mut |after| {
                 stored_bundles(tx, after, None)
             })?;
+            // Objects stored within the grace period stay: a run on another
+            // host may be about to name them.
             let mut orphans = Vec::new();
-            for r in tx.query("SELECT encode(sha256, 'hex'), size FROM objects", &[])? {
+            for r in tx.query(
+                "SELECT encode(sha256, 'hex'), size FROM objects
+                 WHERE stored_at < now() - $1::text::interval",
+                &[&FRESH_GRACE],
+            )? {
                 let object = StoredObject::from_row(&col::<String>(&r, 0)?, col(&r, 1)?)?;
                 if !referenced.contains(&object.sha256) {
                     orphans.push(object);
                 }
             }
             if !dry_run {
-                for o in &orphans {
+                let mut removed = Vec::with_capacity(orphans.len());
+                for o in orphans {
                     let key = digest_bytes(&o.sha256);
+                    // Touched since it was listed: a writer is naming it.
+                    let gone = tx.execute(
+                        "DELETE FROM objects WHERE sha256 = $1 AND stored_at < now() - $2::text::interval",
+                        &[&key, &FRESH_GRACE],
+                    )?;
+                    if gone == 0 {
+                        continue;
+                    }
                     for sql in [
-                        "DELETE FROM objects WHERE sha256 = $1",
                         "DELETE FROM object_chunks WHERE sha256 = $1",
                         "DELETE FROM object_checks WHERE sha256 = $1",
                     ] {
                         tx.execute(sql, &[&key])?;
                     }
+                    removed.push(o);
                 }
+                return Ok(removed);
             }
             Ok(orphans)
         })
@@ -182,9 +204,25 @@ impl PgStore {
         if dry_run {
             return self.read("prune runs", select);
         }
+        let shown = self.shown();
         self.write("prune runs", Timestamp::now(), |tx| {
             let pruned = select(tx)?;
             for run in &pruned {
+                // What the run named may go at the next sweep, grace or not
+                // (a writer naming it again touches it).
+                let mut keys: Vec<Vec<u8>> = Vec::new();
+                for bundle in stored_bundles(tx, None, Some((tenant, run.id)))? {
+                    keys.extend(
+                        bundle
+                            .object_refs(&shown)?
+                            .iter()
+                            .map(|r| digest_bytes(&r.sha256)),
+                    );
+                }
+                tx.execute(
+                    "UPDATE objects SET stored_at = '-infinity' WHERE sha256 = ANY($1)",
+                    &[&keys],
+                )?;
                 for sql in [
                     "DELETE FROM research_jobs WHERE tenant_id = $1 AND run_id = $2",
                     "DELETE FROM research_runs WHERE tenant_id = $1 AND id = $2",
