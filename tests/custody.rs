@@ -537,3 +537,27 @@ fn a_symlink_or_a_folder_in_an_objects_place_is_reported_never_followed() {
     assert_eq!(code, 1);
     assert_eq!(problems(&report, "corrupt").len(), 1, "{report}");
 }
+
+#[test]
+fn a_linked_backup_shares_the_homes_object_files_and_verifies() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_d, bin) = Bin::init_with("");
+    let big = file_bundle(dir.path(), "big", 200_000);
+    let (_, sha) = run_and_sha(&big);
+    bin.submit_all(&[big, valid_fixtures()]);
+    let dest = dir.path().join("linked");
+    let report = bin.json(&["backup", "--link", dest.to_str().unwrap()]);
+    assert_eq!(report["objects_linked"], 1, "{report}");
+    assert_eq!(report["objects_copied"], 0, "{report}");
+    let (home_file, copy_file) = (object_path(&bin.home, &sha), object_path(&dest, &sha));
+    assert_eq!(
+        fs::metadata(&home_file).unwrap().ino(),
+        fs::metadata(&copy_file).unwrap().ino(),
+        "one file, two names"
+    );
+    assert_eq!(verify_json(&Bin::new(&dest), &[]).0, 0);
+    // Removing it from the home (a prune) leaves the backup whole.
+    fs::remove_file(&home_file).unwrap();
+    assert_eq!(verify_json(&Bin::new(&dest), &[]).0, 0);
+}
