@@ -258,15 +258,21 @@ pub fn accept_inputs(
         out.extend(batch);
         true
     });
-    if let Err(e) = streamed
-        && let Some(first) = out.get_mut(first_of_batch)
-    {
-        *first = Err(e);
+    let mut why = "the database became unusable".to_owned();
+    if let Err(e) = streamed {
+        why = e.to_string();
+        match out.get_mut(first_of_batch) {
+            Some(first) => *first = Err(e),
+            // It stopped before its first batch (the objects could not be
+            // locked, say): the first input says why.
+            None if !inputs.is_empty() => out.push(Err(e)),
+            None => {}
+        }
     }
     out.resize_with(inputs.len(), || {
         Err(crate::Error::InvalidArgument {
             what: "bundle",
-            message: "not read: the database became unusable".to_owned(),
+            message: format!("not read: {why}"),
         })
     });
     out

@@ -108,8 +108,8 @@ impl Objects {
         let Some((gate, lease)) = self.lock_files()? else {
             return Ok(Lease { _lease: None });
         };
-        flock(&gate, FlockOperation::LockExclusive).io("lock", self.root.join(GATE))?;
-        let taken = flock(&lease, FlockOperation::LockShared);
+        wait_for(&gate, FlockOperation::LockExclusive).io("lock", self.root.join(GATE))?;
+        let taken = wait_for(&lease, FlockOperation::LockShared);
         drop(gate);
         taken.io("lock", self.root.join(LEASE))?;
         Ok(Lease {
@@ -131,7 +131,7 @@ impl Objects {
             });
         };
         let deadline = std::time::Instant::now() + wait;
-        flock(&gate, FlockOperation::LockExclusive).io("lock", self.root.join(GATE))?;
+        wait_for(&gate, FlockOperation::LockExclusive).io("lock", self.root.join(GATE))?;
         loop {
             match flock(&lease, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => {
@@ -411,6 +411,17 @@ impl Sweeper {
             }
         }
         Ok(removed)
+    }
+}
+
+/// Takes a `flock`, waiting as long as it takes; a signal arriving
+/// meanwhile does not make it fail.
+fn wait_for(file: &File, operation: FlockOperation) -> rustix::io::Result<()> {
+    loop {
+        match flock(file, operation) {
+            Err(rustix::io::Errno::INTR) => {}
+            done => return done,
+        }
     }
 }
 

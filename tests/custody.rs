@@ -561,3 +561,18 @@ fn a_linked_backup_shares_the_homes_object_files_and_verifies() {
     fs::remove_file(&home_file).unwrap();
     assert_eq!(verify_json(&Bin::new(&dest), &[]).0, 0);
 }
+
+#[test]
+fn objects_that_cannot_be_locked_stop_a_submit_with_one_line_and_record_nothing() {
+    let (_d, bin) = Bin::init_with("");
+    let tmp = bin.home.join("objects/tmp");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(tmp.parent().unwrap()).unwrap();
+    fs::write(&tmp, "not a folder").unwrap();
+    let out = bin.run(&["submit", valid_fixtures().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("objects/tmp"), "{err}");
+    assert_eq!(bin.runs_total(), 0);
+}

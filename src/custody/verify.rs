@@ -336,7 +336,6 @@ pub fn verify(
     // submit is then between storing objects and recording their runs).
     if options.run.is_none() {
         orphans(
-            home,
             &objects,
             store,
             &stored,
@@ -376,19 +375,12 @@ fn record(store: &mut Store, checks: &mut Vec<(Sha256Hex, bool)>, now: Timestamp
 /// True when the object is stored now (it may have been stored after the
 /// listing, for a run committed since).
 fn stored_now(objects: &Objects, store: &mut Store, sha: &Sha256Hex) -> Result<bool> {
-    Ok(store
-        .object(sha)
-        .map(|o| o.is_some())
-        .or_else(|e| match e {
-            Error::Corrupt { .. } => Ok(true),
-            e => Err(e),
-        })?
-        || objects.path_of(sha).is_file())
+    Ok(!store.object_sizes(std::slice::from_ref(sha))?.is_empty()
+        || std::fs::symlink_metadata(objects.path_of(sha)).is_ok())
 }
 
 /// Finds the stored objects no run names; with `repair`, removes them.
 fn orphans(
-    home: &Home,
     objects: &Objects,
     store: &mut Store,
     stored: &BTreeMap<Sha256Hex, (Place, u64)>,
@@ -417,7 +409,6 @@ fn orphans(
         }
         return Ok(());
     };
-    let _ = home;
     let confirmed: HashSet<Sha256Hex> = store
         .object_refs(None)?
         .into_iter()
