@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::fs::{self, DirBuilder};
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -75,7 +75,9 @@ pub fn backup(
     let db = dest.join(DB_FILE);
     let partial = dest.join(format!(".{DB_FILE}.partial-{}", uuid::Uuid::now_v7()));
     let copied = store.copy_database_to(&partial).and_then(|()| {
-        fs::File::open(&partial)
+        // Private like the home's own database.
+        fs::set_permissions(&partial, fs::Permissions::from_mode(0o600))
+            .and_then(|()| fs::File::open(&partial))
             .and_then(|f| f.sync_all())
             .io("fsync", &partial)
     });
