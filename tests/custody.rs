@@ -362,6 +362,16 @@ fn a_backup_taken_while_serve_works_holds_every_run_committed_before_it() {
             .unwrap()
             .contains("path =")
     );
+    for private in ["bundleq.db", "bundleq.toml"] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &fs::metadata(dest.join(private)).unwrap().permissions(),
+        );
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "{private} must be as private as the home's"
+        );
+    }
 }
 
 #[test]
