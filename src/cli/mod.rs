@@ -230,7 +230,7 @@ pub enum Command {
     #[command(after_help = "Examples:
   bundleq prune --finished-before 30d --dry-run
   bundleq prune --finished-before 12h --status succeeded
-  bundleq prune --runs 1y                # runs accepted over a year ago, and their bytes
+  bundleq prune --runs 365d              # runs accepted over a year ago, and their bytes
   bundleq prune                          # only objects no run names")]
     Prune {
         /// Delete jobs that finished longer ago than this (a unit is needed:
