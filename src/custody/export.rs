@@ -49,8 +49,7 @@ pub fn export_run(
     run: Uuid,
     to: &Path,
 ) -> Result<Exported> {
-    let summary = store.run(tenant, run)?.summary;
-    let json = store.run_bundle_json(tenant, run)?;
+    let (summary, json) = store.run_with_bundle(tenant, run)?;
     if Sha256Hex::of(json.as_bytes()).as_str() != summary.bundle_sha256 {
         return Err(Error::InvalidArgument {
             what: "run",

@@ -289,11 +289,9 @@ pub fn verify(
     };
     for (tenant, run) in runs {
         report.runs_checked += 1;
-        let checked = store.run(tenant, run).and_then(|summary| {
-            store
-                .run_bundle_json(tenant, run)
-                .map(|json| (summary.summary.bundle_sha256, json))
-        });
+        let checked = store
+            .run_with_bundle(tenant, run)
+            .map(|(summary, json)| (summary.bundle_sha256, json));
         let damage = match checked {
             Ok((sha, json)) if Sha256Hex::of(json.as_bytes()).as_str() == sha => continue,
             Ok((sha, _)) => (

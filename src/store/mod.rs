@@ -734,6 +734,12 @@ impl Store {
         on_backend!(self, b => b.run_bundle_json(tenant, id))
     }
 
+    /// One run of `tenant` and its bundle JSON as received (rebuilt once,
+    /// not parsed).
+    pub fn run_with_bundle(&mut self, tenant: Uuid, id: Uuid) -> Result<(RunSummary, String)> {
+        on_backend!(self, b => b.stored_run(tenant, id))
+    }
+
     /// One run of `tenant`, with its bundle.
     pub fn run(&mut self, tenant: Uuid, id: Uuid) -> Result<Run> {
         on_backend!(self, b => b.run(tenant, id))

@@ -420,7 +420,7 @@ impl PgStore {
         })
     }
 
-    fn stored_run(&mut self, tenant: Uuid, id: Uuid) -> Result<(RunSummary, String)> {
+    pub fn stored_run(&mut self, tenant: Uuid, id: Uuid) -> Result<(RunSummary, String)> {
         let shown = self.shown();
         let found = self.read("read a run", |tx| {
             let Some(row) = tx.opt(

@@ -193,7 +193,7 @@ impl SqliteStore {
 
     /// A run's summary and its bundle JSON as received (its holes filled
     /// with their objects' texts, in the same read transaction).
-    fn stored_run(&mut self, tenant: Uuid, id: Uuid) -> Result<(RunSummary, String)> {
+    pub fn stored_run(&mut self, tenant: Uuid, id: Uuid) -> Result<(RunSummary, String)> {
         let path = self.path.clone();
         let found = self.read("read a run", |tx| {
             let row = tx
