@@ -256,43 +256,80 @@ impl SqliteStore {
                 ))
                 .and_then(|mut st| st.query_row(params.as_slice(), |r| r.get(0)))
                 .db("search sources")?;
-            // The best rows first (`bm25()` called by name: ordering by the
-            // `rank` column computed it twice); only they get a snippet,
-            // which reads their text.
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "WITH top AS (
-                         SELECT f.rowid AS id, bm25(research_sources_fts) AS rank
+            // The best rows (`bm25()` called by name: ordering by the
+            // `rank` column computed it twice).
+            let mut top: Vec<(i64, f64)> = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "SELECT f.rowid, bm25(research_sources_fts) AS rank
                          FROM {from}
                          WHERE research_sources_fts MATCH ?1 {filter}
-                         ORDER BY rank LIMIT +?{limit_at})
-                     SELECT s.run_id, s.idx, s.uri, s.title,
-                            snippet(research_sources_fts, 2, '[', ']', '…', 12), top.rank,
-                            r.title
-                     FROM top
-                     JOIN research_sources_fts AS f ON f.rowid = top.id
-                     JOIN research_sources AS s ON s.rowid = top.id
+                         ORDER BY rank LIMIT +?{limit_at}"
+                    ))
+                    .db("search sources")?;
+                let mut all = params.clone();
+                all.push(&limit);
+                let rows = stmt
+                    .query_map(all.as_slice(), |r| Ok((r.get(0)?, r.get(1)?)))
+                    .db("search sources")?;
+                for row in rows {
+                    top.push(row.db("search sources")?);
+                }
+            }
+            let (Some(low), Some(high)) =
+                (top.iter().map(|t| t.0).min(), top.iter().map(|t| t.0).max())
+            else {
+                return Ok((Vec::new(), u64::try_from(total).unwrap_or(0)));
+            };
+            // Their snippets and rows, from one more evaluation kept to the
+            // rowid range the best rows span; the unary `+` keeps the list
+            // of rowids a filter (as an index it would evaluate the query
+            // once per row), so only those rows get a snippet, which reads
+            // their text.
+            let ids = super::convert::json_list(&top.iter().map(|t| t.0).collect::<Vec<_>>());
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT f.rowid, s.run_id, s.idx, s.uri, s.title,
+                            snippet(research_sources_fts, 2, '[', ']', '…', 12), r.title
+                     FROM research_sources_fts AS f
+                     JOIN research_sources AS s ON s.rowid = f.rowid
                      JOIN research_runs AS r ON r.tenant_id = s.tenant_id AND r.id = s.run_id
-                     WHERE research_sources_fts MATCH ?1
-                     ORDER BY top.rank"
-                ))
+                     WHERE research_sources_fts MATCH ?1 AND f.rowid BETWEEN ?2 AND ?3
+                       AND +f.rowid IN (SELECT value FROM json_each(?4))",
+                )
                 .db("search sources")?;
-            let mut all = params.clone();
-            all.push(&limit);
+            let mut found: std::collections::HashMap<i64, SearchHit> =
+                std::collections::HashMap::new();
             let rows = stmt
-                .query_map(all.as_slice(), |r| {
-                    Ok(SearchHit {
-                        run_id: uuid_col(r, 0)?,
-                        idx: r.get(1)?,
-                        uri: r.get(2)?,
-                        title: r.get(3)?,
-                        snippet: r.get(4)?,
-                        rank: r.get(5)?,
-                        run_title: r.get(6)?,
-                    })
+                .query_map(rusqlite::params![q, low, high, ids], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        SearchHit {
+                            run_id: uuid_col(r, 1)?,
+                            idx: r.get(2)?,
+                            uri: r.get(3)?,
+                            title: r.get(4)?,
+                            snippet: r.get(5)?,
+                            rank: 0.0,
+                            run_title: r.get(6)?,
+                        },
+                    ))
                 })
                 .db("search sources")?;
-            let hits = rows.collect::<rusqlite::Result<_>>().db("search sources")?;
+            for row in rows {
+                let (rowid, hit) = row.db("search sources")?;
+                found.insert(rowid, hit);
+            }
+            let hits: Vec<SearchHit> = top
+                .iter()
+                .filter_map(|(rowid, rank)| {
+                    found.remove(rowid).map(|mut hit| {
+                        hit.rank = *rank;
+                        hit
+                    })
+                })
+                .collect();
             Ok((hits, u64::try_from(total).unwrap_or(0)))
         })
     }
