@@ -73,19 +73,27 @@ impl SweepReport {
 /// `wait` for the submits and ingests storing objects to finish.
 pub fn sweep(home: &Home, store: &mut Store, dry_run: bool, wait: Duration) -> Result<SweepReport> {
     let objects = home.object_store();
-    let Some(sweeper) = objects.sweeper(wait)? else {
-        return Ok(SweepReport::default());
-    };
-    sweep_with(&objects, &sweeper, store, dry_run)
+    match objects.sweeper(wait) {
+        Ok(Some(sweeper)) => sweep_with(&objects, Some(&sweeper), store, dry_run),
+        Ok(None) => Ok(SweepReport::default()),
+        // A home this user may only read: a dry run still lists.
+        Err(Error::InvalidArgument { .. }) if dry_run => sweep_with(&objects, None, store, true),
+        Err(e) => Err(e),
+    }
 }
 
-/// A sweep by a sweeper already held.
+/// A sweep by a sweeper already held (none: a dry run that could not take
+/// one, which lists and removes nothing).
 fn sweep_with(
     objects: &Objects,
-    sweeper: &Sweeper,
+    sweeper: Option<&Sweeper>,
     store: &mut Store,
     dry_run: bool,
 ) -> Result<SweepReport> {
+    let (sweeper, dry_run) = match sweeper {
+        Some(s) if !dry_run => (Some(s), false),
+        _ => (None, true),
+    };
     let database = store.sweep_db_objects(dry_run)?;
     let referenced: HashSet<Sha256Hex> = store
         .object_refs(None)?
@@ -98,15 +106,14 @@ fn sweep_with(
             continue;
         }
         let size = std::fs::symlink_metadata(objects.path_of(&sha)).map_or(0, |m| m.len());
-        if !dry_run {
+        if let Some(sweeper) = sweeper {
             sweeper.remove(&sha)?;
         }
         files.push(StoredObject { sha256: sha, size });
     }
-    let staging_folders = if dry_run {
-        0
-    } else {
-        sweeper.clear_stale_staging()?
+    let staging_folders = match sweeper {
+        Some(sweeper) => sweeper.clear_stale_staging()?,
+        None => 0,
     };
     Ok(SweepReport {
         database,

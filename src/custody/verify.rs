@@ -427,7 +427,7 @@ fn orphans(
         })
         .collect();
     let removed: HashSet<Sha256Hex> = if repair && !orphaned.is_empty() {
-        let swept = sweep_with(objects, &sweeper, store, false)?;
+        let swept = sweep_with(objects, Some(&sweeper), store, false)?;
         swept
             .database
             .into_iter()
