@@ -1060,6 +1060,28 @@ fn a_read_only_or_foreign_home_says_so_and_reading_still_works() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("read-only"), "{err}");
+    // Its runs can be exported and the whole home backed up elsewhere.
+    let out_dir = dir.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    fs::set_permissions(&out_dir, fs::Permissions::from_mode(0o777)).unwrap();
+    for args in [
+        vec![
+            "export",
+            "--all",
+            "--to",
+            out_dir.join("export").to_str().unwrap(),
+        ],
+        vec!["backup", out_dir.join("backup").to_str().unwrap()],
+    ] {
+        let out = as_other_user(&bin, &args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(fs::read_dir(out_dir.join("export")).unwrap().count(), 3);
     // Give the temp dir back to us for its cleanup.
     for p in walk(&bin.home).iter().chain([&bin.home]) {
         let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));

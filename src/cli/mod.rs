@@ -305,7 +305,7 @@ pub enum Command {
         to: PathBuf,
     },
     /// Take a consistent copy of the home while it works: the database as
-    /// of one moment (SQLite's VACUUM INTO), then the object files it names,
+    /// of one moment (SQLite's online backup), then the object files it names,
     /// copied only when DEST lacks them (repeated backups into one folder
     /// are incremental), then verify the copy. DEST is a home of its own:
     /// `bundleq --home DEST status` and `verify` work on it. On PostgreSQL

@@ -1,5 +1,6 @@
 //! `bundleq backup DEST`: a consistent copy of a home taken while it works
-//! — the database as of one moment (`VACUUM INTO`, one read transaction),
+//! — the database as of one moment (SQLite's online backup, one read
+//! transaction),
 //! then the object files that copy names, copied (or hard-linked) only when
 //! DEST lacks them, so repeated backups into one folder are incremental —
 //! and the copy verified as a home of its own.

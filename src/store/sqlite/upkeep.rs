@@ -247,20 +247,52 @@ impl SqliteStore {
         })
     }
 
-    /// Writes a consistent copy of the database to `dest` (`VACUUM INTO`:
-    /// one read transaction, so writers carry on meanwhile).
+    /// Writes a consistent copy of the database to `dest` (a new file):
+    /// SQLite's online backup, in one step, so the copy is the database as
+    /// of one read transaction while writers carry on (WAL). It works from
+    /// a connection that may only read (`VACUUM INTO` would open its output
+    /// read-only too).
     pub fn copy_to(&mut self, dest: &Path) -> Result<()> {
-        let Some(text) = dest.to_str() else {
-            return Err(Error::InvalidArgument {
-                what: "backup",
-                message: format!("{} is not a UTF-8 path", dest.display()),
-            });
-        };
-        self.conn
-            .execute("VACUUM INTO ?1", [text])
+        let mut out = rusqlite::Connection::open_with_flags(
+            dest,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| Error::Io {
+            action: "create the database copy",
+            path: dest.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let deadline = std::time::Instant::now() + self.options.busy_deadline;
+        let copied = (|| -> rusqlite::Result<bool> {
+            let backup = rusqlite::backup::Backup::new(&self.conn, &mut out)?;
+            loop {
+                match backup.step(-1)? {
+                    rusqlite::backup::StepResult::Done => return Ok(true),
+                    // Another connection held a lock the copy needs: again,
+                    // from the start of what is left, until the deadline.
+                    _ if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    _ => return Ok(false),
+                }
+            }
+        })()
+        .db("copy the database")
+        .map_err(|e| self.classify(e))?;
+        out.close()
+            .map_err(|(_, e)| e)
             .db("copy the database")
-            .map(drop)
-            .map_err(|e| self.classify(e))
+            .map_err(|e| self.classify(e))?;
+        if copied {
+            Ok(())
+        } else {
+            Err(Error::Busy {
+                action: "copy the database",
+                waited_secs: self.options.busy_deadline.as_secs(),
+            })
+        }
     }
 }
 
