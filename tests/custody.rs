@@ -54,13 +54,51 @@ fn verify_json(bin: &Bin, args: &[&str]) -> (i32, serde_json::Value) {
     (out.status.code().unwrap_or(-1), report)
 }
 
+/// A home on backend `b` holding one bundle folder whose file (`size`
+/// bytes, more than the database keeps) is an object file, and, with
+/// `fixtures`, the shipped valid bundles.
+struct Seeded {
+    /// Temp folder for bundles, exports and backups (kept alive).
+    dir: tempfile::TempDir,
+    _home: tempfile::TempDir,
+    bin: Bin,
+    /// The bundle folder submitted.
+    big: PathBuf,
+    /// Its run id and its file's digest.
+    run: String,
+    sha: String,
+}
+
+fn seeded(b: Backend, size: usize, fixtures: bool) -> Seeded {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, bin) = b.init_with("");
+    let big = file_bundle(dir.path(), "big", size);
+    let (run, sha) = run_and_sha(&big);
+    let mut paths = vec![big.clone()];
+    if fixtures {
+        paths.push(valid_fixtures());
+    }
+    bin.submit_all(&paths);
+    Seeded {
+        dir,
+        _home: home,
+        bin,
+        big,
+        run,
+        sha,
+    }
+}
+
 #[test]
 fn a_flipped_byte_is_named_with_its_source_and_run_and_exits_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_d, bin) = Bin::init_with("");
-    let big = file_bundle(dir.path(), "big", 300_000);
-    let (run, sha) = run_and_sha(&big);
-    bin.submit_all(&[big, valid_fixtures()]);
+    let Seeded {
+        dir: _dir,
+        _home,
+        bin,
+        big: _big,
+        run,
+        sha,
+    } = seeded(Backend::Sqlite, 300_000, true);
     let (code, clean) = verify_json(&bin, &[]);
     assert_eq!(code, 0, "{clean}");
     assert_eq!(clean["full"], true);
@@ -110,11 +148,14 @@ fn a_flipped_byte_is_named_with_its_source_and_run_and_exits_1() {
 
 #[test]
 fn a_deleted_object_is_missing_and_export_of_its_run_fails_leaving_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_d, bin) = Bin::init_with("");
-    let big = file_bundle(dir.path(), "big", 200_000);
-    let (run, sha) = run_and_sha(&big);
-    bin.submit_all(&[big]);
+    let Seeded {
+        dir,
+        _home,
+        bin,
+        big: _big,
+        run,
+        sha,
+    } = seeded(Backend::Sqlite, 200_000, false);
     fs::remove_file(object_path(&bin.home, &sha)).unwrap();
     let (code, report) = verify_json(&bin, &[]);
     assert_eq!(code, 1);
@@ -165,11 +206,16 @@ fn an_unreferenced_object_is_orphaned_and_repair_removes_it() {
 /// Export, then submit the export into a fresh home: same run ids, same
 /// bundle sha256, the same source bytes; `bundle.json` byte for byte.
 fn export_round_trip_is_byte_identical(b: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let (_d, bin) = b.init_with("");
-    let big = file_bundle(dir.path(), "big", 300_000);
-    let (big_run, big_sha) = run_and_sha(&big);
-    bin.submit_all(&[big.clone(), valid_fixtures()]);
+    let Seeded {
+        dir,
+        _home,
+        bin,
+        big,
+        run,
+        sha,
+    } = seeded(b, 300_000, true);
+    let big_run = run;
+    let big_sha = sha;
     let out = dir.path().join("export");
     let lines = bin.json_lines(&["export", "--all", "--to", out.to_str().unwrap()]);
     assert_eq!(lines.len(), 5, "{lines:?}");
@@ -505,11 +551,14 @@ fn a_submit_killed_after_storing_objects_leaves_nothing_behind_the_next_prune() 
 
 #[test]
 fn a_symlink_or_a_folder_in_an_objects_place_is_reported_never_followed() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_d, bin) = Bin::init_with("");
-    let big = file_bundle(dir.path(), "big", 300_000);
-    let (run, sha) = run_and_sha(&big);
-    bin.submit_all(&[big]);
+    let Seeded {
+        dir,
+        _home,
+        bin,
+        big: _big,
+        run,
+        sha,
+    } = seeded(Backend::Sqlite, 300_000, false);
     let path = object_path(&bin.home, &sha);
     let secret = dir.path().join("secret.txt");
     fs::write(&secret, "private words").unwrap();
@@ -551,11 +600,15 @@ fn a_symlink_or_a_folder_in_an_objects_place_is_reported_never_followed() {
 #[test]
 fn a_linked_backup_shares_the_homes_object_files_and_verifies() {
     use std::os::unix::fs::MetadataExt;
-    let dir = tempfile::tempdir().unwrap();
-    let (_d, bin) = Bin::init_with("");
-    let big = file_bundle(dir.path(), "big", 200_000);
-    let (_, sha) = run_and_sha(&big);
-    bin.submit_all(&[big, valid_fixtures()]);
+    let Seeded {
+        dir,
+        _home,
+        bin,
+        big: _big,
+        run,
+        sha,
+    } = seeded(Backend::Sqlite, 200_000, true);
+    let _ = run;
     let dest = dir.path().join("linked");
     let report = bin.json(&["backup", "--link", dest.to_str().unwrap()]);
     assert_eq!(report["objects_linked"], 1, "{report}");
