@@ -612,6 +612,16 @@ fn search_takes_prefixes_or_not_and_phrases_and_says_how_many_hit() {
     assert_eq!(total("glacier"), 1);
     assert_eq!(total("glac*"), 1);
     assert!(total("glacier OR zymurgy") >= 2);
+    // Fewer shown than match: the total still counts them all; as many
+    // shown as match (the limit not reached): the same total.
+    let cut = bin.json(&["search", "glacier OR zymurgy", "--limit", "1"]);
+    assert_eq!(cut["hits"].as_array().unwrap().len(), 1, "{cut}");
+    assert_eq!(cut["total"].as_u64().unwrap(), total("glacier OR zymurgy"));
+    let all = bin.json(&["search", "glacier OR zymurgy", "--limit", "100"]);
+    assert_eq!(
+        all["hits"].as_array().unwrap().len() as u64,
+        all["total"].as_u64().unwrap()
+    );
     assert_eq!(total("glacier NOT morteratsch"), 0);
     assert_eq!(total("\"terminus of the morteratsch\""), 1);
     assert_eq!(total("\"morteratsch the of terminus\""), 0);
@@ -649,6 +659,9 @@ fn every_subcommand_has_examples_and_completions_load_in_bash() {
         "status",
         "search",
         "prune",
+        "verify",
+        "export",
+        "backup",
         "bench",
         "completions",
         "man",

@@ -250,12 +250,6 @@ impl SqliteStore {
                 ),
             };
             let limit_at = params.len() + 1;
-            let total: i64 = tx
-                .prepare_cached(&format!(
-                    "SELECT count(*) FROM {from} WHERE research_sources_fts MATCH ?1 {filter}"
-                ))
-                .and_then(|mut st| st.query_row(params.as_slice(), |r| r.get(0)))
-                .db("search sources")?;
             // The best rows (`bm25()` called by name: ordering by the
             // `rank` column computed it twice).
             let mut top: Vec<(i64, f64)> = Vec::new();
@@ -277,6 +271,17 @@ impl SqliteStore {
                     top.push(row.db("search sources")?);
                 }
             }
+            // Fewer than asked for: they are all there is, and counting
+            // them would evaluate the query again.
+            let total: i64 = if top.len() < limit as usize {
+                i64::try_from(top.len()).unwrap_or(i64::MAX)
+            } else {
+                tx.prepare_cached(&format!(
+                    "SELECT count(*) FROM {from} WHERE research_sources_fts MATCH ?1 {filter}"
+                ))
+                .and_then(|mut st| st.query_row(params.as_slice(), |r| r.get(0)))
+                .db("search sources")?
+            };
             let (Some(low), Some(high)) =
                 (top.iter().map(|t| t.0).min(), top.iter().map(|t| t.0).max())
             else {
