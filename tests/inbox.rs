@@ -203,13 +203,16 @@ fn symlinks_fifos_and_odd_folders_are_reported_never_read_and_serve_goes_on() {
         bundle_text("process_bundle", 10),
     )
     .unwrap();
+    // An entry is archived first, then its report is written beside it:
+    // wait for both.
+    let report_of = |p: &PathBuf| PathBuf::from(format!("{}.errors.json", p.display()));
     wait_until("three reports", || {
-        archived(&bin.home.join("rejected")).len() == 3
+        let entries = archived(&bin.home.join("rejected"));
+        entries.len() == 3 && entries.iter().all(|p| report_of(p).exists())
     });
     for p in archived(&bin.home.join("rejected")) {
-        let report = PathBuf::from(format!("{}.errors.json", p.display()));
         let r: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+            serde_json::from_str(&fs::read_to_string(report_of(&p)).unwrap()).unwrap();
         assert!(
             r["errors"][0]["message"]
                 .as_str()
@@ -252,9 +255,13 @@ fn tenant_folders_ingest_for_their_tenant_and_refuse_other_tenants_bundles() {
     let bad = d.path().join("f.json");
     fs::write(&bad, foreign.to_string()).unwrap();
     fs::rename(&bad, folder.join("f.json")).unwrap();
+    // A rejected entry is archived first, then its report is written
+    // beside it: wait for the report too.
     wait_until("both handled", || {
+        let rejected = archived(&bin.home.join("rejected"));
         archived(&bin.home.join("accepted")).len() == 1
-            && archived(&bin.home.join("rejected")).len() == 1
+            && rejected.len() == 1
+            && PathBuf::from(format!("{}.errors.json", rejected[0].display())).exists()
     });
     assert_eq!(
         bin.json(&["--tenant", &tenant.to_string(), "runs"])
