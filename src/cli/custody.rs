@@ -242,11 +242,10 @@ fn summary(r: &VerifyReport) -> String {
     let scope = if r.full {
         "every object"
     } else {
-        "objects (not a full verification)"
+        "some objects (not a full verification)"
     };
     format!(
-        "verified {} {scope}: {} objects, {} bytes hashed; {} sources, {} runs in {}: {} corrupt, {} missing, {} orphaned, {} damaged bundles{}",
-        if r.full { "" } else { "some" },
+        "verified {scope}: {} objects, {} bytes hashed; {} sources, {} runs in {}: {} corrupt, {} missing, {} orphaned, {} damaged bundles{}",
         r.objects_checked,
         r.bytes_checked,
         r.sources,
@@ -262,7 +261,6 @@ fn summary(r: &VerifyReport) -> String {
             ""
         },
     )
-    .replace("verified  every", "verified every")
 }
 
 /// `bundleq export`.

@@ -95,13 +95,10 @@ fn sweep_with(
         _ => (None, true),
     };
     let database = store.sweep_db_objects(dry_run)?;
-    let referenced: HashSet<Sha256Hex> = store
-        .object_refs(None)?
-        .into_iter()
-        .map(|r| r.sha256)
-        .collect();
+    let listed = objects.files()?;
+    let referenced = referenced_if_any(store, &listed)?;
     let mut files = Vec::new();
-    for sha in objects.files()? {
+    for sha in listed {
         if referenced.contains(&sha) {
             continue;
         }
@@ -191,6 +188,19 @@ pub fn provenance(
         });
     }
     Ok(out)
+}
+
+/// The digests the stored runs name, read only when there is something to
+/// look them up for (`candidates`): every run's bundle is read to know.
+fn referenced_if_any<T>(store: &mut Store, candidates: &[T]) -> Result<HashSet<Sha256Hex>> {
+    if candidates.is_empty() {
+        return Ok(HashSet::new());
+    }
+    Ok(store
+        .object_refs(None)?
+        .into_iter()
+        .map(|r| r.sha256)
+        .collect())
 }
 
 /// Reads an object whole from wherever it is (the database first), hashing

@@ -407,23 +407,30 @@ fn orphans(
         }
         return Ok(());
     };
-    let confirmed: HashSet<Sha256Hex> = store
-        .object_refs(None)?
-        .into_iter()
-        .map(|r| r.sha256)
+    // Files: named by no run now. Objects in the database: as the store's
+    // own sweep sees them, in one transaction with the runs (on a server
+    // shared by hosts it keeps fresh ones a while: another host may be
+    // about to name them). Each list is read only when it is needed.
+    let files: Vec<&Sha256Hex> = candidates
+        .iter()
+        .filter(|(_, place)| *place == Place::File)
+        .map(|(sha, _)| *sha)
         .collect();
-    // Objects in the database: as the store's own sweep sees them (on a
-    // server shared by hosts it keeps fresh ones a while: another host
-    // may be about to name them).
-    let sweepable: HashSet<Sha256Hex> = store
-        .sweep_db_objects(true)?
-        .into_iter()
-        .map(|o| o.sha256)
-        .collect();
+    let confirmed = super::referenced_if_any(store, &files)?;
+    let sweepable: HashSet<Sha256Hex> = if files.len() < candidates.len() {
+        store
+            .sweep_db_objects(true)?
+            .into_iter()
+            .map(|o| o.sha256)
+            .collect()
+    } else {
+        HashSet::new()
+    };
     let orphaned: Vec<(&Sha256Hex, Place)> = candidates
         .into_iter()
-        .filter(|(sha, place)| {
-            !confirmed.contains(*sha) && (*place == Place::File || sweepable.contains(*sha))
+        .filter(|(sha, place)| match place {
+            Place::File => !confirmed.contains(*sha),
+            Place::Database => sweepable.contains(*sha),
         })
         .collect();
     let removed: HashSet<Sha256Hex> = if repair && !orphaned.is_empty() {
