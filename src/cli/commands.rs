@@ -22,7 +22,7 @@ use super::output;
 use super::render::{Ids, View};
 use super::{
     Cli, Command, DbCommand, EXIT_ERROR, EXIT_JOBS_FAILED, EXIT_OK, JobCommand, PauseArgs,
-    RunCommand, ServeArgs, TenantsCommand, show, submit,
+    RunCommand, ServeArgs, TenantsCommand, WebArgs, show, submit, web,
 };
 
 /// Runs the command and returns its exit code; errors become exit 1.
@@ -119,6 +119,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Serve(args) => serve(json, &home, store, tenant, args),
+        Command::Web { http, web } => web_only(json, &home, &store, tenant, *http, web),
         Command::Pause(args) => pause(json, &view, &home, &mut store, args, true),
         Command::Resume(args) => pause(json, &view, &home, &mut store, args, false),
         Command::Ingest { inbox, wait } => {
@@ -395,6 +396,69 @@ fn free_running(home: &Home, store: &mut Store, tenant: Uuid, id: Uuid) -> Resul
     }
 }
 
+/// What a user may do to one job (the CLI's `job retry|cancel|release`, the
+/// dashboard's buttons).
+#[derive(Clone, Copy, Debug)]
+pub enum JobAction {
+    /// Queue it again, not before `at`.
+    Retry {
+        at: Option<bundleq::timestamp::When>,
+    },
+    /// Cancel it.
+    Cancel,
+    /// Free it from a serve that is gone.
+    Release,
+}
+
+/// Does `action` to job `id`: a job still running on a worker that is
+/// provably gone is freed first (and that is recorded). Logs the state
+/// changes; returns the job as it is now.
+pub fn act_on_job(
+    home: &Home,
+    store: &mut Store,
+    tenant: Uuid,
+    id: Uuid,
+    action: JobAction,
+) -> Result<bundleq::store::Job> {
+    let freed = free_running(home, store, tenant, id)?;
+    if let Some(worker) = &freed {
+        store.note_event(
+            tenant,
+            id,
+            "release",
+            &format!("worker {worker} was gone; the job was freed"),
+            Timestamp::now(),
+        )?;
+    }
+    let job = match action {
+        JobAction::Release if freed.is_none() => {
+            let job = store.job(tenant, id)?;
+            return Err(Error::InvalidTransition {
+                action: "release",
+                id: id.to_string(),
+                status: job.status,
+            });
+        }
+        JobAction::Release => store.job(tenant, id)?,
+        JobAction::Retry { at } => {
+            let job = store.job(tenant, id)?;
+            let now = Timestamp::now();
+            if freed.is_some() && job.status == JobStatus::Queued && at.is_none() {
+                job // freed and queued already: nothing more to do
+            } else {
+                store.keep_transitions(true);
+                store.retry(tenant, id, now, at.map(|w| w.resolve(now)))?
+            }
+        }
+        _ => {
+            store.keep_transitions(true);
+            store.cancel(tenant, id, Timestamp::now())?
+        }
+    };
+    log_transitions(&store.take_transitions());
+    Ok(job)
+}
+
 fn job(
     json: bool,
     view: &View,
@@ -411,42 +475,12 @@ fn job(
     if let JobCommand::Show { .. } = cmd {
         return show::job_show(json, view, store, tenant, id);
     }
-    let freed = free_running(home, store, tenant, id)?;
-    if let Some(worker) = &freed {
-        store.note_event(
-            tenant,
-            id,
-            "release",
-            &format!("worker {worker} was gone; the job was freed"),
-            Timestamp::now(),
-        )?;
-    }
-    let job = match cmd {
-        JobCommand::Release { .. } if freed.is_none() => {
-            let job = store.job(tenant, id)?;
-            return Err(Error::InvalidTransition {
-                action: "release",
-                id: id.to_string(),
-                status: job.status,
-            });
-        }
-        JobCommand::Release { .. } => store.job(tenant, id)?,
-        JobCommand::Retry { at, .. } => {
-            let job = store.job(tenant, id)?;
-            let now = Timestamp::now();
-            if freed.is_some() && job.status == JobStatus::Queued && at.is_none() {
-                job // freed and queued already: nothing more to do
-            } else {
-                store.keep_transitions(true);
-                store.retry(tenant, id, now, at.map(|w| w.resolve(now)))?
-            }
-        }
-        _ => {
-            store.keep_transitions(true);
-            store.cancel(tenant, id, Timestamp::now())?
-        }
+    let action = match cmd {
+        JobCommand::Retry { at, .. } => JobAction::Retry { at: *at },
+        JobCommand::Cancel { .. } => JobAction::Cancel,
+        _ => JobAction::Release,
     };
-    log_transitions(&store.take_transitions());
+    let job = act_on_job(home, store, tenant, id, action)?;
     if json {
         output::json(&job);
     } else {
@@ -637,6 +671,62 @@ fn start_line(home: &Home, inbox: Option<&Path>, once: bool) -> String {
     )
 }
 
+/// Starts the dashboard and says where to open it (the URL holds the
+/// token, as Jupyter's does).
+fn start_web(
+    json: bool,
+    home: &Home,
+    store: &Store,
+    tenant: Uuid,
+    addr: std::net::SocketAddr,
+    args: &WebArgs,
+) -> Result<web::Web> {
+    let options = web::WebOptions {
+        addr,
+        allow_hosts: args.allow_host.clone(),
+        read_only: args.read_only || read_only_home(home),
+    };
+    let dashboard = web::start(home, store, tenant, &options)?;
+    if json {
+        output::json_line(&serde_json::json!({
+            "listening": dashboard.addr().to_string(),
+            "url": dashboard.url(),
+            "read_only": options.read_only,
+        }));
+    } else {
+        output::line(format!(
+            "dashboard: {}{}",
+            dashboard.url(),
+            if options.read_only {
+                " (read-only)"
+            } else {
+                ""
+            }
+        ));
+    }
+    log::info!("dashboard listening on {}", dashboard.addr());
+    Ok(dashboard)
+}
+
+/// `bundleq web`: the dashboard alone, until a signal.
+fn web_only(
+    json: bool,
+    home: &Home,
+    store: &Store,
+    tenant: Uuid,
+    addr: std::net::SocketAddr,
+    args: &WebArgs,
+) -> Result<u8> {
+    let control = PoolControl::new();
+    super::signals::forward_to(control.clone())?;
+    let dashboard = start_web(json, home, store, tenant, addr, args)?;
+    while !control.is_shutting_down() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    dashboard.stop();
+    Ok(EXIT_OK)
+}
+
 fn serve(json: bool, home: &Home, mut store: Store, tenant: Uuid, args: &ServeArgs) -> Result<u8> {
     let once = args.once;
     Handlers::check_commands(home)?;
@@ -651,6 +741,10 @@ fn serve(json: bool, home: &Home, mut store: Store, tenant: Uuid, args: &ServeAr
     let presence = Arc::new(Presence::register(&home.run_dir())?);
     let control = PoolControl::new();
     super::signals::forward_to(control.clone())?;
+    let dashboard = match args.http {
+        Some(addr) => Some(start_web(json, home, &store, tenant, addr, &args.web)?),
+        None => None,
+    };
     let mut config = PoolConfig::from_config(&home.config().workers);
     config.once = once;
     config.presence = Some(Arc::clone(&presence));
@@ -712,6 +806,9 @@ fn serve(json: bool, home: &Home, mut store: Store, tenant: Uuid, args: &ServeAr
     );
     drop(quit_tx);
     drop(config);
+    if let Some(d) = dashboard {
+        d.stop();
+    }
     let watched = watcher.map(|handle| match handle.join() {
         Ok(r) => r,
         Err(_) => Err(Error::InvalidArgument {

@@ -10,6 +10,7 @@ mod render;
 mod show;
 mod signals;
 mod submit;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -144,7 +145,8 @@ pub enum Command {
     #[command(after_help = "Examples:
   bundleq serve                          # watch <home>/inbox, 4 workers
   bundleq serve --workers 8 --inbox /data/drops
-  bundleq serve --once                   # for cron: drain and exit")]
+  bundleq serve --once                   # for cron: drain and exit
+  bundleq serve --http                   # and the dashboard on 127.0.0.1:7878")]
     Serve(ServeArgs),
     /// One pass over the inbox: ingest every complete bundle, move it to
     /// accepted/ or rejected/, and exit (for cron and scripts).
@@ -339,6 +341,25 @@ pub enum Command {
     /// Inspect, migrate or check the database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Serve the dashboard and HTTP API without working jobs: a viewer for
+    /// this home (or, on PostgreSQL, for the queue every host works). Runs
+    /// until SIGINT/SIGTERM. Opening the URL it prints (it holds the
+    /// home's token, <home>/http-token) lets the browser act: retry,
+    /// cancel, pause, upload.
+    #[command(after_help = "Examples:
+  bundleq web                            # http://127.0.0.1:7878/
+  bundleq web --http 8080 --read-only    # look, never change
+  bundleq web --http 0.0.0.0:7878 --allow-host lab-queue.example.org
+                                         # from other machines: token needed
+  curl -H \"Authorization: Bearer $(cat ~/.local/share/bundleq/http-token)\" \\
+       --data-binary @run-42.json http://127.0.0.1:7878/api/v1/bundles")]
+    Web {
+        /// Where to listen: HOST:PORT, or a port on loopback
+        #[arg(long, value_name = "ADDR", default_value = web::DEFAULT_ADDR, value_parser = web::parse_addr)]
+        http: std::net::SocketAddr,
+        #[command(flatten)]
+        web: WebArgs,
+    },
     /// Measure the engine in temp homes against a plain-SQLite baseline
     /// measured in the same run; prints a table (or --json).
     #[command(after_help = "Examples:
@@ -434,7 +455,7 @@ pub enum TenantsCommand {
 impl Command {
     /// Commands that keep running and report progress through the log.
     pub fn is_long_running(&self) -> bool {
-        matches!(self, Command::Serve(_))
+        matches!(self, Command::Serve(_) | Command::Web { .. })
     }
 
     /// Commands that write the database. The others also work on a home
@@ -550,6 +571,32 @@ pub struct ServeArgs {
     /// Do not watch the inbox; only work jobs
     #[arg(long, conflicts_with = "inbox")]
     pub no_inbox: bool,
+    /// Also serve the dashboard and HTTP API on ADDR (HOST:PORT, or a port
+    /// on loopback) [default when given without ADDR: 127.0.0.1:7878]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = web::DEFAULT_ADDR,
+        value_parser = web::parse_addr
+    )]
+    pub http: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub web: WebArgs,
+}
+
+/// How the dashboard answers (`serve --http`, `web`).
+#[derive(Debug, Args)]
+pub struct WebArgs {
+    /// Also answer requests naming this Host (a name this machine is
+    /// reached by; repeatable). Loopback names, the address listened on
+    /// and this machine's name are always allowed
+    #[arg(long, value_name = "NAME")]
+    pub allow_host: Vec<String>,
+    /// Refuse every change through the dashboard and the API (retry,
+    /// cancel, pause, resume, upload): only look
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Subcommand)]

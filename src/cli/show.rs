@@ -54,6 +54,7 @@ pub fn jobs(
         job_type: args.job_type.clone(),
         run_id: run,
         limit: Some(args.limit),
+        ..JobFilter::default()
     };
     let jobs = store.jobs(tenant, &filter)?;
     if json {
@@ -129,27 +130,36 @@ pub fn jobs(
     Ok(EXIT_OK)
 }
 
-#[derive(Serialize)]
-struct JobView<'a> {
+/// A job with its history: `job show --json` and the API's job.
+#[derive(Debug, Serialize)]
+pub struct JobView {
     #[serde(flatten)]
-    job: &'a Job,
-    attempt_history: &'a [Attempt],
-    events: &'a [JobEvent],
+    pub job: Job,
+    pub attempt_history: Vec<Attempt>,
+    pub events: Vec<JobEvent>,
+}
+
+/// A job and its history, read for `job show` and the dashboard.
+pub fn job_view(store: &mut Store, tenant: Uuid, id: Uuid) -> Result<JobView> {
+    Ok(JobView {
+        job: store.job(tenant, id)?,
+        attempt_history: store.attempts(tenant, id)?,
+        events: store.events(tenant, id)?,
+    })
 }
 
 /// `bundleq job show`.
 pub fn job_show(json: bool, view: &View, store: &mut Store, tenant: Uuid, id: Uuid) -> Result<u8> {
-    let job = store.job(tenant, id)?;
-    let history = store.attempts(tenant, id)?;
-    let events = store.events(tenant, id)?;
+    let data = job_view(store, tenant, id)?;
     if json {
-        output::json(&JobView {
-            job: &job,
-            attempt_history: &history,
-            events: &events,
-        });
+        output::json(&data);
         return Ok(EXIT_OK);
     }
+    let JobView {
+        job,
+        attempt_history: history,
+        events,
+    } = data;
     let runs = Ids::of(store, view, IdKind::Run, tenant, [job.run_id])?;
     let mut pairs = vec![
         ("id", job.id.to_string()),
@@ -270,14 +280,14 @@ pub fn runs(json: bool, view: &View, store: &mut Store, tenant: Uuid, limit: u32
 
 /// One step of a run's pipeline, for `run show`.
 #[derive(Debug, Serialize)]
-struct Step {
-    step: String,
-    after: Option<String>,
+pub struct Step {
+    pub step: String,
+    pub after: Option<String>,
     /// The step's job (the newest, should there be several).
-    job_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
     /// Its job's status; without a job, `waiting` (the step before has not
     /// succeeded yet) or `stopped` (it failed or was cancelled).
-    status: String,
+    pub status: String,
 }
 
 /// The steps of a run as the configuration sets them up, each with its job
@@ -316,15 +326,20 @@ fn pipeline(
     steps
 }
 
-/// `bundleq run show`.
-pub fn run_show(
-    json: bool,
-    view: &View,
-    home: &Home,
-    store: &mut Store,
-    tenant: Uuid,
-    id: Uuid,
-) -> Result<u8> {
+/// A run with everything known about it: `run show --json` and the API's
+/// run.
+#[derive(Debug, Serialize)]
+pub struct RunView {
+    pub run: bundleq::store::Run,
+    pub pipeline: Vec<Step>,
+    pub jobs: Vec<Job>,
+    pub sources: Vec<bundleq::custody::SourceProvenance>,
+    pub findings: Vec<serde_json::Value>,
+    pub last_full_verify: Option<bundleq::custody::LastVerify>,
+}
+
+/// A run and what hangs off it, read for `run show` and the dashboard.
+pub fn run_view(home: &Home, store: &mut Store, tenant: Uuid, id: Uuid) -> Result<RunView> {
     let run = store.run(tenant, id)?;
     let jobs = store.jobs(
         tenant,
@@ -336,24 +351,45 @@ pub fn run_show(
     let bundle_job_type = run.bundle_json["job_type"]
         .as_str()
         .unwrap_or(bundleq::bundle::DEFAULT_JOB_TYPE);
-    let steps = pipeline(home.config(), bundle_job_type, &jobs);
+    let pipeline = pipeline(home.config(), bundle_job_type, &jobs);
     let sources = bundleq::custody::provenance(home, store, tenant, id, &run.bundle_json)?;
     let findings = run.bundle_json["findings"]
         .as_array()
         .cloned()
         .unwrap_or_default();
-    let verified = bundleq::custody::last_full_verify(store)?;
+    let last_full_verify = bundleq::custody::last_full_verify(store)?;
+    Ok(RunView {
+        run,
+        pipeline,
+        jobs,
+        sources,
+        findings,
+        last_full_verify,
+    })
+}
+
+/// `bundleq run show`.
+pub fn run_show(
+    json: bool,
+    view: &View,
+    home: &Home,
+    store: &mut Store,
+    tenant: Uuid,
+    id: Uuid,
+) -> Result<u8> {
+    let data = run_view(home, store, tenant, id)?;
     if json {
-        output::json(&serde_json::json!({
-            "run": run,
-            "pipeline": steps,
-            "jobs": jobs,
-            "sources": sources,
-            "findings": findings,
-            "last_full_verify": verified,
-        }));
+        output::json(&data);
         return Ok(EXIT_OK);
     }
+    let RunView {
+        run,
+        pipeline: steps,
+        jobs,
+        sources,
+        findings,
+        last_full_verify: verified,
+    } = data;
     let s = &run.summary;
     output::fields(
         &[
@@ -480,10 +516,10 @@ pub fn run_show(
 
 /// A recent rejection, for `status`.
 #[derive(Debug, Serialize)]
-struct Rejection {
-    file: String,
-    rejected_at: String,
-    first_error: String,
+pub struct Rejection {
+    pub file: String,
+    pub rejected_at: String,
+    pub first_error: String,
 }
 
 /// The newest rejection reports in `rejected/`.
@@ -538,51 +574,112 @@ fn recent_rejections(home: &Home, n: usize) -> Vec<Rejection> {
 /// A serve is taken for alive when it reported within this long.
 const SERVE_SILENT: Duration = Duration::from_secs(180);
 
-/// `bundleq status`.
-pub fn status(json: bool, view: &View, home: &Home, store: &mut Store, tenant: Uuid) -> Result<u8> {
-    let stats = store.stats(tenant, view.now)?;
+/// What `status` shows: `status --json`, the API's status and the
+/// dashboard's overview.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    pub counts: BTreeMap<JobStatus, u64>,
+    pub ready: u64,
+    pub scheduled: u64,
+    pub retrying: u64,
+    pub paused: Vec<bundleq::store::Paused>,
+    /// Running on a worker now (claimed ahead aside).
+    pub running: u64,
+    pub claimed_ahead: u64,
+    pub by_type: BTreeMap<String, BTreeMap<String, u64>>,
+    pub oldest_queued: Option<bundleq::Timestamp>,
+    pub next_retry: Option<bundleq::Timestamp>,
+    pub serves: Vec<ServeRow>,
+    pub folders: inbox::FolderCounts,
+    pub recent_rejections: Vec<Rejection>,
+    pub last_full_verify: Option<bundleq::custody::LastVerify>,
+}
+
+impl StatusView {
+    /// Jobs in `status`.
+    pub fn count(&self, status: JobStatus) -> u64 {
+        self.counts.get(&status).copied().unwrap_or(0)
+    }
+
+    /// The serves heard from lately, as of `now`.
+    pub fn live_serves(&self, now: bundleq::Timestamp) -> impl Iterator<Item = &ServeRow> {
+        self.serves
+            .iter()
+            .filter(move |s| now.since(s.heartbeat_at) <= SERVE_SILENT)
+    }
+}
+
+/// Everything `status` shows, read as of `now`.
+pub fn status_view(
+    home: &Home,
+    store: &mut Store,
+    tenant: Uuid,
+    now: bundleq::Timestamp,
+) -> Result<StatusView> {
+    let stats = store.stats(tenant, now)?;
     let paused = store.paused()?;
     let folders = inbox::folder_counts(home, &inbox::inbox_dir(home, None), tenant)?;
     let serves: Vec<ServeRow> = store.serves()?;
-    let rejections = recent_rejections(home, 5);
-    let heard = |s: &ServeRow| view.now.since(s.heartbeat_at) <= SERVE_SILENT;
+    let recent_rejections = recent_rejections(home, 5);
     let claimed_ahead: u64 = serves
         .iter()
-        .filter(|s| heard(s))
+        .filter(|s| now.since(s.heartbeat_at) <= SERVE_SILENT)
         .map(|s| u64::from(s.claimed_ahead))
         .sum();
-    let count = |s: JobStatus| stats.counts.get(&s).copied().unwrap_or(0);
-    let running = count(JobStatus::Running);
-    let verified = bundleq::custody::last_full_verify(store)?;
+    let running = stats.counts.get(&JobStatus::Running).copied().unwrap_or(0);
+    let last_full_verify = bundleq::custody::last_full_verify(store)?;
+    Ok(StatusView {
+        counts: stats.counts,
+        ready: stats.ready,
+        scheduled: stats.scheduled,
+        retrying: stats.retrying,
+        paused,
+        running: running.saturating_sub(claimed_ahead),
+        claimed_ahead: claimed_ahead.min(running),
+        by_type: stats.by_type,
+        oldest_queued: stats.oldest_queued,
+        next_retry: stats.next_retry,
+        serves,
+        folders,
+        recent_rejections,
+        last_full_verify,
+    })
+}
+
+/// `bundleq status`.
+pub fn status(json: bool, view: &View, home: &Home, store: &mut Store, tenant: Uuid) -> Result<u8> {
+    let data = status_view(home, store, tenant, view.now)?;
     if json {
-        output::json(&serde_json::json!({
-            "counts": stats.counts,
-            "ready": stats.ready,
-            "scheduled": stats.scheduled,
-            "retrying": stats.retrying,
-            "paused": paused,
-            "running": running.saturating_sub(claimed_ahead),
-            "claimed_ahead": claimed_ahead.min(running),
-            "by_type": stats.by_type,
-            "oldest_queued": stats.oldest_queued,
-            "next_retry": stats.next_retry,
-            "serves": serves,
-            "folders": folders,
-            "recent_rejections": rejections,
-            "last_full_verify": verified,
-        }));
+        output::json(&data);
         return Ok(EXIT_OK);
     }
+    let heard = |s: &ServeRow| view.now.since(s.heartbeat_at) <= SERVE_SILENT;
+    let count = |s: JobStatus| data.count(s);
+    let StatusView {
+        ready,
+        scheduled,
+        retrying,
+        running,
+        claimed_ahead,
+        oldest_queued,
+        next_retry,
+        ..
+    } = data;
+    let (paused, serves, folders, rejections, verified) = (
+        &data.paused,
+        &data.serves,
+        &data.folders,
+        &data.recent_rejections,
+        data.last_full_verify,
+    );
+    let stats = &data;
     let fit = view.fit();
     let mut line = format!(
         "jobs: {} ready, {} scheduled, {} waiting to retry, {} running",
-        stats.ready,
-        stats.scheduled,
-        stats.retrying,
-        running.saturating_sub(claimed_ahead)
+        ready, scheduled, retrying, running
     );
-    if claimed_ahead.min(running) > 0 {
-        line.push_str(&format!(" (+{} claimed ahead)", claimed_ahead.min(running)));
+    if claimed_ahead > 0 {
+        line.push_str(&format!(" (+{claimed_ahead} claimed ahead)"));
     }
     output::line(line);
     output::line(format!(
@@ -593,12 +690,12 @@ pub fn status(json: bool, view: &View, home: &Home, store: &mut Store, tenant: U
     ));
     output::fields(
         &[
-            ("oldest queued", view.opt_time(stats.oldest_queued)),
-            ("next due", view.opt_time(stats.next_retry)),
+            ("oldest queued", view.opt_time(oldest_queued)),
+            ("next due", view.opt_time(next_retry)),
         ],
         fit,
     );
-    for p in &paused {
+    for p in paused {
         output::line(format!(
             "paused: {} since {} (bundleq resume {})",
             p.job_type.as_deref().unwrap_or("every job type"),

@@ -253,6 +253,106 @@ pub fn folder_counts(home: &Home, inbox_dir: &Path, default_tenant: Uuid) -> Res
     Ok(counts)
 }
 
+/// One decided inbox entry, as found in accepted/ or rejected/.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ArchivedEntry {
+    /// `accepted`, `duplicate` or `rejected`.
+    pub kind: &'static str,
+    /// Its name in the archive (`<sha256 prefix>.<name it was dropped as>`).
+    pub name: String,
+    /// When it was moved there (the file's modification time).
+    pub at: Timestamp,
+    /// A rejected entry's errors, from its report.
+    pub errors: Vec<ValidationError>,
+}
+
+/// The `n` most recently decided entries of the newest `days` day folders
+/// of accepted/ and rejected/, newest first. Reports of more than 1 MiB are
+/// not read (their entry is listed without errors).
+pub fn recent_entries(home: &Home, days: usize, n: usize) -> Vec<ArchivedEntry> {
+    let mut found: Vec<(std::time::SystemTime, PathBuf, bool)> = Vec::new();
+    for (root, accepted) in [(home.accepted(), true), (home.rejected(), false)] {
+        let mut day_dirs: Vec<PathBuf> = fs::read_dir(&root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        day_dirs.sort();
+        for day in day_dirs.iter().rev().take(days) {
+            for e in fs::read_dir(day).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !matches!(read_name(&name), ReadName::Entry { .. }) {
+                    continue;
+                }
+                if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                    found.push((m, e.path(), accepted));
+                }
+            }
+        }
+    }
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    found
+        .into_iter()
+        .take(n)
+        .map(|(modified, path, accepted)| {
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let kind = match (accepted, read_name(&name)) {
+                (false, _) => "rejected",
+                (true, ReadName::Entry { duplicate: true }) => "duplicate",
+                (true, _) => "accepted",
+            };
+            let errors = if accepted {
+                Vec::new()
+            } else {
+                let mut report = path.clone().into_os_string();
+                report.push(REPORT_SUFFIX);
+                read_report_errors(Path::new(&report))
+            };
+            ArchivedEntry {
+                kind,
+                name,
+                at: Timestamp::from_system(modified),
+                errors,
+            }
+        })
+        .collect()
+}
+
+/// The errors a rejection report lists (none when it cannot be read).
+fn read_report_errors(report: &Path) -> Vec<ValidationError> {
+    #[derive(serde::Deserialize)]
+    struct Report {
+        errors: Vec<ReportError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ReportError {
+        path: String,
+        message: String,
+        input: Option<String>,
+    }
+    let Ok(m) = fs::metadata(report) else {
+        return Vec::new();
+    };
+    if m.len() > 1024 * 1024 {
+        return Vec::new();
+    }
+    fs::read(report)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Report>(&bytes).ok())
+        .map(|r| {
+            r.errors
+                .into_iter()
+                .map(|e| ValidationError::new(&e.path, e.message, e.input))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

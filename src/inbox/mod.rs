@@ -56,7 +56,7 @@ use std::time::Duration;
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use archive::{FolderCounts, folder_counts};
+pub use archive::{ArchivedEntry, FolderCounts, folder_counts, recent_entries};
 pub use place::{MARKER, adopt_inbox, check_inbox, inbox_dir};
 
 use crate::accept::{self, AcceptOptions, Input, Origin, Verdict};

@@ -38,12 +38,12 @@ use uuid::Uuid;
 
 pub use model::{
     Attempt, BaselineFigures, Claim, ClaimToken, Completion, IdKind, Job, JobEvent, JobFilter,
-    MIN_PREFIX, MIN_SHORT, NewJob, NewObject, NewRun, NewSource, ObjectCheck, ObjectRef, Paused,
-    PruneFilter, Pruned, PrunedRun, QueuePolicy, Report, Run, RunInsert, RunJob, RunSources,
-    RunSummary, SchemaVersion, SearchHit, ServeRow, Stats, StoreOptions, StoredObject, Synchronous,
-    Tenant, Transition, TransitionKind, TypePolicy, new_job_id, valid_tenant_name,
+    MIN_PREFIX, MIN_SHORT, MinuteCount, NewJob, NewObject, NewRun, NewSource, ObjectCheck,
+    ObjectRef, Paused, PruneFilter, Pruned, PrunedRun, QueuePolicy, Report, Run, RunInsert, RunJob,
+    RunSources, RunSummary, SchemaVersion, SearchHit, ServeRow, Stats, StoreOptions, StoredObject,
+    Synchronous, Tenant, Transition, TransitionKind, TypePolicy, new_job_id, valid_tenant_name,
 };
-pub(crate) use model::{new_tenant_id, short_form, truncate_error, user_action_detail};
+pub(crate) use model::{add_minute, new_tenant_id, short_form, truncate_error, user_action_detail};
 pub use readers::Readers;
 
 use crate::digest::Sha256Hex;
@@ -664,9 +664,26 @@ impl Store {
         on_backend!(self, b => b.jobs(tenant, filter))
     }
 
-    /// How many jobs of `tenant` match `filter` (its limit aside).
+    /// How many jobs of `tenant` match `filter` (its limit and page aside).
     pub fn count_jobs(&mut self, tenant: Uuid, filter: &JobFilter) -> Result<u64> {
         on_backend!(self, b => b.count_jobs(tenant, filter))
+    }
+
+    /// Jobs of `tenant` that finished (succeeded or failed for good), and
+    /// attempts that failed and wait for a retry, per minute since `since`
+    /// (minutes with none left out). Reads every job row of the tenant:
+    /// callers cache it.
+    pub fn throughput(&mut self, tenant: Uuid, since: Timestamp) -> Result<Vec<MinuteCount>> {
+        on_backend!(self, b => b.throughput(tenant, since))
+    }
+
+    /// The plan of a job listing, one line per step (SQLite; empty on a
+    /// database server), for tests that check it walks an index.
+    pub fn explain_jobs(&mut self, tenant: Uuid, filter: &JobFilter) -> Result<Vec<String>> {
+        match &mut self.backend {
+            Backend::Sqlite(b) => b.explain_jobs(tenant, filter),
+            Backend::Postgres(_) => Ok(Vec::new()),
+        }
     }
 
     /// Counts for `bundleq status`.
@@ -716,7 +733,18 @@ impl Store {
 
     /// Runs of `tenant`, newest first.
     pub fn runs(&mut self, tenant: Uuid, limit: Option<u32>) -> Result<Vec<RunSummary>> {
-        on_backend!(self, b => b.runs(tenant, limit))
+        on_backend!(self, b => b.runs(tenant, None, limit))
+    }
+
+    /// The runs of `tenant` older than `before` (the last run of the page
+    /// before: its `created_at` and id), newest first, at most `limit`.
+    pub fn runs_before(
+        &mut self,
+        tenant: Uuid,
+        before: (Timestamp, Uuid),
+        limit: Option<u32>,
+    ) -> Result<Vec<RunSummary>> {
+        on_backend!(self, b => b.runs(tenant, Some(before), limit))
     }
 
     /// How many runs `tenant` has.

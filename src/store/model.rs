@@ -192,8 +192,27 @@ pub struct JobFilter {
     pub job_type: Option<String>,
     /// Only jobs of this run.
     pub run_id: Option<Uuid>,
+    /// Only jobs whose payload or last error contain this text (as is,
+    /// case-sensitive).
+    pub text: Option<String>,
+    /// Only jobs older than this one (its `created_at` and id): the next
+    /// page after a page that ended with it.
+    pub before: Option<(Timestamp, Uuid)>,
     /// At most this many (newest first); all when `None`.
     pub limit: Option<u32>,
+}
+
+/// Jobs that finished in one minute, for the dashboard's chart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MinuteCount {
+    /// The minute's start.
+    pub minute: Timestamp,
+    /// Jobs that succeeded in it.
+    pub succeeded: u64,
+    /// Jobs that failed for good in it.
+    pub failed: u64,
+    /// Attempts that failed and wait for a retry.
+    pub retried: u64,
 }
 
 /// Which finished jobs to delete.
@@ -1001,4 +1020,29 @@ pub(crate) fn referenced_digests(
         .into_iter()
         .map(|r| r.sha256)
         .collect())
+}
+
+/// Adds `n` jobs of kind `what` (`succeeded`, `failed`, `retry`) to the
+/// minute named by its text (`YYYY-MM-DDTHH:MM`).
+pub(crate) fn add_minute(
+    per: &mut BTreeMap<String, MinuteCount>,
+    minute: &str,
+    what: &str,
+    n: i64,
+) {
+    let Some(at) = Timestamp::parse(&format!("{minute}:00.000000Z")) else {
+        return;
+    };
+    let entry = per.entry(minute.to_owned()).or_insert(MinuteCount {
+        minute: at,
+        succeeded: 0,
+        failed: 0,
+        retried: 0,
+    });
+    let n = u64::try_from(n).unwrap_or(0);
+    match what {
+        "succeeded" => entry.succeeded += n,
+        "failed" => entry.failed += n,
+        _ => entry.retried += n,
+    }
 }

@@ -14,11 +14,11 @@ use crate::state::{
     FailureDecision, JobStatus, Outcome, RELEASE_ALLOWANCE, ReleaseDecision, decide_failure,
     decide_release,
 };
-use crate::store::truncate_error;
 use crate::store::{
-    Attempt, Claim, ClaimToken, Completion, Job, JobEvent, JobFilter, NewJob, Paused, PruneFilter,
-    Pruned, Report, Stats, Transition, TransitionKind,
+    Attempt, Claim, ClaimToken, Completion, Job, JobEvent, JobFilter, MinuteCount, NewJob, Paused,
+    PruneFilter, Pruned, Report, Stats, Transition, TransitionKind,
 };
+use crate::store::{add_minute, truncate_error};
 use crate::timestamp::Timestamp;
 
 /// The key of `pause --all` (not a valid job type).
@@ -1187,6 +1187,8 @@ impl PgStore {
     pub fn jobs(&mut self, tenant: Uuid, filter: &JobFilter) -> Result<Vec<Job>> {
         let status = filter.status.map(JobStatus::as_str);
         let limit = filter.limit.map(i64::from);
+        let text = filter.text.as_deref().filter(|t| !t.is_empty());
+        let (last_at, last_id) = filter.before.unzip();
         self.read("list jobs", |tx| {
             tx.query(
                 &format!(
@@ -1195,10 +1197,22 @@ impl PgStore {
                        AND ($2::text IS NULL OR j.status = $2)
                        AND ($3::text IS NULL OR j.job_type = $3)
                        AND ($4::uuid IS NULL OR j.run_id = $4)
+                       AND ($6::text IS NULL OR strpos(j.payload_json::text, $6) > 0
+                            OR strpos(coalesce(j.last_error, ''), $6) > 0)
+                       AND ($7::timestamptz IS NULL OR (j.created_at, j.id) < ($7, $8))
                      ORDER BY j.created_at DESC, j.id DESC
                      LIMIT $5"
                 ),
-                &[&tenant, &status, &filter.job_type, &filter.run_id, &limit],
+                &[
+                    &tenant,
+                    &status,
+                    &filter.job_type,
+                    &filter.run_id,
+                    &limit,
+                    &text,
+                    &last_at,
+                    &last_id,
+                ],
             )?
             .iter()
             .map(job_from_row)
@@ -1206,9 +1220,10 @@ impl PgStore {
         })
     }
 
-    /// How many jobs of `tenant` match `filter`.
+    /// How many jobs of `tenant` match `filter` (its limit and page aside).
     pub fn count_jobs(&mut self, tenant: Uuid, filter: &JobFilter) -> Result<u64> {
         let status = filter.status.map(JobStatus::as_str);
+        let text = filter.text.as_deref().filter(|t| !t.is_empty());
         self.read("count jobs", |tx| {
             let n: i64 = col(
                 &tx.one(
@@ -1216,12 +1231,43 @@ impl PgStore {
                      WHERE tenant_id = $1
                        AND ($2::text IS NULL OR status = $2)
                        AND ($3::text IS NULL OR job_type = $3)
-                       AND ($4::uuid IS NULL OR run_id = $4)",
-                    &[&tenant, &status, &filter.job_type, &filter.run_id],
+                       AND ($4::uuid IS NULL OR run_id = $4)
+                       AND ($5::text IS NULL OR strpos(payload_json::text, $5) > 0
+                            OR strpos(coalesce(last_error, ''), $5) > 0)",
+                    &[&tenant, &status, &filter.job_type, &filter.run_id, &text],
                 )?,
                 0,
             )?;
             Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    /// Finished jobs and attempts waiting for a retry, per minute since
+    /// `since`.
+    pub fn throughput(&mut self, tenant: Uuid, since: Timestamp) -> Result<Vec<MinuteCount>> {
+        self.read("count finished jobs", |tx| {
+            let mut per = std::collections::BTreeMap::new();
+            for row in tx.query(
+                "SELECT to_char(date_trunc('minute', updated_at) AT TIME ZONE 'UTC',
+                                'YYYY-MM-DD\"T\"HH24:MI'), status, count(*)
+                 FROM research_jobs
+                 WHERE tenant_id = $1 AND status IN ('succeeded', 'failed')
+                   AND updated_at >= $2
+                 GROUP BY 1, 2
+                 UNION ALL
+                 SELECT to_char(date_trunc('minute', finished_at) AT TIME ZONE 'UTC',
+                                'YYYY-MM-DD\"T\"HH24:MI'), 'retry', count(*)
+                 FROM job_attempts
+                 WHERE tenant_id = $1 AND outcome = 'retry' AND finished_at >= $2
+                 GROUP BY 1",
+                &[&tenant, &since],
+            )? {
+                let minute: String = col(&row, 0)?;
+                let what: String = col(&row, 1)?;
+                let n: i64 = col(&row, 2)?;
+                add_minute(&mut per, &minute, &what, n);
+            }
+            Ok(per.into_values().collect())
         })
     }
 

@@ -361,15 +361,23 @@ impl PgStore {
     }
 
     /// Runs of `tenant`, newest first.
-    pub fn runs(&mut self, tenant: Uuid, limit: Option<u32>) -> Result<Vec<RunSummary>> {
+    pub fn runs(
+        &mut self,
+        tenant: Uuid,
+        before: Option<(Timestamp, Uuid)>,
+        limit: Option<u32>,
+    ) -> Result<Vec<RunSummary>> {
         let limit = limit.map(i64::from);
+        let (last_at, last_id) = before.unzip();
         self.read("list runs", |tx| {
             tx.query(
                 &format!(
-                    "SELECT {SUMMARY_COLUMNS} FROM research_runs WHERE tenant_id = $1
+                    "SELECT {SUMMARY_COLUMNS} FROM research_runs
+                     WHERE tenant_id = $1
+                       AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
                      ORDER BY created_at DESC, id DESC LIMIT $2"
                 ),
-                &[&tenant, &limit],
+                &[&tenant, &limit, &last_at, &last_id],
             )?
             .iter()
             .map(summary_from_row)

@@ -137,17 +137,32 @@ impl WriteTx<'_> {
 
 impl SqliteStore {
     /// Runs of `tenant`, newest first.
-    pub fn runs(&mut self, tenant: Uuid, limit: Option<u32>) -> Result<Vec<RunSummary>> {
+    pub fn runs(
+        &mut self,
+        tenant: Uuid,
+        before: Option<(Timestamp, Uuid)>,
+        limit: Option<u32>,
+    ) -> Result<Vec<RunSummary>> {
+        let (last_at, last_id) = before.map_or_else(
+            || ("~".to_owned(), "~".to_owned()),
+            |(at, id)| (at.to_string(), id.to_string()),
+        );
         self.read("list runs", |tx| {
             let mut stmt = tx
                 .prepare_cached(&format!(
-                    "SELECT {SUMMARY_COLUMNS} FROM research_runs WHERE tenant_id = ?1
-                     ORDER BY created_at DESC, id DESC LIMIT +?2"
+                    "SELECT {SUMMARY_COLUMNS} FROM research_runs
+                     WHERE tenant_id = ?1 AND created_at <= ?2 AND (created_at < ?2 OR id < ?3)
+                     ORDER BY created_at DESC, id DESC LIMIT +?4"
                 ))
                 .db("list runs")?;
             let rows = stmt
                 .query_map(
-                    params![tenant.to_string(), limit.map_or(-1, i64::from)],
+                    params![
+                        tenant.to_string(),
+                        last_at,
+                        last_id,
+                        limit.map_or(-1, i64::from)
+                    ],
                     summary_from_row,
                 )
                 .db("list runs")?;

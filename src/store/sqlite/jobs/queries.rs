@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::state::JobStatus;
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::convert::{DbContext, status_col};
-use crate::store::{Attempt, Job, JobEvent, JobFilter, Stats};
+use crate::store::{Attempt, Job, JobEvent, JobFilter, MinuteCount, Stats, add_minute};
 use crate::timestamp::Timestamp;
 
 impl SqliteStore {
@@ -58,27 +58,22 @@ impl SqliteStore {
         })
     }
 
-    /// How many jobs of `tenant` match `filter` (its limit aside).
+    /// How many jobs of `tenant` match `filter` (its limit and page
+    /// aside).
     pub fn count_jobs(&mut self, tenant: Uuid, filter: &JobFilter) -> Result<u64> {
+        let filter = JobFilter {
+            before: None,
+            ..filter.clone()
+        };
         self.read("count jobs", |tx| {
             let n: i64 = tx
-                .prepare_cached(
-                    "SELECT count(*) FROM research_jobs
-                     WHERE tenant_id = ?1
-                       AND (?2 IS NULL OR status = ?2)
-                       AND (?3 IS NULL OR job_type = ?3)
-                       AND (?4 IS NULL OR run_id = ?4)",
-                )
+                .prepare_cached(&format!(
+                    "SELECT count(*) FROM research_jobs WHERE {}",
+                    list_filter(filter.status)
+                ))
                 .and_then(|mut s| {
-                    s.query_row(
-                        params![
-                            tenant.to_string(),
-                            filter.status.map(JobStatus::as_str),
-                            filter.job_type,
-                            filter.run_id.map(|r| r.to_string())
-                        ],
-                        |r| r.get(0),
-                    )
+                    let p = list_params(tenant, &filter);
+                    s.query_row(rusqlite::params_from_iter(p.iter()), |r| r.get(0))
                 })
                 .db("count jobs")?;
             Ok(u64::try_from(n).unwrap_or(0))
@@ -90,28 +85,73 @@ impl SqliteStore {
         self.read("list jobs", |tx| {
             let mut stmt = tx
                 .prepare_cached(&format!(
-                    "SELECT {JOB_COLUMNS} FROM research_jobs
-                     WHERE tenant_id = ?1
-                       AND (?2 IS NULL OR status = ?2)
-                       AND (?3 IS NULL OR job_type = ?3)
-                       AND (?4 IS NULL OR run_id = ?4)
+                    "SELECT {JOB_COLUMNS} FROM research_jobs WHERE {}
                      ORDER BY created_at DESC, id DESC
-                     LIMIT +?5"
+                     LIMIT +?8",
+                    list_filter(filter.status)
                 ))
                 .db("list jobs")?;
+            let p = list_params_limited(tenant, filter);
             let rows = stmt
-                .query_map(
-                    params![
-                        tenant.to_string(),
-                        filter.status.map(JobStatus::as_str),
-                        filter.job_type,
-                        filter.run_id.map(|r| r.to_string()),
-                        filter.limit.map_or(-1, i64::from)
-                    ],
-                    job_from_row,
-                )
+                .query_map(rusqlite::params_from_iter(p.iter()), job_from_row)
                 .db("list jobs")?;
             rows.collect::<rusqlite::Result<_>>().db("list jobs")
+        })
+    }
+
+    /// The query plan of [`SqliteStore::jobs`] for `filter` (for a test
+    /// that checks it walks an index).
+    pub fn explain_jobs(&mut self, tenant: Uuid, filter: &JobFilter) -> Result<Vec<String>> {
+        self.read("explain a job listing", |tx| {
+            let mut stmt = tx
+                .prepare(&format!(
+                    "EXPLAIN QUERY PLAN SELECT {JOB_COLUMNS} FROM research_jobs
+                     WHERE {} ORDER BY created_at DESC, id DESC LIMIT +?8",
+                    list_filter(filter.status)
+                ))
+                .db("explain a job listing")?;
+            let p = list_params_limited(tenant, filter);
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(p.iter()), |r| {
+                    r.get::<_, String>(3)
+                })
+                .db("explain a job listing")?;
+            rows.collect::<rusqlite::Result<_>>()
+                .db("explain a job listing")
+        })
+    }
+
+    /// Jobs of `tenant` that finished (succeeded, failed for good) and
+    /// attempts that failed and wait for a retry, per minute since `since`.
+    pub fn throughput(&mut self, tenant: Uuid, since: Timestamp) -> Result<Vec<MinuteCount>> {
+        self.read("count finished jobs", |tx| {
+            let mut per: BTreeMap<String, MinuteCount> = BTreeMap::new();
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT substr(updated_at, 1, 16), status, count(*) FROM research_jobs
+                     WHERE tenant_id = ?1 AND status IN ('succeeded', 'failed')
+                       AND updated_at >= ?2
+                     GROUP BY 1, 2
+                     UNION ALL
+                     SELECT substr(finished_at, 1, 16), 'retry', count(*) FROM job_attempts
+                     WHERE tenant_id = ?1 AND outcome = 'retry' AND finished_at >= ?2
+                     GROUP BY 1",
+                )
+                .db("count finished jobs")?;
+            let rows = stmt
+                .query_map(params![tenant.to_string(), since.to_string()], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .db("count finished jobs")?;
+            for row in rows {
+                let (minute, what, n) = row.db("count finished jobs")?;
+                add_minute(&mut per, &minute, &what, n);
+            }
+            Ok(per.into_values().collect())
         })
     }
 
@@ -267,4 +307,55 @@ impl SqliteStore {
             rows.collect::<rusqlite::Result<_>>().db("read job events")
         })
     }
+}
+
+/// The WHERE clause of job listings and counts: `?1` tenant, `?2` status,
+/// `?3` type, `?4` run, `?5` text, `?6`/`?7` the page's last
+/// `created_at`/id. The page bound is a range on the tenant index's
+/// `created_at`, so a later page starts where the last one ended.
+///
+/// A status is written into the statement rather than bound, so that
+/// SQLite can walk a partial index for it (`research_jobs_stopped`,
+/// `research_jobs_running`).
+fn list_filter(status: Option<JobStatus>) -> String {
+    let status = status.map_or_else(
+        || "?2 IS NULL".to_owned(),
+        |s| format!("status = '{}'", s.as_str()),
+    );
+    format!("tenant_id = ?1 AND {status} AND {LIST_REST}")
+}
+
+/// [`list_filter`] after the tenant and the status.
+const LIST_REST: &str = "(?3 IS NULL OR job_type = ?3)
+    AND (?4 IS NULL OR run_id = ?4)
+    AND (?5 IS NULL OR instr(payload_json, ?5) > 0 OR instr(coalesce(last_error, ''), ?5) > 0)
+    AND created_at <= ?6 AND (created_at < ?6 OR id < ?7)";
+
+/// The parameters of [`list_filter`].
+fn list_params(tenant: Uuid, filter: &JobFilter) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value;
+    let text = |v: Option<String>| v.map_or(Value::Null, Value::Text);
+    let (last_at, last_id) = match filter.before {
+        Some((at, id)) => (at.to_string(), id.to_string()),
+        // After every timestamp and id in text order.
+        None => ("~".to_owned(), "~".to_owned()),
+    };
+    vec![
+        Value::Text(tenant.to_string()),
+        text(filter.status.map(|s| s.as_str().to_owned())),
+        text(filter.job_type.clone()),
+        text(filter.run_id.map(|r| r.to_string())),
+        text(filter.text.clone().filter(|t| !t.is_empty())),
+        Value::Text(last_at),
+        Value::Text(last_id),
+    ]
+}
+
+/// [`list_params`] and the limit (`?8`).
+fn list_params_limited(tenant: Uuid, filter: &JobFilter) -> Vec<rusqlite::types::Value> {
+    let mut p = list_params(tenant, filter);
+    p.push(rusqlite::types::Value::Integer(
+        filter.limit.map_or(-1, i64::from),
+    ));
+    p
 }
