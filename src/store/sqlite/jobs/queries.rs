@@ -315,7 +315,7 @@ impl SqliteStore {
 /// `created_at`, so a later page starts where the last one ended.
 ///
 /// A status is written into the statement rather than bound, so that
-/// SQLite can walk a partial index for it (`research_jobs_stopped`,
+/// SQLite can walk a partial index for it (`research_jobs_failed`,
 /// `research_jobs_running`).
 fn list_filter(status: Option<JobStatus>) -> String {
     let status = status.map_or_else(

@@ -1,0 +1,886 @@
+//! The dashboard and HTTP API against a real `serve --http` on a random
+//! loopback port: every page and endpoint, the API's answers next to the
+//! CLI's `--json`, uploads of every kind and their status codes, and every
+//! refusal of the gate (no token, wrong token, bad Host, cross-site
+//! posts, read-only, oversize, slow and too many clients).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Bin, exe, wait_until};
+use serde_json::Value;
+
+/// A serve with its dashboard, stopped when dropped.
+struct Dash {
+    child: Option<Child>,
+    addr: SocketAddr,
+    token: String,
+    bin: Bin,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Dash {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.take() {
+            let _ = Bin::terminate(c);
+        }
+    }
+}
+
+const FAILING: &str = "[handlers.invalid]\ncommand = [\"sh\", \"-c\", \"echo 'bad input' >&2; exit 65\"]\n[workers]\npoll_interval = \"50ms\"\n";
+
+impl Dash {
+    /// A new home with `config`, served with `--http 127.0.0.1:0` and
+    /// `args`.
+    fn start(config: &str, args: &[&str]) -> Dash {
+        let (dir, bin) = Bin::init_with(config);
+        Dash::serve(dir, bin, args)
+    }
+
+    fn serve(dir: tempfile::TempDir, bin: Bin, args: &[&str]) -> Dash {
+        let mut child = Command::new(exe())
+            .arg("--home")
+            .arg(&bin.home)
+            .arg("--json")
+            .arg("serve")
+            .args(["--http", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let line = first_line(&mut child);
+        let started: Value = serde_json::from_str(&line).unwrap();
+        let addr: SocketAddr = started["listening"].as_str().unwrap().parse().unwrap();
+        let token = std::fs::read_to_string(bin.home.join("http-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        assert!(
+            started["url"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("?token={token}")),
+            "{started}"
+        );
+        Dash {
+            child: Some(child),
+            addr,
+            token,
+            bin,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into()
+    }
+
+    /// GET without credentials: (status, body).
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut r = Dash::agent().get(self.url(path)).call().unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+
+    /// GET of an API path, as JSON (status must be 200).
+    fn api(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// POST with the token as a bearer: (status, body).
+    fn post_bearer(&self, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+        let mut r = Dash::agent()
+            .post(self.url(path))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Content-Type", content_type)
+            .send(body)
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+
+    /// A form POST as the browser sends it: the cookie, and these headers.
+    fn post_cookie(&self, path: &str, headers: &[(&str, &str)], form: &str) -> (u16, String) {
+        let mut req = Dash::agent()
+            .post(self.url(path))
+            .header("Cookie", &format!("bundleq_token={}", self.token))
+            .header("Content-Type", "application/x-www-form-urlencoded");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut r = req.send(form.as_bytes()).unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+}
+
+fn first_line(child: &mut Child) -> String {
+    let mut out = child.stdout.take().unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    // Keep the pipe open (serve may print more) on a thread of its own.
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = out.read_to_end(&mut sink);
+    });
+    String::from_utf8(line).unwrap()
+}
+
+/// Sends raw bytes, reads the whole answer: (status, head and body).
+fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+fn bundle(title: &str, job_type: &str, word: &str) -> String {
+    let content = format!("Field notes: {word} observed near the terminus.");
+    serde_json::json!({
+        "bundle_version": 1,
+        "run_id": uuid::Uuid::now_v7(),
+        "job_type": job_type,
+        "title": title,
+        "created_at": "2026-11-28T10:00:00Z",
+        "sources": [{
+            "uri": "https://example.org/notes",
+            "title": format!("<img src=x onerror=alert(2)> {word}"),
+            "content": content,
+            "sha256": bundleq::digest::Sha256Hex::of(content.as_bytes()).as_str(),
+        }],
+        "findings": [{"text": "<script>alert(3)</script> a finding", "source_refs": [0]}]
+    })
+    .to_string()
+}
+
+fn submit(bin: &Bin, dir: &Path, name: &str, text: &str) -> Value {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    let v = bin.json_lines(&["submit", p.to_str().unwrap()]);
+    v[0].clone()
+}
+
+/// The job of type `invalid` (the step after process_bundle) of the run
+/// `submitted` names, once it exists.
+fn failing_job(dash: &Dash, submitted: &Value) -> String {
+    let run = submitted["run_id"].as_str().unwrap();
+    let mut id = String::new();
+    wait_until("the invalid step failed", || {
+        let jobs = dash.api(&format!(
+            "/api/v1/jobs?run={run}&type=invalid&status=failed"
+        ));
+        match jobs.as_array().and_then(|a| a.first()) {
+            Some(j) => {
+                id = j["id"].as_str().unwrap().to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    id
+}
+
+fn wait_for_jobs(dash: &Dash, status: bundleq::JobStatus, n: u64) {
+    wait_until(&format!("{n} {status} jobs"), || {
+        dash.bin.jobs_with(status) >= n
+    });
+}
+
+#[test]
+fn every_page_answers_and_bundle_text_is_escaped_everywhere() {
+    let dash = Dash::start(FAILING, &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let evil = "<script>alert(1)</script> survey";
+    let ok = submit(
+        &dash.bin,
+        tmp.path(),
+        "ok.json",
+        &bundle(evil, "process_bundle", "moraine"),
+    );
+    let bad = submit(
+        &dash.bin,
+        tmp.path(),
+        "bad.json",
+        &bundle("fails", "invalid", "serac"),
+    );
+    // A rejected drop, for the inbox page.
+    std::fs::write(dash.bin.home.join("inbox/<b>broken<b>.json"), "{ not json").unwrap();
+    wait_for_jobs(&dash, bundleq::JobStatus::Succeeded, 1);
+    wait_for_jobs(&dash, bundleq::JobStatus::Failed, 1);
+    wait_until("the drop rejected", || {
+        dash.get("/inbox").1.contains("rejected</span>")
+    });
+    let run = ok["run_id"].as_str().unwrap();
+    let job = &failing_job(&dash, &bad);
+    let pages = [
+        "/".to_owned(),
+        "/jobs".to_owned(),
+        "/jobs?status=failed&type=invalid".to_owned(),
+        "/jobs?q=exited+with+65".to_owned(),
+        format!("/jobs/{job}"),
+        format!("/jobs/{}", &job[..13]),
+        "/runs".to_owned(),
+        format!("/runs/{run}"),
+        format!("/runs/{}", &run[..13]),
+        "/search?q=moraine".to_owned(),
+        "/search".to_owned(),
+        "/inbox".to_owned(),
+    ];
+    for page in &pages {
+        let (status, body) = dash.get(page);
+        assert_eq!(status, 200, "{page}: {body}");
+        assert!(body.starts_with("<!DOCTYPE html>"), "{page}");
+        for raw_tag in ["<script>alert", "<img src=x", "<b>broken"] {
+            assert!(!body.contains(raw_tag), "{page} holds {raw_tag} unescaped");
+        }
+    }
+    let (_, run_page) = dash.get(&format!("/runs/{run}"));
+    assert!(run_page.contains("&lt;script&gt;alert(1)&lt;/script&gt; survey"));
+    assert!(run_page.contains("&lt;script&gt;alert(3)&lt;/script&gt; a finding"));
+    let (_, job_page) = dash.get(&format!("/jobs/{job}"));
+    assert!(job_page.contains("exited with 65"), "{job_page}");
+    let (_, search) = dash.get("/search?q=moraine");
+    assert!(search.contains("<mark>moraine</mark>"), "{search}");
+    let (_, inbox) = dash.get("/inbox");
+    assert!(inbox.contains("&lt;b&gt;broken&lt;b&gt;.json"), "{inbox}");
+    let (_, jobs) = dash.get("/jobs?q=exited+with+65");
+    assert!(jobs.contains(&job[..13]), "{jobs}");
+    assert!(
+        !jobs.contains(&ok["job_id"].as_str().unwrap()[..13]),
+        "{jobs}"
+    );
+    for (path, kind) in [
+        ("/static/app.css", "text/css"),
+        ("/static/app.js", "text/javascript"),
+    ] {
+        let r = Dash::agent().get(dash.url(path)).call().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+    }
+    let (status, _) = dash.get("/no/such/page");
+    assert_eq!(status, 404);
+    let (status, _) = dash.get("/jobs/ffffffff");
+    assert_eq!(status, 404);
+    // Every answer carries the strict policy.
+    let r = Dash::agent().get(dash.url("/")).call().unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+}
+
+#[test]
+fn the_api_answers_with_the_cli_json() {
+    let dash = Dash::start(FAILING, &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let ok = submit(
+        &dash.bin,
+        tmp.path(),
+        "ok.json",
+        &bundle("one", "process_bundle", "glacier"),
+    );
+    submit(
+        &dash.bin,
+        tmp.path(),
+        "bad.json",
+        &bundle("two", "invalid", "glacier"),
+    );
+    wait_for_jobs(&dash, bundleq::JobStatus::Failed, 1);
+    wait_for_jobs(&dash, bundleq::JobStatus::Succeeded, 1);
+    let run = ok["run_id"].as_str().unwrap();
+    let job = ok["job_id"].as_str().unwrap();
+    for (api, cli) in [
+        ("/api/v1/jobs".to_owned(), vec!["jobs"]),
+        (
+            "/api/v1/jobs?status=failed".to_owned(),
+            vec!["jobs", "--status", "failed"],
+        ),
+        (format!("/api/v1/jobs/{job}"), vec!["job", "show", job]),
+        ("/api/v1/runs".to_owned(), vec!["runs"]),
+        (format!("/api/v1/runs/{run}"), vec!["run", "show", run]),
+        (
+            "/api/v1/search?q=glacier".to_owned(),
+            vec!["search", "glacier"],
+        ),
+    ] {
+        let mut args = vec!["--json"];
+        args.extend(cli);
+        let out = dash.bin.run(&args);
+        assert!(out.status.success(), "{args:?}");
+        let from_cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(dash.api(&api), from_cli, "{api}");
+    }
+    // Status moves (heartbeats): the same keys.
+    let out = dash.bin.run(&["--json", "status"]);
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let api = dash.api("/api/v1/status");
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&api), keys(&cli));
+    assert_eq!(api["counts"], cli["counts"]);
+    // Paging: the next page starts after the last job of the one before.
+    let first = dash.api("/api/v1/jobs?limit=1");
+    let last = first[0]["id"].as_str().unwrap();
+    let next = dash.api(&format!("/api/v1/jobs?limit=1&before={last}"));
+    assert_eq!(next.as_array().unwrap().len(), 1);
+    assert_ne!(next[0]["id"], first[0]["id"]);
+    let runs = dash.api("/api/v1/runs?limit=1");
+    let older = dash.api(&format!(
+        "/api/v1/runs?before={}",
+        runs[0]["id"].as_str().unwrap()
+    ));
+    assert_eq!(older.as_array().unwrap().len(), 1);
+    // Errors are JSON with a status that says what went wrong.
+    for (path, status) in [
+        ("/api/v1/jobs/ffffffff-0000", 404),
+        ("/api/v1/jobs?status=sleeping", 400),
+        ("/api/v1/jobs?limit=0", 400),
+        ("/api/v1/search", 400),
+        ("/api/v1/nothing", 404),
+    ] {
+        let (got, body) = dash.get(path);
+        assert_eq!(got, status, "{path}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    }
+}
+
+#[test]
+fn bundles_are_accepted_over_http_with_the_right_status() {
+    let dash = Dash::start(
+        "[workers]\npoll_interval = \"50ms\"\n[limits]\nmax_bundle_bytes = 4096\n",
+        &["--workers", "1"],
+    );
+    let text = bundle("over http", "process_bundle", "calving");
+    let (status, body) = dash.post_bearer("/api/v1/bundles", "application/json", text.as_bytes());
+    assert_eq!(status, 201, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(created["verdict"], "accepted");
+    let run = created["run_id"].as_str().unwrap();
+    assert!(created["job_id"].is_string());
+    // The same bytes again: the run they were accepted as.
+    let (status, body) = dash.post_bearer("/api/v1/bundles", "application/json", text.as_bytes());
+    assert_eq!(status, 200, "{body}");
+    let again: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (again["verdict"].as_str(), again["run_id"].as_str()),
+        (Some("duplicate"), Some(run))
+    );
+    // Recorded as the CLI would: origin api, visible in runs.
+    let shown = dash.bin.json(&["run", "show", run]);
+    assert_eq!(shown["run"]["origin"], "api");
+    // Every validation error, with its path.
+    for name in [
+        "content-hash-mismatch",
+        "bundle-version-missing",
+        "created-at-not-rfc3339",
+    ] {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bundles/invalid");
+        let bytes = std::fs::read(fixtures.join(format!("{name}.json"))).unwrap();
+        let expect: Value = serde_json::from_slice(
+            &std::fs::read(fixtures.join(format!("{name}.expect.json"))).unwrap(),
+        )
+        .unwrap();
+        let (status, body) = dash.post_bearer("/api/v1/bundles", "application/json", &bytes);
+        assert_eq!(status, 422, "{name}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let paths: Vec<&str> = v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+                e["path"].as_str().unwrap()
+            })
+            .collect();
+        let want: Vec<&str> = expect["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        assert_eq!(paths, want, "{name}");
+    }
+    // Past the size limit: 413, declared or not, and nothing recorded.
+    let runs_before = dash.bin.runs_total();
+    let big = vec![b' '; 8192];
+    let (status, _) = dash.post_bearer("/api/v1/bundles", "application/json", &big);
+    assert_eq!(status, 413);
+    assert_eq!(dash.bin.runs_total(), runs_before);
+    // A NAME.bundle/ folder as a tar.
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = common::text_file_bundle(tmp.path(), "survey", "ice ice ice");
+    let tar_path = tmp.path().join("survey.tar");
+    let ok = Command::new("tar")
+        .arg("-C")
+        .arg(tmp.path())
+        .args([
+            "-cf",
+            tar_path.to_str().unwrap(),
+            folder.file_name().unwrap().to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let tar = std::fs::read(&tar_path).unwrap();
+    let (status, body) = dash.post_bearer("/api/v1/bundles", "application/x-tar", &tar);
+    assert_eq!(status, 201, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["path"], "survey.bundle");
+    // A tar whose entry leaves the bundle, or is a link: refused.
+    for hostile in [
+        tar_with("../escape.txt", b"x", tar::EntryType::Regular),
+        tar_with("survey.bundle/link", b"", tar::EntryType::Symlink),
+    ] {
+        let (status, body) = dash.post_bearer("/api/v1/bundles", "application/x-tar", &hostile);
+        assert_eq!(status, 400, "{body}");
+    }
+    // The form's multipart upload.
+    let form_text = bundle("from the form", "process_bundle", "fjord");
+    let boundary = "----bundleqTestBoundary7MA4YWxk";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"bundle\"; filename=\"form.json\"\r\nContent-Type: application/json\r\n\r\n{form_text}\r\n--{boundary}--\r\n"
+    );
+    let (status, answer) = dash.post_bearer(
+        "/api/v1/bundles",
+        &format!("multipart/form-data; boundary={boundary}"),
+        body.as_bytes(),
+    );
+    assert_eq!(status, 201, "{answer}");
+    // Neither a JSON nor a tar nor a form.
+    let (status, _) = dash.post_bearer("/api/v1/bundles", "image/png", b"\x89PNG");
+    assert_eq!(status, 415);
+}
+
+fn tar_with(path: &str, bytes: &[u8], kind: tar::EntryType) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    // Written into the header raw: the builder refuses `..` itself.
+    let name = path.as_bytes();
+    header.as_old_mut().name[..name.len()].copy_from_slice(name);
+    header.set_size(bytes.len() as u64);
+    header.set_entry_type(kind);
+    header.set_mode(0o644);
+    if kind == tar::EntryType::Symlink {
+        header.set_link_name("/etc/passwd").unwrap();
+    }
+    header.set_cksum();
+    let mut out = Vec::new();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(bytes);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+#[test]
+fn the_gate_refuses_what_it_must() {
+    let dash = Dash::start(FAILING, &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = submit(
+        &dash.bin,
+        tmp.path(),
+        "bad.json",
+        &bundle("fails", "invalid", "x"),
+    );
+    let job = &failing_job(&dash, &bad);
+    let retry = format!("/api/v1/jobs/{job}/retry");
+    // No token, a wrong token: 401, nothing changed.
+    let (status, _) = Dash::agent()
+        .post(dash.url(&retry))
+        .send_empty()
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(status, 401);
+    let r = Dash::agent()
+        .post(dash.url(&retry))
+        .header("Authorization", "Bearer 0123456789abcdef0123456789abcdef")
+        .send_empty()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = Dash::agent()
+        .post(dash.url("/api/v1/bundles"))
+        .send(bundle("no token", "process_bundle", "x").as_bytes())
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(dash.bin.jobs_with(bundleq::JobStatus::Failed), 1);
+    // A Host this server does not answer to (DNS rebinding): refused,
+    // reads too.
+    for host in ["evil.example", "evil.example:80", "127.0.0.1.evil.example"] {
+        let (status, text) = raw(
+            dash.addr,
+            format!("GET /api/v1/status HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(status, 403, "{host}: {text}");
+    }
+    let (status, _) = raw(dash.addr, b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(status, 403, "no Host at all");
+    let (status, _) = raw(
+        dash.addr,
+        format!(
+            "GET / HTTP/1.1\r\nHost: localhost:{}\r\n\r\n",
+            dash.addr.port()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(status, 200);
+    // The browser's cookie from another site: refused however it says so.
+    let form_path = format!("/jobs/{job}/retry");
+    for headers in [
+        vec![("Sec-Fetch-Site", "cross-site")],
+        vec![("Sec-Fetch-Site", "same-site")],
+        vec![("Origin", "http://evil.example")],
+        vec![],
+    ] {
+        let (status, body) = dash.post_cookie(&form_path, &headers, "");
+        assert_eq!(status, 403, "{headers:?}: {body}");
+    }
+    assert_eq!(dash.bin.jobs_with(bundleq::JobStatus::Failed), 1);
+    // Even with a bearer, a browser saying cross-site is refused.
+    let r = Dash::agent()
+        .post(dash.url(&retry))
+        .header("Authorization", &format!("Bearer {}", dash.token))
+        .header("Sec-Fetch-Site", "cross-site")
+        .send_empty()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    // From this origin it works: 303 back to the job, queued again.
+    let origin = format!("http://{}", dash.addr);
+    let (status, _) = dash.post_cookie(&form_path, &[("Origin", origin.as_str())], "");
+    assert_eq!(status, 303);
+    let shown = dash.bin.json(&["job", "show", job]);
+    assert_ne!(shown["status"], "failed");
+    // The printed URL sets the cookie: HttpOnly, SameSite=Strict, and the
+    // token leaves the address bar.
+    let r = Dash::agent()
+        .get(dash.url(&format!("/jobs?token={}", dash.token)))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/jobs");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains(&dash.token)
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    // The token file is the user's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dash.bin.home.join("http-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_read_only_server_changes_nothing() {
+    let (dir, bin) = Bin::init_with(FAILING);
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = submit(
+        &bin,
+        tmp.path(),
+        "bad.json",
+        &bundle("fails", "invalid", "x"),
+    );
+    assert_eq!(bin.run(&["serve", "--once"]).status.code(), Some(3));
+    let dash = Dash::serve(dir, bin, &["--read-only"]);
+    let job = &failing_job(&dash, &bad);
+    let (status, body) = dash.post_bearer(
+        &format!("/api/v1/jobs/{job}/retry"),
+        "application/json",
+        b"",
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = dash.post_bearer(
+        "/api/v1/bundles",
+        "application/json",
+        bundle("no", "process_bundle", "x").as_bytes(),
+    );
+    assert_eq!(status, 403);
+    let (status, page) = dash.get(&format!("/jobs/{job}"));
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("read-only") && !page.contains("/retry\""),
+        "no retry button"
+    );
+    assert_eq!(dash.bin.jobs_with(bundleq::JobStatus::Failed), 1);
+}
+
+#[test]
+fn actions_retry_cancel_bulk_pause_and_resume() {
+    let dash = Dash::start(FAILING, &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        let v = submit(
+            &dash.bin,
+            tmp.path(),
+            &format!("b{i}.json"),
+            &bundle(&format!("r{i}"), "invalid", "x"),
+        );
+        jobs.push(failing_job(&dash, &v));
+    }
+    // Pause the type first, so retried jobs stay queued where we can see them.
+    let origin = format!("http://{}", dash.addr);
+    let same = [
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Origin", origin.as_str()),
+    ];
+    let (status, _) = dash.post_cookie("/types/invalid/pause", &same, "");
+    assert_eq!(status, 303);
+    let paused = dash.api("/api/v1/status")["paused"].clone();
+    assert_eq!(paused[0]["job_type"], "invalid", "{paused}");
+    // One job by the API.
+    let (status, body) = dash.post_bearer(
+        &format!("/api/v1/jobs/{}/retry", jobs[0]),
+        "application/json",
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["attempts"].as_u64()),
+        (Some("queued"), Some(0))
+    );
+    // Retrying a queued job is refused: 409.
+    let (status, _) = dash.post_bearer(
+        &format!("/api/v1/jobs/{}/retry", jobs[0]),
+        "application/json",
+        b"",
+    );
+    assert_eq!(status, 409);
+    let (status, body) = dash.post_bearer(
+        &format!("/api/v1/jobs/{}/cancel", jobs[0]),
+        "application/json",
+        b"",
+    );
+    assert_eq!(status, 200, "{body}");
+    // Retry-all shows its count before it acts, then acts on exactly those.
+    let (status, confirm) = dash.get("/jobs/bulk?action=retry&status=failed&type=invalid");
+    assert_eq!(status, 403, "no token, no confirm page: {confirm}");
+    let r = Dash::agent()
+        .get(dash.url("/jobs/bulk?action=retry&status=failed&type=invalid"))
+        .header("Cookie", &format!("bundleq_token={}", dash.token))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        r.contains("<strong>2</strong> failed or cancelled job(s)"),
+        "{r}"
+    );
+    let (status, done) = dash.post_cookie(
+        "/jobs/bulk",
+        &same,
+        "action=retry&status=failed&type=invalid&expect=2",
+    );
+    assert_eq!(status, 200, "{done}");
+    assert!(done.contains("Retried <strong>2</strong>"), "{done}");
+    assert_eq!(dash.bin.jobs_with(bundleq::JobStatus::Queued), 2);
+    assert_eq!(dash.bin.jobs_with(bundleq::JobStatus::Cancelled), 1);
+    // Cancel-all of what is queued.
+    let (status, done) = dash.post_cookie("/jobs/bulk", &same, "action=cancel&status=queued");
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(dash.bin.jobs_with(bundleq::JobStatus::Cancelled), 3);
+    // Resume: the type runs again (retry one and see it fail again).
+    let (status, _) = dash.post_cookie("/types/invalid/resume", &same, "");
+    assert_eq!(status, 303);
+    assert!(
+        dash.api("/api/v1/status")["paused"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    dash.post_bearer(
+        &format!("/api/v1/jobs/{}/retry", jobs[1]),
+        "application/json",
+        b"",
+    );
+    wait_for_jobs(&dash, bundleq::JobStatus::Failed, 1);
+}
+
+#[test]
+fn malformed_requests_get_a_status_not_a_hang() {
+    let dash = Dash::start("", &["--no-inbox"]);
+    let host = format!("Host: 127.0.0.1:{}\r\n", dash.addr.port());
+    // A head past 16 KiB.
+    let long = format!(
+        "GET / HTTP/1.1\r\n{host}X-Pad: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    assert_eq!(raw(dash.addr, long.as_bytes()).0, 431);
+    // Not HTTP.
+    assert_eq!(raw(dash.addr, b"\x16\x03\x01\x02\x00hello\r\n\r\n").0, 400);
+    // A chunked body.
+    let chunked = format!(
+        "POST /api/v1/bundles HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    );
+    assert_eq!(raw(dash.addr, chunked.as_bytes()).0, 411);
+    // A body larger than its limit is refused before it is read.
+    let huge = format!(
+        "POST /api/v1/bundles HTTP/1.1\r\n{host}Authorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 999999999999\r\n\r\n{{",
+        dash.token
+    );
+    assert_eq!(raw(dash.addr, huge.as_bytes()).0, 413);
+    // Two lengths.
+    let two = format!(
+        "POST /api/v1/bundles HTTP/1.1\r\n{host}Content-Length: 1\r\nContent-Length: 2\r\n\r\n"
+    );
+    assert_eq!(raw(dash.addr, two.as_bytes()).0, 400);
+}
+
+#[test]
+fn slow_and_too_many_clients_cannot_stall_the_server() {
+    let dash = Dash::start("", &["--no-inbox"]);
+    // Clients that connect and say nothing hold every slot...
+    let idle: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(dash.addr).unwrap())
+        .collect();
+    // ...so the next is told at once to come back later (503), not queued.
+    wait_until("the cap reached", || {
+        raw(
+            dash.addr,
+            format!(
+                "GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+                dash.addr.port()
+            )
+            .as_bytes(),
+        )
+        .0 == 503
+    });
+    // Each silent client is answered 408 when its head is overdue...
+    let mut first = idle.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = first.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // ...and the server serves again.
+    wait_until("a slot free again", || dash.get("/").0 == 200);
+}
+
+#[test]
+fn from_another_machine_every_request_needs_the_token() {
+    // This machine's address on its way out (a UDP connect sends nothing).
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let local = probe
+        .connect("192.0.2.1:9")
+        .ok()
+        .and_then(|()| probe.local_addr().ok())
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified());
+    let Some(ip) = local else {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI=true but this machine has no non-loopback address to test from");
+        }
+        common::skipped("no non-loopback address on this machine");
+        return;
+    };
+    let (dir, bin) = Bin::init_with("");
+    let mut child = Command::new(exe())
+        .arg("--home")
+        .arg(&bin.home)
+        .args(["--json", "web", "--http", &format!("{ip}:0")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started: Value = serde_json::from_str(&first_line(&mut child)).unwrap();
+    let addr: SocketAddr = started["listening"].as_str().unwrap().parse().unwrap();
+    let token = std::fs::read_to_string(bin.home.join("http-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let agent = Dash::agent();
+    let r = agent
+        .get(format!("http://{addr}/api/v1/status"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = agent.get(format!("http://{addr}/")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = agent
+        .get(format!("http://{addr}/api/v1/status"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = agent
+        .get(format!("http://{addr}/"))
+        .header("Cookie", &format!("bundleq_token={token}"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let _ = Bin::terminate(child);
+    drop(dir);
+}
+
+#[test]
+fn the_job_listings_walk_an_index() {
+    let (_d, bin) = Bin::init_with("");
+    let mut store = bin.store();
+    let tenant = bin.tenant();
+    for status in [
+        None,
+        Some(bundleq::JobStatus::Failed),
+        Some(bundleq::JobStatus::Cancelled),
+    ] {
+        let filter = bundleq::store::JobFilter {
+            status,
+            limit: Some(50),
+            ..Default::default()
+        };
+        let plan = store.explain_jobs(tenant, &filter).unwrap().join("\n");
+        assert!(plan.contains("USING INDEX"), "{status:?}: {plan}");
+        // Newest first by the index; only ties of one created_at are
+        // ordered by id ("LAST TERM"), never the whole listing.
+        assert!(
+            !plan.contains("TEMP B-TREE FOR ORDER BY"),
+            "{status:?} sorts: {plan}"
+        );
+        if let Some(s) = status {
+            assert!(plan.contains(&format!("research_jobs_{s}")), "{plan}");
+        }
+    }
+}
