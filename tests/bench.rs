@@ -86,10 +86,17 @@ fn bench_quick_reports_every_figure_and_goal_as_json() {
             assert!(positive(&s["total"]), "{s}");
         }
     }
+    // The dashboard's overview on the large queue's home (2 x 20,000 jobs).
+    let o = &r["overview"];
+    assert_eq!(o["samples"], 20, "{o}");
+    assert!(o["jobs"].as_u64().is_some_and(|n| n >= 40_000), "{o}");
+    for key in ["first_ms", "p50_ms", "p95_ms"] {
+        assert!(positive(&o[key]), "overview.{key}: {o}");
+    }
     assert_eq!(r["synchronous"], "full");
     // Every goal says whether this run met it; the baseline says what it is.
     let goals = r["goals"].as_array().unwrap();
-    assert_eq!(goals.len(), 13, "{r:#}");
+    assert_eq!(goals.len(), 14, "{r:#}");
     for g in goals {
         assert!(
             g["met"].is_boolean() && g["goal"].is_string() && g["measure"].is_string(),

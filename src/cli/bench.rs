@@ -27,6 +27,8 @@ struct Full<'a> {
     serve_rss_big_queue_mib: f64,
     /// `search` run as its own process (start included) on the search home.
     search: Vec<SearchFigure>,
+    /// The dashboard's overview on the large queue's home.
+    overview: OverviewFigure,
     /// What the baseline is.
     baseline_is: &'static str,
     /// Every goal, its figure and whether this run met it.
@@ -44,6 +46,87 @@ struct SearchFigure {
     latency: bench::Latency,
 }
 
+/// The dashboard's overview (`GET /`) on a home of many jobs, asked over
+/// loopback as a browser polling it would.
+#[derive(Debug, Serialize)]
+struct OverviewFigure {
+    /// Jobs in the home.
+    jobs: u64,
+    /// The first answer, which reads the counts (every later one is served
+    /// from the snapshot while it is refreshed in the background).
+    first_ms: f64,
+    /// Later answers.
+    p50_ms: f64,
+    p95_ms: f64,
+    samples: usize,
+}
+
+/// Times `GET /` of a dashboard on `home`, `samples` times, 20 ms apart (so
+/// background refreshes of the counts run meanwhile, as they do while a
+/// tab is open).
+fn overview_figure(home: &Path, samples: usize) -> Result<OverviewFigure> {
+    use std::io::{Read, Write};
+    let home = Home::open(home)?;
+    let mut store = home.store()?;
+    let tenant = home.default_tenant(&mut store)?;
+    let jobs: u64 = store.counts_all()?.values().sum();
+    let web = super::web::start(
+        &home,
+        &store,
+        tenant,
+        &super::web::WebOptions {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            allow_hosts: Vec::new(),
+            read_only: true,
+        },
+    )?;
+    let addr = web.addr();
+    let get = || -> Result<Duration> {
+        let start = std::time::Instant::now();
+        let io = |source| Error::Io {
+            action: "ask the dashboard",
+            path: addr.to_string().into(),
+            source,
+        };
+        let mut s = std::net::TcpStream::connect(addr).map_err(io)?;
+        s.write_all(
+            format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n", addr.port()).as_bytes(),
+        )
+        .map_err(io)?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).map_err(io)?;
+        if !out.starts_with(b"HTTP/1.1 200") {
+            return Err(Error::InvalidArgument {
+                what: "bench",
+                message: format!(
+                    "the dashboard answered {}",
+                    String::from_utf8_lossy(&out[..out.len().min(80)])
+                ),
+            });
+        }
+        Ok(start.elapsed())
+    };
+    let first = get()?;
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples.max(1) {
+        times.push(get()?);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    web.stop();
+    times.sort_unstable();
+    let at = |q: f64| {
+        let i = ((times.len() as f64 - 1.0) * q).round() as usize;
+        times.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Ok(OverviewFigure {
+        jobs,
+        first_ms: first.as_secs_f64() * 1000.0,
+        p50_ms: at(0.5),
+        p95_ms: at(0.95),
+        samples: times.len(),
+    })
+}
+
 /// One goal of the engine and whether this run met it.
 #[derive(Debug, Serialize)]
 struct Goal {
@@ -59,7 +142,13 @@ struct Goal {
 
 const BASELINE_IS: &str = "the same schema driven by plain SQLite statements in batches (enqueue 1,000 per transaction, claim and complete 100 per transaction), with no engine around them, measured in this run";
 
-fn goals(r: &BenchReport, idle_cpu: f64, rss: f64, search: &[SearchFigure]) -> Vec<Goal> {
+fn goals(
+    r: &BenchReport,
+    idle_cpu: f64,
+    rss: f64,
+    search: &[SearchFigure],
+    overview: &OverviewFigure,
+) -> Vec<Goal> {
     let worst = |f: fn(&bench::Latency) -> f64| {
         search.iter().map(|s| f(&s.latency)).fold(0.0_f64, f64::max)
     };
@@ -136,6 +225,12 @@ fn goals(r: &BenchReport, idle_cpu: f64, rss: f64, search: &[SearchFigure]) -> V
             ">= 0.8x",
             r.verify_ratio,
             r.verify_ratio >= 0.8,
+        ),
+        goal(
+            "dashboard overview p95, large queue's home (ms)",
+            "<= 50 ms",
+            overview.p95_ms,
+            overview.p95_ms <= 50.0,
         ),
         goal("idle serve CPU (%)", "<= 0.5 %", idle_cpu, idle_cpu <= 0.5),
         goal(
@@ -323,6 +418,9 @@ pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
     let serve_rss_big_queue_mib = rss_mib(child.id()).unwrap_or(f64::NAN);
     stop(child);
 
+    progress("the dashboard's overview on the large queue's home");
+    let overview = overview_figure(&big, if args.quick { 20 } else { 200 })?;
+
     progress("CPU of an idle serve");
     let idle = tmp.path().join("idle");
     Home::init(&idle)?;
@@ -355,8 +453,10 @@ pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
             idle_serve_cpu_percent,
             serve_rss_big_queue_mib,
             &search,
+            &overview,
         ),
         search,
+        overview,
     };
     if json {
         output::json(&full);
@@ -666,6 +766,12 @@ fn print_table(f: &Full<'_>) {
         ));
     }
     rows.extend([
+        row(
+            format!("dashboard overview, {} jobs", k(f.overview.jobs as f64)),
+            format!("{:.1} / {:.1}", f.overview.p50_ms, f.overview.p95_ms),
+            "ms p50/p95",
+            format!("first (reads the counts) {:.0} ms", f.overview.first_ms),
+        ),
         row(
             format!("idle serve CPU over {} s", f.idle_seconds),
             format!("{:.2}", f.idle_serve_cpu_percent),

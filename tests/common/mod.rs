@@ -14,6 +14,8 @@ use bundleq::store::{Location, NewJob, QueuePolicy, StoreOptions};
 use bundleq::{Home, Store, Timestamp};
 use uuid::Uuid;
 
+pub mod dash;
+
 /// A database backend the conformance suite runs against. A new backend
 /// is one variant here, its arms below, and one line in
 /// [`for_each_backend!`](crate::for_each_backend).
