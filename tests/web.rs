@@ -747,3 +747,58 @@ fn a_dashboard_shows_only_its_own_tenant() {
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("tenant_id"), "{body}");
 }
+
+#[test]
+fn a_viewer_on_postgresql_shows_and_acts_on_the_shared_queue() {
+    use common::Backend;
+    if !Backend::Postgres.available() {
+        return;
+    }
+    let (dir, bin) = Backend::Postgres.init_with(FAILING);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for i in 0..3 {
+        runs.push(submit(&bin, tmp.path(), &format!("b{i}.json"), &bundle(&format!("pg run {i}"), "invalid", "tundra")));
+    }
+    assert_eq!(bin.run(&["serve", "--once"]).status.code(), Some(3));
+    // `web` works no jobs: a viewer of the queue.
+    let dash = Dash::web(dir, bin, &[]);
+    let failed = failing_job(&dash, &runs[0]);
+    for (api, cli) in [
+        ("/api/v1/jobs".to_owned(), vec!["jobs"]),
+        ("/api/v1/jobs?status=failed".to_owned(), vec!["jobs", "--status", "failed"]),
+        (format!("/api/v1/jobs/{failed}"), vec!["job", "show", failed.as_str()]),
+        ("/api/v1/runs".to_owned(), vec!["runs"]),
+        ("/api/v1/search?q=tundra".to_owned(), vec!["search", "tundra"]),
+    ] {
+        let mut args = vec!["--json"];
+        args.extend(cli);
+        let out = dash.bin.run(&args);
+        assert!(out.status.success(), "{args:?}");
+        let from_cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(dash.api(&api), from_cli, "{api}");
+    }
+    // Paging and the text filter on the server's SQL.
+    let first = dash.api("/api/v1/jobs?status=failed&limit=2");
+    assert_eq!(first.as_array().unwrap().len(), 2);
+    let rest = dash.api(&format!(
+        "/api/v1/jobs?status=failed&limit=2&before={}",
+        first[1]["id"].as_str().unwrap()
+    ));
+    assert_eq!(rest.as_array().unwrap().len(), 1);
+    assert_eq!(dash.api("/api/v1/jobs?q=exited+with+65").as_array().unwrap().len(), 3);
+    let page1 = dash.api("/api/v1/runs?limit=2");
+    let page2 = dash.api(&format!("/api/v1/runs?before={}", page1[1]["id"].as_str().unwrap()));
+    assert_eq!(page2.as_array().unwrap().len(), 1);
+    // The overview's chart counts what finished, from the server's clock.
+    let (status, page) = dash.get("/");
+    assert_eq!(status, 200);
+    assert!(page.contains("3 succeeded and 3 failed in the last hour"), "{page}");
+    for path in ["/jobs?status=failed", "/runs", "/search?q=tundra", "/inbox"] {
+        assert_eq!(dash.get(path).0, 200, "{path}");
+    }
+    // An action through the viewer changes the shared queue.
+    let (status, body) = dash.post_bearer(&format!("/api/v1/jobs/{failed}/retry"), "application/json", b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(dash.bin.json(&["job", "show", &failed])["status"], "queued");
+}

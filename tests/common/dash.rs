@@ -40,13 +40,27 @@ impl Dash {
     }
 
     pub fn serve(dir: tempfile::TempDir, bin: Bin, args: &[&str]) -> Dash {
+        let mut all = vec!["serve"];
+        all.extend(args);
+        Dash::launch(dir, bin, &all)
+    }
+
+    /// `bundleq web` (no workers) on the home of `bin`.
+    pub fn web(dir: tempfile::TempDir, bin: Bin, args: &[&str]) -> Dash {
+        let mut all = vec!["web"];
+        all.extend(args);
+        Dash::launch(dir, bin, &all)
+    }
+
+    /// `bundleq --json COMMAND --http 127.0.0.1:0 ARGS…`.
+    fn launch(dir: tempfile::TempDir, bin: Bin, command: &[&str]) -> Dash {
         let mut child = Command::new(exe())
             .arg("--home")
             .arg(&bin.home)
             .arg("--json")
-            .arg("serve")
+            .arg(command[0])
             .args(["--http", "127.0.0.1:0"])
-            .args(args)
+            .args(&command[1..])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
