@@ -72,6 +72,12 @@ fn a_user_looks_retries_searches_and_uploads_in_a_real_browser() {
     );
     let failed = failing_job(&dash, &bad);
     wait_for_jobs(&dash, bundleq::JobStatus::Succeeded, 2);
+    // The snapshot the overview shows, once it counts both successes.
+    wait_until("the overview counts both", || {
+        dash.get("/")
+            .1
+            .contains("<span class=\"n\">2</span><span class=\"label\">succeeded")
+    });
 
     let profile = tempfile::tempdir().unwrap();
     let options = LaunchOptions::default_builder()
@@ -108,6 +114,26 @@ fn a_user_looks_retries_searches_and_uploads_in_a_real_browser() {
     );
     assert!(text_of(&tab, "header .who").contains("default"));
     shot(&tab, "dashboard-overview.png");
+
+    // The overview refreshes itself while the tab is visible: a run
+    // submitted from the command line shows up without a reload.
+    let succeeded_before = text_of(&tab, ".card.succeeded .n");
+    submit(
+        &dash.bin,
+        tmp.path(),
+        "later.json",
+        &bundle(
+            "Submitted while the tab was open",
+            "process_bundle",
+            "drumlin",
+        ),
+    );
+    wait_until("the overview refreshed itself", || {
+        tab.find_element(".card.succeeded .n")
+            .and_then(|e| e.get_inner_text())
+            .is_ok_and(|t| t != succeeded_before)
+    });
+    assert_eq!(tab.get_url(), dash.url("/"), "no navigation happened");
 
     // Pause the failing type from the overview, so the retried job waits.
     tab.wait_for_element("form[action='/types/invalid/pause'] button")

@@ -21,6 +21,9 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may go silent while sending a body.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The slowest a body may arrive on average (after [`BODY_TIMEOUT`] of
+/// grace): a client trickling bytes cannot hold a connection for ever.
+pub const MIN_BODY_RATE: u64 = 64 * 1024;
 /// How long a client may take to take a piece of the response.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once.
@@ -105,11 +108,37 @@ impl Request {
         {
             let _ = self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        let _ = self.stream.set_read_timeout(Some(BODY_TIMEOUT));
         let early = std::mem::take(&mut self.early);
+        let deadline = Instant::now()
+            + BODY_TIMEOUT
+            + Duration::from_secs(self.content_length / MIN_BODY_RATE);
         Ok(io::Cursor::new(early)
-            .chain(&self.stream)
+            .chain(Paced {
+                stream: &self.stream,
+                deadline,
+            })
             .take(self.content_length))
+    }
+}
+
+/// A body's bytes from the connection, each read bounded by
+/// [`BODY_TIMEOUT`] and all of them by the body's deadline.
+struct Paced<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl Read for Paced<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the body arrived too slowly",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left.min(BODY_TIMEOUT)))?;
+        (&*self.stream).read(buf)
     }
 }
 
