@@ -239,17 +239,18 @@ fn jobs(n: usize, tenant: Uuid, not_before: Option<Timestamp>) -> Vec<NewJob> {
 }
 
 fn enqueue_batched(store: &mut Store, n: usize, batch: usize) -> Result<Duration> {
-    enqueue_parked(store, n, batch, None)
+    enqueue_parked(store, Uuid::now_v7(), n, batch, None)
 }
 
-/// Enqueues `n` jobs in batches, not due before `not_before` when given.
+/// Enqueues `n` jobs of `tenant` in batches, not due before `not_before`
+/// when given.
 fn enqueue_parked(
     store: &mut Store,
+    tenant: Uuid,
     n: usize,
     batch: usize,
     not_before: Option<Timestamp>,
 ) -> Result<Duration> {
-    let tenant = Uuid::now_v7();
     let mut spent = Duration::ZERO;
     let mut left = n;
     while left > 0 {
@@ -303,14 +304,16 @@ fn bench_home(dir: &Path, synchronous: Synchronous) -> Result<Home> {
 
 /// Builds a home with `n` jobs parked until tomorrow (older, so ahead of
 /// the due ones in creation order) and `n` due jobs, for the claim-cost and
-/// memory figures, and returns its folder.
+/// memory figures (and the dashboard's overview: they are the home's
+/// default tenant's), and returns its folder.
 pub fn big_queue_home(dir: &Path, synchronous: Synchronous, n: usize) -> Result<(PathBuf, Store)> {
     let root = dir.join("big");
     let home = bench_home(&root, synchronous)?;
     let mut store = home.store()?;
+    let tenant = home.default_tenant(&mut store)?;
     let tomorrow = Timestamp::now().plus(Duration::from_secs(86_400));
-    enqueue_parked(&mut store, n, 10_000, Some(tomorrow))?;
-    enqueue_batched(&mut store, n, 10_000)?;
+    enqueue_parked(&mut store, tenant, n, 10_000, Some(tomorrow))?;
+    enqueue_parked(&mut store, tenant, n, 10_000, None)?;
     Ok((root, store))
 }
 

@@ -517,8 +517,14 @@ fn actions_retry_cancel_bulk_pause_and_resume() {
     assert!(done.contains("Retried <strong>2</strong>"), "{done}");
     assert_eq!(dash.bin.jobs_with(bundleq::JobStatus::Queued), 2);
     assert_eq!(dash.bin.jobs_with(bundleq::JobStatus::Cancelled), 1);
-    // Cancel-all of what is queued.
-    let (status, done) = dash.post_cookie("/jobs/bulk", &same, "action=cancel&status=queued");
+    // Cancel-all of what is queued: never more than the count confirmed.
+    let (status, done) =
+        dash.post_cookie("/jobs/bulk", &same, "action=cancel&status=queued&expect=1");
+    assert_eq!(status, 200, "{done}");
+    assert!(done.contains("Cancelled <strong>1</strong>"), "{done}");
+    assert_eq!(dash.bin.jobs_with(bundleq::JobStatus::Queued), 1);
+    let (status, done) =
+        dash.post_cookie("/jobs/bulk", &same, "action=cancel&status=queued&expect=5");
     assert_eq!(status, 200, "{done}");
     assert_eq!(dash.bin.jobs_with(bundleq::JobStatus::Cancelled), 3);
     // Resume: the type runs again (retry one and see it fail again).

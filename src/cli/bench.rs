@@ -69,7 +69,12 @@ fn overview_figure(home: &Path, samples: usize) -> Result<OverviewFigure> {
     let home = Home::open(home)?;
     let mut store = home.store()?;
     let tenant = home.default_tenant(&mut store)?;
-    let jobs: u64 = store.counts_all()?.values().sum();
+    // The tenant's jobs: the ones its overview counts.
+    let jobs: u64 = store
+        .stats(tenant, bundleq::Timestamp::now())?
+        .counts
+        .values()
+        .sum();
     let web = super::web::start(
         &home,
         &store,

@@ -163,6 +163,7 @@ pub fn start(home: &Home, store: &Store, tenant: Uuid, options: &WebOptions) -> 
         origin: Mutex::new(origin),
         overview: overview::Cache::default(),
     });
+    overview::warm(&app);
     let handler: Arc<http::Handler> = Arc::new(move |req: &mut Request| route(&app, req));
     let server = Server::start(listener, handler).map_err(|source| Error::Io {
         action: "start the http thread for",
@@ -195,7 +196,17 @@ fn route(app: &Arc<App>, req: &mut Request) -> Response {
             if req.method == "GET" && req.query("token").is_some() && access.authorised {
                 // Opened from the printed URL: keep the token in a cookie
                 // and take it out of the address bar.
-                Response::see_other(&req.path)
+                let mut rest = form_urlencoded::Serializer::new(String::new());
+                for (k, v) in req.query.iter().filter(|(k, _)| k != "token") {
+                    rest.append_pair(k, v);
+                }
+                let rest = rest.finish();
+                let location = if rest.is_empty() {
+                    req.path.clone()
+                } else {
+                    format!("{}?{rest}", req.path)
+                };
+                Response::see_other(&location)
                     .with("Set-Cookie", &gate::token_cookie(app.gate.token()))
             } else if req.path.starts_with("/api/") {
                 api::route(app, req)

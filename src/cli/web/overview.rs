@@ -119,6 +119,23 @@ fn refresh(app: &Arc<App>) {
     cache.done.notify_all();
 }
 
+/// Starts reading the first snapshot in the background (when the server
+/// starts), so the first look seldom waits for it.
+pub fn warm(app: &Arc<App>) {
+    let mut state = app.overview.state.lock().unwrap_or_else(|p| p.into_inner());
+    if state.refreshing || state.snapshot.is_some() {
+        return;
+    }
+    state.refreshing = true;
+    let app = Arc::clone(app);
+    let spawned = std::thread::Builder::new()
+        .name("bundleq-http-overview".to_owned())
+        .spawn(move || refresh(&app));
+    if spawned.is_err() {
+        state.refreshing = false;
+    }
+}
+
 /// Marks the snapshot out of date (after a change made here).
 pub fn invalidate(app: &App) {
     let mut state = app.overview.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -778,12 +778,18 @@ fn bulk_act(ctx: &Ctx<'_>, req: &mut Request) -> PageResult {
     let fields = form(req)?;
     req.query = fields;
     let action = bulk_action(req)?;
+    // Never more than the confirmation page counted.
+    let confirmed = req
+        .query("expect")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
     let app = ctx.app;
     let (done, refused) = app.with_store(|store| {
-        let (jobs, _) = match bulk_targets(app, store, req, action)? {
+        let (mut jobs, _) = match bulk_targets(app, store, req, action)? {
             Ok(t) => t,
             Err(r) => return Ok(Err(r)),
         };
+        jobs.truncate(confirmed);
         let mut done = 0u32;
         let mut refused: Vec<String> = Vec::new();
         for j in &jobs {
