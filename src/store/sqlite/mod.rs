@@ -72,6 +72,12 @@ mod embedded {
     refinery::embed_migrations!("migrations/sqlite");
 }
 
+/// The newest embedded migration's version, counted by `build.rs` from the
+/// same folder refinery embeds (a unit test checks they agree).
+fn head_version() -> i64 {
+    env!("BUNDLEQ_SQLITE_HEAD").parse().unwrap_or(i64::MAX)
+}
+
 /// A connection to a bundleq database and the queue policy it applies.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -303,18 +309,13 @@ impl SqliteStore {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let runner = embedded::migrations::runner();
-        let latest = runner
-            .get_migrations()
-            .iter()
-            .map(|m| m.version())
-            .max()
-            .unwrap_or(0);
+        let latest = head_version();
         if let Some(current) = self.schema_version()?
-            && current.version >= i64::from(latest)
+            && current.version >= latest
         {
             return Ok(());
         }
+        let runner = embedded::migrations::runner();
         // Two processes may open a new home at once: if the other one won
         // the race, our attempt fails and the schema is already there.
         let mut last = None;
@@ -325,7 +326,7 @@ impl SqliteStore {
                     last = Some(e);
                     thread::sleep(Duration::from_millis(50));
                     if let Some(v) = self.schema_version()?
-                        && v.version >= i64::from(latest)
+                        && v.version >= latest
                     {
                         return Ok(());
                     }
@@ -385,12 +386,7 @@ impl SqliteStore {
 
     /// The applied migration head, like `alembic current`.
     pub fn current_version(&self) -> Result<Option<SchemaVersion>> {
-        let latest = embedded::migrations::runner()
-            .get_migrations()
-            .iter()
-            .map(|m| i64::from(m.version()))
-            .max()
-            .unwrap_or(0);
+        let latest = head_version();
         Ok(self.schema_version()?.map(|mut v| {
             v.head = v.version >= latest;
             v
@@ -790,4 +786,17 @@ fn is_busy(e: &rusqlite::Error) -> bool {
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_build_scripts_head_is_the_newest_embedded_migration() {
+        let newest = super::embedded::migrations::runner()
+            .get_migrations()
+            .iter()
+            .map(|m| i64::from(m.version()))
+            .max();
+        assert_eq!(Some(super::head_version()), newest);
+    }
 }
