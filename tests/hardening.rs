@@ -970,6 +970,11 @@ fn bom_tiny_numbers_and_symlinked_paths_follow_clear_rules() {
 /// Runs the binary as `nobody` when we are root (root ignores file modes);
 /// as another user, as ourselves.
 fn as_other_user(bin: &Bin, args: &[&str]) -> std::process::Output {
+    other_user_command(bin, args).output().unwrap()
+}
+
+/// The command [`as_other_user`] runs, to start in the background.
+fn other_user_command(bin: &Bin, args: &[&str]) -> Command {
     let root = rustix::process::geteuid().is_root();
     let mut cmd = if root {
         let mut c = Command::new("setpriv");
@@ -979,11 +984,8 @@ fn as_other_user(bin: &Bin, args: &[&str]) -> std::process::Output {
     } else {
         Command::new(exe())
     };
-    cmd.arg("--home")
-        .arg(&bin.home)
-        .args(args)
-        .output()
-        .unwrap()
+    cmd.arg("--home").arg(&bin.home).args(args);
+    cmd
 }
 
 #[test]
@@ -1082,6 +1084,41 @@ fn a_read_only_or_foreign_home_says_so_and_reading_still_works() {
         );
     }
     assert_eq!(fs::read_dir(out_dir.join("export")).unwrap().count(), 3);
+    // Its dashboard shows it and refuses every change, with a token that
+    // lasts while it runs (none can be saved in the home).
+    let mut web = other_user_command(&bin, &["--json", "web", "--http", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started: serde_json::Value =
+        serde_json::from_str(&common::dash::first_line(&mut web)).unwrap();
+    assert_eq!(started["read_only"], true, "{started}");
+    let addr = started["listening"].as_str().unwrap().to_owned();
+    let token = started["url"]
+        .as_str()
+        .unwrap()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .to_owned();
+    let agent = common::dash::Dash::agent();
+    let mut r = agent
+        .get(format!("http://{addr}/api/v1/jobs"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let jobs: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(jobs.as_array().unwrap().len(), 3);
+    let r = agent
+        .post(format!("http://{addr}/api/v1/bundles"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send(fs::read(&p[0]).unwrap())
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let _ = Bin::terminate(web);
+    assert!(!bin.home.join("http-token").exists());
     // Give the temp dir back to us for its cleanup.
     for p in walk(&bin.home).iter().chain([&bin.home]) {
         let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));

@@ -879,3 +879,28 @@ fn a_viewer_on_postgresql_shows_and_acts_on_the_shared_queue() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(dash.bin.json(&["job", "show", &failed])["status"], "queued");
 }
+
+#[test]
+fn an_address_in_use_is_a_one_line_error_before_any_work() {
+    let dash = Dash::start("", &["--no-inbox"]);
+    let out = dash
+        .bin
+        .run(&["serve", "--http", &dash.addr.to_string(), "--no-inbox"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&dash.addr.to_string()) && err.contains("in use"),
+        "{err}"
+    );
+    assert_eq!(
+        err.trim_end()
+            .lines()
+            .filter(|l| !l.contains(" INFO "))
+            .count(),
+        1,
+        "{err}"
+    );
+    let out = dash.bin.run(&["web", "--http", "not-an-address"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an address to listen on"));
+}

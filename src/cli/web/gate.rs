@@ -25,9 +25,22 @@ pub fn token_path(home_root: &Path) -> PathBuf {
 }
 
 /// The home's token: read from `<home>/http-token`, or made (random, 0600)
-/// when there is none yet.
-pub fn load_or_create_token(home_root: &Path) -> Result<String> {
+/// when there is none yet. On a home this user may not write (or whose
+/// token file is another user's), a token for this server's life only,
+/// and `false`.
+pub fn load_or_create_token(home_root: &Path) -> Result<(String, bool)> {
     let path = token_path(home_root);
+    let fresh = || {
+        // 244 random bits from the system's generator, as hex.
+        format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        )
+    };
+    let cannot = |e: &std::io::Error| {
+        e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EROFS)
+    };
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let token = text.trim().to_owned();
@@ -40,28 +53,34 @@ pub fn load_or_create_token(home_root: &Path) -> Result<String> {
                     ),
                 });
             }
-            Ok(token)
+            Ok((token, true))
         }
+        Err(e) if cannot(&e) => Ok((fresh(), false)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // 244 random bits from the system's generator, as hex.
-            let token = format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            );
-            let mut file = {
+            let token = fresh();
+            let created = {
                 use std::os::unix::fs::OpenOptionsExt;
                 std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .open(&path)
-            }
-            .map_err(|source| Error::Io {
-                action: "create",
-                path: path.clone(),
-                source,
-            })?;
+            };
+            let mut file = match created {
+                Ok(f) => f,
+                Err(e) if cannot(&e) => return Ok((token, false)),
+                // Another server made it a moment ago: use that one.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return load_or_create_token(home_root);
+                }
+                Err(source) => {
+                    return Err(Error::Io {
+                        action: "create",
+                        path,
+                        source,
+                    });
+                }
+            };
             file.write_all(format!("{token}\n").as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(|source| Error::Io {
@@ -69,7 +88,7 @@ pub fn load_or_create_token(home_root: &Path) -> Result<String> {
                     path: path.clone(),
                     source,
                 })?;
-            Ok(token)
+            Ok((token, true))
         }
         Err(source) => Err(Error::Io {
             action: "read",

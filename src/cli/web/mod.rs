@@ -137,7 +137,13 @@ pub fn start(home: &Home, store: &Store, tenant: Uuid, options: &WebOptions) -> 
         .into_iter()
         .find(|t| t.id == tenant)
         .map_or_else(|| tenant.to_string(), |t| t.name);
-    let token = gate::load_or_create_token(home.root())?;
+    let (token, saved) = gate::load_or_create_token(home.root())?;
+    if !saved {
+        log::warn!(
+            "http: {} cannot be written by this user: the token in the URL below lasts only while this server runs",
+            gate::token_path(home.root()).display()
+        );
+    }
     let listener = TcpListener::bind(options.addr).map_err(|source| Error::Io {
         action: "listen on",
         path: options.addr.to_string().into(),

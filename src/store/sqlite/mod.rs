@@ -227,7 +227,14 @@ impl SqliteStore {
     /// Opens a second connection to the same database with the same options
     /// (for another thread).
     pub fn reopen(&self) -> Result<SqliteStore> {
-        let mut store = SqliteStore::open(&self.path, self.options.clone())?;
+        // A store opened read-only (a home this user may not write) is
+        // opened again the same way.
+        let read_only = self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false);
+        let mut store = if read_only {
+            SqliteStore::open_read_only(&self.path, self.options.clone())?
+        } else {
+            SqliteStore::open(&self.path, self.options.clone())?
+        };
         store.write_lock = Arc::clone(&self.write_lock);
         if store.identity != self.identity {
             return Err(Error::DatabaseGone {
