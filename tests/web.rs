@@ -904,3 +904,99 @@ fn an_address_in_use_is_a_one_line_error_before_any_work() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an address to listen on"));
 }
+
+#[test]
+fn racing_clients_get_one_run_per_bundle_and_one_retry_per_job() {
+    let dash = Dash::start(FAILING, &["--workers", "2"]);
+    let origin = std::sync::Arc::new(dash.url(""));
+    let token = std::sync::Arc::new(dash.token.clone());
+    // The same bytes from 16 clients at once, 10 times: one 201 each time,
+    // the rest duplicates of that very run.
+    for round in 0..10 {
+        let text = std::sync::Arc::new(bundle(&format!("race {round}"), "process_bundle", "x"));
+        let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| {
+                    let (origin, token, text) = (origin.clone(), token.clone(), text.clone());
+                    s.spawn(move || {
+                        let mut r = Dash::agent()
+                            .post(format!("{origin}/api/v1/bundles"))
+                            .header("Authorization", &format!("Bearer {token}"))
+                            .send(text.as_bytes())
+                            .unwrap();
+                        let status = r.status().as_u16();
+                        (
+                            status,
+                            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap(),
+                        )
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let created = answers.iter().filter(|(s, _)| *s == 201).count();
+        assert_eq!(created, 1, "round {round}: {answers:?}");
+        let runs: std::collections::BTreeSet<&str> = answers
+            .iter()
+            .map(|(_, v)| v["run_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(runs.len(), 1, "round {round}: {answers:?}");
+        assert!(answers.iter().all(|(s, _)| *s == 201 || *s == 200));
+    }
+    assert_eq!(dash.bin.runs_total(), 10);
+    // One failed job retried by 8 clients at once, 5 times: one retry
+    // each time, the others told the job is no longer failed (409).
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = submit(
+        &dash.bin,
+        tmp.path(),
+        "bad.json",
+        &bundle("fails", "invalid", "x"),
+    );
+    let job = failing_job(&dash, &bad);
+    for round in 0..5 {
+        if round > 0 {
+            // Let it run (and fail) again, then hold its type while the
+            // clients race, so a retried job stays queued meanwhile.
+            dash.bin.ok(&["resume", "invalid"]);
+            wait_until("it failed again", || {
+                dash.api(&format!("/api/v1/jobs/{job}"))["status"] == "failed"
+            });
+        }
+        dash.bin.ok(&["pause", "invalid"]);
+        let statuses: Vec<u16> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let (origin, token, job) = (origin.clone(), token.clone(), job.clone());
+                    s.spawn(move || {
+                        Dash::agent()
+                            .post(format!("{origin}/api/v1/jobs/{job}/retry"))
+                            .header("Authorization", &format!("Bearer {token}"))
+                            .send_empty()
+                            .unwrap()
+                            .status()
+                            .as_u16()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "round {round}: {statuses:?}"
+        );
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 409),
+            "{statuses:?}"
+        );
+    }
+    let shown = dash.api(&format!("/api/v1/jobs/{job}"));
+    let retries = shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "retry")
+        .count();
+    assert_eq!(retries, 5, "{shown}");
+}
