@@ -631,6 +631,11 @@ fn job_page(ctx: &Ctx<'_>, id: &str) -> PageResult {
                 " "
                 @if can_cancel { (button(&format!("/jobs/{}/cancel", j.id), "Cancel", "danger", &[])) }
             }
+        } @else if can_retry || can_cancel {
+            p.note {
+                @if ctx.app.gate.read_only() { "This dashboard is read-only: " code { "bundleq job retry" } " or " code { "cancel" } " act on the job." }
+                @else { "To retry or cancel it here, open the URL the server printed at start (it holds this home's token)." }
+            }
         }
         h2 { "Attempts" }
         @if timeline.is_empty() {
@@ -859,6 +864,10 @@ fn upload_form(ctx: &Ctx<'_>) -> Markup {
                     input type="file" name="bundle" accept=".json,.tar,application/json,application/x-tar" required; }
                 button type="submit" class="primary" { "Upload" }
             }
+        } @else if ctx.app.gate.read_only() {
+            p.note { "This dashboard is read-only: bundles are uploaded elsewhere." }
+        } @else {
+            p.note { "To upload bundles (and retry, cancel or pause), open the URL the server printed at start: it holds this home's token." }
         }
     }
 }
