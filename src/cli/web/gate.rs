@@ -104,6 +104,9 @@ pub struct Gate {
     token: String,
     /// Host names (without port) a request may name.
     hosts: Vec<String>,
+    /// Listening on every address: any IP literal is a Host this server
+    /// answers to (a DNS-rebinding page can only name a host name).
+    any_ip: bool,
     port: u16,
     read_only: bool,
 }
@@ -137,6 +140,7 @@ impl Gate {
         Gate {
             token,
             hosts,
+            any_ip: addr.ip().is_unspecified(),
             port: addr.port(),
             read_only,
         }
@@ -232,7 +236,13 @@ impl Gate {
             }
             _ => (host.clone(), None),
         };
-        port.is_none_or(|p| p == self.port) && self.hosts.contains(&name)
+        let ip_literal = name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok();
+        port.is_none_or(|p| p == self.port)
+            && (self.hosts.contains(&name) || (self.any_ip && ip_literal))
     }
 
     fn same_origin(&self, req: &Request, host: &str) -> bool {
@@ -280,4 +290,56 @@ pub fn secure(mut r: Response) -> Response {
 /// The cookie that keeps the token in this browser.
 pub fn token_cookie(token: &str) -> String {
     format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(addr: &str, extra: &[&str]) -> Gate {
+        let extra: Vec<String> = extra.iter().map(|h| (*h).to_owned()).collect();
+        Gate::new("ab".repeat(32), addr.parse().unwrap(), &extra, false)
+    }
+
+    #[test]
+    fn hosts_are_allowed_by_name_port_and_address() {
+        let local = gate("127.0.0.1:7878", &[]);
+        for ok in [
+            "127.0.0.1:7878",
+            "localhost:7878",
+            "LOCALHOST",
+            "[::1]:7878",
+            "[::1]",
+        ] {
+            assert!(local.host_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "localhost:80",
+            "127.0.0.1.evil.example:7878",
+            "10.0.0.5:7878",
+            "localhost:7878:7878",
+        ] {
+            assert!(!local.host_allowed(bad), "{bad}");
+        }
+        // Bound to one address: that address; to every address: any IP
+        // literal, never an unknown name.
+        let one = gate("10.0.0.5:7878", &["lab-queue.example.org"]);
+        assert!(one.host_allowed("10.0.0.5:7878"));
+        assert!(one.host_allowed("lab-queue.example.org:7878"));
+        assert!(!one.host_allowed("10.0.0.6:7878"));
+        let any = gate("0.0.0.0:7878", &[]);
+        assert!(any.host_allowed("192.168.1.5:7878"));
+        assert!(any.host_allowed("[fe80::1]:7878"));
+        assert!(!any.host_allowed("rebound.evil.example:7878"));
+    }
+
+    #[test]
+    fn cookies_are_found_by_name_only() {
+        let h = Some("a=1; bundleq_token=xyz; bundleq_token_old=no");
+        assert_eq!(cookie_value(h, COOKIE), Some("xyz"));
+        assert_eq!(cookie_value(Some("xbundleq_token=1"), COOKIE), None);
+        assert_eq!(cookie_value(None, COOKIE), None);
+    }
 }
