@@ -590,7 +590,8 @@ pub struct ServeArgs {
 pub struct WebArgs {
     /// Also answer requests naming this Host (a name this machine is
     /// reached by; repeatable). Loopback names, the address listened on
-    /// and this machine's name are always allowed
+    /// (any IP address when it is 0.0.0.0 or ::) and this machine's name
+    /// are always allowed
     #[arg(long, value_name = "NAME")]
     pub allow_host: Vec<String>,
     /// Refuse every change through the dashboard and the API (retry,
@@ -729,4 +730,49 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     ExitCode::from(output::finish(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    /// Every `bundleq …` line of every command's examples, as the shell
+    /// would split it (up to a pipe, a redirection or a comment).
+    fn examples(cmd: &clap::Command, out: &mut Vec<String>) {
+        if let Some(help) = cmd.get_after_help() {
+            for line in help.to_string().lines() {
+                let line = line.trim_start();
+                let Some(at) = line.find("bundleq ") else {
+                    continue;
+                };
+                // `generate-bundle | bundleq validate -`: the bundleq part.
+                if !line.starts_with("bundleq ") && !line[..at].trim_end().ends_with('|') {
+                    continue;
+                }
+                let mut text = line[at..].to_owned();
+                for stop in [" #", " |", " >", " &&"] {
+                    if let Some(i) = text.find(stop) {
+                        text.truncate(i);
+                    }
+                }
+                out.push(text.trim_end_matches('\\').trim().to_owned());
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            examples(sub, out);
+        }
+    }
+
+    #[test]
+    fn every_help_example_parses() {
+        let mut all = Vec::new();
+        examples(&super::command(), &mut all);
+        assert!(all.len() > 40, "{all:?}");
+        for example in &all {
+            let words = shell_words::split(example).unwrap_or_else(|e| panic!("{example}: {e}"));
+            if let Err(e) = super::Cli::try_parse_from(&words) {
+                panic!("the example `{example}` does not parse:\n{e}");
+            }
+        }
+    }
 }
