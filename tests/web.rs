@@ -182,7 +182,7 @@ fn the_api_answers_with_the_cli_json() {
 #[test]
 fn bundles_are_accepted_over_http_with_the_right_status() {
     let dash = Dash::start(
-        "[workers]\npoll_interval = \"50ms\"\n[limits]\nmax_bundle_bytes = 4096\n",
+        "[workers]\npoll_interval = \"50ms\"\n[limits]\nmax_bundle_bytes = 4096\nmax_sources = 2\n",
         &["--workers", "1"],
     );
     let text = bundle("over http", "process_bundle", "calving");
@@ -269,6 +269,21 @@ fn bundles_are_accepted_over_http_with_the_right_status() {
         let (status, body) = dash.post_bearer("/api/v1/bundles", "application/x-tar", &hostile);
         assert_eq!(status, 400, "{body}");
     }
+    // A tar of more entries than a bundle of at most 2 sources could need
+    // (2 x 2 + 64): refused before they are unpacked.
+    let mut many = tar::Builder::new(Vec::new());
+    for i in 0..100 {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_cksum();
+        many.append_data(&mut h, format!("many.bundle/f{i}.txt"), &b"x"[..])
+            .unwrap();
+    }
+    let many = many.into_inner().unwrap();
+    let (status, body) = dash.post_bearer("/api/v1/bundles", "application/x-tar", &many);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("more than 68 entries"), "{body}");
     // The form's multipart upload.
     let form_text = bundle("from the form", "process_bundle", "fjord");
     let boundary = "----bundleqTestBoundary7MA4YWxk";

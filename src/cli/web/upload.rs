@@ -105,7 +105,7 @@ fn stage(home: &Home, req: &mut Request) -> Result<Staged, Response> {
                 .saturating_add(limits.max_total_source_bytes)
                 .saturating_add(1024 * 1024);
             let reader = req.body_reader(limit)?;
-            stage_tar(reader, "upload.bundle")
+            stage_tar(reader, "upload.bundle", max_entries(limits))
         }
         "multipart/form-data" => {
             let boundary = content_type
@@ -127,7 +127,11 @@ fn stage(home: &Home, req: &mut Request) -> Result<Staged, Response> {
             let filename = filename.unwrap_or_else(|| "upload.json".to_owned());
             if filename.to_ascii_lowercase().ends_with(".tar") {
                 let stem = filename.trim_end_matches(".tar").trim_end_matches(".TAR");
-                stage_tar(bytes, &format!("{}.bundle", safe_name(stem)))
+                stage_tar(
+                    bytes,
+                    &format!("{}.bundle", safe_name(stem)),
+                    max_entries(limits),
+                )
             } else {
                 if bytes.len() as u64 > limits.max_bundle_bytes {
                     return Err(too_large(limits.max_bundle_bytes));
@@ -181,9 +185,19 @@ fn stage_json(bytes: &[u8], name: &str) -> Result<Staged, Response> {
     })
 }
 
+/// Most entries a bundle's tar may hold: its JSON, a file per source and
+/// as many folders, and some slack.
+fn max_entries(limits: &bundleq::bundle::Limits) -> usize {
+    limits.max_sources.saturating_mul(2).saturating_add(64)
+}
+
 /// Unpacks a tar of one `NAME.bundle/` folder (or of a bundle folder's
-/// contents) into a temp folder.
-fn stage_tar(reader: impl Read, default_name: &str) -> Result<Staged, Response> {
+/// contents) into a temp folder, refusing more than `max_entries`.
+fn stage_tar(
+    reader: impl Read,
+    default_name: &str,
+    max_entries: usize,
+) -> Result<Staged, Response> {
     let dir = temp_dir()?;
     let root = dir.path().join("in");
     std::fs::create_dir(&root)
@@ -191,7 +205,13 @@ fn stage_tar(reader: impl Read, default_name: &str) -> Result<Staged, Response> 
     let mut archive = tar::Archive::new(reader);
     let mut tops: Vec<String> = Vec::new();
     let entries = archive.entries().map_err(|e| tar_error(&e))?;
-    for entry in entries {
+    for (n, entry) in entries.enumerate() {
+        if n >= max_entries {
+            return Err(Response::text(
+                413,
+                &format!("the tar holds more than {max_entries} entries; a bundle needs far fewer"),
+            ));
+        }
         let mut entry = entry.map_err(|e| tar_error(&e))?;
         let path = entry.path().map_err(|e| tar_error(&e))?.into_owned();
         let kind = entry.header().entry_type();
