@@ -416,6 +416,24 @@ fn the_gate_refuses_what_it_must() {
             && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
+    // The cookie's redirect never leaves this server, whatever the path.
+    for (path, to) in [
+        ("//evil.example/x", "/evil.example/x"),
+        ("/%5C%5Cevil.example", "/evil.example"),
+        ("/jobs%0d%0aSet-Cookie:%20x=1", "/jobsSet-Cookie:%20x=1"),
+    ] {
+        let r = Dash::agent()
+            .get(dash.url(&format!("{path}?token={}", dash.token)))
+            .call()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 303, "{path}");
+        assert_eq!(r.headers()["location"], to, "{path}");
+        assert_eq!(
+            r.headers().get_all("set-cookie").iter().count(),
+            1,
+            "{path}"
+        );
+    }
     // The token file is the user's alone.
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dash.bin.home.join("http-token"))

@@ -187,6 +187,19 @@ pub fn start(home: &Home, store: &Store, tenant: Uuid, options: &WebOptions) -> 
     })
 }
 
+/// What a path may not hold as is in a `Location`.
+const PATH_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\');
+
 /// Every request: the gate, then the page or endpoint, then the security
 /// headers.
 fn route(app: &Arc<App>, req: &mut Request) -> Response {
@@ -207,10 +220,17 @@ fn route(app: &Arc<App>, req: &mut Request) -> Response {
                     rest.append_pair(k, v);
                 }
                 let rest = rest.finish();
+                // Only a path of this server: `//host` would leave it.
+                let path: String = format!("/{}", req.path.trim_start_matches(['/', '\\']))
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .collect();
+                let path: String =
+                    percent_encoding::utf8_percent_encode(&path, PATH_UNSAFE).collect();
                 let location = if rest.is_empty() {
-                    req.path.clone()
+                    path
                 } else {
-                    format!("{}?{rest}", req.path)
+                    format!("{path}?{rest}")
                 };
                 Response::see_other(&location)
                     .with("Set-Cookie", &gate::token_cookie(app.gate.token()))
