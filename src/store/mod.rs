@@ -43,7 +43,9 @@ pub use model::{
     RunSources, RunSummary, SchemaVersion, SearchHit, ServeRow, Stats, StoreOptions, StoredObject,
     Synchronous, Tenant, Transition, TransitionKind, TypePolicy, new_job_id, valid_tenant_name,
 };
-pub(crate) use model::{add_minute, new_tenant_id, short_form, truncate_error, user_action_detail};
+pub(crate) use model::{
+    add_minute, earliest, new_tenant_id, short_form, truncate_error, user_action_detail,
+};
 pub use readers::Readers;
 
 use crate::digest::Sha256Hex;

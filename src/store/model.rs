@@ -1046,3 +1046,11 @@ pub(crate) fn add_minute(
         _ => entry.retried += n,
     }
 }
+
+/// The earlier of two optional times.
+pub(crate) fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

@@ -18,7 +18,7 @@ use crate::store::{
     Attempt, Claim, ClaimToken, Completion, Job, JobEvent, JobFilter, MinuteCount, NewJob, Paused,
     PruneFilter, Pruned, Report, Stats, Transition, TransitionKind,
 };
-use crate::store::{add_minute, truncate_error};
+use crate::store::{add_minute, earliest, truncate_error};
 use crate::timestamp::Timestamp;
 
 /// The key of `pause --all` (not a valid job type).
@@ -1285,48 +1285,45 @@ impl PgStore {
                 counts: JobStatus::ALL.iter().map(|s| (*s, 0)).collect(),
                 ..Stats::default()
             };
-            for r in tx.query(
-                "SELECT status::text, count(*) FROM research_jobs WHERE tenant_id = $1 GROUP BY status",
-                &[&tenant],
-            )? {
-                let (s, n): (String, i64) = (col(&r, 0)?, col(&r, 1)?);
-                stats.counts.insert(status_of(&s)?, u64::try_from(n).unwrap_or(0));
-            }
+            // One pass: counts per type and bucket, the oldest queued job
+            // and the next retry with them (the per-status counts follow).
             for r in tx.query(
                 "SELECT job_type::text,
                      CASE WHEN status = 'queued' AND retry_at > $2 AND attempts = 0 THEN 'scheduled'
                           WHEN status = 'queued' AND retry_at > $2 THEN 'retrying'
                           WHEN status = 'queued' THEN 'ready'
                           ELSE status::text END,
-                     count(*)
+                     count(*),
+                     min(created_at) FILTER (WHERE status = 'queued'),
+                     min(retry_at) FILTER (WHERE status = 'queued' AND retry_at > $2)
                  FROM research_jobs WHERE tenant_id = $1 GROUP BY 1, 2",
                 &[&tenant, &now],
             )? {
-                let (job_type, bucket, n): (String, String, i64) = (col(&r, 0)?, col(&r, 1)?, col(&r, 2)?);
+                let (job_type, bucket, n): (String, String, i64) =
+                    (col(&r, 0)?, col(&r, 1)?, col(&r, 2)?);
+                let (oldest, next): (Option<Timestamp>, Option<Timestamp>) =
+                    (col(&r, 3)?, col(&r, 4)?);
                 let n = u64::try_from(n).unwrap_or(0);
-                match bucket.as_str() {
-                    "ready" => stats.ready += n,
-                    "scheduled" => stats.scheduled += n,
-                    "retrying" => stats.retrying += n,
-                    _ => {}
-                }
+                let status = match bucket.as_str() {
+                    "ready" => {
+                        stats.ready += n;
+                        JobStatus::Queued
+                    }
+                    "scheduled" => {
+                        stats.scheduled += n;
+                        JobStatus::Queued
+                    }
+                    "retrying" => {
+                        stats.retrying += n;
+                        JobStatus::Queued
+                    }
+                    other => status_of(other)?,
+                };
+                *stats.counts.entry(status).or_insert(0) += n;
+                stats.oldest_queued = earliest(stats.oldest_queued, oldest);
+                stats.next_retry = earliest(stats.next_retry, next);
                 stats.by_type.entry(job_type).or_default().insert(bucket, n);
             }
-            stats.oldest_queued = col(
-                &tx.one(
-                    "SELECT min(created_at) FROM research_jobs WHERE tenant_id = $1 AND status = 'queued'",
-                    &[&tenant],
-                )?,
-                0,
-            )?;
-            stats.next_retry = col(
-                &tx.one(
-                    "SELECT min(retry_at) FROM research_jobs
-                     WHERE tenant_id = $1 AND status = 'queued' AND retry_at > $2",
-                    &[&tenant, &now],
-                )?,
-                0,
-            )?;
             Ok(stats)
         })
     }

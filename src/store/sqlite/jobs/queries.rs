@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::state::JobStatus;
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::convert::{DbContext, status_col};
-use crate::store::{Attempt, Job, JobEvent, JobFilter, MinuteCount, Stats, add_minute};
+use crate::store::{Attempt, Job, JobEvent, JobFilter, MinuteCount, Stats, add_minute, earliest};
 use crate::timestamp::Timestamp;
 
 impl SqliteStore {
@@ -313,14 +313,6 @@ fn owns_every_job(tx: &rusqlite::Transaction<'_>, tenant: &str) -> Result<bool> 
     )
     .and_then(|mut st| st.query_row([tenant], |r| r.get(0)))
     .db("count jobs")
-}
-
-/// The earlier of two optional times.
-fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 /// The WHERE clause of job listings and counts: `?1` tenant, `?2` status,
