@@ -16,6 +16,18 @@ use common::dash::{Dash, FAILING, bundle, failing_job, first_line, raw, submit, 
 use common::{Bin, exe, wait_until};
 use serde_json::Value;
 
+/// Each API path answers what `bundleq --json` with those arguments prints.
+fn assert_api_is_cli(dash: &Dash, pairs: &[(String, Vec<&str>)]) {
+    for (api, cli) in pairs {
+        let mut args = vec!["--json"];
+        args.extend(cli);
+        let out = dash.bin.run(&args);
+        assert!(out.status.success(), "{args:?}");
+        let from_cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(dash.api(api), from_cli, "{api}");
+    }
+}
+
 #[test]
 fn every_page_answers_and_bundle_text_is_escaped_everywhere() {
     let dash = Dash::start(FAILING, &[]);
@@ -124,27 +136,23 @@ fn the_api_answers_with_the_cli_json() {
     wait_for_jobs(&dash, bundleq::JobStatus::Succeeded, 1);
     let run = ok["run_id"].as_str().unwrap();
     let job = ok["job_id"].as_str().unwrap();
-    for (api, cli) in [
-        ("/api/v1/jobs".to_owned(), vec!["jobs"]),
-        (
-            "/api/v1/jobs?status=failed".to_owned(),
-            vec!["jobs", "--status", "failed"],
-        ),
-        (format!("/api/v1/jobs/{job}"), vec!["job", "show", job]),
-        ("/api/v1/runs".to_owned(), vec!["runs"]),
-        (format!("/api/v1/runs/{run}"), vec!["run", "show", run]),
-        (
-            "/api/v1/search?q=glacier".to_owned(),
-            vec!["search", "glacier"],
-        ),
-    ] {
-        let mut args = vec!["--json"];
-        args.extend(cli);
-        let out = dash.bin.run(&args);
-        assert!(out.status.success(), "{args:?}");
-        let from_cli: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(dash.api(&api), from_cli, "{api}");
-    }
+    assert_api_is_cli(
+        &dash,
+        &[
+            ("/api/v1/jobs".to_owned(), vec!["jobs"]),
+            (
+                "/api/v1/jobs?status=failed".to_owned(),
+                vec!["jobs", "--status", "failed"],
+            ),
+            (format!("/api/v1/jobs/{job}"), vec!["job", "show", job]),
+            ("/api/v1/runs".to_owned(), vec!["runs"]),
+            (format!("/api/v1/runs/{run}"), vec!["run", "show", run]),
+            (
+                "/api/v1/search?q=glacier".to_owned(),
+                vec!["search", "glacier"],
+            ),
+        ],
+    );
     // Status moves (heartbeats): the same keys.
     let out = dash.bin.run(&["--json", "status"]);
     let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -849,29 +857,25 @@ fn a_viewer_on_postgresql_shows_and_acts_on_the_shared_queue() {
     // `web` works no jobs: a viewer of the queue.
     let dash = Dash::web(dir, bin, &[]);
     let failed = failing_job(&dash, &runs[0]);
-    for (api, cli) in [
-        ("/api/v1/jobs".to_owned(), vec!["jobs"]),
-        (
-            "/api/v1/jobs?status=failed".to_owned(),
-            vec!["jobs", "--status", "failed"],
-        ),
-        (
-            format!("/api/v1/jobs/{failed}"),
-            vec!["job", "show", failed.as_str()],
-        ),
-        ("/api/v1/runs".to_owned(), vec!["runs"]),
-        (
-            "/api/v1/search?q=tundra".to_owned(),
-            vec!["search", "tundra"],
-        ),
-    ] {
-        let mut args = vec!["--json"];
-        args.extend(cli);
-        let out = dash.bin.run(&args);
-        assert!(out.status.success(), "{args:?}");
-        let from_cli: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(dash.api(&api), from_cli, "{api}");
-    }
+    assert_api_is_cli(
+        &dash,
+        &[
+            ("/api/v1/jobs".to_owned(), vec!["jobs"]),
+            (
+                "/api/v1/jobs?status=failed".to_owned(),
+                vec!["jobs", "--status", "failed"],
+            ),
+            (
+                format!("/api/v1/jobs/{failed}"),
+                vec!["job", "show", failed.as_str()],
+            ),
+            ("/api/v1/runs".to_owned(), vec!["runs"]),
+            (
+                "/api/v1/search?q=tundra".to_owned(),
+                vec!["search", "tundra"],
+            ),
+        ],
+    );
     // Paging and the text filter on the server's SQL.
     let first = dash.api("/api/v1/jobs?status=failed&limit=2");
     assert_eq!(first.as_array().unwrap().len(), 2);

@@ -75,15 +75,8 @@ pub fn get(app: &Arc<App>) -> bundleq::Result<Arc<Snapshot>> {
             let age = state.taken.map_or(Duration::MAX, |t| t.elapsed());
             let stale = state.dirty || age >= MIN_AGE.max(snapshot.took * 10);
             if stale && !state.refreshing {
-                state.refreshing = true;
                 state.dirty = false;
-                let app = Arc::clone(app);
-                let spawned = std::thread::Builder::new()
-                    .name("bundleq-http-overview".to_owned())
-                    .spawn(move || refresh(&app));
-                if spawned.is_err() {
-                    state.refreshing = false;
-                }
+                start_refresh(app, &mut state);
             }
             return Ok(snapshot);
         }
@@ -123,9 +116,14 @@ fn refresh(app: &Arc<App>) {
 /// starts), so the first look seldom waits for it.
 pub fn warm(app: &Arc<App>) {
     let mut state = app.overview.state.lock().unwrap_or_else(|p| p.into_inner());
-    if state.refreshing || state.snapshot.is_some() {
-        return;
+    if !state.refreshing && state.snapshot.is_none() {
+        start_refresh(app, &mut state);
     }
+}
+
+/// Reads a new snapshot on a thread of its own (`state` is the cache's,
+/// locked by the caller).
+fn start_refresh(app: &Arc<App>, state: &mut State) {
     state.refreshing = true;
     let app = Arc::clone(app);
     let spawned = std::thread::Builder::new()
