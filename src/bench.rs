@@ -626,6 +626,7 @@ pub fn search_home(root: &Path, sync: Synchronous, n: usize) -> Result<()> {
                             retrieved_at: None,
                             size: Some(text.len() as u64),
                             text: Some(text),
+                            indexed_apart: None,
                         }
                     })
                     .collect();

@@ -82,12 +82,12 @@ fn research_jobs_has_the_seeds_column_types_and_db_current_works() {
     assert!(v.head);
     assert_eq!(
         (v.version, v.name.as_str()),
-        (10, "dashboard_listings"),
+        (11, "search_shards"),
         "the head migration"
     );
     let (_d, bin) = Backend::Postgres.init_with("");
     let current = bin.json(&["db", "current"]);
-    assert_eq!(current["version"], 10, "{current}");
+    assert_eq!(current["version"], 11, "{current}");
 }
 
 #[test]

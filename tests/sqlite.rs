@@ -379,7 +379,7 @@ fn the_search_index_keeps_no_copy_of_text_and_forgets_replaced_sources() {
     let bin = Bin::new(&dir.path().join("home"));
     bin.ok(&["init"]);
     // An inline source (its object in the database) and a big file (a file
-    // object, whose text is kept beside the source).
+    // object, whose text and index row are kept in a search shard).
     let inline =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bundles/valid/inline-content.json");
     let big = common::file_bundle(dir.path(), "big", 200 * 1024);
@@ -387,11 +387,35 @@ fn the_search_index_keeps_no_copy_of_text_and_forgets_replaced_sources() {
     bin.ok(&["serve", "--once", "--no-inbox"]);
     let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
     let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
-    assert_eq!(count("SELECT count(*) FROM research_source_texts"), 1);
+    assert_eq!(count("SELECT count(*) FROM research_source_texts"), 0);
     assert_eq!(
         count("SELECT count(*) FROM sqlite_master WHERE name = 'research_sources_fts_content'"),
         0,
         "the index has no content table of its own"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM research_sources WHERE search_shard = 0"),
+        1
+    );
+    let shard = rusqlite::Connection::open(bin.home.join("bundleq.db.search0")).unwrap();
+    let (rows, bytes): (i64, i64) = shard
+        .query_row(
+            "SELECT count(*), sum(length(body)) FROM shard_texts",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, bytes), (1, 200 * 1024));
+    assert_eq!(
+        shard
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'shard_fts_content'",
+                [],
+                |r| r.get::<_, i64>(0)
+            )
+            .unwrap(),
+        0,
+        "the shard's index reads the text it keeps"
     );
     for word in [
         "zymurgy",
@@ -420,6 +444,7 @@ fn the_search_index_keeps_no_copy_of_text_and_forgets_replaced_sources() {
         retrieved_at: None,
         size: Some(text.len() as u64),
         text: Some(text.to_owned()),
+        indexed_apart: None,
     };
     let mut completions = Vec::new();
     for text in ["bladderwrack only once", "quillwort everywhere"] {
@@ -449,7 +474,7 @@ fn the_search_index_keeps_no_copy_of_text_and_forgets_replaced_sources() {
     assert_eq!(bin.json(&["search", "bladderwrack"])["total"], 0);
     assert_eq!(bin.json(&["search", "zymurgy"])["total"], 0);
     assert_eq!(bin.json(&["search", "quillwort"])["total"], 1);
-    assert_eq!(count("SELECT count(*) FROM research_source_texts"), 2);
+    assert_eq!(count("SELECT count(*) FROM research_source_texts"), 1);
     assert!(bin.ok(&["db", "check"]).starts_with("ok"));
     conn.execute(
         "INSERT INTO research_sources_fts (research_sources_fts) VALUES ('integrity-check')",
@@ -519,4 +544,241 @@ fn verify_finds_an_object_changed_inside_the_database() {
     assert_eq!(corrupt[0]["place"], "database");
     assert_eq!(corrupt[0]["sources"][0]["run_id"], glacier["run_id"]);
     assert_eq!(corrupt[0]["sources"][0]["idx"], 0);
+}
+
+/// A text of about 200 KiB (a file object: indexed in a search shard) that
+/// ends with `tail`.
+fn big_text(tail: &str) -> String {
+    let mut text = String::new();
+    while text.len() < 200 * 1024 {
+        text.push_str("firn layers under the icefall sampled twice ");
+    }
+    text.push_str(tail);
+    text
+}
+
+/// The run id `submit --json` printed for one bundle.
+fn run_of(lines: &[serde_json::Value]) -> String {
+    lines[0]["run_id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn big_texts_are_indexed_by_the_workers_in_search_shards_and_found_beside_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::new(&dir.path().join("home"));
+    bin.ok(&["init"]);
+    // Three big texts (indexed by the workers in shards) and a small one
+    // (in the database's own index), all with "moraine".
+    let mut runs = Vec::new();
+    for name in ["alder", "birch", "cedar"] {
+        let text = big_text(&format!("moraine unique{name} retreat"));
+        let folder = common::text_file_bundle(dir.path(), name, &text);
+        runs.push(run_of(
+            &bin.json_lines(&["submit", folder.to_str().unwrap()]),
+        ));
+    }
+    let small = dir.path().join("small.json");
+    let note = "moraine small field note";
+    fs::write(
+        &small,
+        serde_json::json!({
+            "bundle_version": 1,
+            "run_id": Uuid::now_v7(),
+            "title": "Small note",
+            "created_at": "2026-11-28T10:00:00Z",
+            "sources": [{
+                "uri": "https://example.org/note",
+                "sha256": bundleq::digest::Sha256Hex::of(note.as_bytes()).as_str(),
+                "content": note,
+            }]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    bin.ok(&["submit", small.to_str().unwrap()]);
+    bin.ok(&["tenants", "create", "lab-b"]);
+    let other = common::text_file_bundle(dir.path(), "dune", &big_text("moraine uniquedune"));
+    bin.ok(&["--tenant", "lab-b", "submit", other.to_str().unwrap()]);
+    bin.ok(&["serve", "--once", "--no-inbox", "--workers", "2"]);
+
+    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT count(*) FROM research_sources WHERE search_shard IS NOT NULL"),
+        4
+    );
+    assert_eq!(count("SELECT count(*) FROM research_source_texts"), 0);
+    assert!(bin.home.join("bundleq.db.search0").exists());
+
+    let found = bin.json(&["search", "moraine"]);
+    assert_eq!(found["total"], 4, "{found:#}");
+    let mut titles: Vec<&str> = found["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["run_title"].as_str().unwrap())
+        .collect();
+    titles.sort_unstable();
+    assert_eq!(
+        titles,
+        [
+            "File bundle alder",
+            "File bundle birch",
+            "File bundle cedar",
+            "Small note"
+        ]
+    );
+    for hit in found["hits"].as_array().unwrap() {
+        assert!(
+            hit["snippet"].as_str().unwrap().contains("[moraine]"),
+            "{hit:#}"
+        );
+    }
+    let birch = bin.json(&["search", "uniquebirch"]);
+    assert_eq!(birch["total"], 1);
+    assert_eq!(birch["hits"][0]["run_id"], runs[1].as_str());
+    assert_eq!(birch["hits"][0]["uri"], "file:big.txt");
+    // Phrases, prefixes and NOT work in a shard as in the database's index.
+    assert_eq!(bin.json(&["search", "\"moraine uniquecedar\""])["total"], 1);
+    assert_eq!(bin.json(&["search", "\"uniquecedar moraine\""])["total"], 0);
+    assert_eq!(bin.json(&["search", "unique*"])["total"], 3);
+    assert_eq!(bin.json(&["search", "moraine NOT icefall"])["total"], 1);
+    assert_eq!(
+        bin.json(&["search", "moraine", "--run", &runs[2]])["total"],
+        1
+    );
+    // Another tenant's big text is its own.
+    assert_eq!(bin.json(&["search", "uniquedune"])["total"], 0);
+    let theirs = bin.json(&["--tenant", "lab-b", "search", "moraine"]);
+    assert_eq!(theirs["total"], 1);
+    assert_eq!(theirs["hits"][0]["run_title"], "File bundle dune");
+    assert!(bin.ok(&["db", "check"]).starts_with("ok"));
+
+    // A backup holds the shards: the copy finds what the home finds.
+    let dest = dir.path().join("backup");
+    bin.ok(&["backup", dest.to_str().unwrap()]);
+    let copy = Bin::new(&dest);
+    assert_eq!(copy.json(&["search", "moraine"])["total"], 4);
+    assert_eq!(copy.json(&["search", "uniquebirch"])["total"], 1);
+
+    // A damaged shard is found by `db check`; a missing one is one line,
+    // not a panic and not an empty answer.
+    let shard_path = bin.home.join("bundleq.db.search0");
+    // (Everything in the shard's file, not in its log, first.)
+    rusqlite::Connection::open(&shard_path)
+        .unwrap()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;")
+        .unwrap();
+    let mut bytes = fs::read(&shard_path).unwrap();
+    assert!(bytes.len() > 4 * 8192);
+    bytes[2 * 8192..4 * 8192].fill(0x5a);
+    fs::write(&shard_path, bytes).unwrap();
+    let out = bin.run(&["db", "check"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("search shard 0"),
+        "{out:?}"
+    );
+    fs::remove_file(&shard_path).unwrap();
+    let out = bin.run(&["search", "moraine"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("search shard 0") && err.contains("missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_busy_shard_is_passed_over_and_only_the_recorded_attempt_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::new(&dir.path().join("home"));
+    bin.ok(&["init"]);
+    let text = big_text("sphagnum hummock");
+    let folder = common::text_file_bundle(dir.path(), "bog", &text);
+    let run: Uuid = run_of(&bin.json_lines(&["submit", folder.to_str().unwrap()]))
+        .parse()
+        .unwrap();
+    let tenant = bin.tenant();
+    let source = || bundleq::store::NewSource {
+        idx: 0,
+        uri: "file:big.txt".into(),
+        title: None,
+        sha256: bundleq::digest::Sha256Hex::of(text.as_bytes()).to_string(),
+        media_type: Some("text/plain".into()),
+        retrieved_at: None,
+        size: Some(text.len() as u64),
+        text: Some(text.clone()),
+        indexed_apart: None,
+    };
+    let mut store = bin.store();
+    let found = |store: &mut bundleq::Store| store.search(tenant, "sphagnum", None, 20).unwrap().1;
+
+    // An attempt that indexed its text and died before recording it: its
+    // rows are in shard 0, and never found.
+    let mut first = vec![source()];
+    store.index_apart(tenant, run, &mut first, 1024).unwrap();
+    assert_eq!(first[0].indexed_apart, Some(0));
+    assert_eq!(first[0].text, None, "the writer is not handed the text");
+    assert_eq!(found(&mut store), 0);
+
+    // Another process is writing shard 0: the next attempt does not wait
+    // for it (it would time out: the lock is held throughout), it makes
+    // shard 1.
+    let holder = rusqlite::Connection::open(bin.home.join("bundleq.db.search0")).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut second = vec![source()];
+    store.index_apart(tenant, run, &mut second, 1024).unwrap();
+    assert_eq!(second[0].indexed_apart, Some(1));
+    holder.execute_batch("ROLLBACK").unwrap();
+
+    // The second attempt records its sources: found once, from shard 1,
+    // though shard 0 still holds the first attempt's rows.
+    // (The run's own process_bundle job, claimed here as a worker would.)
+    let claim = store
+        .claim(1, "w", bundleq::Timestamp::now())
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(claim.job.run_id, run);
+    store
+        .complete(
+            &[bundleq::store::Completion {
+                token: claim.token,
+                outcome: bundleq::Outcome::Succeeded,
+                sources: Some(bundleq::store::RunSources {
+                    tenant_id: tenant,
+                    run_id: run,
+                    sources: second,
+                }),
+                output: None,
+                then: Vec::new(),
+            }],
+            bundleq::Timestamp::now(),
+        )
+        .unwrap();
+    assert_eq!(found(&mut store), 1);
+    let rows = |k: u32| -> i64 {
+        rusqlite::Connection::open(bin.home.join(format!("bundleq.db.search{k}")))
+            .unwrap()
+            .query_row("SELECT count(*) FROM shard_texts", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!((rows(0), rows(1)), (1, 1));
+
+    // Indexed again into the shard that holds it: replaced, not doubled.
+    let holder = rusqlite::Connection::open(bin.home.join("bundleq.db.search0")).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut third = vec![source()];
+    store.index_apart(tenant, run, &mut third, 1024).unwrap();
+    holder.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(third[0].indexed_apart, Some(1));
+    assert_eq!((rows(0), rows(1)), (1, 1));
+    assert_eq!(found(&mut store), 1);
+
+    // Pruned, the run leaves every shard.
+    bin.ok(&["prune", "--runs", "0s"]);
+    assert_eq!((rows(0), rows(1)), (0, 0));
+    assert_eq!(found(&mut store), 0);
 }

@@ -82,10 +82,17 @@ pub fn backup(
             .and_then(|f| f.sync_all())
             .io("fsync", &partial)
     });
-    if let Err(e) = copied {
-        let _ = fs::remove_file(&partial);
-        return Err(e);
-    }
+    // The search shards (big texts' index, beside the database) are copied
+    // after it, so they hold every row its sources name, and before it
+    // takes its place.
+    let copied = copied.and_then(|()| store.copy_search_shards_next_to(&db));
+    let shard_bytes = match copied {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let _ = fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
     // The log and index of an earlier copy would be applied to this one.
     for suffix in ["-wal", "-shm"] {
         let stale = dest.join(format!("{DB_FILE}{suffix}"));
@@ -98,7 +105,7 @@ pub fn backup(
     }
     fs::rename(&partial, &db).io("move into place", &db)?;
     sync_dir(dest)?;
-    let database_bytes = fs::metadata(&db).map_or(0, |m| m.len());
+    let database_bytes = fs::metadata(&db).map_or(0, |m| m.len()) + shard_bytes;
     copy_config(home, dest)?;
 
     let backup_home = Home::open(dest)?;

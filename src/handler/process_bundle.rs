@@ -7,7 +7,7 @@
 use super::{Handler, JobContext};
 use crate::bundle::{self, Sha256Hex, SourceBody};
 use crate::home::Home;
-use crate::objects::Objects;
+use crate::objects::{IN_DATABASE_MAX, Objects};
 use crate::state::Outcome;
 use crate::store::{NewSource, Readers, RunSources, Store};
 use uuid::Uuid;
@@ -35,9 +35,19 @@ impl Handler for ProcessBundle {
         let (tenant, run_id) = (job.tenant_id, job.run_id);
         // One read connection for the whole job: the stored bundle and the
         // objects kept in the database are read through it.
-        let processed = self
-            .reads
-            .with(|store| Ok(self.sources_of(store, tenant, run_id)));
+        // Big texts are indexed here, on this worker's thread, in a search
+        // shard of their own (where the store can): the writer only records
+        // where they are.
+        let processed = self.reads.with(|store| {
+            Ok(self
+                .sources_of(store, tenant, run_id)
+                .and_then(|(mut sources, step)| {
+                    store
+                        .index_apart(tenant, run_id, &mut sources, IN_DATABASE_MAX)
+                        .map_err(|e| Outcome::Retry(e.to_string()))?;
+                    Ok((sources, step))
+                }))
+        });
         let (sources, step) = match processed {
             Ok(Ok(done)) => done,
             Ok(Err(outcome)) => return outcome,
@@ -111,6 +121,7 @@ impl ProcessBundle {
                 retrieved_at: s.retrieved_at(),
                 size,
                 text,
+                indexed_apart: None,
             });
         }
         Ok((sources, bundle.job_type().to_owned()))

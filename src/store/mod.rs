@@ -504,6 +504,17 @@ impl Store {
         }
     }
 
+    /// Copies the database's search shards (SQLite: files beside it, see
+    /// [`Store::index_apart`]) next to `dest_db`, a copy of the database
+    /// made by [`Store::copy_database_to`] and already in place; returns
+    /// the bytes copied (0 on PostgreSQL, which has none).
+    pub fn copy_search_shards_next_to(&mut self, dest_db: &Path) -> Result<u64> {
+        match &mut self.backend {
+            Backend::Sqlite(b) => b.copy_shards_next_to(dest_db),
+            Backend::Postgres(_) => Ok(0),
+        }
+    }
+
     // --- jobs -----------------------------------------------------------
 
     /// Enqueues one job.
@@ -773,6 +784,26 @@ impl Store {
     /// One run of `tenant`, with its bundle.
     pub fn run(&mut self, tenant: Uuid, id: Uuid) -> Result<Run> {
         on_backend!(self, b => b.run(tenant, id))
+    }
+
+    /// Indexes, on the calling thread, the text of every source of
+    /// `run_id` whose bytes are more than `min_size`, where the backend
+    /// indexes apart from its one writer (SQLite: in a search shard, a file
+    /// beside the database that this thread alone is writing, so workers
+    /// index big texts in parallel), and marks those sources
+    /// `indexed_apart`: recording them then indexes nothing. A no-op where
+    /// writers are many (PostgreSQL indexes each source with its row).
+    pub fn index_apart(
+        &mut self,
+        tenant: Uuid,
+        run_id: Uuid,
+        sources: &mut [NewSource],
+        min_size: u64,
+    ) -> Result<()> {
+        match &mut self.backend {
+            Backend::Sqlite(b) => b.index_apart(tenant, run_id, sources, min_size),
+            Backend::Postgres(_) => Ok(()),
+        }
     }
 
     /// Sources of `tenant` matching `query` (see [`search`]), best first,

@@ -439,6 +439,10 @@ pub struct NewSource {
     pub size: Option<u64>,
     /// Text to index, if the bytes are text.
     pub text: Option<String>,
+    /// The search shard that already holds this source's text and index
+    /// row ([`crate::Store::index_apart`]); recording the source then
+    /// indexes nothing. `None` for everything else.
+    pub indexed_apart: Option<u32>,
 }
 
 /// All sources of one run, replacing whatever was recorded before (so a

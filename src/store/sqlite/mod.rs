@@ -30,6 +30,7 @@ mod ids;
 mod jobs;
 mod runs;
 mod serves;
+mod shards;
 mod sources;
 mod tenants;
 mod upkeep;
@@ -97,6 +98,8 @@ pub struct SqliteStore {
     /// Transitions of committed transactions, when the caller keeps them
     /// (`Some`); see [`crate::Store::keep_transitions`].
     journal: Option<Vec<Transition>>,
+    /// Write connections to the search shards this store has indexed in.
+    shard_writers: Vec<shards::ShardWriter>,
 }
 
 /// (device, inode) of a file, or why there is none.
@@ -221,6 +224,7 @@ impl SqliteStore {
             write_lock: Arc::new(Mutex::new(())),
             identity,
             journal: None,
+            shard_writers: Vec::new(),
         })
     }
 
@@ -653,19 +657,39 @@ impl SqliteStore {
     /// `PRAGMA integrity_check`: `["ok"]` for a sound database, else what
     /// SQLite found wrong (at most 100 lines). A database too damaged to be
     /// checked gives SQLite's error as the one line.
+    ///
+    /// A sound database's search shards are checked too (their FTS5 index
+    /// against the text it was made from), each line of theirs naming the
+    /// shard.
     pub fn integrity_check(&self) -> Result<Vec<String>> {
-        let run = || -> rusqlite::Result<Vec<String>> {
-            let mut stmt = self.conn.prepare("PRAGMA integrity_check(100)")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.collect()
-        };
-        match run() {
-            Ok(lines) => Ok(lines),
-            Err(e) if is_corrupt(&e) => Ok(vec![e.to_string()]),
-            Err(source) => Err(self.classify(Error::Db {
-                action: "check integrity",
-                source: Box::new(source),
-            })),
+        let found = check_integrity(&self.conn).map_err(|e| self.classify(e))?;
+        if found != ["ok"] {
+            return Ok(found);
+        }
+        let mut problems = Vec::new();
+        for (k, path) in self.shard_files_unchecked() {
+            let found = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .db("check integrity")
+            .and_then(|conn| check_integrity(&conn));
+            match found {
+                _ if !path.exists() => problems.push(format!(
+                    "search shard {k}: its file {} is missing",
+                    path.display()
+                )),
+                Ok(lines) if lines == ["ok"] => {}
+                Ok(lines) => {
+                    problems.extend(lines.into_iter().map(|l| format!("search shard {k}: {l}")))
+                }
+                Err(e) => problems.push(format!("search shard {k}: {e}")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(found)
+        } else {
+            Ok(problems)
         }
     }
 
@@ -701,6 +725,24 @@ impl SqliteStore {
 pub(crate) struct WriteTx<'a> {
     tx: &'a Transaction<'a>,
     policy: &'a QueuePolicy,
+}
+
+/// `PRAGMA integrity_check` on `conn`'s main database: `["ok"]`, what is
+/// wrong, or the error of a file too damaged to check as the one line.
+fn check_integrity(conn: &Connection) -> Result<Vec<String>> {
+    let run = || -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare("PRAGMA integrity_check(100)")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect()
+    };
+    match run() {
+        Ok(lines) => Ok(lines),
+        Err(e) if is_corrupt(&e) => Ok(vec![e.to_string()]),
+        Err(source) => Err(Error::Db {
+            action: "check integrity",
+            source: Box::new(source),
+        }),
+    }
 }
 
 /// `path` with `suffix` appended to its file name (`bundleq.db-wal`).

@@ -1,11 +1,13 @@
 //! `research_sources` and its FTS5 index: what `process_bundle` recorded for
 //! each run, searchable offline.
 
-use rusqlite::{Transaction, params};
+use std::collections::HashMap;
+
+use rusqlite::{Connection, Transaction, params};
 use uuid::Uuid;
 
-use super::SqliteStore;
 use super::convert::{DbContext, uuid_col};
+use super::{SqliteStore, shards};
 use crate::error::{Error, Result};
 use crate::store::search::Token;
 use crate::store::{RunSources, SearchHit};
@@ -82,7 +84,8 @@ pub(super) fn replace_sources(
     let indexed: Vec<i64> = {
         let mut stmt = tx
             .prepare_cached(
-                "SELECT rowid FROM research_sources WHERE tenant_id = ?1 AND run_id = ?2",
+                "SELECT rowid FROM research_sources
+                 WHERE tenant_id = ?1 AND run_id = ?2 AND search_shard IS NULL",
             )
             .db("replace sources")?;
         let rows = stmt
@@ -119,8 +122,8 @@ pub(super) fn replace_sources(
             })?;
         tx.prepare_cached(
             "INSERT INTO research_sources (tenant_id, run_id, idx, uri, title, sha256,
-                 media_type, retrieved_at, size, indexed, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 media_type, retrieved_at, size, indexed, created_at, search_shard)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -133,12 +136,17 @@ pub(super) fn replace_sources(
                 s.media_type,
                 s.retrieved_at,
                 size,
-                s.text.is_some(),
-                now
+                s.text.is_some() || s.indexed_apart.is_some(),
+                now,
+                s.indexed_apart
             ])
         })
         .db("record a source")?;
         let rowid = tx.last_insert_rowid();
+        // Its text and index row are in a search shard already.
+        if s.indexed_apart.is_some() {
+            continue;
+        }
         // The text is kept once: when it is the whole of the source's object
         // in the database (same digest, same length), the index reads it
         // from there; otherwise (a file object, a text cut at the indexing
@@ -210,6 +218,10 @@ impl SqliteStore {
 
     /// Sources of `tenant` that match `query` (see the README for its
     /// syntax), best first, at most `limit`, and how many match in all.
+    ///
+    /// The database's own index and every search shard (big texts, see
+    /// `shards`) are asked for their best rows, each ranked by bm25 over its
+    /// own rows, and the best of all of them are taken.
     pub fn search(
         &mut self,
         tenant: Uuid,
@@ -222,122 +234,162 @@ impl SqliteStore {
             message,
         })?;
         let (tenant, run) = (tenant.to_string(), run.map(|r| r.to_string()));
-        self.read("search sources", |tx| {
-            // Which sources may match, said as cheaply as the data allows:
-            // one run's few sources; every source, when the tenant owns them
-            // all (the common case of a home with one tenant: the index is
-            // then asked alone, and ranks only its own matches); otherwise a
-            // join on the tenant.
-            let sole_owner: bool = tx
-                .prepare_cached(
-                    "SELECT coalesce((SELECT min(tenant_id) FROM research_sources) = ?1
-                                     AND (SELECT max(tenant_id) FROM research_sources) = ?1, 0)",
-                )
-                .and_then(|mut st| st.query_row([&tenant], |r| r.get(0)))
-                .db("search sources")?;
-            let (from, filter, params): (&str, &str, Vec<&dyn rusqlite::ToSql>) = match &run {
-                Some(run) => (
-                    "research_sources_fts AS f",
-                    "AND f.rowid IN (SELECT rowid FROM research_sources
-                                     WHERE tenant_id = ?2 AND run_id = ?3)",
-                    vec![&q, &tenant, run],
-                ),
-                None if sole_owner => ("research_sources_fts AS f", "", vec![&q]),
-                None => (
-                    "research_sources_fts AS f JOIN research_sources AS s ON s.rowid = f.rowid",
-                    "AND s.tenant_id = ?2",
-                    vec![&q, &tenant],
-                ),
-            };
-            let limit_at = params.len() + 1;
-            // The best rows (`bm25()` called by name: ordering by the
-            // `rank` column computed it twice).
-            let mut top: Vec<(i64, f64)> = Vec::new();
-            {
-                let mut stmt = tx
-                    .prepare_cached(&format!(
-                        "SELECT f.rowid, bm25(research_sources_fts) AS rank
-                         FROM {from}
-                         WHERE research_sources_fts MATCH ?1 {filter}
-                         ORDER BY rank LIMIT +?{limit_at}"
-                    ))
-                    .db("search sources")?;
-                let mut all = params.clone();
-                all.push(&limit);
-                let rows = stmt
-                    .query_map(all.as_slice(), |r| Ok((r.get(0)?, r.get(1)?)))
-                    .db("search sources")?;
-                for row in rows {
-                    top.push(row.db("search sources")?);
+        self.with_shards_attached(|store, shards| {
+            store.read("search sources", |tx| {
+                let (top, mut total) = main_top(tx, &q, &tenant, run.as_deref(), limit)?;
+                // (rank, shard or the database's own index, rowid there)
+                let mut ranked: Vec<(f64, Option<u32>, i64)> =
+                    top.into_iter().map(|(id, rank)| (rank, None, id)).collect();
+                for &k in shards {
+                    let (top, count) =
+                        shards::shard_top(tx, k, &q, &tenant, run.as_deref(), limit)?;
+                    total += count;
+                    ranked.extend(top.into_iter().map(|(id, rank)| (rank, Some(k), id)));
                 }
-            }
-            // Fewer than asked for: they are all there is, and counting
-            // them would evaluate the query again.
-            let total: i64 = if top.len() < limit as usize {
-                i64::try_from(top.len()).unwrap_or(i64::MAX)
-            } else {
-                tx.prepare_cached(&format!(
-                    "SELECT count(*) FROM {from} WHERE research_sources_fts MATCH ?1 {filter}"
-                ))
-                .and_then(|mut st| st.query_row(params.as_slice(), |r| r.get(0)))
-                .db("search sources")?
-            };
-            let (Some(low), Some(high)) =
-                (top.iter().map(|t| t.0).min(), top.iter().map(|t| t.0).max())
-            else {
-                return Ok((Vec::new(), u64::try_from(total).unwrap_or(0)));
-            };
-            // Their snippets and rows, from one more evaluation kept to the
-            // rowid range the best rows span; the unary `+` keeps the list
-            // of rowids a filter (as an index it would evaluate the query
-            // once per row), so only those rows get a snippet, which reads
-            // their text.
-            let ids = super::convert::json_list(&top.iter().map(|t| t.0).collect::<Vec<_>>());
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT f.rowid, s.run_id, s.idx, s.uri, s.title,
-                            snippet(research_sources_fts, 2, '[', ']', '…', 12), r.title
-                     FROM research_sources_fts AS f
-                     JOIN research_sources AS s ON s.rowid = f.rowid
-                     JOIN research_runs AS r ON r.tenant_id = s.tenant_id AND r.id = s.run_id
-                     WHERE research_sources_fts MATCH ?1 AND f.rowid BETWEEN ?2 AND ?3
-                       AND +f.rowid IN (SELECT value FROM json_each(?4))",
-                )
-                .db("search sources")?;
-            let mut found: std::collections::HashMap<i64, SearchHit> =
-                std::collections::HashMap::new();
-            let rows = stmt
-                .query_map(rusqlite::params![q, low, high, ids], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        SearchHit {
-                            run_id: uuid_col(r, 1)?,
-                            idx: r.get(2)?,
-                            uri: r.get(3)?,
-                            title: r.get(4)?,
-                            snippet: r.get(5)?,
-                            rank: 0.0,
-                            run_title: r.get(6)?,
-                        },
-                    ))
-                })
-                .db("search sources")?;
-            for row in rows {
-                let (rowid, hit) = row.db("search sources")?;
-                found.insert(rowid, hit);
-            }
-            let hits: Vec<SearchHit> = top
-                .iter()
-                .filter_map(|(rowid, rank)| {
-                    found.remove(rowid).map(|mut hit| {
+                ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+                ranked.truncate(limit as usize);
+                let mut found: HashMap<Option<u32>, HashMap<i64, SearchHit>> = HashMap::new();
+                for place in std::iter::once(None).chain(shards.iter().copied().map(Some)) {
+                    let ids: Vec<i64> = ranked
+                        .iter()
+                        .filter(|r| r.1 == place)
+                        .map(|r| r.2)
+                        .collect();
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    let hits = match place {
+                        None => main_hits(tx, &q, &ids)?,
+                        Some(k) => shards::shard_hits(tx, k, &q, &ids)?,
+                    };
+                    found.insert(place, hits);
+                }
+                let hits: Vec<SearchHit> = ranked
+                    .iter()
+                    .filter_map(|(rank, place, id)| {
+                        let mut hit = found.get_mut(place)?.remove(id)?;
                         hit.rank = *rank;
-                        hit
+                        Some(hit)
                     })
-                })
-                .collect();
-            Ok((hits, u64::try_from(total).unwrap_or(0)))
+                    .collect();
+                Ok((hits, u64::try_from(total).unwrap_or(0)))
+            })
         })
     }
+}
+
+/// The best rows of the database's own index for a search: rowids and
+/// ranks, at most `limit`, and how many match in all.
+fn main_top(
+    tx: &Connection,
+    q: &str,
+    tenant: &str,
+    run: Option<&str>,
+    limit: u32,
+) -> Result<(Vec<(i64, f64)>, i64)> {
+    // Which sources may match, said as cheaply as the data allows: one
+    // run's few sources; every source, when the tenant owns them all (the
+    // common case of a home with one tenant: the index is then asked alone,
+    // and ranks only its own matches); otherwise a join on the tenant.
+    let sole_owner: bool = tx
+        .prepare_cached(
+            "SELECT coalesce((SELECT min(tenant_id) FROM research_sources) = ?1
+                             AND (SELECT max(tenant_id) FROM research_sources) = ?1, 0)",
+        )
+        .and_then(|mut st| st.query_row([tenant], |r| r.get(0)))
+        .db("search sources")?;
+    let (from, filter, params): (&str, &str, Vec<&dyn rusqlite::ToSql>) = match &run {
+        Some(run) => (
+            "research_sources_fts AS f",
+            "AND f.rowid IN (SELECT rowid FROM research_sources
+                             WHERE tenant_id = ?2 AND run_id = ?3)",
+            vec![&q, &tenant, run],
+        ),
+        None if sole_owner => ("research_sources_fts AS f", "", vec![&q]),
+        None => (
+            "research_sources_fts AS f JOIN research_sources AS s ON s.rowid = f.rowid",
+            "AND s.tenant_id = ?2",
+            vec![&q, &tenant],
+        ),
+    };
+    let limit_at = params.len() + 1;
+    // The best rows (`bm25()` called by name: ordering by the `rank`
+    // column computed it twice).
+    let mut top: Vec<(i64, f64)> = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare_cached(&format!(
+                "SELECT f.rowid, bm25(research_sources_fts) AS rank
+                 FROM {from}
+                 WHERE research_sources_fts MATCH ?1 {filter}
+                 ORDER BY rank LIMIT +?{limit_at}"
+            ))
+            .db("search sources")?;
+        let mut all = params.clone();
+        all.push(&limit);
+        let rows = stmt
+            .query_map(all.as_slice(), |r| Ok((r.get(0)?, r.get(1)?)))
+            .db("search sources")?;
+        for row in rows {
+            top.push(row.db("search sources")?);
+        }
+    }
+    // Fewer than asked for: they are all there is, and counting them would
+    // evaluate the query again.
+    let total: i64 = if top.len() < limit as usize {
+        i64::try_from(top.len()).unwrap_or(i64::MAX)
+    } else {
+        tx.prepare_cached(&format!(
+            "SELECT count(*) FROM {from} WHERE research_sources_fts MATCH ?1 {filter}"
+        ))
+        .and_then(|mut st| st.query_row(params.as_slice(), |r| r.get(0)))
+        .db("search sources")?
+    };
+    Ok((top, total))
+}
+
+/// The database's own index's rows `ids` as hits (rank left 0), with their
+/// snippets: one more evaluation of the query, kept to the rowid range the
+/// rows span; the unary `+` keeps the list of rowids a filter (as an index
+/// it would evaluate the query once per row), so only those rows get a
+/// snippet, which reads their text.
+fn main_hits(tx: &Connection, q: &str, ids: &[i64]) -> Result<HashMap<i64, SearchHit>> {
+    let mut found = HashMap::new();
+    let (Some(&low), Some(&high)) = (ids.iter().min(), ids.iter().max()) else {
+        return Ok(found);
+    };
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT f.rowid, s.run_id, s.idx, s.uri, s.title,
+                    snippet(research_sources_fts, 2, '[', ']', '…', 12), r.title
+             FROM research_sources_fts AS f
+             JOIN research_sources AS s ON s.rowid = f.rowid
+             JOIN research_runs AS r ON r.tenant_id = s.tenant_id AND r.id = s.run_id
+             WHERE research_sources_fts MATCH ?1 AND f.rowid BETWEEN ?2 AND ?3
+               AND +f.rowid IN (SELECT value FROM json_each(?4))",
+        )
+        .db("search sources")?;
+    let rows = stmt
+        .query_map(params![q, low, high, super::convert::json_list(ids)], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                SearchHit {
+                    run_id: uuid_col(r, 1)?,
+                    idx: r.get(2)?,
+                    uri: r.get(3)?,
+                    title: r.get(4)?,
+                    snippet: r.get(5)?,
+                    rank: 0.0,
+                    run_title: r.get(6)?,
+                },
+            ))
+        })
+        .db("search sources")?;
+    for row in rows {
+        let (rowid, hit) = row.db("search sources")?;
+        found.insert(rowid, hit);
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

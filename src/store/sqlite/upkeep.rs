@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 use uuid::Uuid;
@@ -220,7 +221,7 @@ impl SqliteStore {
         if dry_run {
             return self.read("prune runs", select);
         }
-        self.write("prune runs", |tx| {
+        let pruned = self.write("prune runs", |tx| {
             let pruned = select(tx)?;
             let mut index = PendingIndex::default();
             for run in &pruned {
@@ -244,7 +245,15 @@ impl SqliteStore {
             }
             index.write(tx)?;
             Ok(pruned)
-        })
+        })?;
+        // Their rows in search shards are never found once the runs are gone;
+        // removing them only frees the space, so a failure here is said and
+        // the prune stands.
+        let runs: Vec<Uuid> = pruned.iter().map(|r| r.id).collect();
+        if let Err(e) = self.forget_runs_in_shards(tenant, &runs) {
+            log::warn!("Pruned runs' rows stay in the search shards: {e}");
+        }
+        Ok(pruned)
     }
 
     /// Writes a consistent copy of the database to `dest` (a new file):
@@ -253,46 +262,49 @@ impl SqliteStore {
     /// a connection that may only read (`VACUUM INTO` would open its output
     /// read-only too).
     pub fn copy_to(&mut self, dest: &Path) -> Result<()> {
-        let mut out = rusqlite::Connection::open_with_flags(
-            dest,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-                | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
-                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| Error::Io {
-            action: "create the database copy",
-            path: dest.to_owned(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let deadline = std::time::Instant::now() + self.options.busy_deadline;
-        let copied = (|| -> rusqlite::Result<bool> {
-            let backup = rusqlite::backup::Backup::new(&self.conn, &mut out)?;
-            loop {
-                match backup.step(-1)? {
-                    rusqlite::backup::StepResult::Done => return Ok(true),
-                    // Another connection held a lock the copy needs: again,
-                    // from the start of what is left, until the deadline.
-                    _ if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(std::time::Duration::from_millis(10));
-                    }
-                    _ => return Ok(false),
+        online_copy(&self.conn, dest, self.options.busy_deadline).map_err(|e| self.classify(e))
+    }
+}
+
+/// Copies the database `from` reads (its main schema) into the new file
+/// `dest` by SQLite's online backup, retried from where it stopped while
+/// another connection holds a lock it needs, up to `wait`.
+pub(super) fn online_copy(from: &rusqlite::Connection, dest: &Path, wait: Duration) -> Result<()> {
+    let mut out = rusqlite::Connection::open_with_flags(
+        dest,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::Io {
+        action: "create the database copy",
+        path: dest.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let deadline = std::time::Instant::now() + wait;
+    let copied = (|| -> rusqlite::Result<bool> {
+        let backup = rusqlite::backup::Backup::new(from, &mut out)?;
+        loop {
+            match backup.step(-1)? {
+                rusqlite::backup::StepResult::Done => return Ok(true),
+                // Another connection held a lock the copy needs: again, from
+                // the start of what is left, until the deadline.
+                _ if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
                 }
+                _ => return Ok(false),
             }
-        })()
-        .db("copy the database")
-        .map_err(|e| self.classify(e))?;
-        out.close()
-            .map_err(|(_, e)| e)
-            .db("copy the database")
-            .map_err(|e| self.classify(e))?;
-        if copied {
-            Ok(())
-        } else {
-            Err(Error::Busy {
-                action: "copy the database",
-                waited_secs: self.options.busy_deadline.as_secs(),
-            })
         }
+    })()
+    .db("copy the database")?;
+    out.close().map_err(|(_, e)| e).db("copy the database")?;
+    if copied {
+        Ok(())
+    } else {
+        Err(Error::Busy {
+            action: "copy the database",
+            waited_secs: wait.as_secs(),
+        })
     }
 }
 
