@@ -1005,6 +1005,17 @@ fn a_read_only_or_foreign_home_says_so_and_reading_still_works() {
         "process_bundle",
         3,
     ));
+    // A processed run with a big text: its index is in a search shard,
+    // which a reader that may not write must open too.
+    let mut big = String::new();
+    while big.len() < 200 * 1024 {
+        big.push_str("ablation stakes read each spring ");
+    }
+    big.push_str("nunatak");
+    let big = common::text_file_bundle(dir.path(), "big", &big);
+    bin.ok(&["submit", big.to_str().unwrap()]);
+    bin.ok(&["serve", "--once", "--no-inbox", "--workers", "1"]);
+    assert!(bin.home.join("bundleq.db.search0").exists());
     let p = common::write_bundles(&dir.path().join("c"), "c", "process_bundle", 1);
     fs::set_permissions(dir.path().join("c"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&p[0], fs::Permissions::from_mode(0o644)).unwrap();
@@ -1039,6 +1050,8 @@ fn a_read_only_or_foreign_home_says_so_and_reading_still_works() {
         vec!["verify"],
         vec!["prune", "--dry-run"],
         vec!["prune", "--runs", "0s", "--dry-run"],
+        vec!["search", "nunatak"],
+        vec!["db", "check"],
     ] {
         let out = as_other_user(&bin, &args);
         assert_eq!(
@@ -1056,8 +1069,12 @@ fn a_read_only_or_foreign_home_says_so_and_reading_still_works() {
         .as_array()
         .unwrap()
         .len(),
-        3
+        4
     );
+    let found: serde_json::Value =
+        serde_json::from_slice(&as_other_user(&bin, &["--json", "search", "nunatak"]).stdout)
+            .unwrap();
+    assert_eq!(found["total"], 1, "{found}");
     let out = as_other_user(&bin, &["submit", p[0].to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -1083,7 +1100,9 @@ fn a_read_only_or_foreign_home_says_so_and_reading_still_works() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert_eq!(fs::read_dir(out_dir.join("export")).unwrap().count(), 3);
+    assert_eq!(fs::read_dir(out_dir.join("export")).unwrap().count(), 4);
+    // The backup's shard came along, read as the home's was.
+    assert!(out_dir.join("backup/bundleq.db.search0").exists());
     // Its dashboard shows it and refuses every change, with a token that
     // lasts while it runs (none can be saved in the home).
     let mut web = other_user_command(&bin, &["--json", "web", "--http", "127.0.0.1:0"])
@@ -1110,7 +1129,14 @@ fn a_read_only_or_foreign_home_says_so_and_reading_still_works() {
     assert_eq!(r.status().as_u16(), 200);
     let jobs: serde_json::Value =
         serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-    assert_eq!(jobs.as_array().unwrap().len(), 3);
+    assert_eq!(jobs.as_array().unwrap().len(), 4);
+    let mut r = agent
+        .get(format!("http://{addr}/api/v1/search?q=nunatak"))
+        .call()
+        .unwrap();
+    let found: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(found["total"], 1, "{found}");
     let r = agent
         .post(format!("http://{addr}/api/v1/bundles"))
         .header("Authorization", &format!("Bearer {token}"))

@@ -606,8 +606,8 @@ pub enum DbCommand {
     Current,
     /// Apply pending migrations (opening a home applies them too).
     Migrate,
-    /// Check the database for damage (SQLite's integrity_check); exit 1 if
-    /// any is found.
+    /// Check the database and its search shards for damage (SQLite's
+    /// integrity_check); exit 1 if any is found.
     Check,
 }
 

@@ -1,8 +1,10 @@
 //! The built-in `process_bundle` handler: re-check the stored bundle,
 //! verify every source's stored bytes against its sha256 (they were stored
-//! when the bundle was accepted), and hand the sources (with their text) to
-//! the pool, which records and indexes them in the transaction that marks
-//! the job done.
+//! when the bundle was accepted), index the text of big sources (file
+//! objects) here, on the worker's thread, where the store can
+//! ([`Store::index_apart`]), and hand the sources to the pool, which records
+//! them (indexing the small ones) in the transaction that marks the job
+//! done.
 
 use super::{Handler, JobContext};
 use crate::bundle::{self, Sha256Hex, SourceBody};

@@ -190,11 +190,26 @@ impl SqliteStore {
 
     /// Opens a database as it is, read-only, without looking at its schema:
     /// for `bundleq db check` on a database that may be damaged.
+    /// Like [`SqliteStore::open_read_only`], a WAL database without its
+    /// `-shm` or `-wal` that cannot be read as it is is read as immutable.
     pub fn open_unchecked(path: &Path, options: StoreOptions) -> Result<SqliteStore> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI;
-        let store = SqliteStore::connect(path, options, flags)?;
+        let mut store = SqliteStore::connect(path, options.clone(), flags)?;
+        let readable = store
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            });
+        if readable.is_err()
+            && !with_suffix(path, "-wal").exists()
+            && !with_suffix(path, "-shm").exists()
+        {
+            store = SqliteStore::connect(&immutable_uri(path), options, flags)?;
+            store.path = path.to_owned();
+            store.identity = file_identity(path).ok();
+        }
         store
             .conn
             .busy_timeout(store.busy_wait())
@@ -668,12 +683,9 @@ impl SqliteStore {
         }
         let mut problems = Vec::new();
         for (k, path) in self.shard_files_unchecked() {
-            let found = Connection::open_with_flags(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .db("check integrity")
-            .and_then(|conn| check_integrity(&conn));
+            let found = self
+                .shard_for_check(k)
+                .and_then(|conn| check_integrity(&conn));
             match found {
                 _ if !path.exists() => problems.push(format!(
                     "search shard {k}: its file {} is missing",

@@ -98,6 +98,11 @@ impl SqliteStore {
         })
     }
 
+    /// A read connection to shard `k`, for a check of it.
+    pub(super) fn shard_for_check(&self, k: u32) -> Result<Connection> {
+        open_for_check(&shard_path(&self.path, k))
+    }
+
     /// The registered shards and their files, read without a transaction
     /// and without failing (for a check of a database that may be damaged:
     /// none when the list cannot be read).
@@ -125,26 +130,22 @@ impl SqliteStore {
             let from = shard_path(&self.path, k);
             let to = shard_path(dest_db, k);
             let partial = with_suffix(&to, ".partial");
-            let copied = Connection::open_with_flags(
-                &from,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .db("open a search shard")
-            .and_then(|conn| {
-                conn.busy_timeout(self.busy_wait())
-                    .db("open a search shard")?;
-                super::upkeep::online_copy(&conn, &partial, self.options.busy_deadline)
-            })
-            .map_err(|e| classify(&from, self.busy_wait(), e))
-            .and_then(|()| {
-                std::fs::set_permissions(
-                    &partial,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
-                )
-                .and_then(|()| std::fs::File::open(&partial))
-                .and_then(|f| f.sync_all())
-                .io("fsync", &partial)
-            });
+            let copied = open_for_check(&from)
+                .and_then(|conn| {
+                    conn.busy_timeout(self.busy_wait())
+                        .db("open a search shard")?;
+                    super::upkeep::online_copy(&conn, &partial, self.options.busy_deadline)
+                })
+                .map_err(|e| classify(&from, self.busy_wait(), e))
+                .and_then(|()| {
+                    std::fs::set_permissions(
+                        &partial,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                    )
+                    .and_then(|()| std::fs::File::open(&partial))
+                    .and_then(|f| f.sync_all())
+                    .io("fsync", &partial)
+                });
             if let Err(e) = copied {
                 let _ = std::fs::remove_file(&partial);
                 return Err(e);
@@ -435,12 +436,8 @@ impl SqliteStore {
                 });
                 break;
             };
-            match self
-                .conn
-                .execute(&format!("ATTACH DATABASE ?1 AS shard{k}"), [name])
-                .db("open a search shard")
-            {
-                Ok(_) => attached.push(k),
+            match attach(&self.conn, k, &path, name) {
+                Ok(()) => attached.push(k),
                 Err(e) => {
                     result = Err(classify(&path, self.busy_wait(), e));
                     break;
@@ -459,6 +456,62 @@ impl SqliteStore {
             }
         }
         value
+    }
+}
+
+/// Attaches shard `k` (its file at `path`, named `name`) to `conn` as
+/// `shard<k>`. A shard in a folder this user may not write, with no `-shm`
+/// to share and no `-wal` (nobody is writing it), is read as immutable, as
+/// the database itself is then.
+fn attach(conn: &Connection, k: u32, path: &Path, name: &str) -> Result<()> {
+    let readable = conn
+        .execute(&format!("ATTACH DATABASE ?1 AS shard{k}"), [name])
+        .and_then(|_| {
+            conn.query_row(
+                &format!("SELECT count(*) FROM shard{k}.sqlite_master"),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .db("open a search shard");
+    match readable {
+        Ok(_) => Ok(()),
+        Err(_) if !with_suffix(path, "-wal").exists() && !with_suffix(path, "-shm").exists() => {
+            // (Attached or not, depending on where it failed.)
+            let _ = conn.execute_batch(&format!("DETACH DATABASE shard{k}"));
+            let uri = super::immutable_uri(path);
+            conn.execute(
+                &format!("ATTACH DATABASE ?1 AS shard{k}"),
+                [uri.to_string_lossy()],
+            )
+            .db("open a search shard")?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = conn.execute_batch(&format!("DETACH DATABASE shard{k}"));
+            Err(e)
+        }
+    }
+}
+
+/// A read connection to the shard at `path` for checks (read as immutable
+/// where [`attach`] would).
+fn open_for_check(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).db("open a search shard")?;
+    let readable = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .db("open a search shard");
+    match readable {
+        Ok(_) => Ok(conn),
+        Err(_) if !with_suffix(path, "-wal").exists() && !with_suffix(path, "-shm").exists() => {
+            Connection::open_with_flags(super::immutable_uri(path), flags).db("open a search shard")
+        }
+        Err(e) => Err(e),
     }
 }
 
