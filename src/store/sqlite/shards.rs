@@ -221,9 +221,8 @@ impl SqliteStore {
                     .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
                     .db("make a search shard")?;
                 conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
-                    .map_err(|e| {
+                    .inspect_err(|_| {
                         let _ = conn.execute_batch("ROLLBACK");
-                        e
                     })
                     .db("make a search shard")?;
             }
