@@ -782,3 +782,21 @@ fn a_busy_shard_is_passed_over_and_only_the_recorded_attempt_is_found() {
     assert_eq!((rows(0), rows(1)), (0, 0));
     assert_eq!(found(&mut store), 0);
 }
+
+#[test]
+fn sqlite_is_built_without_its_global_allocation_counter() {
+    // `.cargo/config.toml` sets it: with the counter on, every allocation
+    // of every thread takes one global mutex, and workers indexing big
+    // texts in parallel queue on it.
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    let mut stmt = conn.prepare("PRAGMA compile_options").unwrap();
+    let options: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "{options:?}"
+    );
+}
