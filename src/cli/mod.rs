@@ -363,7 +363,7 @@ pub enum Command {
     /// Measure the engine in temp homes against a plain-SQLite baseline
     /// measured in the same run; prints a table (or --json).
     #[command(after_help = "Examples:
-  bundleq bench                          # about 40 s
+  bundleq bench                          # about 4 minutes
   bundleq bench --sync normal --jobs 200000")]
     Bench(BenchArgs),
     /// Print a shell completion script.
