@@ -70,8 +70,9 @@ pub(super) struct ShardWriter {
     conn: Connection,
 }
 
-/// Removes a run's rows from the shard `tx` writes (index rows first: they
-/// are removed by reading the text they were made from).
+/// Removes a run's rows from the shard `conn` writes, inside its open
+/// transaction (index rows first: they are removed by reading the text they
+/// were made from).
 fn delete_run(conn: &Connection, tenant: &str, run_id: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "DELETE FROM shard_fts WHERE rowid IN
@@ -169,7 +170,15 @@ impl SqliteStore {
     /// The write connection to shard `shard`, which exists.
     fn shard_writer(&mut self, shard: u32) -> Result<&mut Connection> {
         let at = match self.shard_writers.iter().position(|w| w.shard == shard) {
-            Some(at) => at,
+            Some(at) => {
+                // A transaction left open (a caller that unwound between
+                // begin and commit) would hold the shard's lock for good.
+                let conn = &self.shard_writers[at].conn;
+                if !conn.is_autocommit() {
+                    conn.execute_batch("ROLLBACK").db("index big texts")?;
+                }
+                at
+            }
             None => {
                 let path = shard_path(&self.path, shard);
                 if !path.exists() {
@@ -268,7 +277,14 @@ impl SqliteStore {
         let shard = self.begin_in_free_shard(shards, run_id)?;
         let path = shard_path(&self.path, shard);
         let wait = self.busy_wait();
-        let conn = self.shard_writer(shard)?;
+        // The connection whose transaction is open (not `shard_writer`,
+        // which would end it).
+        let conn = &self
+            .shard_writers
+            .iter()
+            .find(|w| w.shard == shard)
+            .ok_or_else(|| missing_shard(path.clone(), shard))?
+            .conn;
         let written = (|| -> rusqlite::Result<()> {
             // An earlier attempt's rows in this shard are replaced (by the
             // same text: a stored bundle never changes).
