@@ -131,6 +131,13 @@ impl SqliteStore {
             let from = shard_path(&self.path, k);
             let to = shard_path(dest_db, k);
             let partial = with_suffix(&to, ".partial");
+            // What a copy that was stopped left: never copied into.
+            match std::fs::remove_file(&partial) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).io("remove", &partial);
+                }
+                _ => {}
+            }
             let copied = open_for_check(&from)
                 .and_then(|conn| {
                     conn.busy_timeout(self.busy_wait())
