@@ -800,3 +800,118 @@ fn sqlite_is_built_without_its_global_allocation_counter() {
         "{options:?}"
     );
 }
+
+#[test]
+fn serves_killed_while_workers_index_big_texts_leave_each_run_found_once_or_not_at_all() {
+    // SIGKILL lands anywhere: mid-tokenising, between a shard's commit and
+    // the success that names it, mid-success. Afterwards every run whose
+    // process_bundle succeeded is found exactly once by its own word, and
+    // a run whose process_bundle failed for good (killed at every attempt)
+    // is not found, whatever its attempts left in the shards.
+    const RUNS: usize = 80;
+    const CYCLES: usize = 25;
+    let (dir, bin) = Bin::init_with("[workers]\npoll_interval = \"50ms\"\n");
+    let word = |i: usize| -> String {
+        let mut w = String::from("kettle");
+        let mut n = i;
+        for _ in 0..3 {
+            w.push(char::from(b'a' + (n % 26) as u8));
+            n /= 26;
+        }
+        w
+    };
+    let runs: Vec<String> = (0..RUNS)
+        .map(|i| {
+            let mut text = String::new();
+            while text.len() < 400 * 1024 {
+                text.push_str("meltwater channels cut the outwash plain ");
+            }
+            text.push_str(&word(i));
+            let folder = common::text_file_bundle(dir.path(), &format!("k{i}"), &text);
+            run_of(&bin.json_lines(&["submit", folder.to_str().unwrap()]))
+        })
+        .collect();
+    let mut seed = 0x5eed_u64;
+    for _ in 0..CYCLES {
+        let mut serve = bin.serve(
+            &["--lock-timeout", "1s", "--no-inbox", "--workers", "2"],
+            false,
+        );
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(20 + seed % 200));
+        serve.kill().unwrap();
+        serve.wait().unwrap();
+    }
+    // Everything left, once the killed serves' locks expire.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        bin.ok(&[
+            "serve",
+            "--once",
+            "--lock-timeout",
+            "1s",
+            "--no-inbox",
+            "--workers",
+            "2",
+        ]);
+        let open: usize = ["queued", "running"]
+            .iter()
+            .map(|s| bin.json(&["jobs", "--status", s]).as_array().unwrap().len())
+            .sum();
+        if open == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "jobs never drained");
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let jobs = bin.json(&["jobs", "--limit", "1000"]);
+    let mut found_once = 0;
+    for (i, run) in runs.iter().enumerate() {
+        let job = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["run_id"] == run.as_str())
+            .unwrap();
+        let hits = bin.json(&["search", &word(i)]);
+        if job["status"] == "succeeded" {
+            assert_eq!(hits["total"], 1, "{run}: {hits:#}");
+            assert_eq!(hits["hits"][0]["run_id"], run.as_str());
+            found_once += 1;
+        } else {
+            assert_eq!(job["status"], "failed", "{job:#}");
+            assert_eq!(hits["total"], 0, "{run}: {hits:#}");
+        }
+    }
+    assert!(found_once > 0);
+    assert_eq!(bin.integrity(), "ok");
+    // Rows beyond one per run are those of attempts killed after their
+    // shard's commit: the case the test is about, so it must have happened.
+    let mut rows = 0;
+    for k in 0..8 {
+        let path = bin.home.join(format!("bundleq.db.search{k}"));
+        if path.exists() {
+            rows += rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row("SELECT count(*) FROM shard_texts", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .unwrap();
+        }
+    }
+    let attempts: i64 = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["attempts"].as_i64().unwrap())
+        .sum();
+    // (Rows beyond one per processed run are those of attempts killed after
+    // their shard's commit; how many depends on where the kills land.)
+    println!(
+        "killed while indexing: {CYCLES} serves, {found_once} of {RUNS} runs processed, each \
+         found once; {attempts} attempts, {rows} shard rows"
+    );
+    assert!(rows >= found_once);
+}
