@@ -784,6 +784,67 @@ fn a_busy_shard_is_passed_over_and_only_the_recorded_attempt_is_found() {
 }
 
 #[test]
+fn files_left_by_a_shard_maker_killed_before_registering_are_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::new(&dir.path().join("home"));
+    bin.ok(&["init"]);
+    // What a maker killed at each point leaves: shard 0's file created
+    // but empty (killed before its schema), shard 1's with its schema
+    // but never registered.
+    fs::write(bin.home.join("bundleq.db.search0"), b"").unwrap();
+    let folder = common::text_file_bundle(dir.path(), "fen", &big_text("carr lagg"));
+    let run = run_of(&bin.json_lines(&["submit", folder.to_str().unwrap()]));
+    {
+        let tenant = bin.tenant();
+        let mut store = bin.store();
+        let holder = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
+        // Made as a maker would, then the registration undone.
+        let mut probe = vec![bundleq::store::NewSource {
+            idx: 0,
+            uri: "file:probe.txt".into(),
+            title: None,
+            sha256: "0".repeat(64),
+            media_type: Some("text/plain".into()),
+            retrieved_at: None,
+            size: Some(4096),
+            text: Some("probe".into()),
+            indexed_apart: None,
+        }];
+        store
+            .index_apart(tenant, Uuid::now_v7(), &mut probe, 1024)
+            .unwrap();
+        assert_eq!(
+            probe[0].indexed_apart,
+            Some(1),
+            "the empty file is passed over"
+        );
+        holder
+            .execute("DELETE FROM research_search_shards", [])
+            .unwrap();
+    }
+    bin.ok(&["serve", "--once", "--no-inbox"]);
+    let found = bin.json(&["search", "lagg"]);
+    assert_eq!(found["total"], 1, "{found:#}");
+    assert_eq!(found["hits"][0]["run_id"], run.as_str());
+    assert_eq!(bin.json(&["search", "probe"])["total"], 0);
+    let conn = rusqlite::Connection::open(bin.home.join("bundleq.db")).unwrap();
+    let registered: Vec<u32> = conn
+        .prepare("SELECT shard FROM research_search_shards")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(registered, [2]);
+    assert_eq!(bin.integrity(), "ok");
+    let dest = dir.path().join("copy");
+    bin.ok(&["backup", dest.to_str().unwrap()]);
+    assert!(dest.join("bundleq.db.search2").exists());
+    assert!(!dest.join("bundleq.db.search0").exists());
+    assert_eq!(Bin::new(&dest).json(&["search", "lagg"])["total"], 1);
+}
+
+#[test]
 fn sqlite_is_built_without_its_global_allocation_counter() {
     // `.cargo/config.toml` sets it: with the counter on, every allocation
     // of every thread takes one global mutex, and workers indexing big
@@ -889,17 +950,30 @@ fn serves_killed_while_workers_index_big_texts_leave_each_run_found_once_or_not_
     assert_eq!(bin.integrity(), "ok");
     // Rows beyond one per run are those of attempts killed after their
     // shard's commit: the case the test is about, so it must have happened.
+    // Only registered shards are searched; a file a serve made and was
+    // killed in before registering it (with or without its schema) is
+    // passed over for good, so it is not counted.
+    let registered: Vec<u32> = rusqlite::Connection::open(bin.home.join("bundleq.db"))
+        .unwrap()
+        .prepare("SELECT shard FROM research_search_shards ORDER BY shard")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        !registered.is_empty() && registered.len() <= 8,
+        "{registered:?}"
+    );
     let mut rows = 0;
-    for k in 0..8 {
+    for k in &registered {
         let path = bin.home.join(format!("bundleq.db.search{k}"));
-        if path.exists() {
-            rows += rusqlite::Connection::open(path)
-                .unwrap()
-                .query_row("SELECT count(*) FROM shard_texts", [], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .unwrap();
-        }
+        rows += rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM shard_texts", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap();
     }
     let attempts: i64 = jobs
         .as_array()
