@@ -22,8 +22,8 @@ use crate::inbox::{Inbox, ScanSummary};
 use crate::presence::Presence;
 use crate::state::Outcome;
 use crate::store::{
-    BaselineFigures, Completion, Location, NewJob, NewRun, NewSource, RunJob, RunSources, Store,
-    StoreOptions, Synchronous, run_baseline,
+    BaselineFigures, CommitFloor, Completion, Location, NewJob, NewRun, NewSource, RunJob,
+    RunSources, Store, StoreOptions, Synchronous, run_baseline,
 };
 use crate::timestamp::{SystemClock, Timestamp};
 use crate::worker::{PoolConfig, PoolControl, run_pool};
@@ -146,8 +146,12 @@ pub struct BenchReport {
     pub drain_ratio: f64,
     /// `Store::claim(1)` with 10,000 jobs queued.
     pub claim_latency: Latency,
-    /// `claim_latency.p50_us` minus the same-run commit floor
-    /// (`baseline.commit_p50_us`): what the engine adds to a commit.
+    /// The commit floor (the baseline's minimal commit, on a database of
+    /// its own) timed in turns with `claim_latency`'s claims: one floor
+    /// commit, one claim, and again.
+    pub claim_floor: Latency,
+    /// `claim_latency.p50_us` minus `claim_floor.p50_us`: what the engine
+    /// adds to a commit.
     pub claim_overhead_us: f64,
     /// `Store::claim(1)` with 10,000 jobs queued under `synchronous =
     /// normal`, whatever the run's setting.
@@ -158,6 +162,13 @@ pub struct BenchReport {
     pub claim_cost_big_us: f64,
     /// `claim_cost_big_us / claim_cost_small_us`.
     pub claim_cost_ratio: f64,
+    /// `claim_cost_small_us` under `synchronous = normal`, whatever the
+    /// run's setting (the same databases, connections set to `normal`).
+    pub claim_cost_normal_small_us: f64,
+    /// `claim_cost_big_us` under `synchronous = normal`.
+    pub claim_cost_normal_big_us: f64,
+    /// `claim_cost_normal_big_us / claim_cost_normal_small_us`.
+    pub claim_cost_normal_ratio: f64,
     /// Due jobs queued for `claim_cost_big_us`, behind as many parked on a
     /// future `retry_at`.
     pub big_queue: usize,
@@ -282,6 +293,23 @@ fn claim_cost(store: &mut Store, rounds: usize) -> Result<(f64, Vec<Duration>)> 
     Ok((median, samples))
 }
 
+/// Rounds of each claim-cost figure.
+const CLAIM_COST_ROUNDS: usize = 500;
+
+/// Median cost of one `claim(1)` on `small` and on `big`, over `rounds`
+/// rounds taken in turns (one on each, then again), so that both see the
+/// disk as it is at the time: a commit's fsync time drifts on a shared
+/// disk, and measured one after the other the ratio would measure the
+/// drift.
+fn claim_costs(small: &mut Store, big: &mut Store, rounds: usize) -> Result<(f64, f64)> {
+    let (mut on_small, mut on_big) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        on_small.extend(claim_cost(small, 1)?.1);
+        on_big.extend(claim_cost(big, 1)?.1);
+    }
+    Ok((Latency::of(on_small).p50_us, Latency::of(on_big).p50_us))
+}
+
 fn small_bundle(i: usize) -> String {
     serde_json::json!({
         "bundle_version": 1,
@@ -363,13 +391,19 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     let drain_per_s = per_s(drained, drain);
     let lifecycle_per_s = per_s(drained, enqueue + drain);
 
-    progress("claim latency with 10,000 queued");
+    progress("claim latency with 10,000 queued, in turns with the commit floor");
     let mut lat = store_at(&dir.join("latency.db"), sync)?;
     enqueue_batched(&mut lat, 10_000, 1000)?;
     lat.checkpoint()?;
-    let (_, samples) = claim_cost(&mut lat, opts.samples.min(9_000))?;
+    let mut floor = CommitFloor::open(&dir.join("floor.db"), sync)?;
+    let (mut samples, mut floor_samples) = (Vec::new(), Vec::new());
+    for _ in 0..opts.samples.min(9_000) {
+        floor_samples.push(floor.commit()?);
+        samples.extend(claim_cost(&mut lat, 1)?.1);
+    }
     let claim_latency = Latency::of(samples);
-    drop(lat);
+    let claim_floor = Latency::of(floor_samples);
+    drop((lat, floor));
 
     progress("claim latency with 10,000 queued, synchronous = normal");
     let mut lat = store_at(&dir.join("latency-normal.db"), Synchronous::Normal)?;
@@ -379,17 +413,23 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     let claim_latency_normal = Latency::of(samples);
     drop(lat);
 
-    progress("claim cost with 1,000 queued");
-    let mut small = store_at(&dir.join("small.db"), sync)?;
-    enqueue_batched(&mut small, 1000 + 500, 1000)?;
+    progress("claim cost with 1,000 queued and with the large queue (building it)");
+    let small_path = dir.join("small.db");
+    let mut small = store_at(&small_path, sync)?;
+    enqueue_batched(&mut small, 1000 + 2 * CLAIM_COST_ROUNDS, 1000)?;
     small.checkpoint()?;
-    let (claim_cost_small_us, _) = claim_cost(&mut small, 500)?;
-    drop(small);
-    progress("claim cost with the large queue (building it)");
-    let (_, mut big) = big_queue_home(dir, sync, opts.big_queue)?;
+    let (big_root, mut big) = big_queue_home(dir, sync, opts.big_queue)?;
     big.checkpoint()?;
-    let (claim_cost_big_us, _) = claim_cost(&mut big, 500)?;
-    drop(big);
+    let (claim_cost_small_us, claim_cost_big_us) =
+        claim_costs(&mut small, &mut big, CLAIM_COST_ROUNDS)?;
+    drop((small, big));
+    // The same files through connections set to `normal` (a per-connection
+    // setting): the claim's own cost, with no fsync to hide it.
+    let (claim_cost_normal_small_us, claim_cost_normal_big_us) = claim_costs(
+        &mut store_at(&small_path, Synchronous::Normal)?,
+        &mut store_at(&big_root.join(crate::home::DB_FILE), Synchronous::Normal)?,
+        CLAIM_COST_ROUNDS,
+    )?;
 
     progress("drop-folder ingest");
     let home = bench_home(&dir.join("ingest"), sync)?;
@@ -434,7 +474,7 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     progress("search home: indexing the sources");
     search_home(&dir.join("search"), sync, opts.search_sources)?;
 
-    let claim_overhead_us = claim_latency.p50_us - baseline.commit_p50_us;
+    let claim_overhead_us = claim_latency.p50_us - claim_floor.p50_us;
     Ok(BenchReport {
         jobs: opts.jobs,
         workers: opts.workers,
@@ -447,12 +487,16 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
         enqueue_batch_per_s: per_s(opts.jobs, enqueue),
         drain_per_s,
         lifecycle_per_s,
+        claim_floor,
         claim_overhead_us,
         claim_latency,
         claim_latency_normal,
         claim_cost_small_us,
         claim_cost_big_us,
         claim_cost_ratio: claim_cost_big_us / claim_cost_small_us.max(1e-9),
+        claim_cost_normal_small_us,
+        claim_cost_normal_big_us,
+        claim_cost_normal_ratio: claim_cost_normal_big_us / claim_cost_normal_small_us.max(1e-9),
         big_queue: opts.big_queue,
         ingest_files_per_s,
         drop_files: opts.drop_files,

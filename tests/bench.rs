@@ -28,6 +28,9 @@ fn bench_quick_reports_every_figure_and_goal_as_json() {
         "claim_cost_small_us",
         "claim_cost_big_us",
         "claim_cost_ratio",
+        "claim_cost_normal_small_us",
+        "claim_cost_normal_big_us",
+        "claim_cost_normal_ratio",
         "ingest_files_per_s",
         "serve_rss_big_queue_mib",
         "submit_read_hash_per_s",
@@ -66,6 +69,8 @@ fn bench_quick_reports_every_figure_and_goal_as_json() {
     // --quick's sizes, each figure from as many samples as asked.
     assert_eq!(r["claim_latency"]["samples"], 100);
     assert_eq!(r["claim_latency_normal"]["samples"], 100);
+    assert_eq!(r["claim_floor"]["samples"], 100);
+    assert!(positive(&r["claim_floor"]["p50_us"]), "{r:#}");
     assert_eq!(r["drop_latency"]["samples"], 100);
     assert_eq!(r["jobs"], 5000);
     assert_eq!(r["submit_bundles"], 500);
@@ -96,7 +101,7 @@ fn bench_quick_reports_every_figure_and_goal_as_json() {
     assert_eq!(r["synchronous"], "full");
     // Every goal says whether this run met it; the baseline says what it is.
     let goals = r["goals"].as_array().unwrap();
-    assert_eq!(goals.len(), 14, "{r:#}");
+    assert_eq!(goals.len(), 15, "{r:#}");
     for g in goals {
         assert!(
             g["met"].is_boolean() && g["goal"].is_string() && g["measure"].is_string(),

@@ -190,6 +190,12 @@ fn goals(
             r.claim_cost_ratio <= 1.5,
         ),
         goal(
+            "claim cost, large vs small queue, normal",
+            "<= 1.5x",
+            r.claim_cost_normal_ratio,
+            r.claim_cost_normal_ratio <= 1.5,
+        ),
+        goal(
             "submit, 3 inline sources of 2 KiB (bundles/s)",
             ">= 5,000 bundles/s",
             r.submit_per_s,
@@ -639,10 +645,10 @@ fn print_table(f: &Full<'_>) {
             format!("{:.2}x baseline life cycle", r.lifecycle_ratio),
         ),
         row(
-            "commit floor p50 (one-row update)".into(),
-            k(r.baseline.commit_p50_us),
+            "commit floor p50 / p99 (one-row update)".into(),
+            p50_p99(&r.claim_floor),
             "µs",
-            String::new(),
+            "in turns with the claims".into(),
         ),
         row(
             "claim latency p50 / p99".into(),
@@ -665,6 +671,16 @@ fn print_table(f: &Full<'_>) {
             format!("{} / {}", k(r.claim_cost_small_us), k(r.claim_cost_big_us)),
             "µs",
             format!("{:.2}x", r.claim_cost_ratio),
+        ),
+        row(
+            "the same, normal".to_owned(),
+            format!(
+                "{} / {}",
+                k(r.claim_cost_normal_small_us),
+                k(r.claim_cost_normal_big_us)
+            ),
+            "µs",
+            format!("{:.2}x", r.claim_cost_normal_ratio),
         ),
         row(
             format!(

@@ -63,6 +63,7 @@ pub enum Location {
 }
 
 pub use postgres::{PgLocation, Scratch};
+pub use sqlite::CommitFloor;
 
 impl Location {
     /// A location as configured: a path (relative to `base`) for SQLite.

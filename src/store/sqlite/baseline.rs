@@ -4,7 +4,7 @@
 //! so `bundleq bench` can quote the engine as a ratio of it.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rusqlite::params;
 use uuid::Uuid;
@@ -123,23 +123,66 @@ pub fn run_baseline(
 /// Median time of `BEGIN IMMEDIATE; UPDATE` of a one-row table`; COMMIT`
 /// over `samples` rounds, microseconds.
 fn commit_floor(conn: &mut rusqlite::Connection, samples: usize) -> Result<f64> {
-    conn.execute_batch(
-        "CREATE TABLE bench_floor (x INTEGER NOT NULL); INSERT INTO bench_floor VALUES (0);",
-    )
-    .db("baseline commit")?;
+    floor_table(conn)?;
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples.max(1) {
-        let start = Instant::now();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .db("baseline commit")?;
-        tx.execute("UPDATE bench_floor SET x = x + 1", [])
-            .db("baseline commit")?;
-        tx.commit().db("baseline commit")?;
-        times.push(start.elapsed());
+        times.push(floor_commit(conn)?);
     }
     times.sort_unstable();
     Ok(times
         .get(times.len() / 2)
         .map_or(0.0, |d| d.as_secs_f64() * 1e6))
+}
+
+fn floor_table(conn: &rusqlite::Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS bench_floor (x INTEGER NOT NULL);
+         INSERT INTO bench_floor SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM bench_floor);",
+    )
+    .db("baseline commit")
+}
+
+/// One commit of the floor, timed.
+fn floor_commit(conn: &mut rusqlite::Connection) -> Result<Duration> {
+    let start = Instant::now();
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .db("baseline commit")?;
+    tx.execute("UPDATE bench_floor SET x = x + 1", [])
+        .db("baseline commit")?;
+    tx.commit().db("baseline commit")?;
+    Ok(start.elapsed())
+}
+
+/// The baseline's minimal commit on a database of its own, one at a time:
+/// for timing it in turns with what is held against it, so that both see
+/// the disk as it is at the time.
+pub struct CommitFloor {
+    store: SqliteStore,
+}
+
+impl std::fmt::Debug for CommitFloor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitFloor")
+            .field("path", &self.store.path)
+            .finish()
+    }
+}
+
+impl CommitFloor {
+    /// Opens (or makes) the database at `path` for floor commits.
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<CommitFloor> {
+        let options = StoreOptions {
+            synchronous,
+            ..StoreOptions::default()
+        };
+        let store = SqliteStore::create(path, options)?;
+        floor_table(&store.conn)?;
+        Ok(CommitFloor { store })
+    }
+
+    /// Times one commit of the floor.
+    pub fn commit(&mut self) -> Result<Duration> {
+        floor_commit(&mut self.store.conn)
+    }
 }
