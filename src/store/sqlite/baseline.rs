@@ -154,9 +154,9 @@ fn floor_commit(conn: &mut rusqlite::Connection) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
-/// The baseline's minimal commit on a database of its own, one at a time:
-/// for timing it in turns with what is held against it, so that both see
-/// the disk as it is at the time.
+/// The baseline's minimal commit (a one-row table of its own, in the
+/// database at hand), one at a time: for timing it in turns with what is
+/// held against it, so that both see the disk as it is at the time.
 pub struct CommitFloor {
     store: SqliteStore,
 }
@@ -170,7 +170,8 @@ impl std::fmt::Debug for CommitFloor {
 }
 
 impl CommitFloor {
-    /// Opens (or makes) the database at `path` for floor commits.
+    /// Opens (or makes) the database at `path` for floor commits, with a
+    /// connection of its own, and adds the floor's table.
     pub fn open(path: &Path, synchronous: Synchronous) -> Result<CommitFloor> {
         let options = StoreOptions {
             synchronous,
