@@ -845,6 +845,42 @@ fn files_left_by_a_shard_maker_killed_before_registering_are_passed_over() {
 }
 
 #[test]
+fn shard_numbers_all_taken_by_leftover_files_retry_the_job_naming_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Bin::new(&dir.path().join("home"));
+    bin.ok(&["init"]);
+    let leftovers: Vec<_> = (0..8)
+        .map(|k| bin.home.join(format!("bundleq.db.search{k}")))
+        .collect();
+    for path in &leftovers {
+        fs::write(path, b"").unwrap();
+    }
+    let folder = common::text_file_bundle(dir.path(), "mire", &big_text("quaking bog"));
+    let run = run_of(&bin.json_lines(&["submit", folder.to_str().unwrap()]));
+    let out = bin.run(&["serve", "--once", "--no-inbox"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let jobs = bin.json(&["jobs"]);
+    let job = &jobs[0];
+    assert_eq!(job["run_id"], run.as_str(), "{jobs:#}");
+    assert_eq!(job["status"], "queued", "retried, not failed: {job:#}");
+    let error = job["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("bundleq.db.search0") && error.contains("remove them"),
+        "{error}"
+    );
+    // Removed, the job goes through.
+    for path in &leftovers {
+        fs::remove_file(path).unwrap();
+    }
+    let id = job["id"].as_str().unwrap();
+    bin.ok(&["job", "cancel", id]);
+    bin.ok(&["job", "retry", id]);
+    bin.ok(&["serve", "--once", "--no-inbox"]);
+    assert_eq!(bin.json(&["search", "quaking"])["total"], 1);
+}
+
+#[test]
 fn sqlite_is_built_without_its_global_allocation_counter() {
     // `.cargo/config.toml` sets it: with the counter on, every allocation
     // of every thread takes one global mutex, and workers indexing big

@@ -348,7 +348,27 @@ impl SqliteStore {
                     break;
                 }
             }
-            let Some(k) = made else { break };
+            let Some(k) = made else {
+                if shards.is_empty() {
+                    // Eight numbers in a row taken by files nobody
+                    // registered: nothing to fall back on.
+                    let path = shard_path(&self.path, first);
+                    return Err(Error::Io {
+                        action: "make a search shard",
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::AlreadyExists,
+                            format!(
+                                "it and the next {} numbers are taken by files no database \
+                                 registered (left by processes stopped while making them); \
+                                 remove them",
+                                MAX_SHARDS - 1
+                            ),
+                        ),
+                        path,
+                    });
+                }
+                break;
+            };
             // Registered once made: a registered shard always has its file
             // and schema.
             self.write("register a search shard", |tx| {
