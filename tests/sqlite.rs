@@ -784,7 +784,7 @@ fn a_busy_shard_is_passed_over_and_only_the_recorded_attempt_is_found() {
 }
 
 #[test]
-fn files_left_by_a_shard_maker_killed_before_registering_are_passed_over() {
+fn files_left_by_a_shard_maker_killed_before_registering_are_passed_over_then_swept() {
     let dir = tempfile::tempdir().unwrap();
     let bin = Bin::new(&dir.path().join("home"));
     bin.ok(&["init"]);
@@ -842,6 +842,57 @@ fn files_left_by_a_shard_maker_killed_before_registering_are_passed_over() {
     assert!(dest.join("bundleq.db.search2").exists());
     assert!(!dest.join("bundleq.db.search0").exists());
     assert_eq!(Bin::new(&dest).json(&["search", "lagg"])["total"], 1);
+
+    // `prune` sweeps the leftovers once nothing has written them for an
+    // hour (a maker registers its shard at once), never a registered shard
+    // nor a file of another name.
+    let shard = |k: u32| bin.home.join(format!("bundleq.db.search{k}"));
+    let others = [
+        "bundleq.db.search",
+        "bundleq.db.search1.partial",
+        "bundleq.db.search01x",
+    ];
+    for name in others {
+        fs::write(bin.home.join(name), b"").unwrap();
+    }
+    let swept = |args: &[&str]| -> Vec<String> {
+        bin.json(args)["objects"]["leftover_shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(swept(&["prune"]).is_empty(), "too recent to be taken");
+    let hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for path in [shard(0), shard(1), shard(2)]
+        .into_iter()
+        .chain(others.iter().map(|n| bin.home.join(n)))
+    {
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(hours_ago)
+            .unwrap();
+    }
+    let listed = [shard(0), shard(1)].map(|p| p.to_str().unwrap().to_owned());
+    assert_eq!(swept(&["prune", "--dry-run"]), listed);
+    assert!(shard(0).exists() && shard(1).exists());
+    assert_eq!(swept(&["prune"]), listed);
+    assert!(!shard(0).exists() && !shard(1).exists());
+    assert!(!bin.home.join("bundleq.db.search1-wal").exists());
+    for name in others {
+        assert!(bin.home.join(name).exists(), "{name}");
+    }
+    assert!(shard(2).exists());
+    assert_eq!(bin.json(&["search", "lagg"])["total"], 1);
+    assert_eq!(bin.integrity(), "ok");
+    let out = bin.run(&["prune", "--dry-run"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("search shard"),
+        "nothing left to say"
+    );
 }
 
 #[test]

@@ -141,6 +141,12 @@ fn sweep_line(swept: &SweepReport, dry_run: bool) {
             swept.staging_folders
         ));
     }
+    if !swept.leftover_shards.is_empty() {
+        line.push_str(&format!(
+            "; {verb} {} search shard file(s) left unregistered by processes stopped while making them",
+            swept.leftover_shards.len()
+        ));
+    }
     output::line(line);
 }
 

@@ -226,9 +226,11 @@ pub enum Command {
     },
     /// Delete finished jobs (succeeded, failed, cancelled) and their attempt
     /// history; with --runs, also old runs whose jobs have all finished;
-    /// then remove the stored objects no remaining run names, and what a
-    /// killed submit left staged. Objects being stored by a running submit
-    /// or ingest are never removed: prune waits for them (up to a minute).
+    /// then remove the stored objects no remaining run names, what a killed
+    /// submit left staged, and search shard files a killed process left
+    /// unregistered (untouched for an hour). Objects being stored by a
+    /// running submit or ingest are never removed: prune waits for them (up
+    /// to a minute).
     #[command(after_help = "Examples:
   bundleq prune --finished-before 30d --dry-run
   bundleq prune --finished-before 12h --status succeeded

@@ -21,7 +21,7 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -52,6 +52,9 @@ pub struct SweepReport {
     pub files: Vec<StoredObject>,
     /// Staging folders left by processes that died (a killed submit).
     pub staging_folders: usize,
+    /// Search shard files left unregistered by processes stopped while
+    /// making them.
+    pub leftover_shards: Vec<PathBuf>,
     /// False when submits or ingests kept storing objects for the whole
     /// wait: nothing was removed this time.
     pub done: bool,
@@ -112,10 +115,12 @@ fn sweep_with(
         Some(sweeper) => sweeper.clear_stale_staging()?,
         None => 0,
     };
+    let leftover_shards = store.sweep_leftover_shards(dry_run)?;
     Ok(SweepReport {
         database,
         files,
         staging_folders,
+        leftover_shards,
         done: true,
     })
 }

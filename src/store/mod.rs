@@ -467,6 +467,17 @@ impl Store {
         on_backend!(self, b => b.sweep_db_objects(dry_run))
     }
 
+    /// Removes (or, with `dry_run`, lists) search shard files that a
+    /// process stopped while making them left unregistered beside the
+    /// database, long enough ago that no maker can still be at work on them.
+    /// None where there are no shards (PostgreSQL).
+    pub fn sweep_leftover_shards(&mut self, dry_run: bool) -> Result<Vec<PathBuf>> {
+        match &mut self.backend {
+            Backend::Sqlite(b) => b.sweep_leftover_shards(dry_run),
+            Backend::Postgres(_) => Ok(Vec::new()),
+        }
+    }
+
     /// Records what checks of objects found, at `now`.
     pub fn record_checks(&mut self, checks: &[(Sha256Hex, bool)], now: Timestamp) -> Result<()> {
         on_backend!(self, b => b.record_checks(checks, now))

@@ -36,6 +36,11 @@ use crate::timestamp::Timestamp;
 /// most 10 databases to a connection).
 pub(super) const MAX_SHARDS: u32 = 8;
 
+/// How long an unregistered shard file must have gone unwritten before a
+/// sweep takes it for a stopped maker's leftover (at least; see
+/// `sweep_leftover_shards`).
+const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
+
 /// A shard's tables: the text with the run and source it belongs to, and
 /// an FTS5 index reading its content from there (the text is kept once).
 /// The text is the last column, so reading a row's owner leaves its pages
@@ -97,6 +102,73 @@ impl SqliteStore {
             rows.collect::<rusqlite::Result<Vec<u32>>>()
                 .db("list search shards")
         })
+    }
+
+    /// Removes (or, with `dry_run`, lists) the shard files beside the
+    /// database that no row registers and that nothing has written for
+    /// [`LEFTOVER_AGE`] or twice the busy deadline, whichever is longer:
+    /// what a maker stopped between making a shard's file and registering
+    /// it left (a maker registers its shard as soon as the database lets
+    /// it write, and no reader or writer ever opens an unregistered one).
+    /// Each goes with its `-wal` and `-shm`.
+    pub fn sweep_leftover_shards(&mut self, dry_run: bool) -> Result<Vec<PathBuf>> {
+        if self.path == Path::new(":memory:") {
+            return Ok(Vec::new());
+        }
+        let registered = self.shard_list()?;
+        let (Some(folder), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return Ok(Vec::new());
+        };
+        let folder = if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            folder
+        };
+        let prefix = format!("{}.search", name.to_string_lossy());
+        let age = LEFTOVER_AGE.max(self.options.busy_deadline * 2);
+        let mut leftovers = Vec::new();
+        for entry in std::fs::read_dir(folder).io("list", folder)? {
+            let entry = entry.io("list", folder)?;
+            let file_name = entry.file_name();
+            let Some(number) = file_name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let path = entry.path();
+            if registered.contains(&number) || shard_path(&self.path, number) != path {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).io("read the metadata of", &path)?;
+            let idle = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .unwrap_or(Duration::ZERO);
+            if !meta.is_file() || idle < age {
+                continue;
+            }
+            if !dry_run {
+                for stale in [
+                    with_suffix(&path, "-wal"),
+                    with_suffix(&path, "-shm"),
+                    path.clone(),
+                ] {
+                    match std::fs::remove_file(&stale) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(e).io("remove", &stale);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            leftovers.push(path);
+        }
+        leftovers.sort();
+        Ok(leftovers)
     }
 
     /// A read connection to shard `k`, for a check of it.
