@@ -952,6 +952,7 @@ fn bench_on_a_database_reports_every_figure_and_leaves_no_schema_behind() {
     assert_eq!(claimers, [1, 2, 4]);
     assert!(r["enqueue_batch_per_s"].as_f64().unwrap() > 0.0);
     assert!(r["claim_latency"]["p50_us"].as_f64().unwrap() > 0.0);
+    assert!(r["commit_p50_us"].as_f64().unwrap() > 0.0, "{r:#}");
     assert!(!r["database"].as_str().unwrap().contains("password"));
     assert_eq!(v["goals"].as_array().unwrap().len(), 4);
     assert_eq!(schemas(), before, "a scratch schema was left behind");

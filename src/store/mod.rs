@@ -63,7 +63,39 @@ pub enum Location {
 }
 
 pub use postgres::{PgLocation, Scratch};
-pub use sqlite::CommitFloor;
+
+/// The benchmark's commit floor (the baseline's minimal commit: a one-row
+/// table's row updated, committed) on a connection of its own to the
+/// database at `location`, one commit at a time: for timing it in turns
+/// with what is held against it, so that both see the disk as it is at
+/// the time.
+#[derive(Debug)]
+pub struct CommitFloor(FloorBackend);
+
+#[derive(Debug)]
+enum FloorBackend {
+    Sqlite(sqlite::CommitFloor),
+    Postgres(postgres::CommitFloor),
+}
+
+impl CommitFloor {
+    /// Opens the database at `location` (made if new, for SQLite) and adds
+    /// the floor's table; `synchronous` is SQLite's setting.
+    pub fn open(location: &Location, synchronous: Synchronous) -> Result<CommitFloor> {
+        Ok(CommitFloor(match location {
+            Location::Sqlite(p) => FloorBackend::Sqlite(sqlite::CommitFloor::open(p, synchronous)?),
+            Location::Postgres(p) => FloorBackend::Postgres(postgres::CommitFloor::open(p)?),
+        }))
+    }
+
+    /// Times one commit of the floor.
+    pub fn commit(&mut self) -> Result<std::time::Duration> {
+        match &mut self.0 {
+            FloorBackend::Sqlite(f) => f.commit(),
+            FloorBackend::Postgres(f) => f.commit(),
+        }
+    }
+}
 
 impl Location {
     /// A location as configured: a path (relative to `base`) for SQLite.

@@ -104,6 +104,45 @@ fn connect(location: &PgLocation) -> Result<Client> {
         .pg("connect to the database")
 }
 
+/// The baseline's minimal commit (a one-row table's row updated, in the
+/// schema at hand), one at a time, on a connection of its own: for timing
+/// it in turns with what is held against it.
+pub struct CommitFloor {
+    client: Client,
+}
+
+impl std::fmt::Debug for CommitFloor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitFloor")
+    }
+}
+
+impl CommitFloor {
+    /// Connects to the schema at `location` and adds the floor's table.
+    pub fn open(location: &PgLocation) -> Result<CommitFloor> {
+        let mut client = connect(location)?;
+        client.batch_execute(FLOOR_TABLE).pg("baseline setup")?;
+        Ok(CommitFloor { client })
+    }
+
+    /// Times one commit of the floor.
+    pub fn commit(&mut self) -> Result<std::time::Duration> {
+        floor_commit(&mut self.client)
+    }
+}
+
+const FLOOR_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS baseline_floor (id int PRIMARY KEY, n bigint NOT NULL);
+     INSERT INTO baseline_floor VALUES (1, 0) ON CONFLICT DO NOTHING";
+
+fn floor_commit(client: &mut Client) -> Result<std::time::Duration> {
+    let t = Instant::now();
+    client
+        .execute("UPDATE baseline_floor SET n = n + 1 WHERE id = 1", &[])
+        .pg("baseline commit floor")?;
+    Ok(t.elapsed())
+}
+
 /// Runs the baseline for `n` jobs with `claimers` connections claiming at
 /// once, in the (migrated) schema at `location`; times `samples` minimal
 /// commits.
@@ -114,12 +153,7 @@ pub fn run(
     samples: usize,
 ) -> Result<BaselineFigures> {
     let mut client = connect(location)?;
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS baseline_floor (id int PRIMARY KEY, n bigint NOT NULL);
-             INSERT INTO baseline_floor VALUES (1, 0) ON CONFLICT DO NOTHING",
-        )
-        .pg("baseline setup")?;
+    client.batch_execute(FLOOR_TABLE).pg("baseline setup")?;
     let tenant = Uuid::now_v7();
     let start = Instant::now();
     let mut left = n;
@@ -184,11 +218,7 @@ pub fn run(
 
     let mut floor = Vec::with_capacity(samples);
     for _ in 0..samples {
-        let t = Instant::now();
-        client
-            .execute("UPDATE baseline_floor SET n = n + 1 WHERE id = 1", &[])
-            .pg("baseline commit floor")?;
-        floor.push(t.elapsed());
+        floor.push(floor_commit(&mut client)?);
     }
     floor.sort();
     let p50 = floor

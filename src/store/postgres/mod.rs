@@ -24,7 +24,7 @@ mod jobs;
 mod runs;
 mod upkeep;
 
-pub use baseline::Scratch;
+pub use baseline::{CommitFloor, Scratch};
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-pub use baseline::CommitFloor;
+pub(crate) use baseline::CommitFloor;
 pub(crate) use baseline::run_baseline;
 pub(crate) use convert::sqlite_error;
 
