@@ -293,6 +293,21 @@ fn claim_cost(store: &mut Store, rounds: usize) -> Result<(f64, Vec<Duration>)> 
     Ok((median, samples))
 }
 
+/// `rounds` one-job claims on `store` (each then completed) and as many
+/// commits of `floor`, in turns: the claims' latency and the floor's.
+fn claims_in_turns_with_floor(
+    store: &mut Store,
+    floor: &mut CommitFloor,
+    rounds: usize,
+) -> Result<(Latency, Latency)> {
+    let (mut claims, mut floors) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        floors.push(floor.commit()?);
+        claims.extend(claim_cost(store, 1)?.1);
+    }
+    Ok((Latency::of(claims), Latency::of(floors)))
+}
+
 /// Rounds of each claim-cost figure.
 const CLAIM_COST_ROUNDS: usize = 500;
 
@@ -398,13 +413,8 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     // In the same database: its commits append to the same WAL as the
     // claims' (a new file of its own, growing, made the floor dearer).
     let mut floor = CommitFloor::open(&Location::Sqlite(dir.join("latency.db")), sync)?;
-    let (mut samples, mut floor_samples) = (Vec::new(), Vec::new());
-    for _ in 0..opts.samples.min(9_000) {
-        floor_samples.push(floor.commit()?);
-        samples.extend(claim_cost(&mut lat, 1)?.1);
-    }
-    let claim_latency = Latency::of(samples);
-    let claim_floor = Latency::of(floor_samples);
+    let (claim_latency, claim_floor) =
+        claims_in_turns_with_floor(&mut lat, &mut floor, opts.samples.min(9_000))?;
     drop((lat, floor));
 
     progress("claim latency with 10,000 queued, synchronous = normal");
@@ -1070,13 +1080,9 @@ pub fn run_server(
     let mut store = Store::create(&at, options)?;
     enqueue_batched(&mut store, 10_000, 1000)?;
     let mut floor = CommitFloor::open(&at, opts.synchronous)?;
-    let (mut samples, mut floor_samples) = (Vec::new(), Vec::new());
-    for _ in 0..opts.samples.min(9_000) {
-        floor_samples.push(floor.commit()?);
-        samples.extend(claim_cost(&mut store, 1)?.1);
-    }
+    let (claim_latency, floor_latency) =
+        claims_in_turns_with_floor(&mut store, &mut floor, opts.samples.min(9_000))?;
     drop(floor);
-    let commit_p50_us = Latency::of(floor_samples).p50_us;
     Ok(ServerBenchReport {
         database: location.to_string(),
         jobs: opts.jobs,
@@ -1084,7 +1090,7 @@ pub fn run_server(
         scaling,
         enqueue_batch_per_s,
         baseline_enqueue_per_s,
-        claim_latency: Latency::of(samples),
-        commit_p50_us,
+        claim_latency,
+        commit_p50_us: floor_latency.p50_us,
     })
 }
