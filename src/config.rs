@@ -695,7 +695,7 @@ impl Config {
                 max_attempts: self.queue.max_attempts,
                 types,
             },
-            caller_clock: false,
+            ..StoreOptions::default()
         }
     }
 }

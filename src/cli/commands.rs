@@ -13,7 +13,7 @@ use bundleq::bundle::Limits;
 use bundleq::handler::{GuardProgram, Handlers};
 use bundleq::inbox::{self, Inbox, ScanSummary};
 use bundleq::presence::{self, Presence};
-use bundleq::store::IdKind;
+use bundleq::store::{BRIEF_PAGE_CACHE_KIB, IdKind};
 use bundleq::timestamp::config_duration;
 use bundleq::worker::{PoolConfig, PoolControl, log_transitions, run_pool};
 use bundleq::{Config, Error, Home, JobStatus, Result, Store, SystemClock, Timestamp};
@@ -60,7 +60,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
         // Inside a home, its limits and tenant apply; elsewhere the defaults.
         let (limits, tenant) = match Home::open(&home_dir) {
             Ok(home) => {
-                let tenant = tenant_of(cli, &home, &mut open_for_reading(&home)?)?;
+                let tenant = tenant_of(cli, &home, &mut open_for_reading(&home, true)?)?;
                 (home.config().limits.clone(), Some(tenant))
             }
             Err(Error::NotAHome { .. }) => {
@@ -89,7 +89,7 @@ pub fn dispatch(cli: &Cli) -> Result<u8> {
     let mut store = if cli.command.writes() {
         open_for_writing(&home)?
     } else {
-        open_for_reading(&home)?
+        open_for_reading(&home, !matches!(cli.command, Command::Web { .. }))?
     };
     let tenant = tenant_of(cli, &home, &mut store)?;
     match &cli.command {
@@ -255,16 +255,25 @@ fn open_for_writing(home: &Home) -> Result<Store> {
 
 /// The database for a command that only reads: migrated and used as usual
 /// when this user may write it, else opened read-only (where SQLite can).
-fn open_for_reading(home: &Home) -> Result<Store> {
-    match home.store() {
+/// A `brief` command (one that reads and exits) keeps a small page cache:
+/// filling a large one costs a fresh process more in page faults than the
+/// reads it saves (`search` over a million sources took 21 ms with 16 MiB,
+/// 12 ms with 2 MiB).
+fn open_for_reading(home: &Home, brief: bool) -> Result<Store> {
+    let mut options = home.config().store_options();
+    if brief {
+        options.page_cache_kib = BRIEF_PAGE_CACHE_KIB;
+    }
+    match Store::open(&home.location(), options.clone()) {
         Ok(s) => Ok(s),
-        Err(e) if cannot_write(home, &e) => home.store_read_only().map_err(|ro| match ro {
-            Error::InvalidArgument { .. } | Error::Corrupt { .. } => ro,
-            _ => Error::ReadOnly {
-                action: "open the home",
-                path: home.location().to_string().into(),
-            },
-        }),
+        Err(e) if cannot_write(home, &e) => Store::open_read_only(&home.location(), options)
+            .map_err(|ro| match ro {
+                Error::InvalidArgument { .. } | Error::Corrupt { .. } => ro,
+                _ => Error::ReadOnly {
+                    action: "open the home",
+                    path: home.location().to_string().into(),
+                },
+            }),
         Err(e) => Err(e),
     }
 }

@@ -37,11 +37,12 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 pub use model::{
-    Attempt, BaselineFigures, Claim, ClaimToken, Completion, IdKind, Job, JobEvent, JobFilter,
-    MIN_PREFIX, MIN_SHORT, MinuteCount, NewJob, NewObject, NewRun, NewSource, ObjectCheck,
-    ObjectRef, Paused, PruneFilter, Pruned, PrunedRun, QueuePolicy, Report, Run, RunInsert, RunJob,
-    RunSources, RunSummary, SchemaVersion, SearchHit, ServeRow, Stats, StoreOptions, StoredObject,
-    Synchronous, Tenant, Transition, TransitionKind, TypePolicy, new_job_id, valid_tenant_name,
+    Attempt, BRIEF_PAGE_CACHE_KIB, BaselineFigures, Claim, ClaimToken, Completion, IdKind, Job,
+    JobEvent, JobFilter, MIN_PREFIX, MIN_SHORT, MinuteCount, NewJob, NewObject, NewRun, NewSource,
+    ObjectCheck, ObjectRef, PAGE_CACHE_KIB, Paused, PruneFilter, Pruned, PrunedRun, QueuePolicy,
+    Report, Run, RunInsert, RunJob, RunSources, RunSummary, SchemaVersion, SearchHit, ServeRow,
+    Stats, StoreOptions, StoredObject, Synchronous, Tenant, Transition, TransitionKind, TypePolicy,
+    new_job_id, valid_tenant_name,
 };
 pub(crate) use model::{
     add_minute, earliest, new_tenant_id, short_form, truncate_error, user_action_detail,

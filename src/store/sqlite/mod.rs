@@ -302,8 +302,11 @@ impl SqliteStore {
         c.busy_timeout(self.busy_wait())
             .db("set the busy timeout")?;
         if !write {
-            c.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -16384;")
-                .db("configure the connection")?;
+            c.execute_batch(&format!(
+                "PRAGMA query_only = ON; PRAGMA cache_size = -{};",
+                self.options.page_cache_kib
+            ))
+            .db("configure the connection")?;
             c.set_prepared_statement_cache_capacity(64);
             return Ok(());
         }
@@ -327,8 +330,9 @@ impl SqliteStore {
              PRAGMA foreign_keys = ON;
              PRAGMA temp_store = MEMORY;
              PRAGMA journal_size_limit = 67108864;
-             PRAGMA cache_size = -16384;",
-            pragma(self.options.synchronous)
+             PRAGMA cache_size = -{};",
+            pragma(self.options.synchronous),
+            self.options.page_cache_kib
         ))
         .db("configure the connection")?;
         c.set_prepared_statement_cache_capacity(64);
@@ -852,6 +856,34 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::SqliteStore;
+    use crate::store::{BRIEF_PAGE_CACHE_KIB, PAGE_CACHE_KIB, StoreOptions};
+
+    fn cache_kib(store: &SqliteStore) -> i64 {
+        let size: i64 = store
+            .conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        -size
+    }
+
+    #[test]
+    fn each_connection_keeps_the_page_cache_its_options_ask_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bundleq.db");
+        let brief = StoreOptions {
+            page_cache_kib: BRIEF_PAGE_CACHE_KIB,
+            ..StoreOptions::default()
+        };
+        let made = SqliteStore::create(&path, StoreOptions::default()).unwrap();
+        assert_eq!(cache_kib(&made), i64::from(PAGE_CACHE_KIB));
+        let writer = SqliteStore::open(&path, brief.clone()).unwrap();
+        assert_eq!(cache_kib(&writer), i64::from(BRIEF_PAGE_CACHE_KIB));
+        let reader = SqliteStore::open_read_only(&path, brief).unwrap();
+        assert_eq!(cache_kib(&reader), i64::from(BRIEF_PAGE_CACHE_KIB));
+        assert!(BRIEF_PAGE_CACHE_KIB < PAGE_CACHE_KIB);
+    }
+
     #[test]
     fn the_build_scripts_head_is_the_newest_embedded_migration() {
         let newest = super::embedded::migrations::runner()

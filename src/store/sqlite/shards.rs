@@ -655,30 +655,10 @@ pub(super) fn shard_top(
                        WHERE s.tenant_id = t.tenant_id AND s.run_id = t.run_id
                          AND s.idx = t.idx AND s.search_shard = {k})"
     );
-    let mut top = Vec::new();
-    {
-        let mut st = tx
-            .prepare_cached(&format!(
-                "SELECT f.rowid, bm25(f.shard_fts) AS rank FROM {from} ORDER BY rank LIMIT +?4"
-            ))
-            .db("search sources")?;
-        let rows = st
-            .query_map(params![q, tenant, run, limit], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .db("search sources")?;
-        for row in rows {
-            top.push(row.db("search sources")?);
-        }
-    }
-    let total = if top.len() < limit as usize {
-        i64::try_from(top.len()).unwrap_or(i64::MAX)
-    } else {
-        tx.prepare_cached(&format!("SELECT count(*) FROM {from}"))
-            .and_then(|mut st| st.query_row(params![q, tenant, run], |r| r.get(0)))
-            .db("search sources")?
-    };
-    Ok((top, total))
+    let mut st = tx
+        .prepare_cached(&format!("SELECT f.rowid, bm25(f.shard_fts) FROM {from}"))
+        .db("search sources")?;
+    super::sources::best_rows(&mut st, params![q, tenant, run], limit)
 }
 
 /// Shard `k`'s rows `ids` as hits (rank left 0), with their snippets.
