@@ -857,6 +857,8 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::SqliteStore;
+
+    const _: () = assert!(BRIEF_PAGE_CACHE_KIB < PAGE_CACHE_KIB);
     use crate::store::{BRIEF_PAGE_CACHE_KIB, PAGE_CACHE_KIB, StoreOptions};
 
     fn cache_kib(store: &SqliteStore) -> i64 {
@@ -881,7 +883,6 @@ mod tests {
         assert_eq!(cache_kib(&writer), i64::from(BRIEF_PAGE_CACHE_KIB));
         let reader = SqliteStore::open_read_only(&path, brief).unwrap();
         assert_eq!(cache_kib(&reader), i64::from(BRIEF_PAGE_CACHE_KIB));
-        assert!(BRIEF_PAGE_CACHE_KIB < PAGE_CACHE_KIB);
     }
 
     #[test]
