@@ -21,6 +21,19 @@ use crate::timestamp::Timestamp;
 /// Stored bundles read per statement while walking every run.
 const PAGE: i64 = 500;
 
+/// Runs `prune --runs` removes per write transaction (about 0.4 s of
+/// work each, with their sources and index rows, on this project's
+/// machine).
+pub(super) const PRUNE_RUNS_PER_TX: usize = 1_000;
+
+/// Finished jobs `prune` deletes per write transaction.
+pub(super) const PRUNE_JOBS_PER_TX: usize = 10_000;
+
+/// How long a long prune leaves the writer free between two of its
+/// transactions: longer than the longest pause of SQLite's busy handler
+/// (100 ms), so that a process waiting for the writer gets it in between.
+pub(super) const PRUNE_GAP: Duration = Duration::from_millis(120);
+
 /// Digests are kept as their 32 bytes; SQL hands them back as hex.
 const HEX: &str = "lower(hex(sha256))";
 
@@ -184,14 +197,42 @@ impl SqliteStore {
     }
 
     /// Removes (or lists) the runs of `tenant` accepted before
-    /// `created_before` whose jobs have all finished.
+    /// `created_before` whose jobs have all finished, oldest first.
+    ///
+    /// A big prune is many write transactions of [`PRUNE_RUNS_PER_TX`] runs
+    /// each, with the writer left free for [`PRUNE_GAP`] between two, so a
+    /// serve, submit or ingest working the same home waits at most about
+    /// one of them (one transaction for 100,000 runs held the writer for
+    /// 36 s). Each transaction decides on its runs as they stand then, and
+    /// removes each run whole: its jobs, history, sources and index rows.
     pub fn prune_runs(
         &mut self,
         tenant: Uuid,
         created_before: Timestamp,
         dry_run: bool,
     ) -> Result<Vec<PrunedRun>> {
-        let select = |tx: &Transaction<'_>| -> Result<Vec<PrunedRun>> {
+        self.prune_runs_in_steps(
+            tenant,
+            created_before,
+            dry_run,
+            PRUNE_RUNS_PER_TX,
+            &mut || std::thread::sleep(PRUNE_GAP),
+        )
+    }
+
+    /// [`SqliteStore::prune_runs`], `per_tx` runs per write transaction,
+    /// calling `between` between two of them (with no transaction open).
+    pub(super) fn prune_runs_in_steps(
+        &mut self,
+        tenant: Uuid,
+        created_before: Timestamp,
+        dry_run: bool,
+        per_tx: usize,
+        between: &mut dyn FnMut(),
+    ) -> Result<Vec<PrunedRun>> {
+        // One pass lists them; each step removes those of its runs that
+        // still qualify (a job enqueued for one since keeps it).
+        let listed: Vec<PrunedRun> = self.read("prune runs", |tx| {
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT r.id, r.title, r.created_at,
@@ -217,41 +258,70 @@ impl SqliteStore {
                 })
                 .db("prune runs")?;
             rows.collect::<rusqlite::Result<_>>().db("prune runs")
-        };
+        })?;
         if dry_run {
-            return self.read("prune runs", select);
+            return Ok(listed);
         }
-        let pruned = self.write("prune runs", |tx| {
-            let pruned = select(tx)?;
-            let mut index = PendingIndex::default();
-            for run in &pruned {
-                // Index rows leave before the text they were made from.
-                let none = RunSources {
-                    tenant_id: tenant,
-                    run_id: run.id,
-                    sources: Vec::new(),
-                };
-                replace_sources(tx, &none, created_before, &mut index)?;
-                for sql in [
-                    "DELETE FROM research_jobs WHERE tenant_id = ?1 AND run_id = ?2",
-                    "DELETE FROM research_runs WHERE tenant_id = ?1 AND id = ?2",
-                ] {
-                    tx.prepare_cached(sql)
-                        .and_then(|mut s| {
-                            s.execute(params![tenant.to_string(), run.id.to_string()])
+        let tenant_text = tenant.to_string();
+        let mut pruned: Vec<PrunedRun> = Vec::with_capacity(listed.len());
+        let mut steps = listed.chunks(per_tx.max(1)).peekable();
+        while let Some(step) = steps.next() {
+            let removed = self.write("prune runs", |tx| {
+                let mut removed = Vec::new();
+                let mut index = PendingIndex::default();
+                for run in step {
+                    let run_text = run.id.to_string();
+                    let jobs: Option<i64> = tx
+                        .prepare_cached(
+                            "SELECT (SELECT count(*) FROM research_jobs AS j
+                                     WHERE j.tenant_id = r.tenant_id AND j.run_id = r.id)
+                             FROM research_runs AS r
+                             WHERE r.tenant_id = ?1 AND r.id = ?2
+                               AND NOT EXISTS (
+                                   SELECT 1 FROM research_jobs AS j
+                                   WHERE j.tenant_id = r.tenant_id AND j.run_id = r.id
+                                     AND j.status IN ('queued', 'running'))",
+                        )
+                        .and_then(|mut st| {
+                            st.query_row(params![tenant_text, run_text], |r| r.get(0))
+                                .optional()
                         })
                         .db("prune runs")?;
+                    let Some(jobs) = jobs else { continue };
+                    // Index rows leave before the text they were made from.
+                    let none = RunSources {
+                        tenant_id: tenant,
+                        run_id: run.id,
+                        sources: Vec::new(),
+                    };
+                    replace_sources(tx, &none, created_before, &mut index)?;
+                    for sql in [
+                        "DELETE FROM research_jobs WHERE tenant_id = ?1 AND run_id = ?2",
+                        "DELETE FROM research_runs WHERE tenant_id = ?1 AND id = ?2",
+                    ] {
+                        tx.prepare_cached(sql)
+                            .and_then(|mut s| s.execute(params![tenant_text, run_text]))
+                            .db("prune runs")?;
+                    }
+                    removed.push(PrunedRun {
+                        jobs: jobs.try_into().unwrap_or(0),
+                        ..run.clone()
+                    });
                 }
+                index.write(tx)?;
+                Ok(removed)
+            })?;
+            // Their rows in search shards are never found once the runs are
+            // gone; removing them only frees the space, so a failure here
+            // is said and the prune stands.
+            let runs: Vec<Uuid> = removed.iter().map(|r| r.id).collect();
+            if let Err(e) = self.forget_runs_in_shards(tenant, &runs) {
+                log::warn!("Pruned runs' rows stay in the search shards: {e}");
             }
-            index.write(tx)?;
-            Ok(pruned)
-        })?;
-        // Their rows in search shards are never found once the runs are gone;
-        // removing them only frees the space, so a failure here is said and
-        // the prune stands.
-        let runs: Vec<Uuid> = pruned.iter().map(|r| r.id).collect();
-        if let Err(e) = self.forget_runs_in_shards(tenant, &runs) {
-            log::warn!("Pruned runs' rows stay in the search shards: {e}");
+            pruned.extend(removed);
+            if steps.peek().is_some() {
+                between();
+            }
         }
         Ok(pruned)
     }
@@ -341,4 +411,168 @@ fn stored_bundles(
         .db("read stored bundles")?;
     rows.collect::<rusqlite::Result<_>>()
         .db("read stored bundles")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use uuid::Uuid;
+
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::sqlite::convert::uuid_col;
+    use crate::store::{PruneFilter, StoreOptions, Synchronous};
+    use crate::timestamp::Timestamp;
+
+    /// A home of 10 finished runs of 10 indexed sources each, its store,
+    /// its tenant, its runs oldest first, and a second connection that
+    /// never waits for the writer.
+    fn ten_runs() -> (
+        tempfile::TempDir,
+        SqliteStore,
+        Uuid,
+        Vec<Uuid>,
+        rusqlite::Connection,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::bench::search_home(dir.path(), Synchronous::Normal, 100).unwrap();
+        let db = dir.path().join("bundleq.db");
+        let store = SqliteStore::open(&db, StoreOptions::default()).unwrap();
+        let tenant = store
+            .conn
+            .query_row("SELECT DISTINCT tenant_id FROM research_runs", [], |r| {
+                uuid_col(r, 0)
+            })
+            .unwrap();
+        let runs: Vec<Uuid> = store
+            .conn
+            .prepare("SELECT id FROM research_runs ORDER BY created_at, id")
+            .unwrap()
+            .query_map([], |r| uuid_col(r, 0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(runs.len(), 10);
+        let other = rusqlite::Connection::open(&db).unwrap();
+        other.busy_timeout(Duration::ZERO).unwrap();
+        (dir, store, tenant, runs, other)
+    }
+
+    /// A write by `other` that goes through only while no transaction of
+    /// the store is open (it does not wait).
+    fn writes_at_once(other: &rusqlite::Connection) {
+        other
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 INSERT INTO bundleq_meta (key, value) VALUES ('probe', '1')
+                 ON CONFLICT (key) DO UPDATE SET value = value + 1;
+                 COMMIT;",
+            )
+            .expect("the writer is free between two steps of a prune");
+    }
+
+    fn count(store: &SqliteStore, sql: &str) -> i64 {
+        store.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_long_prune_of_runs_frees_the_writer_between_steps_and_keeps_a_run_given_work_meanwhile() {
+        let (_dir, mut store, tenant, runs, other) = ten_runs();
+        // Steps of 3 runs: [0 1 2] [3 4 5] [6 7 8] [9]. In the first gap a
+        // job of run 7 is queued again (as a user's `job retry` does).
+        let kept = runs[7];
+        let mut gaps = 0;
+        let pruned = store
+            .prune_runs_in_steps(tenant, Timestamp::now(), false, 3, &mut || {
+                gaps += 1;
+                writes_at_once(&other);
+                if gaps == 1 {
+                    other
+                        .execute(
+                            "UPDATE research_jobs SET status = 'queued' WHERE run_id = ?1",
+                            [kept.to_string()],
+                        )
+                        .unwrap();
+                }
+            })
+            .unwrap();
+        assert_eq!(gaps, 3);
+        let expected: Vec<Uuid> = runs.iter().copied().filter(|r| *r != kept).collect();
+        assert_eq!(pruned.iter().map(|r| r.id).collect::<Vec<_>>(), expected);
+        assert!(pruned.iter().all(|r| r.jobs == 1), "{pruned:?}");
+        // The kept run is whole; nothing of the others is left, in the
+        // index either.
+        assert_eq!(count(&store, "SELECT count(*) FROM research_runs"), 1);
+        assert_eq!(count(&store, "SELECT count(*) FROM research_jobs"), 1);
+        assert_eq!(count(&store, "SELECT count(*) FROM research_sources"), 10);
+        assert_eq!(
+            count(&store, "SELECT count(*) FROM research_sources_fts_docsize"),
+            10
+        );
+        let probes = count(
+            &store,
+            "SELECT CAST(value AS INTEGER) FROM bundleq_meta WHERE key = 'probe'",
+        );
+        assert_eq!(probes, 3);
+        // A dry run lists and removes nothing; done, nothing is left to do.
+        let listed = store
+            .prune_runs_in_steps(tenant, Timestamp::now(), true, 3, &mut || {
+                panic!("a dry run has no steps")
+            })
+            .unwrap();
+        assert!(
+            listed.is_empty(),
+            "the kept run has a queued job: {listed:?}"
+        );
+        assert_eq!(count(&store, "SELECT count(*) FROM research_runs"), 1);
+    }
+
+    #[test]
+    fn a_long_prune_of_jobs_frees_the_writer_between_steps_and_keeps_a_job_retried_meanwhile() {
+        let (_dir, mut store, tenant, _runs, other) = ten_runs();
+        let jobs: Vec<String> = store
+            .conn
+            .prepare("SELECT id FROM research_jobs ORDER BY updated_at, id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let retried = jobs[8].clone();
+        let filter = PruneFilter {
+            finished_before: Timestamp::now(),
+            statuses: Vec::new(),
+        };
+        let listed = store
+            .prune_in_steps(tenant, &filter, true, 4, &mut || {
+                panic!("a dry run has no steps")
+            })
+            .unwrap();
+        assert_eq!(listed.len(), 10);
+        assert_eq!(count(&store, "SELECT count(*) FROM research_jobs"), 10);
+        let mut gaps = 0;
+        let pruned = store
+            .prune_in_steps(tenant, &filter, false, 4, &mut || {
+                gaps += 1;
+                writes_at_once(&other);
+                if gaps == 1 {
+                    other
+                        .execute(
+                            "UPDATE research_jobs SET status = 'queued' WHERE id = ?1",
+                            [&retried],
+                        )
+                        .unwrap();
+                }
+            })
+            .unwrap();
+        assert_eq!(gaps, 2);
+        let ids: Vec<String> = pruned.iter().map(|p| p.id.to_string()).collect();
+        let expected: Vec<String> = jobs.iter().filter(|j| **j != retried).cloned().collect();
+        assert_eq!(ids, expected);
+        let left: String = store
+            .conn
+            .query_row("SELECT id FROM research_jobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, retried);
+    }
 }

@@ -2,7 +2,7 @@
 //! of workers proved gone, cancel, retry, prune, note events, pause and
 //! resume job types.
 
-use rusqlite::{Transaction, params};
+use rusqlite::params;
 use uuid::Uuid;
 
 use super::{NEW_CLAIM_ID, get_job, keep_last_attempt, record_event};
@@ -11,6 +11,7 @@ use crate::state::JobStatus;
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::convert::{DbContext, json_list, status_col, uuid_col, uuid_text};
 use crate::store::sqlite::deferred::{defer, record};
+use crate::store::sqlite::upkeep::{PRUNE_GAP, PRUNE_JOBS_PER_TX};
 use crate::store::{Job, Paused, PruneFilter, Pruned, Transition, TransitionKind};
 use crate::timestamp::Timestamp;
 
@@ -258,26 +259,44 @@ impl SqliteStore {
         })
     }
 
-    /// Deletes finished jobs of `tenant` (and their attempt history) whose
-    /// last change is older than the filter's time, and returns them; with
-    /// `dry_run`, only returns what would be deleted.
+    /// Deletes (or lists) `tenant`'s finished jobs that `filter` names,
+    /// with their attempts and history, oldest first: many write
+    /// transactions of [`PRUNE_JOBS_PER_TX`] jobs each, with the writer left
+    /// free between two (see [`SqliteStore::prune_runs`]).
     pub fn prune(
         &mut self,
         tenant: Uuid,
         filter: &PruneFilter,
         dry_run: bool,
     ) -> Result<Vec<Pruned>> {
+        self.prune_in_steps(tenant, filter, dry_run, PRUNE_JOBS_PER_TX, &mut || {
+            std::thread::sleep(PRUNE_GAP);
+        })
+    }
+
+    /// [`SqliteStore::prune`], `per_tx` jobs per write transaction, calling
+    /// `between` between two of them (with no transaction open).
+    pub(in crate::store::sqlite) fn prune_in_steps(
+        &mut self,
+        tenant: Uuid,
+        filter: &PruneFilter,
+        dry_run: bool,
+        per_tx: usize,
+        between: &mut dyn FnMut(),
+    ) -> Result<Vec<Pruned>> {
         let statuses = filter.finished_statuses()?;
         let list = json_list(&statuses);
-        let matching = "FROM research_jobs
-             WHERE tenant_id = ?1 AND updated_at < ?2
-               AND status IN (SELECT value FROM json_each(?3))
-               AND status IN ('succeeded', 'failed', 'cancelled')";
-        let select = |tx: &Transaction<'_>| -> Result<Vec<Pruned>> {
+        // One pass lists them (there is no index on `updated_at`: a pass per
+        // step would read the table again each time).
+        let listed: Vec<Pruned> = self.read("prune jobs", |tx| {
             let mut stmt = tx
-                .prepare_cached(&format!(
-                    "SELECT id, status, job_type, updated_at {matching} ORDER BY updated_at"
-                ))
+                .prepare_cached(
+                    "SELECT id, status, job_type, updated_at FROM research_jobs
+                     WHERE tenant_id = ?1 AND updated_at < ?2
+                       AND status IN (SELECT value FROM json_each(?3))
+                       AND status IN ('succeeded', 'failed', 'cancelled')
+                     ORDER BY updated_at, id",
+                )
                 .db("prune jobs")?;
             let rows = stmt
                 .query_map(
@@ -293,19 +312,50 @@ impl SqliteStore {
                 )
                 .db("prune jobs")?;
             rows.collect::<rusqlite::Result<_>>().db("prune jobs")
-        };
+        })?;
         if dry_run {
-            return self.read("prune jobs", select);
+            return Ok(listed);
         }
-        self.write("prune jobs", |tx| {
-            let pruned = select(tx)?;
-            tx.execute(
-                &format!("DELETE {matching}"),
-                params![tenant.to_string(), filter.finished_before, list],
-            )
-            .db("prune jobs")?;
-            Ok(pruned)
-        })
+        let mut pruned = Vec::with_capacity(listed.len());
+        let mut steps = listed.chunks(per_tx.max(1)).peekable();
+        while let Some(step) = steps.next() {
+            // Each step deletes those of its jobs that still match: one a
+            // user retried since the listing stays.
+            let ids: Vec<String> = step.iter().map(|p| p.id.to_string()).collect();
+            let gone: std::collections::HashSet<String> = self.write("prune jobs", |tx| {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "DELETE FROM research_jobs
+                         WHERE tenant_id = ?1 AND id IN (SELECT value FROM json_each(?2))
+                           AND updated_at < ?3
+                           AND status IN (SELECT value FROM json_each(?4))
+                           AND status IN ('succeeded', 'failed', 'cancelled')
+                         RETURNING id",
+                    )
+                    .db("prune jobs")?;
+                let rows = stmt
+                    .query_map(
+                        params![
+                            tenant.to_string(),
+                            json_list(&ids),
+                            filter.finished_before,
+                            list
+                        ],
+                        |r| r.get(0),
+                    )
+                    .db("prune jobs")?;
+                rows.collect::<rusqlite::Result<_>>().db("prune jobs")
+            })?;
+            pruned.extend(
+                step.iter()
+                    .filter(|p| gone.contains(&p.id.to_string()))
+                    .cloned(),
+            );
+            if steps.peek().is_some() {
+                between();
+            }
+        }
+        Ok(pruned)
     }
 
     /// Records a manual action on a job (e.g. a release after its worker was
