@@ -309,6 +309,60 @@ fn bundles_are_accepted_over_http_with_the_right_status() {
     assert_eq!(status, 415);
 }
 
+/// The `stage-*` folders under the home's `objects/tmp/`.
+fn staging_folders(home: &Path) -> Vec<String> {
+    match std::fs::read_dir(home.join("objects/tmp")) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("stage-"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn an_upload_is_staged_in_the_home_and_one_cut_off_by_a_kill_goes_at_the_next_prune() {
+    let (dir, bin) = Bin::init_with("");
+    // The server's own temp folder, which an upload must not use: it may be
+    // a small RAM disk, and nothing would ever clear it after a kill.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut dash = Dash::web_with_env(dir, bin, &[], &[("TMPDIR", tmp.path())]);
+    assert!(staging_folders(&dash.bin.home).is_empty());
+    // A tar upload that stops after its first entry's header and a little
+    // of its bytes: the server is reading it into its staging folder.
+    let mut header = tar::Header::new_gnu();
+    header.set_path("survey.bundle/notes.txt").unwrap();
+    header.set_size(100_000);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    let mut stream = TcpStream::connect(dash.addr).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/bundles HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/x-tar\r\nContent-Length: 1048576\r\n\r\n",
+        dash.addr, dash.token
+    )
+    .unwrap();
+    stream.write_all(header.as_bytes()).unwrap();
+    stream.write_all(&[b'x'; 4096]).unwrap();
+    stream.flush().unwrap();
+    wait_until("the upload's staging folder in the home", || {
+        staging_folders(&dash.bin.home).len() == 1
+    });
+    let in_tmp: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(in_tmp.is_empty(), "the upload used $TMPDIR: {in_tmp:?}");
+    // Killed mid-upload: its folder stays, unlocked, and the next prune
+    // removes it (nothing was recorded).
+    dash.kill();
+    drop(stream);
+    assert_eq!(staging_folders(&dash.bin.home).len(), 1);
+    let out = dash.bin.ok(&["prune"]);
+    assert!(out.contains("removed 1 staging folder(s)"), "{out}");
+    assert!(staging_folders(&dash.bin.home).is_empty());
+    assert_eq!(dash.bin.runs_total(), 0);
+}
+
 fn tar_with(path: &str, bytes: &[u8], kind: tar::EntryType) -> Vec<u8> {
     let mut header = tar::Header::new_gnu();
     // Written into the header raw: the builder refuses `..` itself.

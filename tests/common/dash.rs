@@ -52,8 +52,38 @@ impl Dash {
         Dash::launch(dir, bin, &all)
     }
 
+    /// `bundleq web` (no workers) on the home of `bin`, with `env` set.
+    pub fn web_with_env(
+        dir: tempfile::TempDir,
+        bin: Bin,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Dash {
+        let mut all = vec!["web"];
+        all.extend(args);
+        Dash::launch_with_env(dir, bin, &all, env)
+    }
+
+    /// Kills the server with SIGKILL (no clean-up of its own) and waits
+    /// for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
     /// `bundleq --json COMMAND --http 127.0.0.1:0 ARGS…`.
     fn launch(dir: tempfile::TempDir, bin: Bin, command: &[&str]) -> Dash {
+        Dash::launch_with_env(dir, bin, command, &[])
+    }
+
+    fn launch_with_env(
+        dir: tempfile::TempDir,
+        bin: Bin,
+        command: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Dash {
         let mut child = Command::new(exe())
             .arg("--home")
             .arg(&bin.home)
@@ -61,6 +91,7 @@ impl Dash {
             .arg(command[0])
             .args(["--http", "127.0.0.1:0"])
             .args(&command[1..])
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

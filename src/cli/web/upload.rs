@@ -1,13 +1,16 @@
 //! Bundles arriving over HTTP: a JSON body, a `NAME.bundle/` folder as a
 //! tar stream, or either as the file of a `multipart/form-data` form. Each
-//! is written to a private temp folder and handed to the same accept path
-//! as `bundleq submit`, so it is validated, stored and recorded exactly
-//! as a submitted file would be.
+//! is written to a private staging folder in the home (`objects/tmp/`, on
+//! the disk the objects go to, not `$TMPDIR`) and handed to the same
+//! accept path as `bundleq submit`, so it is validated, stored and
+//! recorded exactly as a submitted file would be.
 //!
 //! Invariants: nothing is held past its limit (the JSON limit for a JSON
 //! body or form, the JSON limit plus all source bytes for a tar); a tar
 //! entry that is not a plain file or folder, or whose path leaves the
-//! upload, is refused; the temp folder is removed when the request ends.
+//! upload, is refused; the staging folder is removed when the request
+//! ends, and one left by a server killed mid-upload is `flock`-free, so
+//! the next `prune` (or `verify --repair`) removes it.
 
 use std::io::{Read, Write};
 use std::path::{Component, PathBuf};
@@ -15,6 +18,7 @@ use std::path::{Component, PathBuf};
 use bundleq::Home;
 use bundleq::accept::{AcceptOptions, AcceptReport, Input, Origin, accept_inputs};
 use bundleq::bundle::{DEFAULT_JOB_TYPE, Follow};
+use bundleq::objects::Staging;
 use bundleq::{Store, Timestamp};
 use uuid::Uuid;
 
@@ -23,9 +27,9 @@ use super::http::{Request, Response, read_failed, too_large};
 /// A form's own fields around its file.
 const FORM_SLACK: u64 = 64 * 1024;
 
-/// What came in, written to a temp folder, ready to accept.
+/// What came in, written to a staging folder, ready to accept.
 struct Staged {
-    _dir: tempfile::TempDir,
+    _dir: Staging,
     path: PathBuf,
     name: String,
 }
@@ -69,14 +73,14 @@ pub fn accept_upload(
     }
 }
 
-fn temp_dir() -> Result<tempfile::TempDir, Response> {
-    tempfile::Builder::new()
-        .prefix("bundleq-upload-")
-        .tempdir()
-        .map_err(|e| Response::text(500, &format!("cannot make a temp folder: {e}")))
+/// A private staging folder in the home, locked while this process lives.
+fn staging(home: &Home) -> Result<Staging, Response> {
+    home.object_store()
+        .staging()
+        .map_err(|e| Response::text(500, &format!("cannot make a staging folder: {e}")))
 }
 
-/// Writes what `req` carries to a temp folder.
+/// Writes what `req` carries to a staging folder.
 fn stage(home: &Home, req: &mut Request) -> Result<Staged, Response> {
     let limits = &home.config().limits;
     let content_type = req
@@ -97,7 +101,7 @@ fn stage(home: &Home, req: &mut Request) -> Result<Staged, Response> {
         | "application/x-www-form-urlencoded"
         | "application/octet-stream" => {
             let body = req.body(limits.max_bundle_bytes)?;
-            stage_json(&body, "upload.json")
+            stage_json(home, &body, "upload.json")
         }
         "application/x-tar" | "application/tar" => {
             let limit = limits
@@ -105,7 +109,7 @@ fn stage(home: &Home, req: &mut Request) -> Result<Staged, Response> {
                 .saturating_add(limits.max_total_source_bytes)
                 .saturating_add(1024 * 1024);
             let reader = req.body_reader(limit)?;
-            stage_tar(reader, "upload.bundle", max_entries(limits))
+            stage_tar(home, reader, "upload.bundle", max_entries(limits))
         }
         "multipart/form-data" => {
             let boundary = content_type
@@ -128,6 +132,7 @@ fn stage(home: &Home, req: &mut Request) -> Result<Staged, Response> {
             if filename.to_ascii_lowercase().ends_with(".tar") {
                 let stem = filename.trim_end_matches(".tar").trim_end_matches(".TAR");
                 stage_tar(
+                    home,
                     bytes,
                     &format!("{}.bundle", safe_name(stem)),
                     max_entries(limits),
@@ -136,7 +141,7 @@ fn stage(home: &Home, req: &mut Request) -> Result<Staged, Response> {
                 if bytes.len() as u64 > limits.max_bundle_bytes {
                     return Err(too_large(limits.max_bundle_bytes));
                 }
-                stage_json(bytes, &safe_name(&filename))
+                stage_json(home, bytes, &safe_name(&filename))
             }
         }
         other => Err(Response::text(
@@ -168,8 +173,8 @@ fn safe_name(name: &str) -> String {
     }
 }
 
-fn stage_json(bytes: &[u8], name: &str) -> Result<Staged, Response> {
-    let dir = temp_dir()?;
+fn stage_json(home: &Home, bytes: &[u8], name: &str) -> Result<Staged, Response> {
+    let dir = staging(home)?;
     let path = dir.path().join(if name.ends_with(".json") {
         name.to_owned()
     } else {
@@ -192,16 +197,17 @@ fn max_entries(limits: &bundleq::bundle::Limits) -> usize {
 }
 
 /// Unpacks a tar of one `NAME.bundle/` folder (or of a bundle folder's
-/// contents) into a temp folder, refusing more than `max_entries`.
+/// contents) into a staging folder, refusing more than `max_entries`.
 fn stage_tar(
+    home: &Home,
     reader: impl Read,
     default_name: &str,
     max_entries: usize,
 ) -> Result<Staged, Response> {
-    let dir = temp_dir()?;
+    let dir = staging(home)?;
     let root = dir.path().join("in");
     std::fs::create_dir(&root)
-        .map_err(|e| Response::text(500, &format!("cannot make a temp folder: {e}")))?;
+        .map_err(|e| Response::text(500, &format!("cannot make a staging folder: {e}")))?;
     let mut archive = tar::Archive::new(reader);
     let mut tops: Vec<String> = Vec::new();
     let entries = archive.entries().map_err(|e| tar_error(&e))?;
