@@ -419,14 +419,17 @@ mod tests {
 
     use uuid::Uuid;
 
+    use crate::digest::Sha256Hex;
+    use crate::state::Outcome;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::sqlite::convert::uuid_col;
-    use crate::store::{PruneFilter, StoreOptions, Synchronous};
+    use crate::store::{
+        Completion, NewRun, NewSource, PruneFilter, RunJob, RunSources, StoreOptions, Synchronous,
+    };
     use crate::timestamp::Timestamp;
 
-    /// A home of 10 finished runs of 10 indexed sources each, its store,
-    /// its tenant, its runs oldest first, and a second connection that
-    /// never waits for the writer.
+    /// A database of 10 finished runs of 10 indexed sources each (one job
+    /// each, succeeded), its store, its tenant, its runs oldest first, and
+    /// a second connection that never waits for the writer.
     fn ten_runs() -> (
         tempfile::TempDir,
         SqliteStore,
@@ -435,24 +438,68 @@ mod tests {
         rusqlite::Connection,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        crate::bench::search_home(dir.path(), Synchronous::Normal, 100).unwrap();
         let db = dir.path().join("bundleq.db");
-        let store = SqliteStore::open(&db, StoreOptions::default()).unwrap();
+        let options = StoreOptions {
+            synchronous: Synchronous::Normal,
+            ..StoreOptions::default()
+        };
+        let mut store = SqliteStore::create(&db, options).unwrap();
         let tenant = store
-            .conn
-            .query_row("SELECT DISTINCT tenant_id FROM research_runs", [], |r| {
-                uuid_col(r, 0)
-            })
-            .unwrap();
-        let runs: Vec<Uuid> = store
-            .conn
-            .prepare("SELECT id FROM research_runs ORDER BY created_at, id")
+            .create_tenant("lab", None, Timestamp::now())
             .unwrap()
-            .query_map([], |r| uuid_col(r, 0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(runs.len(), 10);
+            .id;
+        let mut runs = Vec::new();
+        for i in 0..10 {
+            let json = format!("{{\"run\": {i}}}");
+            let run = NewRun {
+                tenant_id: tenant,
+                id: Uuid::now_v7(),
+                title: format!("Run {i}"),
+                bundle_sha256: Sha256Hex::of(json.as_bytes()).to_string(),
+                bundle_json: json,
+                origin: "api",
+                origin_name: None,
+                inbox_claim: None,
+                job: RunJob {
+                    job_type: "process_bundle".to_owned(),
+                    payload: serde_json::json!({}),
+                    max_attempts: None,
+                    not_before: None,
+                },
+                objects: Vec::new(),
+                stored: Vec::new(),
+            };
+            runs.push(run.id);
+            // Each run a little later than the one before.
+            let now = Timestamp::now();
+            store.insert_runs(&[run], now).unwrap();
+            let claims = store.claim(1, "test", now).unwrap();
+            let sources = (0..10)
+                .map(|idx| {
+                    let text = format!("glacier survey {i} source {idx}");
+                    NewSource {
+                        idx,
+                        uri: format!("https://example.org/{i}/{idx}"),
+                        title: None,
+                        sha256: Sha256Hex::of(text.as_bytes()).to_string(),
+                        media_type: None,
+                        retrieved_at: None,
+                        size: Some(text.len() as u64),
+                        text: Some(text),
+                        indexed_apart: None,
+                    }
+                })
+                .collect();
+            let done = Completion {
+                sources: Some(RunSources {
+                    tenant_id: tenant,
+                    run_id: claims[0].job.run_id,
+                    sources,
+                }),
+                ..Completion::new(claims[0].token.clone(), Outcome::Succeeded)
+            };
+            store.complete(&[done], now).unwrap();
+        }
         let other = rusqlite::Connection::open(&db).unwrap();
         other.busy_timeout(Duration::ZERO).unwrap();
         (dir, store, tenant, runs, other)
