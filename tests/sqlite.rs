@@ -1076,3 +1076,70 @@ fn serves_killed_while_workers_index_big_texts_leave_each_run_found_once_or_not_
     );
     assert!(rows >= found_once);
 }
+
+#[test]
+fn prune_racing_submits_never_removes_a_database_object_a_run_needs() {
+    // Each round: 12 bundles whose inline texts already lie in the
+    // database as objects no run names, submitted while another thread
+    // prunes in a loop. A sweep that removed what it had found unreferenced
+    // after a submit named it would leave runs without their bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let (_d, bin) = Bin::init_with("");
+    let db = bin.home.join("bundleq.db");
+    let rounds = 25;
+    for round in 0..rounds {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.busy_timeout(Duration::from_secs(60)).unwrap();
+        let paths: Vec<std::path::PathBuf> = (0..12)
+            .map(|i| {
+                let text = format!("round {round} bundle {i}: glacier terminus survey notes");
+                let sha = bundleq::digest::Sha256Hex::of(text.as_bytes()).to_string();
+                conn.execute(
+                    "INSERT OR IGNORE INTO objects (sha256, bytes) VALUES (unhex(?1), ?2)",
+                    rusqlite::params![sha, text.as_bytes()],
+                )
+                .unwrap();
+                let bundle = serde_json::json!({
+                    "bundle_version": 1,
+                    "run_id": Uuid::now_v7(),
+                    "title": format!("Round {round} bundle {i}"),
+                    "created_at": "2026-11-28T10:00:00Z",
+                    "sources": [{"uri": format!("https://example.org/{round}/{i}"),
+                                 "sha256": sha, "content": text}],
+                });
+                let path = dir.path().join(format!("r{round}-{i}.json"));
+                fs::write(&path, bundle.to_string()).unwrap();
+                path
+            })
+            .collect();
+        drop(conn);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let home = bin.home.clone();
+        let pruner = std::thread::spawn(move || {
+            let bin = Bin::new(&home);
+            let mut n = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) || n == 0 {
+                bin.ok(&["prune"]);
+                n += 1;
+            }
+        });
+        bin.submit_all(&paths);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        pruner.join().unwrap();
+        let out = bin.run(&["--json", "verify"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let missing: Vec<&serde_json::Value> = report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["kind"] == "missing")
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "round {round}: a prune removed objects that submitted runs need: {missing:?}"
+        );
+    }
+    assert_eq!(bin.runs_total(), (rounds * 12) as u64);
+    assert!(bin.run(&["verify"]).status.success());
+}

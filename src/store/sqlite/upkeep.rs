@@ -29,6 +29,10 @@ pub(super) const PRUNE_RUNS_PER_TX: usize = 1_000;
 /// Finished jobs `prune` deletes per write transaction.
 pub(super) const PRUNE_JOBS_PER_TX: usize = 10_000;
 
+/// Unreferenced objects a sweep removes from the database per write
+/// transaction.
+pub(super) const SWEEP_OBJECTS_PER_TX: usize = 5_000;
+
 /// How long a long prune leaves the writer free between two of its
 /// transactions: longer than the longest pause of SQLite's busy handler
 /// (100 ms), so that a process waiting for the writer gets it in between.
@@ -111,46 +115,64 @@ impl SqliteStore {
     }
 
     /// Removes (or lists) the objects in the database that no stored run
-    /// refers to, in one write transaction.
+    /// refers to.
+    ///
+    /// Call it with the objects' sweeper held ([`crate::objects::Objects::sweeper`]),
+    /// as `prune` and `verify --repair` do: no run that names an object can
+    /// be recorded meanwhile (recording one needs a lease), so what is found
+    /// unreferenced stays so. The runs are then read a page per read
+    /// transaction and the objects removed [`SWEEP_OBJECTS_PER_TX`] per write
+    /// transaction, the writer left free between two, instead of one write
+    /// transaction holding it for the whole walk.
     pub fn sweep_db_objects(&mut self, dry_run: bool) -> Result<Vec<StoredObject>> {
+        self.sweep_db_objects_in_steps(dry_run, SWEEP_OBJECTS_PER_TX, &mut || {
+            std::thread::sleep(PRUNE_GAP);
+        })
+    }
+
+    /// [`SqliteStore::sweep_db_objects`], `per_tx` objects per write
+    /// transaction, calling `between` between two of them.
+    pub(super) fn sweep_db_objects_in_steps(
+        &mut self,
+        dry_run: bool,
+        per_tx: usize,
+        between: &mut dyn FnMut(),
+    ) -> Result<Vec<StoredObject>> {
         let shown = self.path.display().to_string();
-        let sweep = |tx: &Transaction<'_>| -> Result<Vec<StoredObject>> {
-            let referenced = crate::store::model::referenced_digests(&shown, &mut |after| {
-                stored_bundles(tx, after, None)
-            })?;
-            let mut stmt = tx
-                .prepare_cached(&format!("SELECT {HEX}, length(bytes) FROM objects"))
-                .db("list objects")?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                .db("list objects")?;
-            let mut orphans = Vec::new();
-            for row in rows {
-                let (hex, size) = row.db("list objects")?;
-                let object = StoredObject::from_row(&hex, size)?;
-                if !referenced.contains(&object.sha256) {
-                    orphans.push(object);
-                }
-            }
-            if !dry_run {
+        let referenced = crate::store::model::referenced_digests(&shown, &mut |after| {
+            self.stored_bundles(after, None)
+        })?;
+        let mut orphans = Vec::new();
+        let mut after: Option<Sha256Hex> = None;
+        loop {
+            let page = self.db_objects(after.as_ref(), 10_000)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.sha256.clone());
+            orphans.extend(page.into_iter().filter(|o| !referenced.contains(&o.sha256)));
+        }
+        if dry_run {
+            return Ok(orphans);
+        }
+        let mut steps = orphans.chunks(per_tx.max(1)).peekable();
+        while let Some(step) = steps.next() {
+            self.write("remove unreferenced objects", |tx| {
                 let mut delete = tx
                     .prepare_cached("DELETE FROM objects WHERE sha256 = unhex(?1)")
                     .db("remove objects")?;
                 let mut forget = tx
                     .prepare_cached("DELETE FROM object_checks WHERE sha256 = unhex(?1)")
                     .db("remove objects")?;
-                for o in &orphans {
+                for o in step {
                     delete.execute([o.sha256.as_str()]).db("remove objects")?;
                     forget.execute([o.sha256.as_str()]).db("remove objects")?;
                 }
+                Ok(())
+            })?;
+            if steps.peek().is_some() {
+                between();
             }
-            Ok(orphans)
-        };
-        if dry_run {
-            self.read("list unreferenced objects", sweep)
-        } else {
-            self.write("remove unreferenced objects", sweep)
         }
+        Ok(orphans)
     }
 
     /// Records what checks of objects found.
@@ -572,6 +594,54 @@ mod tests {
             "the kept run has a queued job: {listed:?}"
         );
         assert_eq!(count(&store, "SELECT count(*) FROM research_runs"), 1);
+    }
+
+    #[test]
+    fn a_sweep_frees_the_writer_between_steps_and_keeps_every_named_object() {
+        let (_dir, mut store, _tenant, runs, other) = ten_runs();
+        // 25 objects no run names, and one that run 0's bundle names.
+        let digest = |i: usize| Sha256Hex::of(format!("object {i}").as_bytes()).to_string();
+        for i in 0..=25 {
+            store
+                .conn
+                .execute(
+                    "INSERT INTO objects (sha256, bytes) VALUES (unhex(?1), ?2)",
+                    rusqlite::params![digest(i), format!("object {i}").into_bytes()],
+                )
+                .unwrap();
+        }
+        let named = digest(25);
+        store
+            .conn
+            .execute(
+                "UPDATE research_runs SET bundle_json = ?1 WHERE id = ?2",
+                rusqlite::params![
+                    serde_json::json!({"sources": [{"sha256": named, "content": "object 25"}]})
+                        .to_string(),
+                    runs[0].to_string()
+                ],
+            )
+            .unwrap();
+        let listed = store
+            .sweep_db_objects_in_steps(true, 10, &mut || panic!("a dry run has no steps"))
+            .unwrap();
+        assert_eq!(listed.len(), 25);
+        assert_eq!(count(&store, "SELECT count(*) FROM objects"), 26);
+        let mut gaps = 0;
+        let swept = store
+            .sweep_db_objects_in_steps(false, 10, &mut || {
+                gaps += 1;
+                writes_at_once(&other);
+            })
+            .unwrap();
+        assert_eq!(gaps, 2);
+        assert_eq!(swept.len(), 25);
+        assert!(swept.iter().all(|o| o.sha256.as_str() != named));
+        let left: String = store
+            .conn
+            .query_row("SELECT lower(hex(sha256)) FROM objects", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, named);
     }
 
     #[test]
