@@ -368,20 +368,38 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    /// Removes an object file (nothing when it is not there); the folder is
-    /// fsynced so the removal is durable.
-    pub fn remove(&self, sha: &Sha256Hex) -> Result<bool> {
-        let s = sha.as_str();
-        let dir = self.root.join(&s[..2]);
-        let path = dir.join(&s[2..]);
-        match fs::remove_file(&path) {
-            Ok(()) => {
-                sync_dir(&dir)?;
-                Ok(true)
+    /// Removes object files (nothing for one that is not there) and returns
+    /// which were there; each folder they were in is fsynced once, after
+    /// its removals, so they are durable (one fsync per removed file made
+    /// a sweep of many slow).
+    pub fn remove_all<'a>(
+        &self,
+        shas: impl IntoIterator<Item = &'a Sha256Hex>,
+    ) -> Result<Vec<&'a Sha256Hex>> {
+        let mut removed = Vec::new();
+        let mut touched: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
+        let mut result = Ok(());
+        for sha in shas {
+            let s = sha.as_str();
+            let dir = self.root.join(&s[..2]);
+            let path = dir.join(&s[2..]);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    touched.insert(dir);
+                    removed.push(sha);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    result = Err(e).io("remove object", &path);
+                    break;
+                }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e).io("remove object", &path),
         }
+        // What was removed before an error is made durable all the same.
+        for dir in &touched {
+            sync_dir(dir)?;
+        }
+        result.map(|()| removed)
     }
 
     /// Removes the staging folders of processes that are gone (what a
@@ -444,4 +462,46 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|f| f.sync_all())
         .io("fsync folder", dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Objects;
+    use crate::digest::Sha256Hex;
+
+    #[test]
+    fn a_sweeper_removes_the_files_named_and_says_which_were_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = Objects::new(dir.path().join("objects"));
+        let shas: Vec<Sha256Hex> = (0..40)
+            .map(|i| {
+                let bytes = format!("object {i}").into_bytes();
+                let sha = Sha256Hex::of(&bytes);
+                objects.put(&bytes, &sha).unwrap();
+                sha
+            })
+            .collect();
+        let gone = Sha256Hex::of(b"never stored");
+        let sweeper = objects
+            .sweeper(std::time::Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        let asked: Vec<&Sha256Hex> = shas[..30].iter().chain([&gone]).collect();
+        let removed = sweeper.remove_all(asked.iter().copied()).unwrap();
+        assert_eq!(removed, shas[..30].iter().collect::<Vec<_>>());
+        for (i, sha) in shas.iter().enumerate() {
+            assert_eq!(objects.path_of(sha).exists(), i >= 30, "object {i}");
+        }
+        // A folder in an object's place is an error naming it; what went
+        // before it is removed.
+        std::fs::remove_file(objects.path_of(&shas[31])).unwrap();
+        std::fs::create_dir(objects.path_of(&shas[31])).unwrap();
+        let err = sweeper
+            .remove_all([&shas[30], &shas[31], &shas[32]])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&shas[31].as_str()[2..]), "{err}");
+        assert!(!objects.path_of(&shas[30]).exists());
+        assert!(objects.path_of(&shas[32]).exists());
+    }
 }

@@ -202,11 +202,12 @@ pub fn backup(
     // What an earlier backup kept and this copy no longer names.
     let keep: HashSet<&Sha256Hex> = needed.iter().collect();
     if let Some(sweeper) = dest_objects.sweeper(super::SWEEP_WAIT)? {
-        for sha in dest_objects.files()? {
-            if !keep.contains(&sha) && sweeper.remove(&sha)? {
-                report.objects_removed += 1;
-            }
-        }
+        let dropped: Vec<Sha256Hex> = dest_objects
+            .files()?
+            .into_iter()
+            .filter(|sha| !keep.contains(sha))
+            .collect();
+        report.objects_removed += sweeper.remove_all(&dropped)?.len() as u64;
         sweeper.clear_stale_staging()?;
     }
     report.verify = verify(

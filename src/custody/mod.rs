@@ -106,10 +106,10 @@ fn sweep_with(
             continue;
         }
         let size = std::fs::symlink_metadata(objects.path_of(&sha)).map_or(0, |m| m.len());
-        if let Some(sweeper) = sweeper {
-            sweeper.remove(&sha)?;
-        }
         files.push(StoredObject { sha256: sha, size });
+    }
+    if let Some(sweeper) = sweeper {
+        sweeper.remove_all(files.iter().map(|f| &f.sha256))?;
     }
     let staging_folders = match sweeper {
         Some(sweeper) => sweeper.clear_stale_staging()?,
