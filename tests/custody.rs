@@ -468,22 +468,8 @@ fn prune_racing_submits_never_removes_an_object_a_run_needs() {
     let rounds = 25;
     for round in 0..rounds {
         let bundles = orphan_ready_bundles(dir.path(), &bin, round, 12);
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let home = bin.home.clone();
-        let flag = stop.clone();
-        let pruner = std::thread::spawn(move || {
-            let bin = Bin::new(&home);
-            let mut n = 0;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) || n == 0 {
-                bin.ok(&["prune"]);
-                n += 1;
-            }
-        });
-        bin.submit_all(&bundles);
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        pruner.join().unwrap();
-        let (_, report) = verify_json(&bin, &[]);
-        let missing = problems(&report, "missing");
+        bin.while_pruning(|| bin.submit_all(&bundles));
+        let missing = bin.missing_objects();
         assert!(
             missing.is_empty(),
             "round {round}: a prune removed objects that submitted runs need: {missing:?}"

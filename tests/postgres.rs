@@ -1052,47 +1052,30 @@ fn a_prune_on_one_host_never_takes_an_object_another_hosts_new_run_needs() {
         // Stored long ago, by runs pruned since: fair game for a sweep
         // until a writer names them again.
         age_objects(&a);
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (home, flag) = (a.home.clone(), stop.clone());
-        let pruner = std::thread::spawn(move || {
-            let a = Bin::new(&home);
-            let mut n = 0;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) || n == 0 {
-                a.ok(&["prune"]);
-                n += 1;
+        a.while_pruning(|| {
+            let mut left: Vec<std::path::PathBuf> = bundles;
+            for _ in 0..20 {
+                let mut args = vec!["--json".to_owned(), "submit".to_owned()];
+                args.extend(left.iter().map(|p| p.display().to_string()));
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = b.run(&refs);
+                let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect();
+                let failed: Vec<std::path::PathBuf> = lines
+                    .iter()
+                    .filter(|l| l["verdict"] == "error")
+                    .map(|l| std::path::PathBuf::from(l["path"].as_str().unwrap()))
+                    .collect();
+                if failed.is_empty() {
+                    break;
+                }
+                refused += failed.len();
+                left = failed;
             }
         });
-        let mut left: Vec<std::path::PathBuf> = bundles;
-        for _ in 0..20 {
-            let mut args = vec!["--json".to_owned(), "submit".to_owned()];
-            args.extend(left.iter().map(|p| p.display().to_string()));
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            let out = b.run(&refs);
-            let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-            let failed: Vec<std::path::PathBuf> = lines
-                .iter()
-                .filter(|l| l["verdict"] == "error")
-                .map(|l| std::path::PathBuf::from(l["path"].as_str().unwrap()))
-                .collect();
-            if failed.is_empty() {
-                break;
-            }
-            refused += failed.len();
-            left = failed;
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        pruner.join().unwrap();
-        let out = b.run(&["--json", "verify"]);
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let missing: Vec<&serde_json::Value> = report["problems"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["kind"] == "missing")
-            .collect();
+        let missing = b.missing_objects();
         assert!(
             missing.is_empty(),
             "round {round}: a run was recorded without its object: {missing:?}"

@@ -1113,28 +1113,8 @@ fn prune_racing_submits_never_removes_a_database_object_a_run_needs() {
             })
             .collect();
         drop(conn);
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let home = bin.home.clone();
-        let pruner = std::thread::spawn(move || {
-            let bin = Bin::new(&home);
-            let mut n = 0;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) || n == 0 {
-                bin.ok(&["prune"]);
-                n += 1;
-            }
-        });
-        bin.submit_all(&paths);
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        pruner.join().unwrap();
-        let out = bin.run(&["--json", "verify"]);
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let missing: Vec<&serde_json::Value> = report["problems"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["kind"] == "missing")
-            .collect();
+        bin.while_pruning(|| bin.submit_all(&paths));
+        let missing = bin.missing_objects();
         assert!(
             missing.is_empty(),
             "round {round}: a prune removed objects that submitted runs need: {missing:?}"

@@ -487,6 +487,46 @@ impl Bin {
             .unwrap()
     }
 
+    /// Runs `work` while another thread runs `prune` on this home in a
+    /// loop (at least once, until `work` is done), and returns its value.
+    pub fn while_pruning<T>(&self, work: impl FnOnce() -> T) -> T {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let (home, flag) = (self.home.clone(), stop.clone());
+        let pruner = std::thread::spawn(move || {
+            let bin = Bin::new(&home);
+            let mut n = 0;
+            while !flag.load(Ordering::Relaxed) || n == 0 {
+                bin.ok(&["prune"]);
+                n += 1;
+            }
+        });
+        let value = work();
+        stop.store(true, Ordering::Relaxed);
+        pruner.join().unwrap();
+        value
+    }
+
+    /// The `missing` problems `verify --json` reports: sources whose
+    /// object is stored nowhere.
+    pub fn missing_objects(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["--json", "verify"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "verify printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["kind"] == "missing")
+            .cloned()
+            .collect()
+    }
+
     /// Submits every path in one call.
     pub fn submit_all(&self, paths: &[PathBuf]) {
         let mut args = vec!["submit".to_owned()];
