@@ -360,11 +360,29 @@ pub fn big_queue_home(dir: &Path, synchronous: Synchronous, n: usize) -> Result<
     Ok((root, store))
 }
 
-/// Runs every in-process measurement in temp folders under `dir`.
-/// `progress` hears which step starts.
+/// Writes out what earlier steps left unwritten in the page cache on the
+/// file system holding `dir`, so that a figure is not charged for it: the
+/// kernel writes dirty pages back about 30 s after they were written,
+/// whatever runs then, and a step's `fsync`s wait behind it (hundreds of
+/// MB after the footprint step: the scaling figure's one-worker or
+/// two-worker half ran 30 % slower for it, whichever came at the time).
+/// Best effort: a folder that cannot be opened is left as it is.
+pub fn settle(dir: &Path) {
+    if let Ok(folder) = File::open(dir) {
+        let _ = rustix::fs::syncfs(&folder);
+    }
+}
+
+/// Runs every in-process measurement in temp folders under `dir`, each
+/// step starting on a settled disk ([`settle`]). `progress` hears which
+/// step starts.
 pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchReport> {
     let sync = opts.synchronous;
-    progress("baseline: plain statements");
+    let step = |name: &str| {
+        settle(dir);
+        progress(name);
+    };
+    step("baseline: plain statements");
     let baseline = run_baseline(
         &Location::Sqlite(dir.join("baseline.db")),
         sync,
@@ -373,7 +391,7 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
         opts.samples,
     )?;
 
-    progress("enqueue: one job per transaction");
+    step("enqueue: one job per transaction");
     let single_n = opts.jobs.clamp(1, 2000);
     let mut single = store_at(&dir.join("single.db"), sync)?;
     let tenant = Uuid::now_v7();
@@ -385,7 +403,7 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     let enqueue_single_per_s = per_s(single_n, start.elapsed());
     drop(single);
 
-    progress("engine life cycle: batch enqueue, then the pool drains");
+    step("engine life cycle: batch enqueue, then the pool drains");
     let mut engine = store_at(&dir.join("engine.db"), sync)?;
     let enqueue = enqueue_batched(&mut engine, opts.jobs, 1000)?;
     let mut handlers = Handlers::new();
@@ -406,7 +424,7 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     let drain_per_s = per_s(drained, drain);
     let lifecycle_per_s = per_s(drained, enqueue + drain);
 
-    progress("claim latency with 10,000 queued, in turns with the commit floor");
+    step("claim latency with 10,000 queued, in turns with the commit floor");
     let mut lat = store_at(&dir.join("latency.db"), sync)?;
     enqueue_batched(&mut lat, 10_000, 1000)?;
     lat.checkpoint()?;
@@ -417,7 +435,7 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
         claims_in_turns_with_floor(&mut lat, &mut floor, opts.samples.min(9_000))?;
     drop((lat, floor));
 
-    progress("claim latency with 10,000 queued, synchronous = normal");
+    step("claim latency with 10,000 queued, synchronous = normal");
     let mut lat = store_at(&dir.join("latency-normal.db"), Synchronous::Normal)?;
     enqueue_batched(&mut lat, 10_000, 1000)?;
     lat.checkpoint()?;
@@ -425,7 +443,7 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     let claim_latency_normal = Latency::of(samples);
     drop(lat);
 
-    progress("claim cost with 1,000 queued and with the large queue (building it)");
+    step("claim cost with 1,000 queued and with the large queue (building it)");
     let small_path = dir.join("small.db");
     let mut small = store_at(&small_path, sync)?;
     enqueue_batched(&mut small, 1000 + 2 * CLAIM_COST_ROUNDS, 1000)?;
@@ -443,7 +461,7 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
         CLAIM_COST_ROUNDS,
     )?;
 
-    progress("drop-folder ingest");
+    step("drop-folder ingest");
     let home = bench_home(&dir.join("ingest"), sync)?;
     let mut store = home.store()?;
     let tenant = home.default_tenant(&mut store)?;
@@ -472,18 +490,18 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
         start.elapsed(),
     );
 
-    progress("drop-to-enqueued latency");
+    step("drop-to-enqueued latency");
     let drop_latency = drop_latency(&home, store, tenant, opts.samples.min(200))?;
 
-    progress("submit: bundles with 3 inline sources of 2 KiB");
+    step("submit: bundles with 3 inline sources of 2 KiB");
     let submit = submit_figures(dir, sync, opts.submit_bundles)?;
-    progress("footprint: bundles with 10 inline sources, submitted, processed, indexed");
+    step("footprint: bundles with 10 inline sources, submitted, processed, indexed");
     let footprint = footprint_figures(dir, sync, opts)?;
-    progress("process_bundle of 1 MiB text sources, one worker, then two");
+    step("process_bundle of 1 MiB text sources, one worker, then two");
     let scaling = scaling_figures(dir, sync, opts.scaling_bundles)?;
-    progress("verify: the scaling home's object files, then the footprint home");
+    step("verify: the scaling home's object files, then the footprint home");
     let verified = verify_figures(dir)?;
-    progress("search home: indexing the sources");
+    step("search home: indexing the sources");
     search_home(&dir.join("search"), sync, opts.search_sources)?;
 
     let claim_overhead_us = claim_latency.p50_us - claim_floor.p50_us;
@@ -803,6 +821,7 @@ struct SubmitFigures {
 /// The submit figure, next to reading and hashing the same files.
 fn submit_figures(dir: &Path, sync: Synchronous, n: usize) -> Result<SubmitFigures> {
     let (paths, _) = write_corpus(&dir.join("submit-in"), n, 3, 2048)?;
+    settle(dir);
     let start = Instant::now();
     for p in &paths {
         let bytes = fs::read(p).io("read", p)?;
@@ -884,6 +903,7 @@ fn submit_and_process(home: &Home, paths: &[PathBuf], workers: usize) -> Result<
     let mut config = PoolConfig::from_config(&home.config().workers);
     config.workers = workers;
     config.once = true;
+    settle(home.root());
     let start = Instant::now();
     let stats = run_pool(
         store,

@@ -418,8 +418,12 @@ pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
         return Ok(EXIT_OK);
     }
     let report = bench::run(tmp.path(), &opts, &progress)?;
+    let step = |name: &str| {
+        bench::settle(tmp.path());
+        progress(name);
+    };
 
-    progress("resident memory of serve working the large queue");
+    step("resident memory of serve working the large queue");
     let big = tmp.path().join("big");
     let child = spawn_serve(
         &big,
@@ -429,10 +433,10 @@ pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
     let serve_rss_big_queue_mib = rss_mib(child.id()).unwrap_or(f64::NAN);
     stop(child);
 
-    progress("the dashboard's overview on the large queue's home");
+    step("the dashboard's overview on the large queue's home");
     let overview = overview_figure(&big, if args.quick { 20 } else { 200 })?;
 
-    progress("CPU of an idle serve");
+    step("CPU of an idle serve");
     let idle = tmp.path().join("idle");
     Home::init(&idle)?;
     let child = spawn_serve(&idle, &[])?;
@@ -447,7 +451,7 @@ pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
         _ => f64::NAN,
     };
 
-    progress("search: each query as its own process");
+    step("search: each query as its own process");
     let search = search_figures(
         &tmp.path().join("search"),
         opts.samples.min(if args.quick { 20 } else { 200 }),
