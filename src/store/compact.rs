@@ -2,8 +2,9 @@
 //! as its object, and the stored JSON holds `null` where the text's JSON
 //! string was, plus a list of holes: `[[byte offset, digest], …]`, where
 //! the digest is the byte offset of the text's sha256 (64 hex digits)
-//! earlier in the stored JSON itself — the source's own `sha256` field, as
-//! a rule — or, when it is not there, the hex digits.
+//! elsewhere in the stored JSON itself — the source's own `sha256` field, as
+//! a rule, before or after its `content` (writers that sort keys put
+//! `content` first) — or, when it is not near, the hex digits.
 //! Filling the holes gives back the bytes received, exactly: a text is cut
 //! only where its JSON string, written by [`quoted`] (the shortest escapes,
 //! as JSON writers commonly produce), appears verbatim, and the same
@@ -26,6 +27,10 @@ const PLACEHOLDER: &str = "null";
 const MIN_CUT: usize = 64;
 /// Bytes of a text's JSON string searched for before comparing it whole.
 const PREFIX: usize = 48;
+/// How far from a hole, either way, its digest is looked for in the stored
+/// JSON: the rest of its source's fields. Bounded, so that a bundle of many
+/// sources is not searched whole once per source.
+const NEAR: usize = 4096;
 
 /// Where an inline text was cut out, and the digest of its object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,11 +103,7 @@ pub(crate) fn cut(json: &str, texts: &[(&Sha256Hex, &str)]) -> Option<(String, S
         };
         let at = from + found;
         out.push_str(json.get(from..at)?);
-        let digest = match memchr::memmem::rfind(out.as_bytes(), sha.as_str().as_bytes()) {
-            Some(i) => Digest::At(i),
-            None => Digest::Hex(sha.as_str().to_owned()),
-        };
-        holes.push(Hole(out.len(), digest));
+        holes.push(Hole(out.len(), Digest::Hex(sha.as_str().to_owned())));
         out.push_str(PLACEHOLDER);
         from = at + q.len();
     }
@@ -110,6 +111,21 @@ pub(crate) fn cut(json: &str, texts: &[(&Sha256Hex, &str)]) -> Option<(String, S
         return None;
     }
     out.push_str(json.get(from..)?);
+    // Now that the stored text is whole, each digest written near its hole
+    // (before it first) is pointed at instead of repeated.
+    for Hole(at, digest) in &mut holes {
+        let Digest::Hex(hex) = digest else { continue };
+        let (needle, text) = (hex.as_bytes(), out.as_bytes());
+        let before = text.get(at.saturating_sub(NEAR)..*at)?;
+        let after_from = *at + PLACEHOLDER.len();
+        let after = text.get(after_from..(after_from + NEAR).min(text.len()))?;
+        let found = memchr::memmem::rfind(before, needle)
+            .map(|i| *at - before.len() + i)
+            .or_else(|| memchr::memmem::find(after, needle).map(|i| after_from + i));
+        if let Some(i) = found {
+            *digest = Digest::At(i);
+        }
+    }
     let holes = serde_json::to_string(&holes).ok()?;
     Some((out, holes))
 }
@@ -153,7 +169,6 @@ pub(crate) fn fill(
             Digest::At(i) => i
                 .checked_add(64)
                 .and_then(|end| compact.get(*i..end))
-                .filter(|_| *i < at)
                 .unwrap_or_default(),
             Digest::Hex(hex) => hex.as_str(),
         };
@@ -290,6 +305,51 @@ mod tests {
         assert!(!holes.contains(digest.as_str()), "{holes}");
         assert!(holes.len() < 20, "{holes}");
         assert!(compact.contains(digest.as_str()));
+    }
+
+    #[test]
+    fn a_digest_written_after_the_text_is_pointed_at_too() {
+        // Writers that sort keys (serde_json's default map, Python's
+        // `sort_keys`) put `content` before `sha256`.
+        let texts: Vec<String> = (0..50)
+            .map(|i| format!("Station {i}: ice thickness, é \u{1F600}. ").repeat(4))
+            .collect();
+        let sources: Vec<serde_json::Value> = texts
+            .iter()
+            .map(|t| serde_json::json!({"content": t, "sha256": sha(t), "uri": "u"}))
+            .collect();
+        let json = serde_json::json!({"sources": sources}).to_string();
+        assert!(json.find("content") < json.find("sha256"));
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let (compact, holes) = round_trip(&json, &refs).unwrap();
+        for t in &texts {
+            assert!(!holes.contains(sha(t).as_str()), "{holes}");
+        }
+        assert_eq!(compact.matches("null").count(), 50);
+    }
+
+    #[test]
+    fn a_digest_far_from_its_hole_is_written_out() {
+        let text = "Ice thickness at forty stations along the transect. ".repeat(4);
+        let digest = sha(&text);
+        // Multibyte characters on every side, so that the bounds of the
+        // search fall inside characters.
+        let far = "é".repeat(NEAR);
+        for json in [
+            format!(
+                r#"{{"sha256": "{}", "pad": "{far}", "content": {}}}"#,
+                digest.as_str(),
+                quoted(&text)
+            ),
+            format!(
+                r#"{{"content": {}, "pad": "{far}", "sha256": "{}"}}"#,
+                quoted(&text),
+                digest.as_str()
+            ),
+        ] {
+            let (_, holes) = round_trip(&json, &[&text]).unwrap();
+            assert!(holes.contains(digest.as_str()), "{holes}");
+        }
     }
 
     #[test]
