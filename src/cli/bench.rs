@@ -398,7 +398,7 @@ pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
         .unwrap_or(if args.quick { 1 } else { 10 })
         .max(1);
     let tmp = match &args.dir {
-        Some(d) => tempfile::tempdir_in(d),
+        Some(d) => std::fs::create_dir_all(d).and_then(|()| tempfile::tempdir_in(d)),
         None => tempfile::tempdir(),
     }
     .map_err(|source| Error::Io {

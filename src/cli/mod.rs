@@ -524,7 +524,8 @@ pub struct BenchArgs {
     /// How long to watch an idle serve's CPU use, in seconds [default: 10; --quick: 1]
     #[arg(long, value_name = "SECONDS")]
     pub idle_seconds: Option<u64>,
-    /// Where to put the temp homes [default: the system temp folder]
+    /// Where to put the temp homes, made if missing; they are removed at the end [default: the
+    /// system temp folder]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Measure on this PostgreSQL database instead (scratch schemas,
