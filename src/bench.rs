@@ -360,6 +360,43 @@ pub fn big_queue_home(dir: &Path, synchronous: Synchronous, n: usize) -> Result<
     Ok((root, store))
 }
 
+/// One engine life cycle: `opts.jobs` jobs enqueued in batches, then
+/// drained by a pool of `opts.workers` running a no-op handler.
+struct LifeCycle {
+    enqueue: Duration,
+    drained: usize,
+    drain: Duration,
+}
+
+impl LifeCycle {
+    fn lifecycle_per_s(&self) -> f64 {
+        per_s(self.drained, self.enqueue + self.drain)
+    }
+}
+
+fn engine_life_cycle(db: &Path, opts: &BenchOptions) -> Result<LifeCycle> {
+    let mut engine = store_at(db, opts.synchronous)?;
+    let enqueue = enqueue_batched(&mut engine, opts.jobs, 1000)?;
+    let mut handlers = Handlers::new();
+    handlers.register("bench", |_: &mut JobContext<'_>| Outcome::Succeeded);
+    let mut config = PoolConfig::from_config(&crate::config::WorkersConfig::default());
+    config.workers = opts.workers;
+    config.once = true;
+    let start = Instant::now();
+    let stats = run_pool(
+        engine,
+        handlers,
+        &config,
+        Arc::new(SystemClock),
+        &PoolControl::new(),
+    )?;
+    Ok(LifeCycle {
+        enqueue,
+        drained: usize::try_from(stats.succeeded).unwrap_or(0),
+        drain: start.elapsed(),
+    })
+}
+
 /// Writes out what earlier steps left unwritten in the page cache on the
 /// file system holding `dir`, so that a figure is not charged for it: the
 /// kernel writes dirty pages back about 30 s after they were written,
@@ -382,15 +419,6 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
         settle(dir);
         progress(name);
     };
-    step("baseline: plain statements");
-    let baseline = run_baseline(
-        &Location::Sqlite(dir.join("baseline.db")),
-        sync,
-        opts.jobs,
-        1,
-        opts.samples,
-    )?;
-
     step("enqueue: one job per transaction");
     let single_n = opts.jobs.clamp(1, 2000);
     let mut single = store_at(&dir.join("single.db"), sync)?;
@@ -403,26 +431,38 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     let enqueue_single_per_s = per_s(single_n, start.elapsed());
     drop(single);
 
-    step("engine life cycle: batch enqueue, then the pool drains");
-    let mut engine = store_at(&dir.join("engine.db"), sync)?;
-    let enqueue = enqueue_batched(&mut engine, opts.jobs, 1000)?;
-    let mut handlers = Handlers::new();
-    handlers.register("bench", |_: &mut JobContext<'_>| Outcome::Succeeded);
-    let mut config = PoolConfig::from_config(&crate::config::WorkersConfig::default());
-    config.workers = opts.workers;
-    config.once = true;
-    let start = Instant::now();
-    let stats = run_pool(
-        engine,
-        handlers,
-        &config,
-        Arc::new(SystemClock),
-        &PoolControl::new(),
-    )?;
-    let drain = start.elapsed();
-    let drained = usize::try_from(stats.succeeded).unwrap_or(0);
-    let drain_per_s = per_s(drained, drain);
-    let lifecycle_per_s = per_s(drained, enqueue + drain);
+    // The baseline and the engine in turns, twice, each figure the better of
+    // its two runs: the machine's load drifts over a run, and a figure taken
+    // once, seconds away from the other, measured the drift as much as the
+    // engine.
+    let turn = |k: u32| -> Result<(crate::store::BaselineFigures, LifeCycle)> {
+        step(&format!("baseline: plain statements (turn {k} of 2)"));
+        let baseline = run_baseline(
+            &Location::Sqlite(dir.join(format!("baseline-{k}.db"))),
+            sync,
+            opts.jobs,
+            1,
+            opts.samples,
+        )?;
+        step(&format!(
+            "engine life cycle: batch enqueue, then the pool drains (turn {k} of 2)"
+        ));
+        let engine = engine_life_cycle(&dir.join(format!("engine-{k}.db")), opts)?;
+        Ok((baseline, engine))
+    };
+    let (mut baseline, mut engine) = turn(1)?;
+    let (other_baseline, other_engine) = turn(2)?;
+    if other_baseline.lifecycle_per_s > baseline.lifecycle_per_s {
+        baseline = other_baseline;
+    }
+    if other_engine.lifecycle_per_s() > engine.lifecycle_per_s() {
+        engine = other_engine;
+    }
+    let (enqueue, drain_per_s, lifecycle_per_s) = (
+        engine.enqueue,
+        per_s(engine.drained, engine.drain),
+        engine.lifecycle_per_s(),
+    );
 
     step("claim latency with 10,000 queued, in turns with the commit floor");
     let mut lat = store_at(&dir.join("latency.db"), sync)?;
@@ -562,7 +602,7 @@ struct VerifyFigures {
 /// object files; small objects in the database), next to reading and
 /// hashing the same object files without bundleq.
 fn verify_figures(dir: &Path) -> Result<VerifyFigures> {
-    let home = Home::open(&dir.join("scaling-2"))?;
+    let home = Home::open(&dir.join("scaling-2-2"))?;
     let objects = home.object_store();
     let start = Instant::now();
     let mut bytes = 0u64;
@@ -633,11 +673,15 @@ fn scaling_figures(dir: &Path, sync: Synchronous, n: usize) -> Result<ScalingFig
     let start = Instant::now();
     std::hint::black_box(crate::digest::Sha256Hex::of(block.as_bytes()));
     let sha256_mib_s = 64.0 / start.elapsed().as_secs_f64().max(1e-9);
-    let mut rates = [0.0; 2];
-    for (workers, rate) in [1, 2].into_iter().zip(rates.iter_mut()) {
-        let home = bench_home(&dir.join(format!("scaling-{workers}")), sync)?;
-        let (succeeded, spent) = submit_and_process(&home, &paths, workers)?;
-        *rate = succeeded as f64 / spent.as_secs_f64().max(1e-9);
+    // One worker, two, and again: each rate the better of its two runs
+    // (the machine's load drifts; see `run`).
+    let mut rates = [0.0f64; 2];
+    for turn in 1..=2 {
+        for (workers, rate) in [1, 2].into_iter().zip(rates.iter_mut()) {
+            let home = bench_home(&dir.join(format!("scaling-{workers}-{turn}")), sync)?;
+            let (succeeded, spent) = submit_and_process(&home, &paths, workers)?;
+            *rate = rate.max(succeeded as f64 / spent.as_secs_f64().max(1e-9));
+        }
     }
     Ok(ScalingFigures {
         sha256_mib_s,
