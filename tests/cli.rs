@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use bundleq::digest::Sha256Hex;
 use bundleq::store::{NewRun, RunInsert, RunJob};
-use bundleq::{Home, Timestamp};
+use bundleq::{Home, Store, Timestamp};
 use common::Bin;
 use uuid::Uuid;
 
@@ -287,6 +287,65 @@ fn every_command_run_with_another_tenant_finds_nothing() {
     bin.ok(&as_refs(&t(&["prune", "--finished-before", "0s"])));
     // The owner's job is untouched by all of the above.
     assert_eq!(bin.json(&["job", "show", &job])["status"], "queued");
+}
+
+/// A valid fixture bundle's path.
+fn fixture(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/bundles/valid")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn a_home_written_by_a_later_release_is_refused_naming_both_schemas() {
+    let (_dir, bin) = init();
+    bin.ok(&["submit", &fixture("minimal.json")]);
+    let db = bin.home.join("bundleq.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+             VALUES (99, 'from_a_later_release', '', '0')",
+            [],
+        )
+        .unwrap();
+    let head = latest_migration();
+    let head_version = &head[..head.find("__").unwrap()];
+    // Reading and writing commands alike, and the store opened either way.
+    for args in [
+        &["status"][..],
+        &["submit", &fixture("full.json")],
+        &["jobs"],
+    ] {
+        let out = bin.run(args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        for part in [
+            "newer release of bundleq",
+            "V99 from_a_later_release",
+            &format!("knows up to {head_version}"),
+        ] {
+            assert!(err.contains(part), "{args:?}: {err}");
+        }
+    }
+    let home = Home::open(&bin.home).unwrap();
+    let options = home.config().store_options();
+    for opened in [
+        Store::open(&home.location(), options.clone()),
+        Store::open_read_only(&home.location(), options),
+    ] {
+        let err = opened.unwrap_err().to_string();
+        assert!(err.contains("V99"), "{err}");
+    }
+    // Nothing was written: the one run submitted before is all there is.
+    let runs: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM research_runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(runs, 1);
 }
 
 /// Copies a directory tree (the fixture home) into `to`.

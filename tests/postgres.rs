@@ -91,6 +91,37 @@ fn research_jobs_has_the_seeds_column_types_and_db_current_works() {
 }
 
 #[test]
+fn a_database_written_by_a_later_release_is_refused_naming_both_schemas() {
+    if test_pg().is_none() {
+        return;
+    }
+    let url = pg_schema();
+    let at = Location::server(&url).unwrap();
+    drop(Store::create(&at, StoreOptions::default()).unwrap());
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+             VALUES (99, 'from_a_later_release', '', '0')",
+            &[],
+        )
+        .unwrap();
+    let head = migrations("migrations/postgres").last().unwrap().0;
+    for opened in [
+        Store::open(&at, StoreOptions::default()),
+        Store::open_read_only(&at, StoreOptions::default()),
+    ] {
+        let err = opened.unwrap_err().to_string();
+        assert!(
+            err.contains("newer release of bundleq")
+                && err.contains("V99 from_a_later_release")
+                && err.contains(&format!("knows up to V{head}")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn processes_opening_a_new_database_at_once_migrate_it_once() {
     let Some(_) = test_pg() else { return };
     for _ in 0..5 {

@@ -236,7 +236,8 @@ impl Store {
     }
 
     /// Opens an existing database and applies pending migrations. A
-    /// database this user cannot write is [`crate::Error::ReadOnly`].
+    /// database this user cannot write is [`crate::Error::ReadOnly`]; one a
+    /// later release migrated is refused, naming both schemas.
     pub fn open(location: &Location, options: StoreOptions) -> Result<Store> {
         match location {
             Location::Sqlite(p) => Ok(Store::of(

@@ -869,6 +869,25 @@ pub struct SchemaVersion {
     pub head: bool,
 }
 
+impl SchemaVersion {
+    /// An error when this schema is newer than `latest`, the newest this
+    /// release knows: the database at `place` was written by a newer
+    /// release, whose records this one could misread or write without what
+    /// they need.
+    pub(crate) fn refuse_newer(&self, latest: i64, place: &str) -> crate::Result<()> {
+        if self.version <= latest {
+            return Ok(());
+        }
+        Err(crate::Error::InvalidArgument {
+            what: "database",
+            message: format!(
+                "{place} was written by a newer release of bundleq (schema V{} {}; this one knows up to V{latest}): use that release or a later one",
+                self.version, self.name
+            ),
+        })
+    }
+}
+
 /// What the baseline reached.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct BaselineFigures {

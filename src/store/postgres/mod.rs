@@ -344,8 +344,8 @@ impl PgStore {
         Ok(store)
     }
 
-    /// Opens the database for reading only; a schema behind head is an
-    /// error naming the fix.
+    /// Opens the database for reading only; a schema behind head, or one a
+    /// later release migrated, is an error naming the fix.
     pub fn open_read_only(location: &PgLocation, options: StoreOptions) -> Result<PgStore> {
         let mut store = PgStore {
             read_only: true,
@@ -353,7 +353,11 @@ impl PgStore {
         };
         store.client = None;
         store.client()?;
-        if !store.current_version()?.is_some_and(|v| v.head) {
+        let current = store.current_version()?;
+        if let Some(v) = &current {
+            v.refuse_newer(PgStore::latest(), &location.shown())?;
+        }
+        if !current.is_some_and(|v| v.head) {
             return Err(Error::InvalidArgument {
                 what: "database",
                 message: format!(
@@ -387,11 +391,11 @@ impl PgStore {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        if self
-            .schema_version()?
-            .is_some_and(|v| v.version >= PgStore::latest())
+        let latest = PgStore::latest();
+        if let Some(current) = self.schema_version()?
+            && current.version >= latest
         {
-            return Ok(());
+            return current.refuse_newer(latest, &self.location.shown());
         }
         let result = (|| {
             let client = self.client()?;

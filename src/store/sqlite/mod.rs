@@ -148,7 +148,8 @@ impl SqliteStore {
     /// Opens a database for reading only: nothing is migrated or written,
     /// so it works on a home this user may read but not write (where
     /// SQLite allows it: a WAL database needs its `-shm` file or a
-    /// writable folder). A schema behind head is an error naming the fix.
+    /// writable folder). A schema behind head, or one a later release
+    /// migrated, is an error naming the fix.
     ///
     /// A WAL database needs its `-shm` file: when it is missing and cannot
     /// be created here, and no `-wal` file exists (no writer has the
@@ -177,6 +178,9 @@ impl SqliteStore {
             Err(e) => return Err(e),
         };
         let current = store.current_version().map_err(|e| store.classify(e))?;
+        if let Some(v) = &current {
+            v.refuse_newer(head_version(), &path.display().to_string())?;
+        }
         if !current.as_ref().is_some_and(|v| v.head) {
             return Err(Error::InvalidArgument {
                 what: "database",
@@ -344,7 +348,7 @@ impl SqliteStore {
         if let Some(current) = self.schema_version()?
             && current.version >= latest
         {
-            return Ok(());
+            return current.refuse_newer(latest, &self.path.display().to_string());
         }
         let runner = embedded::migrations::runner();
         // Two processes may open a new home at once: if the other one won
