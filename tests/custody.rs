@@ -216,9 +216,31 @@ fn export_round_trip_is_byte_identical(b: Backend) {
     } = seeded(b, 300_000, true);
     let big_run = run;
     let big_sha = sha;
+    // A bundle whose sources give `content` before `sha256` (as writers that
+    // sort keys do): each text's digest is found after the place it was
+    // cut from.
+    let sorted_run = "0192c3c0-7a1e-7cc2-9a31-5b1f0f9e0a99";
+    let sources: Vec<String> = (0..3)
+        .map(|i| {
+            let text =
+                format!("Sorted source {i}: ice cores from the saddle, é, \"quoted\". ").repeat(3);
+            format!(
+                r#"{{"content": {}, "sha256": "{}", "uri": "https://example.org/sorted/{i}"}}"#,
+                serde_json::Value::from(text.as_str()),
+                Sha256Hex::of(text.as_bytes())
+            )
+        })
+        .collect();
+    let sorted = format!(
+        r#"{{"bundle_version": 1, "created_at": "2026-11-28T10:00:00Z", "run_id": "{sorted_run}", "sources": [{}], "title": "Sorted keys"}}"#,
+        sources.join(", ")
+    );
+    let sorted_path = dir.path().join("sorted.json");
+    fs::write(&sorted_path, &sorted).unwrap();
+    bin.submit_all(&[sorted_path]);
     let out = dir.path().join("export");
     let lines = bin.json_lines(&["export", "--all", "--to", out.to_str().unwrap()]);
-    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert_eq!(lines.len(), 6, "{lines:?}");
     assert!(lines.iter().all(|l| l["already"] == false), "{lines:?}");
 
     // bundle.json is the bytes accepted; every file is there, verbatim.
@@ -240,6 +262,10 @@ fn export_round_trip_is_byte_identical(b: Backend) {
             "{f}"
         );
     }
+    assert_eq!(
+        fs::read(folder(sorted_run).join("bundle.json")).unwrap(),
+        sorted.as_bytes()
+    );
     for plain in ["full", "inline-content", "minimal"] {
         let original = fs::read(valid_fixtures().join(format!("{plain}.json"))).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&original).unwrap();
