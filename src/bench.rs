@@ -22,8 +22,8 @@ use crate::inbox::{Inbox, ScanSummary};
 use crate::presence::Presence;
 use crate::state::Outcome;
 use crate::store::{
-    BaselineFigures, CommitFloor, Completion, Location, NewJob, NewRun, NewSource, RunJob,
-    RunSources, Store, StoreOptions, Synchronous, run_baseline,
+    BaselineFigures, CommitFloor, Completion, Location, NewJob, NewRun, NewSource, RunSources,
+    Store, StoreOptions, Synchronous, run_baseline,
 };
 use crate::timestamp::{SystemClock, Timestamp};
 use crate::worker::{PoolConfig, PoolControl, run_pool};
@@ -703,25 +703,12 @@ pub fn search_home(root: &Path, sync: Synchronous, n: usize) -> Result<()> {
         let k = (runs - done).min(1000);
         let batch: Vec<NewRun> = (done..done + k)
             .map(|i| {
-                let json = serde_json::json!({"bench": i}).to_string();
-                NewRun {
-                    tenant_id: tenant,
-                    id: Uuid::now_v7(),
-                    title: format!("Search run {i}"),
-                    bundle_sha256: crate::digest::Sha256Hex::of(json.as_bytes()).to_string(),
-                    bundle_json: json,
-                    origin: "api",
-                    origin_name: None,
-                    inbox_claim: None,
-                    job: RunJob {
-                        job_type: "process_bundle".to_owned(),
-                        payload: serde_json::json!({}),
-                        max_attempts: None,
-                        not_before: None,
-                    },
-                    objects: Vec::new(),
-                    stored: Vec::new(),
-                }
+                NewRun::from_api(
+                    tenant,
+                    format!("Search run {i}"),
+                    serde_json::json!({"bench": i}).to_string(),
+                    "process_bundle",
+                )
             })
             .collect();
         let now = Timestamp::now();

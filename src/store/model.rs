@@ -278,6 +278,32 @@ pub struct NewRun {
     pub stored: Vec<Sha256Hex>,
 }
 
+impl NewRun {
+    /// A new run recorded through the library (origin `api`): `bundle_json`
+    /// under its own digest, with a `job_type` job of empty payload and no
+    /// objects.
+    pub fn from_api(tenant_id: Uuid, title: String, bundle_json: String, job_type: &str) -> NewRun {
+        NewRun {
+            tenant_id,
+            id: Uuid::now_v7(),
+            title,
+            bundle_sha256: Sha256Hex::of(bundle_json.as_bytes()).to_string(),
+            bundle_json,
+            origin: "api",
+            origin_name: None,
+            inbox_claim: None,
+            job: RunJob {
+                job_type: job_type.to_owned(),
+                payload: serde_json::json!({}),
+                max_attempts: None,
+                not_before: None,
+            },
+            objects: Vec::new(),
+            stored: Vec::new(),
+        }
+    }
+}
+
 /// One source of a stored run that carries bytes (inline `content` or a
 /// `path` in a bundle folder): the run refers to the object with its
 /// digest.

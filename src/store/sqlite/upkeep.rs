@@ -445,7 +445,7 @@ mod tests {
     use crate::state::Outcome;
     use crate::store::sqlite::SqliteStore;
     use crate::store::{
-        Completion, NewRun, NewSource, PruneFilter, RunJob, RunSources, StoreOptions, Synchronous,
+        Completion, NewRun, NewSource, PruneFilter, RunSources, StoreOptions, Synchronous,
     };
     use crate::timestamp::Timestamp;
 
@@ -472,25 +472,12 @@ mod tests {
             .id;
         let mut runs = Vec::new();
         for i in 0..10 {
-            let json = format!("{{\"run\": {i}}}");
-            let run = NewRun {
-                tenant_id: tenant,
-                id: Uuid::now_v7(),
-                title: format!("Run {i}"),
-                bundle_sha256: Sha256Hex::of(json.as_bytes()).to_string(),
-                bundle_json: json,
-                origin: "api",
-                origin_name: None,
-                inbox_claim: None,
-                job: RunJob {
-                    job_type: "process_bundle".to_owned(),
-                    payload: serde_json::json!({}),
-                    max_attempts: None,
-                    not_before: None,
-                },
-                objects: Vec::new(),
-                stored: Vec::new(),
-            };
+            let run = NewRun::from_api(
+                tenant,
+                format!("Run {i}"),
+                format!("{{\"run\": {i}}}"),
+                "process_bundle",
+            );
             runs.push(run.id);
             // Each run a little later than the one before.
             let now = Timestamp::now();
