@@ -22,8 +22,8 @@ use crate::inbox::{Inbox, ScanSummary};
 use crate::presence::Presence;
 use crate::state::Outcome;
 use crate::store::{
-    BaselineFigures, CommitFloor, Completion, Location, NewJob, NewRun, NewSource, RunSources,
-    Store, StoreOptions, Synchronous, run_baseline,
+    BaselineFigures, Completion, Location, NewJob, NewRun, NewSource, RunSources, Store,
+    StoreOptions, Synchronous, run_baseline,
 };
 use crate::timestamp::{SystemClock, Timestamp};
 use crate::worker::{PoolConfig, PoolControl, run_pool};
@@ -294,15 +294,13 @@ fn claim_cost(store: &mut Store, rounds: usize) -> Result<(f64, Vec<Duration>)> 
 }
 
 /// `rounds` one-job claims on `store` (each then completed) and as many
-/// commits of `floor`, in turns: the claims' latency and the floor's.
-fn claims_in_turns_with_floor(
-    store: &mut Store,
-    floor: &mut CommitFloor,
-    rounds: usize,
-) -> Result<(Latency, Latency)> {
+/// commits of the floor on its connection, in turns: the claims' latency
+/// and the floor's.
+fn claims_in_turns_with_floor(store: &mut Store, rounds: usize) -> Result<(Latency, Latency)> {
+    store.add_commit_floor()?;
     let (mut claims, mut floors) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        floors.push(floor.commit()?);
+        floors.push(store.commit_floor()?);
         claims.extend(claim_cost(store, 1)?.1);
     }
     Ok((Latency::of(claims), Latency::of(floors)))
@@ -468,12 +466,13 @@ pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<B
     let mut lat = store_at(&dir.join("latency.db"), sync)?;
     enqueue_batched(&mut lat, 10_000, 1000)?;
     lat.checkpoint()?;
-    // In the same database: its commits append to the same WAL as the
-    // claims' (a new file of its own, growing, made the floor dearer).
-    let mut floor = CommitFloor::open(&Location::Sqlite(dir.join("latency.db")), sync)?;
+    // In the same database and on the same connection: its commits append
+    // to the same WAL as the claims' (a new file of its own, growing, made
+    // the floor dearer), and leave the claims' pages cached (a commit from
+    // another connection made each claim read its pages again).
     let (claim_latency, claim_floor) =
-        claims_in_turns_with_floor(&mut lat, &mut floor, opts.samples.min(9_000))?;
-    drop((lat, floor));
+        claims_in_turns_with_floor(&mut lat, opts.samples.min(9_000))?;
+    drop(lat);
 
     step("claim latency with 10,000 queued, synchronous = normal");
     let mut lat = store_at(&dir.join("latency-normal.db"), Synchronous::Normal)?;
@@ -1130,10 +1129,8 @@ pub fn run_server(
     let (at, _guard) = scratch()?;
     let mut store = Store::create(&at, options)?;
     enqueue_batched(&mut store, 10_000, 1000)?;
-    let mut floor = CommitFloor::open(&at, opts.synchronous)?;
     let (claim_latency, floor_latency) =
-        claims_in_turns_with_floor(&mut store, &mut floor, opts.samples.min(9_000))?;
-    drop(floor);
+        claims_in_turns_with_floor(&mut store, opts.samples.min(9_000))?;
     Ok(ServerBenchReport {
         database: location.to_string(),
         jobs: opts.jobs,

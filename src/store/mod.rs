@@ -65,39 +65,6 @@ pub enum Location {
 
 pub use postgres::{PgLocation, Scratch};
 
-/// The benchmark's commit floor (the baseline's minimal commit: a one-row
-/// table's row updated, committed) on a connection of its own to the
-/// database at `location`, one commit at a time: for timing it in turns
-/// with what is held against it, so that both see the disk as it is at
-/// the time.
-#[derive(Debug)]
-pub struct CommitFloor(FloorBackend);
-
-#[derive(Debug)]
-enum FloorBackend {
-    Sqlite(sqlite::CommitFloor),
-    Postgres(postgres::CommitFloor),
-}
-
-impl CommitFloor {
-    /// Opens the database at `location` (made if new, for SQLite) and adds
-    /// the floor's table; `synchronous` is SQLite's setting.
-    pub fn open(location: &Location, synchronous: Synchronous) -> Result<CommitFloor> {
-        Ok(CommitFloor(match location {
-            Location::Sqlite(p) => FloorBackend::Sqlite(sqlite::CommitFloor::open(p, synchronous)?),
-            Location::Postgres(p) => FloorBackend::Postgres(postgres::CommitFloor::open(p)?),
-        }))
-    }
-
-    /// Times one commit of the floor.
-    pub fn commit(&mut self) -> Result<std::time::Duration> {
-        match &mut self.0 {
-            FloorBackend::Sqlite(f) => f.commit(),
-            FloorBackend::Postgres(f) => f.commit(),
-        }
-    }
-}
-
 impl Location {
     /// A location as configured: a path (relative to `base`) for SQLite.
     pub fn parse(text: &str, base: &Path) -> std::result::Result<Location, String> {
@@ -401,10 +368,27 @@ impl Store {
         on_backend!(self, b => b.integrity_check())
     }
 
-    /// The query plan of the claim, one line per step (for tests that the
-    /// claim is an index search).
+    /// The query plans of the claim, of failing the jobs lost at their
+    /// last attempt and of a batch of successes, one line per step (for
+    /// tests that they are index searches).
     pub fn explain_claim(&mut self) -> Result<Vec<String>> {
         on_backend!(self, b => b.explain_claim())
+    }
+
+    /// Adds the benchmark's commit floor to this database: a one-row table
+    /// that [`Store::commit_floor`] updates.
+    pub fn add_commit_floor(&mut self) -> Result<()> {
+        on_backend!(self, b => b.add_commit_floor())
+    }
+
+    /// Times one commit of the benchmark's floor, the baseline's minimal
+    /// commit (the one row updated, committed), on this store's own
+    /// connection: timed in turns with the store's calls, it sees the disk
+    /// as they do, and (on SQLite) leaves their pages cached as they were,
+    /// where a commit from another connection would make the next call
+    /// read its pages again.
+    pub fn commit_floor(&mut self) -> Result<std::time::Duration> {
+        on_backend!(self, b => b.commit_floor())
     }
 
     /// The column names of a table, in order (for schema tests).

@@ -8,7 +8,7 @@ use std::time::Instant;
 use postgres::{Client, NoTls};
 use uuid::Uuid;
 
-use super::{PgContext, PgLocation};
+use super::{PgContext, PgLocation, PgStore};
 use crate::error::Result;
 use crate::store::BaselineFigures;
 
@@ -104,30 +104,17 @@ fn connect(location: &PgLocation) -> Result<Client> {
         .pg("connect to the database")
 }
 
-/// The baseline's minimal commit (a one-row table's row updated, in the
-/// schema at hand), one at a time, on a connection of its own: for timing
-/// it in turns with what is held against it.
-pub struct CommitFloor {
-    client: Client,
-}
-
-impl std::fmt::Debug for CommitFloor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CommitFloor")
-    }
-}
-
-impl CommitFloor {
-    /// Connects to the schema at `location` and adds the floor's table.
-    pub fn open(location: &PgLocation) -> Result<CommitFloor> {
-        let mut client = connect(location)?;
-        client.batch_execute(FLOOR_TABLE).pg("baseline setup")?;
-        Ok(CommitFloor { client })
+impl PgStore {
+    /// Adds the commit floor's table (one row) to this schema.
+    pub fn add_commit_floor(&mut self) -> Result<()> {
+        self.client()?
+            .batch_execute(FLOOR_TABLE)
+            .pg("baseline setup")
     }
 
-    /// Times one commit of the floor.
-    pub fn commit(&mut self) -> Result<std::time::Duration> {
-        floor_commit(&mut self.client)
+    /// Times one commit of the floor on this store's own connection.
+    pub fn commit_floor(&mut self) -> Result<std::time::Duration> {
+        floor_commit(self.client()?)
     }
 }
 

@@ -24,7 +24,7 @@ mod jobs;
 mod runs;
 mod upkeep;
 
-pub use baseline::{CommitFloor, Scratch};
+pub use baseline::Scratch;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -72,6 +72,8 @@ pub fn run_baseline(
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .db("baseline claim")?;
+        // The ready jobs as the schema's open jobs' index holds them (a
+        // queued job's lock is NULL), as any SQL for this schema would ask.
         let ids: Vec<String> = {
             let mut claim = tx
                 .prepare_cached(
@@ -79,6 +81,7 @@ pub fn run_baseline(
                          locked_at = ?1, locked_by = 'baseline', updated_at = ?1
                      WHERE id IN (SELECT id FROM research_jobs
                                   WHERE status = 'queued' AND retry_at IS NULL
+                                    AND locked_at IS NULL
                                   ORDER BY created_at LIMIT +?2)
                      RETURNING id",
                 )
@@ -154,36 +157,14 @@ fn floor_commit(conn: &mut rusqlite::Connection) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
-/// The baseline's minimal commit (a one-row table of its own, in the
-/// database at hand), one at a time: for timing it in turns with what is
-/// held against it, so that both see the disk as it is at the time.
-pub struct CommitFloor {
-    store: SqliteStore,
-}
-
-impl std::fmt::Debug for CommitFloor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommitFloor")
-            .field("path", &self.store.path)
-            .finish()
-    }
-}
-
-impl CommitFloor {
-    /// Opens (or makes) the database at `path` for floor commits, with a
-    /// connection of its own, and adds the floor's table.
-    pub fn open(path: &Path, synchronous: Synchronous) -> Result<CommitFloor> {
-        let options = StoreOptions {
-            synchronous,
-            ..StoreOptions::default()
-        };
-        let store = SqliteStore::create(path, options)?;
-        floor_table(&store.conn)?;
-        Ok(CommitFloor { store })
+impl SqliteStore {
+    /// Adds the commit floor's table (one row) to this database.
+    pub fn add_commit_floor(&mut self) -> Result<()> {
+        floor_table(&self.conn)
     }
 
-    /// Times one commit of the floor.
-    pub fn commit(&mut self) -> Result<Duration> {
-        floor_commit(&mut self.store.conn)
+    /// Times one commit of the floor on this store's own connection.
+    pub fn commit_floor(&mut self) -> Result<Duration> {
+        floor_commit(&mut self.conn)
     }
 }

@@ -44,7 +44,6 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-pub(crate) use baseline::CommitFloor;
 pub(crate) use baseline::run_baseline;
 pub(crate) use convert::sqlite_error;
 
@@ -602,7 +601,9 @@ impl SqliteStore {
         })
     }
 
-    /// The query plan SQLite picks for the claim, one line per step.
+    /// The query plans SQLite picks for the claim, for failing the jobs
+    /// lost at their last attempt and for a batch of successes, one line
+    /// per step.
     pub fn explain_claim(&self) -> Result<Vec<String>> {
         jobs::explain_claim(&self.conn)
     }

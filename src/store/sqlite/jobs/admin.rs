@@ -21,10 +21,7 @@ impl SqliteStore {
     pub fn running_workers(&mut self) -> Result<Vec<String>> {
         self.read("list running workers", |tx| {
             let mut stmt = tx
-                .prepare_cached(
-                    "SELECT DISTINCT locked_by FROM research_jobs INDEXED BY research_jobs_running
-                     WHERE status = 'running'",
-                )
+                .prepare_cached(concat!("SELECT DISTINCT locked_by FROM ", running_jobs!()))
                 .db("list running workers")?;
             let rows = stmt
                 .query_map([], |r| r.get::<_, String>(0))

@@ -1,4 +1,4 @@
-//! Claiming: the claim query (three partial-index walks), the lost jobs
+//! Claiming: the claim query (three walks of the open jobs' index), the lost jobs
 //! it fails at their last attempt, and one store call that records
 //! outcomes and claims in one transaction (`cycle`).
 
@@ -19,7 +19,8 @@ use crate::store::{Claim, Completion, Job, QueuePolicy, Report, TransitionKind};
 use crate::timestamp::Timestamp;
 
 /// The claim: due queued jobs and expired running ones, oldest first. Each
-/// branch walks its own partial index and stops after `?3` rows. Each
+/// branch walks its own run of the open jobs' index and stops after `?3`
+/// rows. Each
 /// claimed row gets a new `claim_id`, which fences its reports.
 ///
 /// Every bound LIMIT in the backend is written `LIMIT +?N`: SQLite's
@@ -36,12 +37,15 @@ static CLAIM_DUE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
 
 fn claim_sql(rescue: bool) -> String {
     let expired = if rescue {
-        "
+        concat!(
+            "
         UNION ALL
         SELECT id, created_at FROM (
-            SELECT id, created_at FROM research_jobs INDEXED BY research_jobs_running
-            WHERE status = 'running' AND locked_at < ?2
+            SELECT id, created_at FROM ",
+            running_jobs!(),
+            " AND locked_at < ?2
             ORDER BY locked_at LIMIT +?3)"
+        )
     } else {
         ""
     };
@@ -54,34 +58,38 @@ SET status = 'running', attempts = attempts + 1, locked_at = ?1, locked_by = ?4,
 WHERE id IN (
     SELECT id FROM (
         SELECT id, created_at FROM (
-            SELECT id, created_at FROM research_jobs INDEXED BY research_jobs_ready
-            WHERE status = 'queued' AND retry_at IS NULL
+            SELECT id, created_at FROM {ready}
             ORDER BY created_at LIMIT +?3)
         UNION ALL
         SELECT id, created_at FROM (
-            SELECT id, created_at FROM research_jobs INDEXED BY research_jobs_retry
-            WHERE status = 'queued' AND retry_at IS NOT NULL AND retry_at <= ?1
+            SELECT id, created_at FROM {retrying} AND retry_at <= ?1
             ORDER BY retry_at LIMIT +?3){expired}
     )
     ORDER BY created_at LIMIT +?3)
-RETURNING {JOB_COLUMNS}, claim_id"
+RETURNING {JOB_COLUMNS}, claim_id",
+        ready = ready_jobs!(),
+        retrying = retrying_jobs!(),
     )
 }
 
 /// Whether any running job's lock has expired: one probe of the running
 /// index, after which a claim with nothing to rescue skips the statements
 /// that fail and rescue lost jobs (a fifth of a claim's time).
-const ANY_EXPIRED_SQL: &str = "
-SELECT EXISTS (SELECT 1 FROM research_jobs INDEXED BY research_jobs_running
-               WHERE status = 'running' AND locked_at < ?1)";
+const ANY_EXPIRED_SQL: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM ",
+    running_jobs!(),
+    " AND locked_at < ?1)"
+);
 
 /// Running jobs whose lock expired: what the claim may rescue (the same
 /// index walk as its third branch), with their claim as it stands.
-const EXPIRED_SQL: &str = "
-SELECT id, claim_id, tenant_id, attempts, locked_by, coalesce(claimed_at, locked_at)
-FROM research_jobs INDEXED BY research_jobs_running
-WHERE status = 'running' AND locked_at < ?1
-ORDER BY locked_at LIMIT +?2";
+const EXPIRED_SQL: &str = concat!(
+    "SELECT id, claim_id, tenant_id, attempts, locked_by, coalesce(claimed_at, locked_at)
+     FROM ",
+    running_jobs!(),
+    " AND locked_at < ?1
+     ORDER BY locked_at LIMIT +?2"
+);
 
 /// The lost attempts of running jobs whose lock expired at their last
 /// attempt, written before [`FAIL_LOST_SQL`] fails them.
@@ -94,22 +102,23 @@ SELECT id, coalesce(claim_id, {NEW_CLAIM_ID}), tenant_id, attempts, locked_by,
     coalesce(claimed_at, locked_at), ?1, 'lost',
     'worker ' || locked_by || ' was lost during attempt ' || attempts || '/'
         || max_attempts || ' (lock expired at ' || locked_at || ')'
-FROM research_jobs INDEXED BY research_jobs_running
-WHERE status = 'running' AND locked_at < ?2 AND attempts >= max_attempts"
+FROM {running} AND locked_at < ?2 AND attempts >= max_attempts",
+        running = running_jobs!(),
     )
 });
 
 /// A running job whose lock expired at its last attempt is not claimed
 /// again: it fails (its attempt was recorded lost just before).
-pub(super) const FAIL_LOST_SQL: &str = "
-UPDATE research_jobs
-SET status = 'failed', retry_at = NULL, locked_at = NULL, locked_by = NULL, updated_at = ?1,
-    last_error = 'worker ' || locked_by || ' was lost during attempt ' || attempts || '/'
-        || max_attempts || ' (lock expired at ' || locked_at || ')'
-WHERE id IN (
-    SELECT id FROM research_jobs INDEXED BY research_jobs_running
-    WHERE status = 'running' AND locked_at < ?2 AND attempts >= max_attempts)
-RETURNING id, attempts, last_error";
+pub(super) const FAIL_LOST_SQL: &str = concat!(
+    "UPDATE research_jobs
+     SET status = 'failed', retry_at = NULL, locked_at = NULL, locked_by = NULL, updated_at = ?1,
+         last_error = 'worker ' || locked_by || ' was lost during attempt ' || attempts || '/'
+             || max_attempts || ' (lock expired at ' || locked_at || ')'
+     WHERE id IN (SELECT id FROM ",
+    running_jobs!(),
+    " AND locked_at < ?2 AND attempts >= max_attempts)
+     RETURNING id, attempts, last_error"
+);
 
 /// A claim found expired, as it stood before it was rescued.
 struct Expired {
@@ -197,13 +206,13 @@ impl ClaimLimits {
             let names: Vec<&str> = caps.iter().map(|(t, _)| *t).collect();
             let running: HashMap<String, u32> = {
                 let mut stmt = tx
-                    .prepare_cached(
-                        "SELECT job_type, count(*)
-                         FROM research_jobs INDEXED BY research_jobs_running
-                         WHERE status = 'running' AND locked_at >= ?1
-                           AND job_type IN (SELECT value FROM json_each(?2))
-                         GROUP BY job_type",
-                    )
+                    .prepare_cached(concat!(
+                        "SELECT job_type, count(*) FROM ",
+                        running_jobs!(),
+                        " AND locked_at >= ?1
+                               AND job_type IN (SELECT value FROM json_each(?2))
+                             GROUP BY job_type"
+                    ))
                     .db("claim jobs")?;
                 let rows = stmt
                     .query_map(params![expiry, json_list(&names)], |r| {
@@ -225,29 +234,30 @@ impl ClaimLimits {
     }
 }
 
-/// The claim's candidates when limits are in force: the same three index
-/// walks, past the job types in `?4` (paused, or at their cap).
+/// The claim's candidates when limits are in force: the same three walks
+/// of the open jobs' index, past the job types in `?4` (paused, or at
+/// their cap).
 static LIMITED_CANDIDATES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let not_blocked = "AND job_type NOT IN (SELECT value FROM json_each(?4))";
     format!(
         "
 SELECT id, job_type FROM (
     SELECT id, job_type, created_at FROM (
-        SELECT id, job_type, created_at FROM research_jobs INDEXED BY research_jobs_ready
-        WHERE status = 'queued' AND retry_at IS NULL {not_blocked}
+        SELECT id, job_type, created_at FROM {ready} {not_blocked}
         ORDER BY created_at LIMIT +?3)
     UNION ALL
     SELECT id, job_type, created_at FROM (
-        SELECT id, job_type, created_at FROM research_jobs INDEXED BY research_jobs_retry
-        WHERE status = 'queued' AND retry_at IS NOT NULL AND retry_at <= ?1 {not_blocked}
+        SELECT id, job_type, created_at FROM {retrying} AND retry_at <= ?1 {not_blocked}
         ORDER BY retry_at LIMIT +?3)
     UNION ALL
     SELECT id, job_type, created_at FROM (
-        SELECT id, job_type, created_at FROM research_jobs INDEXED BY research_jobs_running
-        WHERE status = 'running' AND locked_at < ?2 AND ?5 {not_blocked}
+        SELECT id, job_type, created_at FROM {running} AND locked_at < ?2 AND ?5 {not_blocked}
         ORDER BY locked_at LIMIT +?3)
 )
-ORDER BY created_at, id LIMIT +?3"
+ORDER BY created_at, id LIMIT +?3",
+        ready = ready_jobs!(),
+        retrying = retrying_jobs!(),
+        running = running_jobs!(),
     )
 });
 
@@ -476,7 +486,11 @@ fn finish_claims(
 
 pub(in crate::store::sqlite) fn explain_claim(conn: &Connection) -> Result<Vec<String>> {
     let mut lines = Vec::new();
-    for sql in [CLAIM_SQL.as_str(), FAIL_LOST_SQL] {
+    for sql in [
+        CLAIM_SQL.as_str(),
+        FAIL_LOST_SQL,
+        super::report::SUCCEED_BATCH_SQL.as_str(),
+    ] {
         let mut stmt = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .db("explain the claim")?;

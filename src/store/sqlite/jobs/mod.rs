@@ -15,6 +15,34 @@
 //! their fence), `admin` (rescue, cancel, retry, prune), `queries`
 //! (reads); this file holds the rows and enqueue.
 
+/// The three runs of the open jobs' index, `research_jobs_open` (migration
+/// V12), each as `research_jobs … WHERE` and the terms that walk it; a
+/// query adds its own terms after them. Running jobs, oldest lock first
+/// (`ORDER BY locked_at`).
+macro_rules! running_jobs {
+    () => {
+        "research_jobs INDEXED BY research_jobs_open
+         WHERE status = 'running' AND retry_at IS NULL"
+    };
+}
+
+/// Queued jobs that never failed, oldest first (`ORDER BY created_at`).
+macro_rules! ready_jobs {
+    () => {
+        "research_jobs INDEXED BY research_jobs_open
+         WHERE status = 'queued' AND retry_at IS NULL AND locked_at IS NULL"
+    };
+}
+
+/// Queued jobs waiting out a backoff, soonest due first (`ORDER BY
+/// retry_at`).
+macro_rules! retrying_jobs {
+    () => {
+        "research_jobs INDEXED BY research_jobs_open
+         WHERE status = 'queued' AND retry_at IS NOT NULL"
+    };
+}
+
 mod admin;
 mod claim;
 mod queries;

@@ -248,8 +248,7 @@ impl SqliteStore {
         self.read("find the next due job", |tx| {
             let ready: bool = tx
                 .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM research_jobs INDEXED BY research_jobs_ready
-                     WHERE status = 'queued' AND retry_at IS NULL)",
+                    concat!("SELECT EXISTS (SELECT 1 FROM ", ready_jobs!(), ")"),
                     [],
                     |r| r.get(0),
                 )
@@ -258,8 +257,7 @@ impl SqliteStore {
                 return Ok(Some(now));
             }
             tx.query_row(
-                "SELECT min(retry_at) FROM research_jobs INDEXED BY research_jobs_retry
-                 WHERE status = 'queued' AND retry_at IS NOT NULL",
+                concat!("SELECT min(retry_at) FROM ", retrying_jobs!()),
                 [],
                 |r| r.get(0),
             )
@@ -271,8 +269,7 @@ impl SqliteStore {
     pub fn oldest_lock(&mut self) -> Result<Option<Timestamp>> {
         self.read("find the oldest lock", |tx| {
             tx.query_row(
-                "SELECT min(locked_at) FROM research_jobs INDEXED BY research_jobs_running
-                 WHERE status = 'running'",
+                concat!("SELECT min(locked_at) FROM ", running_jobs!()),
                 [],
                 |r| r.get(0),
             )
@@ -322,7 +319,7 @@ fn owns_every_job(tx: &rusqlite::Transaction<'_>, tenant: &str) -> Result<bool> 
 ///
 /// A status is written into the statement rather than bound, so that
 /// SQLite can walk a partial index for it (`research_jobs_failed`,
-/// `research_jobs_running`).
+/// `research_jobs_open`).
 fn list_filter(status: Option<JobStatus>) -> String {
     let status = status.map_or_else(
         || "?2 IS NULL".to_owned(),

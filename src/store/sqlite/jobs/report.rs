@@ -115,6 +115,21 @@ pub(super) fn apply_completions(
         .collect()
 }
 
+/// Successes of the claims in the JSON list `?2` (`[job, worker, attempt,
+/// claim id]` each), fenced one by one: each row found by its id.
+pub(super) static SUCCEED_BATCH_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE research_jobs
+             SET status = 'succeeded', locked_at = NULL, locked_by = NULL, updated_at = ?1
+             FROM (SELECT value ->> 0 AS j, value ->> 1 AS w, value ->> 2 AS a,
+                          value ->> 3 AS t
+                   FROM json_each(?2)) AS c
+             WHERE {}
+             RETURNING research_jobs.id",
+        fence("c.j", "c.w", "c.a", "c.t")
+    )
+});
+
 /// Marks fenced claims succeeded (the job rows then hold those attempts);
 /// returns the jobs whose claim still held.
 pub(super) fn succeed_batch(
@@ -140,16 +155,7 @@ pub(super) fn succeed_batch(
     let batch = json_list(&rows);
     let done: Vec<String> = {
         let mut stmt = tx
-            .prepare_cached(&format!(
-                "UPDATE research_jobs
-                 SET status = 'succeeded', locked_at = NULL, locked_by = NULL, updated_at = ?1
-                 FROM (SELECT value ->> 0 AS j, value ->> 1 AS w, value ->> 2 AS a,
-                              value ->> 3 AS t
-                       FROM json_each(?2)) AS c
-                 WHERE {}
-                 RETURNING research_jobs.id",
-                fence("c.j", "c.w", "c.a", "c.t")
-            ))
+            .prepare_cached(&SUCCEED_BATCH_SQL)
             .db("record successes")?;
         let out = stmt
             .query_map(params![now, batch], |r| r.get(0))
