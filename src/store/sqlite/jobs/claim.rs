@@ -40,8 +40,8 @@ fn claim_sql(rescue: bool) -> String {
         concat!(
             "
         UNION ALL
-        SELECT id, created_at FROM (
-            SELECT id, created_at FROM ",
+        SELECT r, created_at FROM (
+            SELECT rowid AS r, created_at FROM ",
             running_jobs!(),
             " AND locked_at < ?2
             ORDER BY locked_at LIMIT +?3)"
@@ -55,14 +55,14 @@ UPDATE research_jobs
 SET status = 'running', attempts = attempts + 1, locked_at = ?1, locked_by = ?4,
     retry_at = NULL, updated_at = ?1, claim_id = {NEW_CLAIM_ID}, claimed_at = ?1,
     claimed_by = ?4
-WHERE id IN (
-    SELECT id FROM (
-        SELECT id, created_at FROM (
-            SELECT id, created_at FROM {ready}
+WHERE rowid IN (
+    SELECT r FROM (
+        SELECT r, created_at FROM (
+            SELECT rowid AS r, created_at FROM {ready}
             ORDER BY created_at LIMIT +?3)
         UNION ALL
-        SELECT id, created_at FROM (
-            SELECT id, created_at FROM {retrying} AND retry_at <= ?1
+        SELECT r, created_at FROM (
+            SELECT rowid AS r, created_at FROM {retrying} AND retry_at <= ?1
             ORDER BY retry_at LIMIT +?3){expired}
     )
     ORDER BY created_at LIMIT +?3)
