@@ -368,9 +368,9 @@ impl Store {
         on_backend!(self, b => b.integrity_check())
     }
 
-    /// The query plans of the claim, of failing the jobs lost at their
-    /// last attempt and of a batch of successes, one line per step (for
-    /// tests that they are index searches).
+    /// The query plan of the claim, one line per step (for tests that it is
+    /// an index search); on SQLite followed by the plans of failing the
+    /// jobs lost at their last attempt and of a batch of successes.
     pub fn explain_claim(&mut self) -> Result<Vec<String>> {
         on_backend!(self, b => b.explain_claim())
     }
