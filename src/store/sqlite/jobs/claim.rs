@@ -19,9 +19,10 @@ use crate::store::{Claim, Completion, Job, QueuePolicy, Report, TransitionKind};
 use crate::timestamp::Timestamp;
 
 /// The claim: due queued jobs and expired running ones, oldest first. Each
-/// branch walks its own run of the open jobs' index and stops after `?3`
-/// rows. Each
-/// claimed row gets a new `claim_id`, which fences its reports.
+/// branch walks its own run of the open jobs' index, reading rowids from
+/// the index alone, and stops after `?3` rows; the rows are then updated
+/// by rowid. Each claimed row gets a new `claim_id`, which fences its
+/// reports.
 ///
 /// Every bound LIMIT in the backend is written `LIMIT +?N`: SQLite's
 /// planner reads the value of a bare `LIMIT ?N`, which marks the statement
@@ -73,7 +74,7 @@ RETURNING {JOB_COLUMNS}, claim_id",
 }
 
 /// Whether any running job's lock has expired: one probe of the running
-/// index, after which a claim with nothing to rescue skips the statements
+/// jobs' run of the index, after which a claim with nothing to rescue skips the statements
 /// that fail and rescue lost jobs (a fifth of a claim's time).
 const ANY_EXPIRED_SQL: &str = concat!(
     "SELECT EXISTS (SELECT 1 FROM ",

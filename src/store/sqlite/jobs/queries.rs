@@ -319,7 +319,7 @@ fn owns_every_job(tx: &rusqlite::Transaction<'_>, tenant: &str) -> Result<bool> 
 ///
 /// A status is written into the statement rather than bound, so that
 /// SQLite can walk a partial index for it (`research_jobs_failed`,
-/// `research_jobs_open`).
+/// `research_jobs_cancelled`).
 fn list_filter(status: Option<JobStatus>) -> String {
     let status = status.map_or_else(
         || "?2 IS NULL".to_owned(),
