@@ -402,21 +402,26 @@ fn engine_life_cycle(db: &Path, opts: &BenchOptions) -> Result<LifeCycle> {
 /// MB after the footprint step: the scaling figure's one-worker or
 /// two-worker half ran 30 % slower for it, whichever came at the time).
 /// Best effort: a folder that cannot be opened is left as it is.
-pub fn settle(dir: &Path) {
+fn settle(dir: &Path) {
     if let Ok(folder) = File::open(dir) {
         let _ = rustix::fs::syncfs(&folder);
     }
 }
 
+/// Starts a step of the bench whose temp folders are under `dir`: writes
+/// out what earlier steps left unwritten on that file system (a `syncfs`),
+/// then tells `progress` the step's name.
+pub fn begin_step(dir: &Path, progress: &dyn Fn(&str), name: &str) {
+    settle(dir);
+    progress(name);
+}
+
 /// Runs every in-process measurement in temp folders under `dir`, each
-/// step starting on a settled disk ([`settle`]). `progress` hears which
+/// step starting on a settled disk ([`begin_step`]). `progress` hears which
 /// step starts.
 pub fn run(dir: &Path, opts: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchReport> {
     let sync = opts.synchronous;
-    let step = |name: &str| {
-        settle(dir);
-        progress(name);
-    };
+    let step = |name: &str| begin_step(dir, progress, name);
     step("enqueue: one job per transaction");
     let single_n = opts.jobs.clamp(1, 2000);
     let mut single = store_at(&dir.join("single.db"), sync)?;

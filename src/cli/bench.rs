@@ -418,10 +418,7 @@ pub fn bench(json: bool, args: &BenchArgs) -> Result<u8> {
         return Ok(EXIT_OK);
     }
     let report = bench::run(tmp.path(), &opts, &progress)?;
-    let step = |name: &str| {
-        bench::settle(tmp.path());
-        progress(name);
-    };
+    let step = |name: &str| bench::begin_step(tmp.path(), &progress, name);
 
     step("resident memory of serve working the large queue");
     let big = tmp.path().join("big");
